@@ -1,0 +1,162 @@
+"""The `trainyard` command: up, serve, token, gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainyard.runtime.settings import SERVICE_NAMES, CommonSettings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+gateway_app = typer.Typer(no_args_is_help=True, help="The Envoy gateway.")
+app.add_typer(gateway_app, name="gateway")
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir", envvar="TRAINYARD_DATA_DIR", help="SQLite files, blobs, logs, secrets."
+    ),
+]
+
+
+@app.command()
+def up(
+    data_dir: DataDir = Path(".data"),
+    http_port: Annotated[int, typer.Option(help="REST/gRPC port of Envoy; 0 = any free port.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address every listener binds.")] = "127.0.0.1",
+) -> None:
+    """Start all five services and Envoy on embedded defaults; Ctrl-C stops everything."""
+    from trainyard.suite import Suite
+
+    suite = Suite(data_dir, host=host, http_port=http_port)
+    typer.echo(f"starting Trainyard in {data_dir.resolve()} ...")
+    endpoints = suite.start()
+    typer.echo(f"REST (through Envoy):  {endpoints['http']}")
+    typer.echo(f"gRPC (through Envoy):  {endpoints['grpc_gateway']}")
+    for name, address in endpoints["grpc"].items():
+        typer.echo(f"gRPC {name + ':':14s} {address}")
+    typer.echo(f"endpoints file:        {data_dir.resolve() / 'endpoints.json'}")
+    typer.echo(f"service logs:          {endpoints['logs']}")
+    typer.echo(f"user token:            trainyard token --data-dir {data_dir} --user alice")
+    typer.echo("ready. Ctrl-C stops.")
+    suite.run_forever()
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE_NAMES)}.")],
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="gRPC port; 0 = any free port.")] = None,
+    ready_file: Annotated[
+        Path | None, typer.Option(help="Write {address, pid} as JSON here once serving.")
+    ] = None,
+) -> None:
+    """Run one service alone."""
+    if service not in SERVICE_NAMES:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVICE_NAMES)}")
+    serve_main(service, host=host, port=port, ready_file=ready_file)
+
+
+def serve_main(
+    service: str, host: str | None = None, port: int | None = None, ready_file: Path | None = None
+) -> None:
+    from trainyard import services
+    from trainyard.runtime.server import main_for
+
+    main_for(
+        service,
+        services.builder(service),
+        services.settings_class(service),
+        services.default_port(service),
+        host=host,
+        port=port,
+        ready_file=ready_file,
+    )
+
+
+@app.command()
+def token(
+    user: Annotated[str | None, typer.Option(help="Mint a user token for this user.")] = None,
+    job_model: Annotated[
+        str | None, typer.Option(help="Mint a job token for this model id instead.")
+    ] = None,
+    owner: Annotated[str, typer.Option(help="Owner named in a job token.")] = "system",
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+    data_dir: DataDir = Path(".data"),
+) -> None:
+    """Print a bearer token signed with this instance's key."""
+    from trainyard.runtime.server import authority_from
+
+    if (user is None) == (job_model is None):
+        raise typer.BadParameter("give exactly one of --user or --job-model")
+    os.environ.setdefault("TRAINYARD_DATA_DIR", str(data_dir))
+    common = CommonSettings(data_dir=data_dir)
+    authority = authority_from(common)
+    if user is not None:
+        typer.echo(authority.mint_user(user, ttl))
+    else:
+        typer.echo(authority.mint_job(owner, model_id=job_model, ttl=ttl))
+
+
+def _upstreams(values: list[str]) -> dict[str, str]:
+    upstreams: dict[str, str] = {}
+    for value in values:
+        name, sep, address = value.partition("=")
+        if not sep or name not in SERVICE_NAMES or ":" not in address:
+            raise typer.BadParameter(f"--upstream wants NAME=HOST:PORT, got {value!r}")
+        upstreams[name] = address
+    return upstreams
+
+
+Upstreams = Annotated[
+    list[str], typer.Option("--upstream", help="NAME=HOST:PORT, once per service.")
+]
+
+
+@gateway_app.command("render")
+def gateway_render(
+    upstream: Upstreams,
+    http_port: int = 8080,
+    admin_port: int = 9901,
+    http_host: str = "0.0.0.0",
+) -> None:
+    """Print the Envoy bootstrap (JSON, descriptor set inlined)."""
+    from trainyard.gateway.config import render
+
+    cfg = render(_upstreams(upstream), http_host=http_host, http_port=http_port,
+                 admin_host=http_host, admin_port=admin_port)
+    json.dump(cfg, sys.stdout, indent=1)
+
+
+@gateway_app.command("run")
+def gateway_run(
+    upstream: Upstreams,
+    http_port: int = 8080,
+    admin_port: int = 9901,
+    http_host: str = "0.0.0.0",
+    workdir: Path = Path("/tmp/trainyard-gateway"),
+) -> None:
+    """Render the bootstrap into WORKDIR and exec Envoy (for containers)."""
+    from trainyard.gateway.config import render
+    from trainyard.gateway.process import envoy_binary
+
+    cfg = render(_upstreams(upstream), http_host=http_host, http_port=http_port,
+                 admin_host=http_host, admin_port=admin_port)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "envoy.json"
+    path.write_text(json.dumps(cfg))
+    binary = str(envoy_binary())
+    os.execv(binary, [binary, "-c", str(path), "--disable-hot-restart", "-l", "info"])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""clustering: the clustering service: clustering models, experiments and cluster assignment."""

@@ -1,0 +1,1 @@
+"""finetuning: the finetuning service: database connections, golden records and LLM finetuning jobs."""

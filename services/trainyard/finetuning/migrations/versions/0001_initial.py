@@ -1,0 +1,29 @@
+"""initial: finetuning_finetunings
+
+Revision ID: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "finetuning_finetunings",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("owner", sa.String(255), nullable=False, index=True),
+        sa.Column("db_connection_id", sa.String(36), nullable=False, index=True),
+        sa.Column("alias", sa.String(255), nullable=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("finetuning_finetunings")

@@ -1,0 +1,1 @@
+"""The Envoy gateway: descriptor set, config rendering and the Envoy process."""

@@ -1,0 +1,1 @@
+"""training-orchestrator: the Model Bazaar train API, the model registry and token issuing."""

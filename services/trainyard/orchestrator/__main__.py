@@ -1,0 +1,3 @@
+from trainyard.cli import serve_main
+
+serve_main("orchestrator")

@@ -1,0 +1,58 @@
+"""The orchestrator's tables: the model registry and the messages trainers report."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+TRAIN_STATUSES = ("not_started", "starting", "in_progress", "complete", "failed", "stopped")
+
+
+class Model(Base):
+    """A Model Bazaar model: its owner, type, train status and lineage."""
+
+    __tablename__ = "orchestrator_models"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_orchestrator_models_owner_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), default="not_started")
+    access: Mapped[str] = mapped_column(String(16), default="private")
+    base_model_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    train_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    model_metadata: Mapped[str | None] = mapped_column("metadata", Text, nullable=True)
+    report: Mapped[str | None] = mapped_column(Text, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+
+
+class ModelMessage(Base):
+    """A warning or error a trainer reported for a model."""
+
+    __tablename__ = "orchestrator_model_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("orchestrator_models.id", ondelete="CASCADE"), index=True
+    )
+    level: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -1,0 +1,76 @@
+"""gRPC servicers of the orchestrator: proto <-> registry mapping only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from trainyard.api.auth.v1 import messages_pb2 as auth_msgs
+from trainyard.api.auth.v1 import service_pb2_grpc as auth_grpc
+from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
+from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
+from trainyard.orchestrator.registry import ModelRegistry
+from trainyard.orchestrator.tokens import issue_token, parse_token_request
+from trainyard.runtime.auth import TokenAuthority, current_identity, current_user
+from trainyard.runtime.errors import PermissionDenied
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _job_model(expected_kind: str = "job") -> str:
+    ident = current_identity()
+    if ident.kind != expected_kind or not ident.model_id:
+        raise PermissionDenied("this job token does not name a model", reason="JOB_TOKEN_REQUIRED")
+    return ident.model_id
+
+
+class TrainServicer(svc.TrainServiceServicer):
+    """Model Bazaar train API. Train/retrain RPCs arrive with the job-runner integration."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+
+    async def GetTrainStatus(
+        self, request: msgs.GetTrainStatusRequest, context: Context
+    ) -> msgs.GetTrainStatusResponse:
+        status = await self._registry.train_status(request.model_id, current_user())
+        return msgs.GetTrainStatusResponse(
+            status=status.status, errors=status.errors, warnings=status.warnings
+        )
+
+    async def UpdateTrainStatus(
+        self, request: msgs.UpdateTrainStatusRequest, context: Context
+    ) -> msgs.UpdateTrainStatusResponse:
+        metadata = (
+            json_format.MessageToDict(request.metadata) if request.HasField("metadata") else None
+        )
+        await self._registry.update_status(_job_model(), request.status, metadata)
+        return msgs.UpdateTrainStatusResponse()
+
+    async def LogTrainMessage(
+        self, request: msgs.LogTrainMessageRequest, context: Context
+    ) -> msgs.LogTrainMessageResponse:
+        await self._registry.add_message(_job_model(), request.level, request.message)
+        return msgs.LogTrainMessageResponse()
+
+
+class AuthServicer(auth_grpc.AuthServiceServicer):
+    def __init__(self, authority: TokenAuthority, clients: Mapping[str, str]) -> None:
+        self._authority = authority
+        self._clients = clients
+
+    async def IssueToken(
+        self, request: auth_msgs.IssueTokenRequest, context: Context
+    ) -> auth_msgs.IssueTokenResponse:
+        md = {k: v for k, v in context.invocation_metadata() or ()}
+        authorization = md.get("authorization")
+        _, client_id, secret = parse_token_request(
+            request.http_body.content_type,
+            request.http_body.data,
+            authorization if isinstance(authorization, str) else None,
+        )
+        token, ttl = issue_token(self._authority, self._clients, client_id, secret)
+        return auth_msgs.IssueTokenResponse(access_token=token, token_type="Bearer", expires_in=ttl)

@@ -1,0 +1,1 @@
+"""Shared runtime of every Trainyard service: settings, logging, errors, auth, server, database."""

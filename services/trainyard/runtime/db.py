@@ -1,0 +1,89 @@
+"""Async SQLAlchemy engines and per-service Alembic migrations (SQLite embedded, PostgreSQL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+
+def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
+    """An async engine for `url`. SQLite gets WAL, foreign keys and a busy timeout; PostgreSQL
+    may be confined to `schema` (its search_path)."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+        engine = create_async_engine(url, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+asyncpg")
+        if schema:
+            kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+    return create_async_engine(parsed, **kwargs)
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _upgrade(connection: Connection, script_location: str, version_table: str) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", script_location)
+    cfg.attributes["connection"] = connection
+    cfg.attributes["version_table"] = version_table
+    command.upgrade(cfg, "head")
+
+
+async def migrate(engine: AsyncEngine, migrations: Path, version_table: str) -> None:
+    """Run a service's Alembic migrations to head. Safe to call on every start."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade, str(migrations), version_table)
+
+
+def run_migrations(context: EnvironmentContext, target_metadata: Any) -> None:
+    """The body of every service's migrations/env.py (online mode only)."""
+    connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=context.config.attributes.get("version_table", "alembic_version"),
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+class Database:
+    """A service's database: engine, sessions and migrations to head on start."""
+
+    def __init__(self, service: str, url: str, migrations: Path, schema: str | None = None) -> None:
+        self.service = service
+        self.url = url
+        self.engine = create_engine(url, schema=schema)
+        self.sessions = sessionmaker(self.engine)
+        self._migrations = migrations
+
+    async def start(self) -> None:
+        await migrate(self.engine, self._migrations, f"alembic_version_{self.service}")
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,159 @@
+"""Domain errors carry their gRPC status; one interceptor turns them into rich google.rpc errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "trainyard.dev"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field: its path (e.g. `data.supervised_files[0].path`) and what to fix."""
+
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of errors a user can cause or act on. Subclasses fix the gRPC code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    default_reason = "ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        violations: Iterable[FieldViolation] = (),
+        metadata: Mapping[str, str] | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.violations = tuple(violations)
+        self.metadata = dict(metadata or {})
+        self.http_status = http_status
+
+    def to_status_proto(self) -> status_pb2.Status:
+        details: list[any_pb2.Any] = []
+        info = any_pb2.Any()
+        info.Pack(
+            error_details_pb2.ErrorInfo(
+                reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+            )
+        )
+        details.append(info)
+        if self.violations:
+            bad = any_pb2.Any()
+            bad.Pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in self.violations
+                    ]
+                )
+            )
+            details.append(bad)
+        return status_pb2.Status(
+            code=_CODE_NUMBERS[self.code], message=self.message, details=details
+        )
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        md: list[tuple[str, str | bytes]] = [
+            ("grpc-status-details-bin", self.to_status_proto().SerializeToString())
+        ]
+        if self.http_status is not None:
+            md.append(("x-http-status", str(self.http_status)))
+        return tuple(md)
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    default_reason = "ALREADY_EXISTS"
+
+
+class PermissionDenied(DomainError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    default_reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class Unimplemented(DomainError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    default_reason = "UNIMPLEMENTED"
+
+
+class Unavailable(DomainError):
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "UNAVAILABLE"
+
+
+class Internal(DomainError):
+    code = grpc.StatusCode.INTERNAL
+    default_reason = "INTERNAL"
+
+
+_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: code_pb2.OK,
+    grpc.StatusCode.CANCELLED: code_pb2.CANCELLED,
+    grpc.StatusCode.UNKNOWN: code_pb2.UNKNOWN,
+    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    grpc.StatusCode.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
+    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED: code_pb2.ABORTED,
+    grpc.StatusCode.OUT_OF_RANGE: code_pb2.OUT_OF_RANGE,
+    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
+    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
+    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    grpc.StatusCode.DATA_LOSS: code_pb2.DATA_LOSS,
+    grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+}
+
+
+def status_from_rpc_error(err: grpc.RpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status carried by an RpcError, if any (for clients and tests)."""
+    md = getattr(err, "trailing_metadata", lambda: None)() or ()
+    for key, value in md:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            status = status_pb2.Status()
+            status.ParseFromString(value)
+            return status
+    return None

@@ -1,0 +1,250 @@
+"""The one server interceptor: request id, auth by contract policy, validation, error mapping, logs.
+
+It wraps each method handler, so identity is bound in the same task that runs the servicer, and
+every failure leaves as a proper gRPC status: DomainError -> its code with google.rpc details,
+NotImplementedError -> UNIMPLEMENTED, anything else -> INTERNAL with a correlation id (logged with
+the traceback; never sent to the client).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import descriptor_pool
+from google.protobuf.message import Message
+from prometheus_client import Counter, Histogram
+
+from trainyard.api.options.v1 import options_pb2
+from trainyard.runtime.auth import (
+    Identity,
+    TokenAuthority,
+    bearer_from_metadata,
+    bind_identity,
+    reset_identity,
+)
+from trainyard.runtime.errors import (
+    DomainError,
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    Unimplemented,
+)
+
+log = structlog.get_logger("trainyard.rpc")
+
+Validator = Callable[[Any], Iterable[FieldViolation]]
+
+RPC_TOTAL = Counter("trainyard_rpc_total", "RPCs served", ["service", "method", "code"])
+RPC_SECONDS = Histogram("trainyard_rpc_seconds", "RPC handling time", ["service", "method"])
+
+_PUBLIC_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                    "grpc.reflection.v1.ServerReflection")
+
+
+def auth_policy_of(full_method: str) -> int:
+    """The AuthPolicy of `/pkg.Service/Method` from the contract (default USER)."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    if service in _PUBLIC_SERVICES:
+        return options_pb2.AUTH_POLICY_PUBLIC
+    try:
+        desc = descriptor_pool.Default().FindMethodByName(f"{service}.{method}")
+    except KeyError:
+        return options_pb2.AUTH_POLICY_USER
+    policy: int = desc.GetOptions().Extensions[options_pb2.auth_policy]
+    return policy or options_pb2.AUTH_POLICY_USER
+
+
+def authorize(policy: int, ident: Identity | None) -> None:
+    """Raise the right error when `ident` may not call an RPC of `policy`."""
+    if policy == options_pb2.AUTH_POLICY_PUBLIC:
+        return
+    if ident is None:
+        raise Unauthenticated(
+            "missing credentials: send `Authorization: Bearer <token>` "
+            "(get one with `trainyard token --user NAME` or POST /connect/token)"
+        )
+    if policy == options_pb2.AUTH_POLICY_JOB and ident.kind != "job":
+        raise PermissionDenied(
+            "this route is for training jobs only and needs a job token", reason="JOB_TOKEN_REQUIRED"
+        )
+    if policy == options_pb2.AUTH_POLICY_SERVICE and ident.kind != "service":
+        raise PermissionDenied(
+            "this route is internal to Trainyard services", reason="SERVICE_TOKEN_REQUIRED"
+        )
+    if policy == options_pb2.AUTH_POLICY_USER and ident.kind == "job":
+        raise PermissionDenied("job tokens may only report on their own training")
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        authority: TokenAuthority,
+        validators: Mapping[str, Validator] | None = None,
+    ) -> None:
+        self._authority = authority
+        self._validators = dict(validators or {})
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ())}
+        return _wrap(handler, _Call(self, method, metadata))
+
+    async def identify(self, policy: int, metadata: Mapping[str, str | bytes]) -> Identity | None:
+        token = bearer_from_metadata(metadata) if policy != options_pb2.AUTH_POLICY_PUBLIC else None
+        if policy == options_pb2.AUTH_POLICY_PUBLIC:
+            return None
+        if token is None:
+            authorize(policy, None)
+            return None
+        ident = await self._authority.verify_async(token)
+        authorize(policy, ident)
+        return ident
+
+    def validate(self, request: Any) -> None:
+        if not isinstance(request, Message):
+            return
+        validator = self._validators.get(request.DESCRIPTOR.full_name)
+        if validator is None:
+            return
+        violations = list(validator(request))
+        if violations:
+            summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+            raise InvalidArgument(
+                f"invalid request: {summary}", violations=violations, http_status=422
+            )
+
+
+class _Call:
+    """Per-RPC state shared by the wrapped behaviours."""
+
+    def __init__(self, owner: ServiceInterceptor, method: str, metadata: dict[str, Any]) -> None:
+        self.owner = owner
+        self.method = method
+        self.metadata = metadata
+        service, _, name = method.lstrip("/").rpartition("/")
+        self.service = service.rsplit(".", 1)[-1]
+        self.name = name
+        raw_id = metadata.get("x-request-id")
+        self.request_id = (
+            raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        ) or uuid.uuid4().hex
+
+    async def begin(self) -> Any:
+        structlog.contextvars.bind_contextvars(request_id=self.request_id, rpc=self.method)
+        ident = await self.owner.identify(auth_policy_of(self.method), self.metadata)
+        if ident is not None:
+            structlog.contextvars.bind_contextvars(principal=ident.subject)
+        return bind_identity(ident)
+
+    async def fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc
+        if isinstance(exc, NotImplementedError):
+            exc = Unimplemented(f"{self.method} is not implemented yet", reason="NOT_IMPLEMENTED")
+        if not isinstance(exc, DomainError):
+            correlation = uuid.uuid4().hex[:12]
+            log.error("rpc.crashed", correlation_id=correlation, exc_info=exc)
+            exc = Internal(
+                f"internal error (correlation id {correlation}); the operators can find it in "
+                "the service log",
+                metadata={"correlation_id": correlation},
+            )
+        RPC_TOTAL.labels(self.service, self.name, exc.code.name).inc()
+        log.info("rpc.error", code=exc.code.name, message=exc.message)
+        await context.abort(exc.code, exc.message, trailing_metadata=exc.trailing_metadata())
+
+    def done(self, started: float) -> None:
+        RPC_SECONDS.labels(self.service, self.name).observe(time.perf_counter() - started)
+
+
+def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
+    if handler.response_streaming:
+        inner = handler.unary_stream or handler.stream_stream
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            token = None
+            try:
+                token = await call.begin()
+                if not handler.request_streaming:
+                    call.owner.validate(request)
+                result = inner(request, context)
+                if inspect.isawaitable(result):
+                    result = await result
+                async for item in result:
+                    yield item
+                RPC_TOTAL.labels(call.service, call.name, "OK").inc()
+            except BaseException as exc:  # noqa: BLE001 - mapped to a status in fail()
+                if isinstance(exc, (GeneratorExit, KeyboardInterrupt, SystemExit)) or _cancelled(exc):
+                    raise
+                await call.fail(context, exc)
+            finally:
+                call.done(started)
+                if token is not None:
+                    reset_identity(token)
+
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_stream_rpc_method_handler
+        )
+        return factory(
+            streaming,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    inner_unary = handler.unary_unary or handler.stream_unary
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        token = None
+        try:
+            token = await call.begin()
+            if not handler.request_streaming:
+                call.owner.validate(request)
+            result = inner_unary(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+            RPC_TOTAL.labels(call.service, call.name, "OK").inc()
+            return result
+        except BaseException as exc:  # noqa: BLE001 - mapped to a status in fail()
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)) or _cancelled(exc):
+                raise
+            await call.fail(context, exc)
+        finally:
+            call.done(started)
+            if token is not None:
+                reset_identity(token)
+
+    factory2 = (
+        grpc.stream_unary_rpc_method_handler
+        if handler.request_streaming
+        else grpc.unary_unary_rpc_method_handler
+    )
+    return factory2(
+        unary,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _cancelled(exc: BaseException) -> bool:
+    import asyncio
+
+    return isinstance(exc, asyncio.CancelledError)

@@ -1,0 +1,186 @@
+"""`trainyard up`: the five services and Envoy on embedded defaults, supervised.
+
+Services start on free ports (port 0) and report their address in a ready file; services that
+others call start first. Envoy is configured with the real addresses. A service that dies is
+restarted on the same port; Ctrl-C / SIGTERM stops Envoy, then every service, gracefully.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainyard.gateway.config import render
+from trainyard.gateway.process import EnvoyProcess
+from trainyard.runtime.children import die_with_parent
+from trainyard.runtime.settings import ensure_local_secret
+
+# Services others call start first.
+PHASES = (("upload", "jobrunner"), ("orchestrator", "finetuning", "clustering"))
+CLI_CLIENT_ID = "trainyard-cli"
+
+
+@dataclass
+class Child:
+    name: str
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    address: str | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+def client_credentials(data_dir: Path) -> dict[str, str]:
+    """The embedded OAuth2 clients (created once): {client_id: secret}."""
+    path = data_dir / "clients.json"
+    if path.exists():
+        clients: dict[str, str] = json.loads(path.read_text())
+        return clients
+    clients = {CLI_CLIENT_ID: secrets.token_urlsafe(24)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(clients, fh)
+    return clients
+
+
+class Suite:
+    def __init__(
+        self, data_dir: Path, *, host: str = "127.0.0.1", http_port: int = 8080,
+        admin_port: int = 0, out: Any = None,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.host = host
+        self.http_port = http_port
+        self.admin_port = admin_port
+        self.run_dir = self.data_dir / "run"
+        self.log_dir = self.data_dir / "logs"
+        self.children: dict[str, Child] = {}
+        self.envoy: EnvoyProcess | None = None
+        self.env: dict[str, str] = {}
+        self.out = out or sys.stdout
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def start(self, timeout: float = 90.0) -> dict[str, Any]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        ensure_local_secret(self.data_dir / "auth-secret")
+        clients = client_credentials(self.data_dir)
+        self.env = {
+            **os.environ,
+            "TRAINYARD_DATA_DIR": str(self.data_dir),
+            "TRAINYARD_AUTH_CLIENTS": json.dumps(clients),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.env.setdefault("TRAINYARD_LOG_FORMAT", "json")
+        try:
+            for phase in PHASES:
+                for name in phase:
+                    self.children[name] = Child(name)
+                    self._spawn(self.children[name])
+                for name in phase:
+                    self._await_ready(self.children[name], timeout)
+                    self.env[f"TRAINYARD_{name.upper()}_ADDRESS"] = self.children[name].address or ""
+            upstreams = {name: c.address or "" for name, c in self.children.items()}
+            self.envoy = EnvoyProcess(
+                render(upstreams, http_host=self.host, http_port=self.http_port,
+                       admin_port=self.admin_port),
+                self.run_dir,
+            )
+            self.envoy.start(timeout)
+            self.envoy.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        endpoints = {
+            "http": f"http://{self.host}:{self.envoy.http_port}",
+            "admin": self.envoy.admin_url,
+            "grpc": {name: c.address for name, c in self.children.items()},
+            "grpc_gateway": f"{self.host}:{self.envoy.http_port}",
+            "data_dir": str(self.data_dir),
+            "logs": str(self.log_dir),
+            "client_id": CLI_CLIENT_ID,
+            "pids": {name: c.proc.pid if c.proc else None for name, c in self.children.items()},
+        }
+        tmp = self.data_dir / "endpoints.json.tmp"
+        tmp.write_text(json.dumps(endpoints, indent=2))
+        tmp.replace(self.data_dir / "endpoints.json")
+        return endpoints
+
+    def _spawn(self, child: Child) -> None:
+        ready = self.run_dir / f"{child.name}.ready"
+        ready.unlink(missing_ok=True)
+        log = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - owned by child
+        child.proc = subprocess.Popen(
+            [sys.executable, "-m", "trainyard.cli", "serve", child.name,
+             "--host", self.host, "--port", str(child.port), "--ready-file", str(ready)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+        )
+        log.close()
+
+    def _await_ready(self, child: Child, timeout: float) -> None:
+        ready = self.run_dir / f"{child.name}.ready"
+        deadline = time.monotonic() + timeout
+        assert child.proc is not None
+        while not ready.exists():
+            if child.proc.poll() is not None:
+                tail = (self.log_dir / f"{child.name}.log").read_text()[-3000:]
+                raise RuntimeError(f"{child.name} exited with {child.proc.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{child.name} did not start within {timeout}s")
+            time.sleep(0.05)
+        child.address = json.loads(ready.read_text())["address"]
+        child.port = int(child.address.rsplit(":", 1)[1])
+
+    def supervise_once(self) -> None:
+        """Restart services that died (same port, at most 5 times a minute)."""
+        for child in self.children.values():
+            if child.proc is None or child.proc.poll() is None:
+                continue
+            now = time.monotonic()
+            child.restarts = [t for t in child.restarts if now - t < 60]
+            if len(child.restarts) >= 5:
+                continue
+            self._say(f"{child.name} exited with {child.proc.returncode}; restarting")
+            child.restarts.append(now)
+            self._spawn(child)
+            try:
+                self._await_ready(child, 60)
+            except (RuntimeError, TimeoutError) as exc:
+                self._say(f"{child.name} failed to restart: {exc}")
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.envoy is not None:
+            self.envoy.stop()
+        procs = [c.proc for c in self.children.values() if c.proc and c.proc.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def run_forever(self) -> None:
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                self.supervise_once()
+        finally:
+            self._say("stopping Trainyard ...")
+            self.stop()
+            self._say("stopped")

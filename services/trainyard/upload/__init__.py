@@ -1,0 +1,1 @@
+"""upload: the upload service: streaming multipart ingest, storage and owner-only resolution."""

@@ -1,0 +1,5 @@
+from alembic import context
+
+from trainyard.runtime.db import run_migrations
+
+run_migrations(context, None)

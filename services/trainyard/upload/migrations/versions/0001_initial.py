@@ -1,0 +1,26 @@
+"""initial: upload_uploads
+
+Revision ID: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "upload_uploads",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("owner", sa.String(255), nullable=False, index=True),
+        sa.Column("total_size_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("upload_uploads")
