@@ -18,7 +18,9 @@ POSTGRES_URL = os.environ.get(
 
 
 @pytest.fixture(scope="session")
-def recording_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Harness, Recorder]]:
+def recording_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Harness, Recorder]]:
     """Recording servicers for all five services behind a real Envoy."""
     harness = Harness(tmp_path_factory.mktemp("recording"))
     recorder = Recorder()
@@ -39,8 +41,12 @@ def _postgres_reachable(url: str) -> str | None:
 
     async def probe() -> None:
         conn = await asyncpg.connect(
-            host=parsed.host, port=parsed.port or 5432, user=parsed.username,
-            password=parsed.password, database=parsed.database, timeout=5,
+            host=parsed.host,
+            port=parsed.port or 5432,
+            user=parsed.username,
+            password=parsed.password,
+            database=parsed.database,
+            timeout=5,
         )
         await conn.close()
 
@@ -73,8 +79,11 @@ def pg_schema(postgres_url: str) -> Iterator[str]:
 
     async def run(sql: str) -> None:
         conn = await asyncpg.connect(
-            host=parsed.host, port=parsed.port or 5432, user=parsed.username,
-            password=parsed.password, database=parsed.database,
+            host=parsed.host,
+            port=parsed.port or 5432,
+            user=parsed.username,
+            password=parsed.password,
+            database=parsed.database,
         )
         try:
             await conn.execute(sql)

@@ -337,6 +337,8 @@ def test_grpc_deployment(doc: Doc) -> None:
         "0.0.0.0",
         "--port",
         str(port),
+        "--metrics-port",
+        "9090",
     ]
     assert _container_ports(doc) == {"grpc": port, "metrics": METRICS_PORT}
     for probe in ("readinessProbe", "livenessProbe"):

@@ -34,39 +34,75 @@ NDB_BODY = {
 }
 TOKEN_BODY = {
     "model_name": "tok",
-    "model_options": {"target_labels": ["PHONE", "EMAIL"], "source_column": "source",
-                      "target_column": "target", "default_tag": "O"},
-    "data": {"supervised_files": [{"path": "/p/train.csv", "location": "s3"}],
-             "test_files": [{"path": "/p/test.csv", "location": "s3"}]},
-    "train_options": {"epochs": 5, "learning_rate": 0.0001, "batch_size": 1000,
-                      "max_in_memory_batches": 20, "test_split": 0.2},
+    "model_options": {
+        "target_labels": ["PHONE", "EMAIL"],
+        "source_column": "source",
+        "target_column": "target",
+        "default_tag": "O",
+    },
+    "data": {
+        "supervised_files": [{"path": "/p/train.csv", "location": "s3"}],
+        "test_files": [{"path": "/p/test.csv", "location": "s3"}],
+    },
+    "train_options": {
+        "epochs": 5,
+        "learning_rate": 0.0001,
+        "batch_size": 1000,
+        "max_in_memory_batches": 20,
+        "test_split": 0.2,
+    },
     "job_options": {"allocation_cores": 4, "allocation_memory": 2000},
 }
 TEXT_BODY = {
-    "model_name": "txt", "doc_classification": False,
-    "model_options": {"text_column": "source", "label_column": "target", "n_target_classes": 10,
-                      "delimiter": ","},
+    "model_name": "txt",
+    "doc_classification": False,
+    "model_options": {
+        "text_column": "source",
+        "label_column": "target",
+        "n_target_classes": 10,
+        "delimiter": ",",
+    },
     "data": {"supervised_files": [{"path": "/p/train.csv", "location": "local"}]},
 }
 DATAGEN_BODY = {
-    "model_name": "gen", "task_prompt": "description of task", "llm_provider": "openai",
+    "model_name": "gen",
+    "task_prompt": "description of task",
+    "llm_provider": "openai",
     "test_size": 0.1,
     "token_options": {
-        "tags": [{"name": "PHONE", "examples": ["my phone number is 123-456-7890"],
-                  "description": "a phone number", "status": "uninserted"}],
-        "num_sentences_to_generate": 2000, "num_samples_per_tag": 10,
-        "samples": [{"tokens": ["my", "number", "is", "123-456-7890"],
-                     "tags": ["O", "O", "O", "PHONE"]}],
+        "tags": [
+            {
+                "name": "PHONE",
+                "examples": ["my phone number is 123-456-7890"],
+                "description": "a phone number",
+                "status": "uninserted",
+            }
+        ],
+        "num_sentences_to_generate": 2000,
+        "num_samples_per_tag": 10,
+        "samples": [
+            {"tokens": ["my", "number", "is", "123-456-7890"], "tags": ["O", "O", "O", "PHONE"]}
+        ],
         "templates_per_sample": 4,
     },
 }
-RETRAIN_TOKEN_BODY = {"model_name": "m", "base_model_id": "base", "llm_provider": "openai",
-                      "test_size": 0.1, "train_options": {"epochs": 5}}
+RETRAIN_TOKEN_BODY = {
+    "model_name": "m",
+    "base_model_id": "base",
+    "llm_provider": "openai",
+    "test_size": 0.1,
+    "train_options": {"epochs": 5},
+}
 FT_BODY = {
-    "db_connection_id": "conn-1", "alias": "my_model",
-    "base_llm": {"model_provider": "openai", "model_name": "gpt-3.5-turbo-1106",
-                 "model_parameters": {"n_epochs": 1}},
-    "golden_records": ["g1", "g2"], "metadata": {"team": "data"},
+    "db_connection_id": "conn-1",
+    "alias": "my_model",
+    "base_llm": {
+        "model_provider": "openai",
+        "model_name": "gpt-3.5-turbo-1106",
+        "model_parameters": {"n_epochs": 1},
+    },
+    "golden_records": ["g1", "g2"],
+    "metadata": {"team": "data"},
 }
 
 
@@ -85,71 +121,161 @@ class Row:
 
 
 ROWS = [
-    Row("POST", "/api/v2/train/ndb", f"{ORCH}.TrainNdb", NDB_BODY | {"base_model_id": None},
-        NDB_BODY),
-    Row("POST", "/api/v2/train/ndb-retrain", f"{ORCH}.RetrainNdb",
+    Row(
+        "POST",
+        "/api/v2/train/ndb",
+        f"{ORCH}.TrainNdb",
+        NDB_BODY | {"base_model_id": None},
+        NDB_BODY,
+    ),
+    Row(
+        "POST",
+        "/api/v2/train/ndb-retrain",
+        f"{ORCH}.RetrainNdb",
         {"model_name": "m", "base_model_id": "base", "job_options": {"allocation_cores": 2}},
-        {"model_name": "m", "base_model_id": "base", "job_options": {"allocation_cores": 2}}),
+        {"model_name": "m", "base_model_id": "base", "job_options": {"allocation_cores": 2}},
+    ),
     Row("POST", "/api/v2/train/nlp-token", f"{ORCH}.TrainNlpToken", TOKEN_BODY, TOKEN_BODY),
     Row("POST", "/api/v2/train/nlp-text", f"{ORCH}.TrainNlpText", TEXT_BODY, TEXT_BODY),
     Row("POST", "/api/v2/train/nlp-datagen", f"{ORCH}.TrainNlpDatagen", DATAGEN_BODY, DATAGEN_BODY),
-    Row("POST", "/api/v2/train/nlp-token-retrain", f"{ORCH}.RetrainNlpToken", RETRAIN_TOKEN_BODY,
-        RETRAIN_TOKEN_BODY),
+    Row(
+        "POST",
+        "/api/v2/train/nlp-token-retrain",
+        f"{ORCH}.RetrainNlpToken",
+        RETRAIN_TOKEN_BODY,
+        RETRAIN_TOKEN_BODY,
+    ),
     Row("GET", "/api/v2/train/m-123/status", f"{ORCH}.GetTrainStatus", {"model_id": "m-123"}),
     Row("GET", "/api/v2/train/m-123/logs", f"{ORCH}.GetTrainLogs", {"model_id": "m-123"}),
-    Row("GET", "/api/v2/train/m-123/logs/follow?from_sequence=7", f"{ORCH}.FollowTrainLogs",
-        {"model_id": "m-123", "from_sequence": "7"}),
+    Row(
+        "GET",
+        "/api/v2/train/m-123/logs/follow?from_sequence=7",
+        f"{ORCH}.FollowTrainLogs",
+        {"model_id": "m-123", "from_sequence": "7"},
+    ),
     Row("GET", "/api/v2/train/m-123/report", f"{ORCH}.GetTrainReport", {"model_id": "m-123"}),
-    Row("POST", "/api/v2/train/update-status", f"{ORCH}.UpdateTrainStatus",
+    Row(
+        "POST",
+        "/api/v2/train/update-status",
+        f"{ORCH}.UpdateTrainStatus",
         {"status": "in_progress", "metadata": {"key": "value"}},
-        {"status": "in_progress", "metadata": {"key": "value"}}, auth="job"),
-    Row("POST", "/api/v2/train/log", f"{ORCH}.LogTrainMessage",
-        {"level": "error", "message": "this failed"}, {"level": "error", "message": "this failed"},
-        auth="job"),
-    Row("GET", "/api/v2/train/log", f"{ORCH}.LogTrainMessage",
-        {"level": "warning", "message": "careful"}, {"level": "warning", "message": "careful"},
-        auth="job"),
-    Row("GET", "/api/v2/train/uploads?page_size=5&page_token=abc", f"{UPL}.ListUploads",
-        {"page_size": 5, "page_token": "abc"}),
+        {"status": "in_progress", "metadata": {"key": "value"}},
+        auth="job",
+    ),
+    Row(
+        "POST",
+        "/api/v2/train/log",
+        f"{ORCH}.LogTrainMessage",
+        {"level": "error", "message": "this failed"},
+        {"level": "error", "message": "this failed"},
+        auth="job",
+    ),
+    Row(
+        "GET",
+        "/api/v2/train/log",
+        f"{ORCH}.LogTrainMessage",
+        {"level": "warning", "message": "careful"},
+        {"level": "warning", "message": "careful"},
+        auth="job",
+    ),
+    Row(
+        "GET",
+        "/api/v2/train/uploads?page_size=5&page_token=abc",
+        f"{UPL}.ListUploads",
+        {"page_size": 5, "page_token": "abc"},
+    ),
     Row("GET", "/api/v2/train/uploads/u-1", f"{UPL}.GetUpload", {"upload_id": "u-1"}),
     Row("DELETE", "/api/v2/train/uploads/u-1", f"{UPL}.DeleteUpload", {"upload_id": "u-1"}),
-    Row("POST", "/training-jobs?pipeline=churn", f"{TJ}.CreateTrainingJob",
+    Row(
+        "POST",
+        "/training-jobs?pipeline=churn",
+        f"{TJ}.CreateTrainingJob",
         {"pipeline": "churn", "hyperparameters": {"epochs": 3.0, "lr": "0.1"}},
-        {"epochs": 3, "lr": "0.1"}),
-    Row("POST", "/training-jobs?pipeline_step=churn", f"{TJ}.CreateTrainingJob",
-        {"pipeline_step": "churn"}, {}),
-    Row("GET", "/training-jobs/model-training-churn-1", f"{TJ}.GetTrainingJobLogs",
-        {"name": "model-training-churn-1"}),
-    Row("GET", "/training-jobs/model-training-churn-1/logs/follow", f"{TJ}.FollowTrainingJobLogs",
-        {"name": "model-training-churn-1"}),
+        {"epochs": 3, "lr": "0.1"},
+    ),
+    Row(
+        "POST",
+        "/training-jobs?pipeline_step=churn",
+        f"{TJ}.CreateTrainingJob",
+        {"pipeline_step": "churn"},
+        {},
+    ),
+    Row(
+        "GET",
+        "/training-jobs/model-training-churn-1",
+        f"{TJ}.GetTrainingJobLogs",
+        {"name": "model-training-churn-1"},
+    ),
+    Row(
+        "GET",
+        "/training-jobs/model-training-churn-1/logs/follow",
+        f"{TJ}.FollowTrainingJobLogs",
+        {"name": "model-training-churn-1"},
+    ),
     Row("GET", "/training-jobs", f"{TJ}.ListTrainingJobs", {}),
     Row("GET", "/training-jobs?pipeline=churn", f"{TJ}.ListTrainingJobs", {"pipeline": "churn"}),
-    Row("DELETE", "/training-jobs/model-training-churn-1", f"{TJ}.DeleteTrainingJob",
-        {"name": "model-training-churn-1"}),
+    Row(
+        "DELETE",
+        "/training-jobs/model-training-churn-1",
+        f"{TJ}.DeleteTrainingJob",
+        {"name": "model-training-churn-1"},
+    ),
     Row("POST", "/api/v1/finetunings", f"{FT}.CreateFinetuning", FT_BODY, FT_BODY),
     Row("GET", "/api/v1/finetunings/f-1", f"{FT}.GetFinetuning", {"id": "f-1"}),
     Row("GET", "/api/v1/finetuning-jobs/f-1", f"{FT}.GetFinetuning", {"id": "f-1"}),
-    Row("GET", "/api/v1/finetunings?db_connection_id=conn-1", f"{FT}.ListFinetunings",
-        {"db_connection_id": "conn-1"}),
+    Row(
+        "GET",
+        "/api/v1/finetunings?db_connection_id=conn-1",
+        f"{FT}.ListFinetunings",
+        {"db_connection_id": "conn-1"},
+    ),
     Row("POST", "/api/v1/finetunings/f-1/cancel", f"{FT}.CancelFinetuning", {"id": "f-1"}, {}),
     Row("DELETE", "/api/v1/finetunings/f-1", f"{FT}.DeleteFinetuning", {"id": "f-1"}),
-    Row("POST", "/api/v1/database-connections", f"{FT}.CreateDatabaseConnection",
+    Row(
+        "POST",
+        "/api/v1/database-connections",
+        f"{FT}.CreateDatabaseConnection",
         {"alias": "db", "connection_uri": "postgresql://u@h/db"},
-        {"alias": "db", "connection_uri": "postgresql://u@h/db"}),
+        {"alias": "db", "connection_uri": "postgresql://u@h/db"},
+    ),
     Row("GET", "/api/v1/database-connections", f"{FT}.ListDatabaseConnections", {}),
-    Row("POST", "/api/v1/golden-records", f"{FT}.CreateGoldenRecords",
-        {"golden_records": [{"db_connection_id": "c", "question": "how many?",
-                             "sql_query": "SELECT 1"}]},
-        [{"db_connection_id": "c", "question": "how many?", "sql_query": "SELECT 1"}]),
-    Row("GET", "/api/v1/golden-records?db_connection_id=c&page=2&limit=10",
-        f"{FT}.ListGoldenRecords", {"db_connection_id": "c", "page": 2, "limit": 10}),
+    Row(
+        "POST",
+        "/api/v1/golden-records",
+        f"{FT}.CreateGoldenRecords",
+        {
+            "golden_records": [
+                {"db_connection_id": "c", "question": "how many?", "sql_query": "SELECT 1"}
+            ]
+        },
+        [{"db_connection_id": "c", "question": "how many?", "sql_query": "SELECT 1"}],
+    ),
+    Row(
+        "GET",
+        "/api/v1/golden-records?db_connection_id=c&page=2&limit=10",
+        f"{FT}.ListGoldenRecords",
+        {"db_connection_id": "c", "page": 2, "limit": 10},
+    ),
     Row("DELETE", "/api/v1/golden-records/g-1", f"{FT}.DeleteGoldenRecord", {"id": "g-1"}),
-    Row("GET", "/sestekai-api/api/external/trainings/bank-faq/progress", f"{CL}.GetProgress",
-        {"modelId": "bank-faq"}),
-    Row("GET", "/sestekai-api/api/external/trainings/bank-faq/ready", f"{CL}.GetReady",
-        {"modelId": "bank-faq"}),
-    Row("POST", "/sestekai-api/api/external/trainings/bank-faq/assign", f"{CL}.AssignClusters",
-        {"modelId": "bank-faq", "texts": ["hi"]}, {"texts": ["hi"]}),
+    Row(
+        "GET",
+        "/sestekai-api/api/external/trainings/bank-faq/progress",
+        f"{CL}.GetProgress",
+        {"modelId": "bank-faq"},
+    ),
+    Row(
+        "GET",
+        "/sestekai-api/api/external/trainings/bank-faq/ready",
+        f"{CL}.GetReady",
+        {"modelId": "bank-faq"},
+    ),
+    Row(
+        "POST",
+        "/sestekai-api/api/external/trainings/bank-faq/assign",
+        f"{CL}.AssignClusters",
+        {"modelId": "bank-faq", "texts": ["hi"]},
+        {"texts": ["hi"]},
+    ),
 ]
 
 
@@ -182,8 +308,9 @@ def _send(harness: Harness, row: Row, headers: dict[str, str]) -> httpx.Response
     content = None if row.body is None else json.dumps(row.body)
     if content is not None:
         headers = {**headers, "content-type": "application/json"}
-    return httpx.request(row.method, harness.http + row.path, content=content, headers=headers,
-                         timeout=30)
+    return httpx.request(
+        row.method, harness.http + row.path, content=content, headers=headers, timeout=30
+    )
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
@@ -265,8 +392,12 @@ def test_multipart_routes_stream_the_body(
     recorder.clear()
     payload = bytes(range(256)) * 8192  # 2 MiB: arrives in several chunks
     body = _multipart("XyZ", [("modelId", None, b"bank-faq"), ("dataFile", "d.json", payload)])
-    resp = httpx.post(harness.http + path, content=body, timeout=60, headers={
-        **harness.user_headers(), "content-type": "multipart/form-data; boundary=XyZ"})
+    resp = httpx.post(
+        harness.http + path,
+        content=body,
+        timeout=60,
+        headers={**harness.user_headers(), "content-type": "multipart/form-data; boundary=XyZ"},
+    )
     assert resp.status_code == 200, resp.text
     call = recorder.last()
     assert call.method == rpc
@@ -281,8 +412,11 @@ def test_connect_token_is_public_and_gets_the_form(
     harness, recorder = recording_gateway
     recorder.clear()
     form = "grant_type=client_credentials&client_id=c&client_secret=s"
-    resp = httpx.post(harness.http + "/connect/token", content=form,
-                      headers={"content-type": "application/x-www-form-urlencoded"})
+    resp = httpx.post(
+        harness.http + "/connect/token",
+        content=form,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert resp.status_code == 200
     call = recorder.last()
     assert call.method == f"{AUTH}.IssueToken"
@@ -310,8 +444,11 @@ def test_x_http_status_sets_the_rest_status(
     recording_gateway: tuple[Harness, Recorder], status: int
 ) -> None:
     harness, _ = recording_gateway
-    resp = httpx.post(harness.http + "/api/v1/finetunings", content=json.dumps(FT_BODY), headers={
-        **harness.user_headers(), "x-test-http-status": str(status)})
+    resp = httpx.post(
+        harness.http + "/api/v1/finetunings",
+        content=json.dumps(FT_BODY),
+        headers={**harness.user_headers(), "x-test-http-status": str(status)},
+    )
     assert resp.status_code == status
     assert "x-http-status" not in resp.headers
     assert "grpc-status" not in resp.headers
@@ -319,8 +456,11 @@ def test_x_http_status_sets_the_rest_status(
 
 def test_error_with_http_status_and_details(recording_gateway: tuple[Harness, Recorder]) -> None:
     harness, _ = recording_gateway
-    resp = httpx.post(harness.http + "/api/v2/train/ndb", content=json.dumps(NDB_BODY), headers={
-        **harness.user_headers(), "x-test-fail": "422"})
+    resp = httpx.post(
+        harness.http + "/api/v2/train/ndb",
+        content=json.dumps(NDB_BODY),
+        headers={**harness.user_headers(), "x-test-fail": "422"},
+    )
     assert resp.status_code == 422
     body = resp.json()
     assert body["code"] == 3 and body["message"] == "test failure"
@@ -339,8 +479,9 @@ def test_envoy_own_errors_are_json(recording_gateway: tuple[Harness, Recorder]) 
     assert bad_query.status_code == 400
     assert bad_query.headers["content-type"] == "application/json"
     assert bad_query.json()["code"] == 3
-    bad_json = httpx.post(harness.http + "/api/v2/train/ndb", content="{bad",
-                          headers=harness.user_headers())
+    bad_json = httpx.post(
+        harness.http + "/api/v2/train/ndb", content="{bad", headers=harness.user_headers()
+    )
     assert bad_json.status_code == 400
     assert bad_json.json()["code"] == 3
 

@@ -27,7 +27,9 @@ DataDir = Annotated[
 @app.command()
 def up(
     data_dir: DataDir = Path(".data"),
-    http_port: Annotated[int, typer.Option(help="REST/gRPC port of Envoy; 0 = any free port.")] = 8080,
+    http_port: Annotated[
+        int, typer.Option(help="REST/gRPC port of Envoy; 0 = any free port.")
+    ] = 8080,
     host: Annotated[str, typer.Option(help="Address every listener binds.")] = "127.0.0.1",
 ) -> None:
     """Start all five services and Envoy on embedded defaults; Ctrl-C stops everything."""
@@ -55,10 +57,15 @@ def serve(
     ready_file: Annotated[
         Path | None, typer.Option(help="Write {address, pid} as JSON here once serving.")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on this port.")
+    ] = None,
 ) -> None:
     """Run one service alone."""
     if service not in SERVICE_NAMES:
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVICE_NAMES)}")
+    if metrics_port is not None:
+        os.environ[f"TRAINYARD_{service.upper()}_METRICS_PORT"] = str(metrics_port)
     serve_main(service, host=host, port=port, ready_file=ready_file)
 
 
@@ -128,8 +135,13 @@ def gateway_render(
     """Print the Envoy bootstrap (JSON, descriptor set inlined)."""
     from trainyard.gateway.config import render
 
-    cfg = render(_upstreams(upstream), http_host=http_host, http_port=http_port,
-                 admin_host=http_host, admin_port=admin_port)
+    cfg = render(
+        _upstreams(upstream),
+        http_host=http_host,
+        http_port=http_port,
+        admin_host=http_host,
+        admin_port=admin_port,
+    )
     json.dump(cfg, sys.stdout, indent=1)
 
 
@@ -145,8 +157,13 @@ def gateway_run(
     from trainyard.gateway.config import render
     from trainyard.gateway.process import envoy_binary
 
-    cfg = render(_upstreams(upstream), http_host=http_host, http_port=http_port,
-                 admin_host=http_host, admin_port=admin_port)
+    cfg = render(
+        _upstreams(upstream),
+        http_host=http_host,
+        http_port=http_port,
+        admin_host=http_host,
+        admin_port=admin_port,
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "envoy.json"
     path.write_text(json.dumps(cfg))

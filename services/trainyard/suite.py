@@ -54,8 +54,13 @@ def client_credentials(data_dir: Path) -> dict[str, str]:
 
 class Suite:
     def __init__(
-        self, data_dir: Path, *, host: str = "127.0.0.1", http_port: int = 8080,
-        admin_port: int = 0, out: Any = None,
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 8080,
+        admin_port: int = 0,
+        out: Any = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
@@ -90,11 +95,17 @@ class Suite:
                     self._spawn(self.children[name])
                 for name in phase:
                     self._await_ready(self.children[name], timeout)
-                    self.env[f"TRAINYARD_{name.upper()}_ADDRESS"] = self.children[name].address or ""
+                    self.env[f"TRAINYARD_{name.upper()}_ADDRESS"] = (
+                        self.children[name].address or ""
+                    )
             upstreams = {name: c.address or "" for name, c in self.children.items()}
             self.envoy = EnvoyProcess(
-                render(upstreams, http_host=self.host, http_port=self.http_port,
-                       admin_port=self.admin_port),
+                render(
+                    upstreams,
+                    http_host=self.host,
+                    http_port=self.http_port,
+                    admin_port=self.admin_port,
+                ),
                 self.run_dir,
             )
             self.envoy.start(timeout)
@@ -122,9 +133,23 @@ class Suite:
         ready.unlink(missing_ok=True)
         log = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - owned by child
         child.proc = subprocess.Popen(
-            [sys.executable, "-m", "trainyard.cli", "serve", child.name,
-             "--host", self.host, "--port", str(child.port), "--ready-file", str(ready)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+            [
+                sys.executable,
+                "-m",
+                "trainyard.cli",
+                "serve",
+                child.name,
+                "--host",
+                self.host,
+                "--port",
+                str(child.port),
+                "--ready-file",
+                str(ready),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         log.close()
 

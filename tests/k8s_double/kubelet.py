@@ -9,6 +9,7 @@ SIGTERM to the group, then SIGKILL after the grace period.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import resource
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from ._util import (
     JSON,
@@ -132,6 +133,7 @@ class PodRuntime:
     annotations: dict[str, str]
     spec: JSON
     containers: list[ContainerRuntime]
+    owner_uid: str | None
     pod_ip: str
     start_time: datetime
     qos_class: str
@@ -242,6 +244,14 @@ class Kubelet:
                 annotations=dict(meta.get("annotations") or {}),
                 spec=spec,
                 containers=[ContainerRuntime(spec=c) for c in spec.get("containers", [])],
+                owner_uid=next(
+                    (
+                        ref["uid"]
+                        for ref in meta.get("ownerReferences") or []
+                        if ref.get("controller")
+                    ),
+                    None,
+                ),
                 pod_ip=ip,
                 start_time=now(),
                 qos_class=_qos_class(spec.get("containers", [])),
@@ -255,7 +265,9 @@ class Kubelet:
         thread.start()
         return runtime
 
-    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> JSON | None:
+    def delete_pod(
+        self, namespace: str, name: str, grace_seconds: int | None = None
+    ) -> JSON | None:
         """Graceful pod deletion: mark deletionTimestamp, stop containers, remove.
 
         Returns the pod object as the API server's DELETE does (None if absent).
@@ -573,7 +585,9 @@ class Kubelet:
             return None
         return int(parse_quantity(limits["memory"]))
 
-    def _supervise(self, runtime: PodRuntime, container: ContainerRuntime, env: dict[str, str]) -> None:
+    def _supervise(
+        self, runtime: PodRuntime, container: ContainerRuntime, env: dict[str, str]
+    ) -> None:
         policy = str(runtime.spec.get("restartPolicy", "Always"))
         while not runtime.terminating.is_set():
             run = self._start_container(runtime, container, env)
@@ -633,7 +647,7 @@ class Kubelet:
             error = "no command specified"
         else:
             try:
-                popen = subprocess.Popen(  # noqa: PLW1509 - preexec only sets an rlimit
+                popen = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
@@ -694,7 +708,9 @@ class Kubelet:
             _signal_group(run, signal.SIGKILL)
         return run
 
-    def _wait_container(self, runtime: PodRuntime, container: ContainerRuntime, run: ContainerRun) -> None:
+    def _wait_container(
+        self, runtime: PodRuntime, container: ContainerRuntime, run: ContainerRun
+    ) -> None:
         popen = run.popen
         assert popen is not None and popen.stdout is not None and run.process is not None
         reader = threading.Thread(
@@ -820,8 +836,6 @@ class Kubelet:
 
 
 def _image_id(image: str) -> str:
-    import hashlib
-
     repository = image.split("@", 1)[0].rsplit(":", 1)[0]
     return f"{repository}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
 
@@ -832,7 +846,3 @@ def _signal_group(run: ContainerRun, sig: signal.Signals) -> None:
         return
     with contextlib.suppress(OSError):
         os.killpg(process.pid, sig)
-
-
-def describe(obj: Any) -> str:  # pragma: no cover - debugging aid
-    return repr(obj)

@@ -30,6 +30,9 @@ class WatchEvent:
     resource: str
     type: EventType
     object: JSON
+    # The object before this change (None for ADDED), so watches with a
+    # selector can turn "stopped matching" into DELETED like the watch cache.
+    previous: JSON | None = None
 
 
 class ExpiredError(Exception):
@@ -66,8 +69,10 @@ class Store:
         with self.lock:
             yield
 
-    def _record(self, resource: str, type_: EventType, obj: JSON) -> None:
-        event = WatchEvent(self._revision, resource, type_, deep_copy(obj))
+    def _record(
+        self, resource: str, type_: EventType, obj: JSON, previous: JSON | None = None
+    ) -> None:
+        event = WatchEvent(self._revision, resource, type_, deep_copy(obj), previous)
         self._events.append(event)
         self._event_revisions.append(self._revision)
         if len(self._events) > self._history_limit:
@@ -127,7 +132,7 @@ class Store:
                 return deep_copy(current)
             self._bump(candidate)
             self._objects[resource][(namespace, name)] = candidate
-            self._record(resource, "MODIFIED", candidate)
+            self._record(resource, "MODIFIED", candidate, current)
             return deep_copy(candidate)
 
     def delete(self, resource: str, namespace: str, name: str) -> JSON | None:
@@ -135,8 +140,9 @@ class Store:
             current = self._objects.get(resource, {}).pop((namespace, name), None)
             if current is None:
                 return None
+            previous = deep_copy(current)
             self._bump(current)
-            self._record(resource, "DELETED", current)
+            self._record(resource, "DELETED", current, previous)
             return deep_copy(current)
 
     def list(

@@ -91,7 +91,9 @@ class Harness:
         self.servers[name] = running
         return running
 
-    def start_registrations(self, name: str, registrations: Iterable[Registration]) -> RunningServer:
+    def start_registrations(
+        self, name: str, registrations: Iterable[Registration]
+    ) -> RunningServer:
         return self.start_app(name, App(name=name, registrations=list(registrations)))
 
     def start_envoy(self, upstreams: Mapping[str, str] | None = None) -> EnvoyProcess:

@@ -75,7 +75,7 @@ def _make_handler(method: MethodDescriptor, recorder: Recorder) -> Any:
         md = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         try:
             principal: str | None = current_identity().subject
-        except Exception:  # noqa: BLE001 - public RPCs have no identity
+        except Exception:
             principal = None
         recorder.add(Call(method.full_name, requests, md, principal))
         return md

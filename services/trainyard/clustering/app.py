@@ -21,7 +21,7 @@ async def build(common: CommonSettings, own: ClusteringSettings) -> App:
         registrations=[
             Registration(
                 svc.add_ClusteringTrainingServiceServicer_to_server,
-                svc.ClusteringTrainingServiceServicer(),
+                svc.ClusteringTrainingServiceServicer(),  # type: ignore[abstract]
                 "trainyard.api.clustering.v1.ClusteringTrainingService",
             ),
         ],

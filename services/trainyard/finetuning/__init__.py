@@ -1,1 +1,1 @@
-"""finetuning: the finetuning service: database connections, golden records and LLM finetuning jobs."""
+"""finetuning: the finetuning service: database connections, golden records, LLM finetuning jobs."""

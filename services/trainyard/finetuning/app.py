@@ -21,7 +21,7 @@ async def build(common: CommonSettings, own: FinetuningSettings) -> App:
         registrations=[
             Registration(
                 svc.add_FinetuningServiceServicer_to_server,
-                svc.FinetuningServiceServicer(),
+                svc.FinetuningServiceServicer(),  # type: ignore[abstract]
                 "trainyard.api.finetuning.v1.FinetuningService",
             ),
         ],

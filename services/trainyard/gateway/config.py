@@ -14,10 +14,24 @@ from trainyard.gateway.descriptors import SERVICES, descriptor_set, streaming_me
 LUA_STATUS = (Path(__file__).parent / "status.lua").read_text()
 
 UNARY_TIMEOUT = "120s"
+_T = "type.googleapis.com/envoy.extensions."
 
 # HTTP status of Envoy's own replies -> the gRPC code number used in every JSON error body.
-_LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 408: 4, 413: 8, 429: 8,
-                      500: 13, 501: 12, 502: 14, 503: 14, 504: 4}
+_LOCAL_REPLY_CODES = {
+    400: 3,
+    401: 16,
+    403: 7,
+    404: 5,
+    405: 12,
+    408: 4,
+    413: 8,
+    429: 8,
+    500: 13,
+    501: 12,
+    502: 14,
+    503: 14,
+    504: 4,
+}
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -38,7 +52,7 @@ def _cluster(name: str, address: str) -> dict[str, Any]:
         "connect_timeout": "5s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "@type": _T + "upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {
                     "http2_protocol_options": {
                         "initial_stream_window_size": 16 * 1024 * 1024,
@@ -52,8 +66,11 @@ def _cluster(name: str, address: str) -> dict[str, Any]:
             "endpoints": [
                 {
                     "lb_endpoints": [
-                        {"endpoint": {"address": {"socket_address": {
-                            "address": host, "port_value": port}}}}
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": port}}
+                            }
+                        }
                     ]
                 }
             ],
@@ -77,14 +94,18 @@ def _routes(upstreams: Mapping[str, str]) -> list[dict[str, Any]]:
         for full_name in SERVICES[service]:
             # Streams (uploads, log follow) must not be cut by a route timeout.
             for path in streaming_methods(full_name):
-                routes.append({
-                    "match": {"path": path},
-                    "route": {"cluster": service, "timeout": "0s", "idle_timeout": "3600s"},
-                })
-            routes.append({
-                "match": {"prefix": f"/{full_name}/"},
-                "route": {"cluster": service, "timeout": UNARY_TIMEOUT},
-            })
+                routes.append(
+                    {
+                        "match": {"path": path},
+                        "route": {"cluster": service, "timeout": "0s", "idle_timeout": "3600s"},
+                    }
+                )
+            routes.append(
+                {
+                    "match": {"prefix": f"/{full_name}/"},
+                    "route": {"cluster": service, "timeout": UNARY_TIMEOUT},
+                }
+            )
     return routes
 
 
@@ -96,16 +117,28 @@ def _local_reply_config() -> dict[str, Any]:
         }
 
     healthy = {
-        "filter": {"status_code_filter": {"comparison": {
-            "op": "EQ", "value": {"default_value": 200, "runtime_key": "lr.200"}}}},
-        "body_format_override": {"json_format": {"status": "SERVING"},
-                                 "content_type": "application/json"},
+        "filter": {
+            "status_code_filter": {
+                "comparison": {"op": "EQ", "value": {"default_value": 200, "runtime_key": "lr.200"}}
+            }
+        },
+        "body_format_override": {
+            "json_format": {"status": "SERVING"},
+            "content_type": "application/json",
+        },
     }
     return {
-        "mappers": [healthy] + [
+        "mappers": [healthy]
+        + [
             {
-                "filter": {"status_code_filter": {"comparison": {
-                    "op": "EQ", "value": {"default_value": status, "runtime_key": f"lr.{status}"}}}},
+                "filter": {
+                    "status_code_filter": {
+                        "comparison": {
+                            "op": "EQ",
+                            "value": {"default_value": status, "runtime_key": f"lr.{status}"},
+                        }
+                    }
+                },
                 "body_format_override": body(code),
             }
             for status, code in _LOCAL_REPLY_CODES.items()
@@ -130,7 +163,7 @@ def render(
         raise ValueError(f"unknown services: {sorted(unknown)}")
     transcoded = [name for svc in upstreams for name in SERVICES[svc]]
     transcoder: dict[str, Any] = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        "@type": _T + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
         "services": transcoded,
         "print_options": {
             "add_whitespace": False,
@@ -152,7 +185,7 @@ def render(
     else:
         transcoder["proto_descriptor_bin"] = base64.b64encode(descriptor_set()).decode()
     hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": _T + "filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
         "codec_type": "AUTO",
         "generate_request_id": True,
@@ -174,27 +207,23 @@ def render(
             {
                 "name": "envoy.filters.http.health_check",
                 "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+                    "@type": _T + "filters.http.health_check.v3.HealthCheck",
                     "pass_through_mode": False,
                     "headers": [{"name": ":path", "string_match": {"exact": "/healthz"}}],
-                    "cluster_min_healthy_percentages": {
-                        svc: {"value": 100.0} for svc in upstreams
-                    },
+                    "cluster_min_healthy_percentages": {svc: {"value": 100.0} for svc in upstreams},
                 },
             },
             {
                 "name": "envoy.filters.http.lua",
                 "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                    "@type": _T + "filters.http.lua.v3.Lua",
                     "default_source_code": {"inline_string": LUA_STATUS},
                 },
             },
             {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
             {
                 "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
+                "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
             },
         ],
     }
@@ -205,10 +234,16 @@ def render(
                 {
                     "name": "http",
                     "address": {"socket_address": {"address": http_host, "port_value": http_port}},
-                    "filter_chains": [{"filters": [{
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": hcm,
-                    }]}],
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
                 }
             ],
             "clusters": [_cluster(svc, addr) for svc, addr in upstreams.items()],

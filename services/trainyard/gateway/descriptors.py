@@ -44,7 +44,8 @@ def service_descriptor(full_name: str) -> ServiceDescriptor:
     for module in _modules():
         for svc in module.DESCRIPTOR.services_by_name.values():
             if svc.full_name == full_name:
-                return svc
+                found: ServiceDescriptor = svc
+                return found
     raise KeyError(full_name)
 
 

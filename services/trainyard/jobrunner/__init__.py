@@ -1,1 +1,1 @@
-"""jobrunner: the job-runner: workloads on local processes or Kubernetes Jobs, logs, events, reconcile."""
+"""jobrunner: workloads on local processes or Kubernetes Jobs, logs, events and reconcile."""

@@ -21,12 +21,12 @@ async def build(common: CommonSettings, own: JobrunnerSettings) -> App:
         registrations=[
             Registration(
                 svc.add_JobRunnerServiceServicer_to_server,
-                svc.JobRunnerServiceServicer(),
+                svc.JobRunnerServiceServicer(),  # type: ignore[abstract]
                 "trainyard.api.jobrunner.v1.JobRunnerService",
             ),
             Registration(
                 svc.add_TrainingJobsServiceServicer_to_server,
-                svc.TrainingJobsServiceServicer(),
+                svc.TrainingJobsServiceServicer(),  # type: ignore[abstract]
                 "trainyard.api.jobrunner.v1.TrainingJobsService",
             ),
         ],

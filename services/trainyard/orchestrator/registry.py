@@ -82,7 +82,9 @@ class ModelRegistry:
         if status not in CALLBACK_STATUSES:
             raise InvalidArgument(
                 f"unknown status {status!r}",
-                violations=[FieldViolation("status", f"must be one of {', '.join(CALLBACK_STATUSES)}")],
+                violations=[
+                    FieldViolation("status", f"must be one of {', '.join(CALLBACK_STATUSES)}")
+                ],
                 http_status=422,
             )
         async with self._sessions.begin() as session:

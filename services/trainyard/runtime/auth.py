@@ -119,7 +119,7 @@ class TokenAuthority:
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"malformed bearer token: {exc}") from exc
         alg = header.get("alg")
-        options = {"require": ["exp", "sub"]}
+        options: Any = {"require": ["exp", "sub"]}
         try:
             if alg == "HS256":
                 claims = jwt.decode(

@@ -45,8 +45,11 @@ Validator = Callable[[Any], Iterable[FieldViolation]]
 RPC_TOTAL = Counter("trainyard_rpc_total", "RPCs served", ["service", "method", "code"])
 RPC_SECONDS = Histogram("trainyard_rpc_seconds", "RPC handling time", ["service", "method"])
 
-_PUBLIC_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-                    "grpc.reflection.v1.ServerReflection")
+_PUBLIC_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
 
 
 def auth_policy_of(full_method: str) -> int:
@@ -55,7 +58,7 @@ def auth_policy_of(full_method: str) -> int:
     if service in _PUBLIC_SERVICES:
         return options_pb2.AUTH_POLICY_PUBLIC
     try:
-        desc = descriptor_pool.Default().FindMethodByName(f"{service}.{method}")
+        desc = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
     except KeyError:
         return options_pb2.AUTH_POLICY_USER
     policy: int = desc.GetOptions().Extensions[options_pb2.auth_policy]
@@ -73,7 +76,8 @@ def authorize(policy: int, ident: Identity | None) -> None:
         )
     if policy == options_pb2.AUTH_POLICY_JOB and ident.kind != "job":
         raise PermissionDenied(
-            "this route is for training jobs only and needs a job token", reason="JOB_TOKEN_REQUIRED"
+            "this route is for training jobs only and needs a job token",
+            reason="JOB_TOKEN_REQUIRED",
         )
     if policy == options_pb2.AUTH_POLICY_SERVICE and ident.kind != "service":
         raise PermissionDenied(
@@ -83,7 +87,7 @@ def authorize(policy: int, ident: Identity | None) -> None:
         raise PermissionDenied("job tokens may only report on their own training")
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(
         self,
         authority: TokenAuthority,
@@ -94,9 +98,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -172,11 +176,13 @@ class _Call:
         RPC_SECONDS.labels(self.service, self.name).observe(time.perf_counter() - started)
 
 
-def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
+def _wrap(handler: Any, call: _Call) -> Any:
     if handler.response_streaming:
-        inner = handler.unary_stream or handler.stream_stream
+        inner: Any = handler.unary_stream or handler.stream_stream
 
-        async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def streaming(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             started = time.perf_counter()
             token = None
             try:
@@ -189,8 +195,10 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
                 async for item in result:
                     yield item
                 RPC_TOTAL.labels(call.service, call.name, "OK").inc()
-            except BaseException as exc:  # noqa: BLE001 - mapped to a status in fail()
-                if isinstance(exc, (GeneratorExit, KeyboardInterrupt, SystemExit)) or _cancelled(exc):
+            except BaseException as exc:
+                if isinstance(exc, (GeneratorExit, KeyboardInterrupt, SystemExit)) or _cancelled(
+                    exc
+                ):
                     raise
                 await call.fail(context, exc)
             finally:
@@ -209,7 +217,7 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
             response_serializer=handler.response_serializer,
         )
 
-    inner_unary = handler.unary_unary or handler.stream_unary
+    inner_unary: Any = handler.unary_unary or handler.stream_unary
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
@@ -223,7 +231,7 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
                 result = await result
             RPC_TOTAL.labels(call.service, call.name, "OK").inc()
             return result
-        except BaseException as exc:  # noqa: BLE001 - mapped to a status in fail()
+        except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)) or _cancelled(exc):
                 raise
             await call.fail(context, exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -14,8 +15,9 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
 from trainyard.runtime.auth import TokenAuthority
@@ -68,13 +70,17 @@ async def create_server(
     )
     regs = list(registrations)
     for reg in regs:
+        _load_service_descriptor(reg.full_name)
         reg.add_to_server(reg.servicer, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [reg.full_name for reg in regs]
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     port = server.add_insecure_port(address)
@@ -83,6 +89,15 @@ async def create_server(
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health
+
+
+def _load_service_descriptor(full_name: str) -> None:
+    """Import the module that defines `full_name`, so its descriptor (and the auth_policy options
+    the interceptor reads) is in the default pool: `*_pb2_grpc` modules import only the messages.
+    Convention: service `trainyard.api.<svc>.v1.X` is in `trainyard/api/<svc>/v1/service.proto`."""
+    package = full_name.rsplit(".", 1)[0]
+    importlib.import_module(f"{package}.service_pb2")
+    descriptor_pool.Default().FindServiceByName(full_name)  # KeyError if the convention breaks
 
 
 def authority_from(common: CommonSettings) -> TokenAuthority:

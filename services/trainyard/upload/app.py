@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainyard.api.upload.v1 import service_pb2_grpc as svc
-from trainyard.upload.settings import UploadSettings
 from trainyard.runtime.db import Database
 from trainyard.runtime.server import App, Registration
 from trainyard.runtime.settings import CommonSettings, database_url_for
+from trainyard.upload.settings import UploadSettings
 
 NAME = "upload"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -21,7 +21,7 @@ async def build(common: CommonSettings, own: UploadSettings) -> App:
         registrations=[
             Registration(
                 svc.add_UploadServiceServicer_to_server,
-                svc.UploadServiceServicer(),
+                svc.UploadServiceServicer(),  # type: ignore[abstract]
                 "trainyard.api.upload.v1.UploadService",
             ),
         ],

@@ -1,0 +1,573 @@
+"""Resource semantics of kube-apiserver for jobs and pods: defaulting,
+validation, create/get/list/delete with finalizers and propagation policies."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._util import (
+    DNS1123_SUBDOMAIN,
+    DNS1123_SUBDOMAIN_MESSAGE,
+    JSON,
+    deep_copy,
+    generate_name,
+    new_uid,
+    now,
+    parse_quantity,
+    rfc3339,
+)
+from .errors import (
+    ApiError,
+    Cause,
+    already_exists,
+    bad_request,
+    invalid,
+    not_found,
+    status_object,
+)
+from .kubelet import PODS, Kubelet
+from .selectors import (
+    fields_match,
+    labels_match,
+    parse_field_selector,
+    parse_label_selector,
+)
+from .store import Store
+
+JOBS = "jobs"
+BATCH = "batch"
+JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
+DELETE_WARNING = (
+    "child pods are preserved by default when jobs are deleted; set "
+    "propagationPolicy=Background to remove them or set propagationPolicy=Orphan to "
+    "suppress this warning"
+)
+QUANTITY_REGEX = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+# resource -> (group, apiVersion, Kind, ListKind)
+RESOURCES: dict[str, tuple[str, str, str, str]] = {
+    JOBS: (BATCH, "batch/v1", "Job", "JobList"),
+    PODS: ("", "v1", "Pod", "PodList"),
+}
+
+
+@dataclass
+class DeleteOutcome:
+    code: int
+    body: JSON
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ListPage:
+    items: list[JSON]
+    resource_version: int
+    continue_token: str | None = None
+    remaining: int | None = None
+
+
+class Cluster:
+    """The API-server side: objects live in the Store, pods run in the Kubelet."""
+
+    def __init__(self, store: Store, kubelet: Kubelet) -> None:
+        self.store = store
+        self.kubelet = kubelet
+        self._secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self._config_maps: dict[tuple[str, str], dict[str, str]] = {}
+        self._data_lock = threading.Lock()
+
+    # -- ConfigSource for the kubelet ---------------------------------------------
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        with self._data_lock:
+            return self._secrets.get((namespace, name))
+
+    def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        with self._data_lock:
+            return self._config_maps.get((namespace, name))
+
+    def put_secret(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        with self._data_lock:
+            self._secrets[(namespace, name)] = dict(data)
+
+    def put_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        with self._data_lock:
+            self._config_maps[(namespace, name)] = dict(data)
+
+    # -- generic reads -------------------------------------------------------------
+
+    def get(self, resource: str, namespace: str, name: str) -> JSON:
+        obj = self.store.get(resource, namespace, name)
+        if obj is None:
+            raise not_found(resource, RESOURCES[resource][0], name)
+        return obj
+
+    def list(
+        self,
+        resource: str,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> ListPage:
+        predicate = self.predicate(resource, label_selector, field_selector)
+        items, revision = self.store.list(resource, namespace, predicate)
+        start_after: tuple[str, str] | None = None
+        if continue_token:
+            try:
+                decoded = json.loads(base64.urlsafe_b64decode(continue_token.encode()))
+                start_after = (decoded["start"][0], decoded["start"][1])
+                revision = int(decoded["rv"])
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise bad_request("continue key is not valid: incorrect encoded start") from exc
+            items = [
+                item
+                for item in items
+                if (item["metadata"]["namespace"], item["metadata"]["name"]) > start_after
+            ]
+        if limit and limit > 0 and len(items) > limit:
+            page = items[:limit]
+            last = page[-1]["metadata"]
+            token = base64.urlsafe_b64encode(
+                json.dumps(
+                    {
+                        "v": "meta.k8s.io/v1",
+                        "rv": revision,
+                        "start": [last["namespace"], last["name"]],
+                    }
+                ).encode()
+            ).decode()
+            return ListPage(page, revision, token, len(items) - limit)
+        return ListPage(items, revision)
+
+    def list_object(self, resource: str, page: ListPage) -> JSON:
+        _group, api_version, kind, list_kind = RESOURCES[resource]
+        metadata: JSON = {"resourceVersion": str(page.resource_version)}
+        if page.continue_token:
+            metadata["continue"] = page.continue_token
+            metadata["remainingItemCount"] = page.remaining
+        items = []
+        for item in page.items:
+            # Items in a list carry no kind/apiVersion (the list has them).
+            entry = {k: v for k, v in item.items() if k not in ("kind", "apiVersion")}
+            items.append(entry)
+        return {"kind": list_kind, "apiVersion": api_version, "metadata": metadata, "items": items}
+
+    def predicate(
+        self, resource: str, label_selector: str | None, field_selector: str | None
+    ) -> Callable[[JSON], bool]:
+        labels = parse_label_selector(label_selector)
+        fields = parse_field_selector(field_selector, resource)
+
+        def matches(obj: JSON) -> bool:
+            return labels_match(labels, obj["metadata"].get("labels")) and fields_match(
+                fields, obj, resource
+            )
+
+        return matches
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def create_job(self, namespace: str, body: Any) -> JSON:
+        if not isinstance(body, dict):
+            raise bad_request('Job in version "v1" cannot be handled as a Job: expected object')
+        api_version = body.get("apiVersion")
+        kind = body.get("kind")
+        if api_version not in (None, "", "batch/v1"):
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the expected "
+                "API version (batch/v1)"
+            )
+        if kind not in (None, "", "Job"):
+            raise bad_request(
+                f'{kind} in version "v1" cannot be handled as a Job: the object provided is '
+                "unrecognized"
+            )
+        job = deep_copy(body)
+        meta = job.setdefault("metadata", {}) or {}
+        job["metadata"] = meta
+        if meta.get("namespace") not in (None, "", namespace):
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+        _check_quantities(job)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = generate_name(str(meta["generateName"]))
+        name = str(meta.get("name") or "")
+        causes = _validate_job(job)
+        if causes:
+            raise invalid("Job", BATCH, name, causes)
+        with self.store.lock:
+            if self.store.exists(JOBS, namespace, name):
+                raise already_exists(JOBS, BATCH, name)
+            uid = new_uid()
+            _default_job(job, namespace, uid)
+            return self.store.create(JOBS, job)
+
+    def delete_job(self, namespace: str, name: str, options: JSON) -> DeleteOutcome:
+        warnings: list[str] = []
+        policy = options.get("propagationPolicy")
+        orphan_dependents = options.get("orphanDependents")
+        if policy is not None and orphan_dependents is not None:
+            raise invalid(
+                "DeleteOptions",
+                "",
+                "",
+                [
+                    Cause(
+                        "propagationPolicy",
+                        "FieldValueInvalid",
+                        'Invalid value: "' + str(policy) + '": orphanDependents and '
+                        "deletionPropagation cannot be both set",
+                    )
+                ],
+            )
+        if policy is None and orphan_dependents is not None:
+            policy = "Orphan" if orphan_dependents else "Background"
+        if policy is None:
+            warnings.append(DELETE_WARNING)
+            policy = "Orphan"  # batch/v1's DefaultGarbageCollectionPolicy
+        if policy not in ("Orphan", "Background", "Foreground"):
+            raise invalid(
+                "DeleteOptions",
+                "",
+                "",
+                [
+                    Cause(
+                        "propagationPolicy",
+                        "FieldValueNotSupported",
+                        f'Unsupported value: "{policy}": supported values: "Foreground", '
+                        '"Background", "Orphan", "nil"',
+                    )
+                ],
+            )
+        with self.store.lock:
+            job = self.get(JOBS, namespace, name)
+            uid = job["metadata"]["uid"]
+            preconditions = options.get("preconditions") or {}
+            if preconditions.get("uid") not in (None, uid):
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on jobs.batch "{name}": Precondition '
+                    f"failed: UID in precondition: {preconditions['uid']}, UID in object meta: "
+                    f"{uid}",
+                    {"name": name, "group": BATCH, "kind": "jobs"},
+                )
+            finalizers = list(job["metadata"].get("finalizers") or [])
+            extra = {"Orphan": ORPHAN_FINALIZER, "Foreground": FOREGROUND_FINALIZER}.get(policy)
+            if extra and extra not in finalizers:
+                finalizers.append(extra)
+            if finalizers:
+                stamp = rfc3339(now())
+
+                def mark(obj: JSON) -> None:
+                    obj["metadata"]["finalizers"] = finalizers
+                    obj["metadata"].setdefault("deletionTimestamp", stamp)
+                    obj["metadata"].setdefault("deletionGracePeriodSeconds", 0)
+
+                updated = self.store.update(JOBS, namespace, name, mark) or job
+                self.store.poke()
+                code = 202 if orphan_dependents is False else 200
+                return DeleteOutcome(code, updated, warnings)
+            self.store.delete(JOBS, namespace, name)
+            self.collect_dependents(uid)
+            details = {"name": name, "group": BATCH, "kind": JOBS, "uid": uid}
+            body = status_object(code=0, reason="", message="", details=details, success=True)
+            del body["code"]
+            return DeleteOutcome(200, body, warnings)
+
+    def delete_jobs(
+        self, namespace: str, options: JSON, predicate: Callable[[JSON], bool]
+    ) -> DeleteOutcome:
+        warnings: list[str] = []
+        deleted: list[JSON] = []
+        with self.store.lock:
+            items, _ = self.store.list(JOBS, namespace, predicate)
+            for item in items:
+                outcome = self.delete_job(namespace, item["metadata"]["name"], options)
+                warnings = outcome.warnings or warnings
+                deleted.append(outcome.body if outcome.body.get("kind") != "Status" else item)
+            revision = self.store.revision
+        body = self.list_object(JOBS, ListPage(deleted, revision))
+        return DeleteOutcome(200, body, warnings)
+
+    def collect_dependents(self, owner_uid: str) -> None:
+        """Background garbage collection: delete pods whose owner is gone."""
+        with self.store.lock:
+            pods, _ = self.store.list(PODS)
+            for pod in pods:
+                meta = pod["metadata"]
+                owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
+                if owner_uid in owners and meta.get("deletionTimestamp") is None:
+                    self.kubelet.delete_pod(meta["namespace"], meta["name"])
+
+    # -- pods ----------------------------------------------------------------------------
+
+    def create_pod_for_job(self, job: JSON) -> JSON:
+        """What the job controller does: a pod from the template, owned by the job."""
+        meta = job["metadata"]
+        template = deep_copy(job["spec"]["template"])
+        template_meta = template.get("metadata") or {}
+        spec = template["spec"]
+        spec.setdefault("serviceAccountName", "default")
+        spec.setdefault("serviceAccount", spec["serviceAccountName"])
+        spec.setdefault("enableServiceLinks", True)
+        spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+        spec.setdefault("priority", 0)
+        spec.setdefault(
+            "tolerations",
+            [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+            ],
+        )
+        with self.store.lock:
+            while True:
+                name = generate_name(f"{meta['name']}-")
+                if not self.store.exists(PODS, meta["namespace"], name):
+                    break
+            pod_meta: JSON = {
+                "name": name,
+                "generateName": f"{meta['name']}-",
+                "namespace": meta["namespace"],
+                "uid": new_uid(),
+                "creationTimestamp": rfc3339(now()),
+                "labels": dict(template_meta.get("labels") or {}),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+                "finalizers": [JOB_TRACKING_FINALIZER],
+            }
+            if template_meta.get("annotations"):
+                pod_meta["annotations"] = dict(template_meta["annotations"])
+            pod = {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "metadata": pod_meta,
+                "spec": spec,
+                "status": {"phase": "Pending", "qosClass": "BestEffort"},
+            }
+            created = self.store.create(PODS, pod)
+            self.kubelet.start_pod(created)
+            return created
+
+    def delete_pod(self, namespace: str, name: str, options: JSON) -> JSON:
+        grace = options.get("gracePeriodSeconds")
+        with self.store.lock:
+            self.get(PODS, namespace, name)
+            result = self.kubelet.delete_pod(
+                namespace, name, None if grace is None else max(0, int(grace))
+            )
+            if result is None:
+                raise not_found(PODS, "", name)
+            return result
+
+
+def _check_quantities(job: JSON) -> None:
+    spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in spec.get("containers") or []:
+        if not isinstance(container, dict):
+            continue
+        resources = container.get("resources") or {}
+        for section in ("limits", "requests"):
+            for value in (resources.get(section) or {}).values():
+                try:
+                    parse_quantity(value)
+                except (ValueError, TypeError) as exc:
+                    raise bad_request(
+                        'Job in version "v1" cannot be handled as a Job: quantities must match '
+                        f"the regular expression '{QUANTITY_REGEX}'"
+                    ) from exc
+
+
+def _nonnegative(value: Any, path: str, causes: list[Cause]) -> None:
+    if value is not None and (not isinstance(value, int) or value < 0):
+        causes.append(
+            Cause(
+                path,
+                "FieldValueInvalid",
+                f"Invalid value: {value}: must be greater than or equal to 0",
+            )
+        )
+
+
+def _validate_job(job: JSON) -> list[Cause]:
+    causes: list[Cause] = []
+    meta = job["metadata"]
+    name = meta.get("name")
+    if not name:
+        causes.append(
+            Cause(
+                "metadata.name",
+                "FieldValueRequired",
+                "Required value: name or generateName is required",
+            )
+        )
+    elif not DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
+        causes.append(
+            Cause(
+                "metadata.name",
+                "FieldValueInvalid",
+                f'Invalid value: "{name}": {DNS1123_SUBDOMAIN_MESSAGE}',
+            )
+        )
+    elif len(name) > 63:
+        causes.append(
+            Cause(
+                "metadata.name",
+                "FieldValueInvalid",
+                f'Invalid value: "{name}": must be no more than 63 characters',
+            )
+        )
+    spec = job.get("spec")
+    if not isinstance(spec, dict):
+        causes.append(
+            Cause("spec.template.spec.containers", "FieldValueRequired", "Required value")
+        )
+        return causes
+    for key in (
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "activeDeadlineSeconds",
+        "ttlSecondsAfterFinished",
+    ):
+        _nonnegative(spec.get(key), f"spec.{key}", causes)
+    template = spec.get("template") or {}
+    pod_spec = template.get("spec") or {}
+    containers = pod_spec.get("containers") or []
+    if not containers:
+        causes.append(
+            Cause("spec.template.spec.containers", "FieldValueRequired", "Required value")
+        )
+    seen: set[str] = set()
+    for index, container in enumerate(containers):
+        path = f"spec.template.spec.containers[{index}]"
+        if not isinstance(container, dict):
+            causes.append(Cause(path, "FieldValueInvalid", "Invalid value: must be an object"))
+            continue
+        cname = container.get("name")
+        if not cname:
+            causes.append(Cause(f"{path}.name", "FieldValueRequired", "Required value"))
+        elif cname in seen:
+            causes.append(
+                Cause(f"{path}.name", "FieldValueDuplicate", f'Duplicate value: "{cname}"')
+            )
+        else:
+            seen.add(str(cname))
+        if not container.get("image"):
+            causes.append(Cause(f"{path}.image", "FieldValueRequired", "Required value"))
+    policy = pod_spec.get("restartPolicy")
+    if policy in (None, "", "Always"):
+        causes.append(
+            Cause(
+                "spec.template.spec.restartPolicy",
+                "FieldValueRequired",
+                'Required value: valid values: "OnFailure", "Never"',
+            )
+        )
+    elif policy not in ("OnFailure", "Never"):
+        causes.append(
+            Cause(
+                "spec.template.spec.restartPolicy",
+                "FieldValueNotSupported",
+                f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"',
+            )
+        )
+    if spec.get("manualSelector") and not spec.get("selector"):
+        causes.append(Cause("spec.selector", "FieldValueRequired", "Required value"))
+    return causes
+
+
+def _default_job(job: JSON, namespace: str, uid: str) -> None:
+    meta = job["metadata"]
+    name = meta["name"]
+    meta["namespace"] = namespace
+    meta["uid"] = uid
+    meta["generation"] = 1
+    meta["creationTimestamp"] = rfc3339(now())
+    for key in (
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+    ):
+        meta.pop(key, None)
+    job["apiVersion"] = "batch/v1"
+    job["kind"] = "Job"
+    spec = job["spec"]
+    if spec.get("parallelism") is None:
+        spec["parallelism"] = 1
+        if spec.get("completions") is None:
+            spec["completions"] = 1
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    if not spec.get("podFailurePolicy"):
+        spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    template = spec["template"]
+    template_meta = template.setdefault("metadata", {}) or {}
+    template["metadata"] = template_meta
+    if not spec.get("manualSelector"):
+        spec["manualSelector"] = False
+        generated = {
+            "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": name,
+            "controller-uid": uid,
+            "job-name": name,
+        }
+        labels = dict(template_meta.get("labels") or {})
+        labels.update(generated)
+        template_meta["labels"] = labels
+        spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    if not meta.get("labels"):
+        meta["labels"] = dict(template_meta.get("labels") or {})
+    pod_spec = template["spec"]
+    pod_spec.setdefault("dnsPolicy", "ClusterFirst")
+    pod_spec.setdefault("schedulerName", "default-scheduler")
+    pod_spec.setdefault("securityContext", {})
+    pod_spec.setdefault("terminationGracePeriodSeconds", 30)
+    for container in pod_spec["containers"]:
+        image = str(container["image"])
+        last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+        tagged_latest = ":" not in last or last.endswith(":latest")
+        pull = "Always" if tagged_latest and "@" not in image else "IfNotPresent"
+        container.setdefault("imagePullPolicy", pull)
+        container.setdefault("resources", {})
+        container.setdefault("terminationMessagePath", "/dev/termination-log")
+        container.setdefault("terminationMessagePolicy", "File")
+        for port in container.get("ports") or []:
+            port.setdefault("protocol", "TCP")
+        for env in container.get("env") or []:
+            field_ref = (env.get("valueFrom") or {}).get("fieldRef")
+            if field_ref:
+                field_ref.setdefault("apiVersion", "v1")
+    job["status"] = {}
