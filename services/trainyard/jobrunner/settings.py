@@ -1,11 +1,40 @@
-"""Settings of the jobrunner service (TRAINYARD_JOBRUNNER_*)."""
+"""Settings of the job-runner (TRAINYARD_JOBRUNNER_*)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from trainyard.runtime.settings import ServiceSettings
 
 
+class Pipeline(BaseModel):
+    """A /training-jobs pipeline: its image (Kubernetes) and command (local backend)."""
+
+    image: str | None = None
+    command: list[str] = Field(default_factory=list)
+    cores: float = 0
+    memory_mb: int = 0
+
+
 class JobrunnerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TRAINYARD_JOBRUNNER_", extra="ignore")
+
+    backend: Literal["local", "kubernetes"] = "local"
+    max_concurrent: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        description="Local backend: most workloads running at once; the rest wait FIFO.",
+    )
+    kill_grace_seconds: float = Field(default=5.0, description="SIGTERM -> SIGKILL delay.")
+    log_dir: Path | None = Field(default=None, description="Job logs; default DATA_DIR/jobs.")
+    namespace: str = "trainyard-jobs"
+    image_registry: str = Field(default="", description="Prefix of model-training-* images.")
+    ttl_seconds_after_finished: int = 3600
+    pipelines: dict[str, Pipeline] = Field(
+        default_factory=dict,
+        description='JSON: {"name": {"image": "...", "command": ["python", "-m", "..."]}}.',
+    )

@@ -55,6 +55,8 @@ class App:
     validators: Mapping[str, Validator] = field(default_factory=dict)
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
+    #: The service's domain objects, for introspection by tests and tools.
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 async def create_server(

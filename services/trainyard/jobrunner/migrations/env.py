@@ -1,5 +1,6 @@
 from alembic import context
 
+from trainyard.jobrunner.models import Base
 from trainyard.runtime.db import run_migrations
 
-run_migrations(context, None)
+run_migrations(context, Base.metadata)

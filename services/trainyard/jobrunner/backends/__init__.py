@@ -1,0 +1,1 @@
+"""Workload backends: local processes (embedded default) and Kubernetes Jobs."""

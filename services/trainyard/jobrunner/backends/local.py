@@ -1,0 +1,237 @@
+"""Local backend: each attempt runs under a shim in its own session (see shim.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import structlog
+
+from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workload
+from trainyard.jobrunner.logfile import last_seq
+from trainyard.jobrunner.shim import exit_path, shim_path
+
+log = structlog.get_logger("trainyard.jobrunner.local")
+
+RETRYABLE = {"EXIT_CODE", "OOM_KILLED", "SIGNALED"}
+_BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "TZ")
+
+
+def _alive(pid: int, create_time: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() == create_time and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _read_exit(job_dir: Path, attempt: int) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(exit_path(job_dir, attempt).read_text())
+        return data
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class LocalBackend(Backend):
+    name = "local"
+    runner_admission = True
+
+    def __init__(self, log_root: Path, grace_seconds: float = 5.0) -> None:
+        self.log_root = log_root
+        self.grace = grace_seconds
+        self._cancelled: set[str] = set()
+
+    def _env(self, wl: Workload) -> dict[str, str]:
+        env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
+        env.update(
+            {"PYTHONUNBUFFERED": "1", "TRAINYARD_JOB_ID": wl.job_id, "TRAINYARD_JOB_NAME": wl.name}
+        )
+        env.update(wl.env)
+        return env
+
+    def _command(self, wl: Workload) -> list[str]:
+        cmd = [*wl.command, *wl.args]
+        if not cmd:
+            raise ValueError("the local backend needs a command")
+        if cmd[0] in ("python", "python3"):
+            cmd[0] = sys.executable
+        return cmd
+
+    async def run(
+        self, wl: Workload, handle: dict[str, Any] | None, on_running: OnRunning
+    ) -> Outcome:
+        job_dir = wl.log_path.parent
+        job_dir.mkdir(parents=True, exist_ok=True)
+        first_start = wl.started_at.timestamp() if wl.started_at else None
+        attempt = 0
+        result: dict[str, Any] | None = None
+        if handle:
+            attempt = int(handle["attempt"])
+            if _alive(int(handle["shim_pid"]), float(handle["create_time"])):
+                log.info("job.reattached", job_id=wl.job_id, pid=handle["shim_pid"])
+                while _alive(int(handle["shim_pid"]), float(handle["create_time"])):
+                    await asyncio.sleep(0.2)
+            result = _read_exit(job_dir, attempt)
+            if result is None:
+                return Outcome(
+                    "FAILED",
+                    "LOST",
+                    "the workload vanished while the job-runner was down and left no exit status",
+                    attempts=attempt,
+                )
+        while True:
+            if result is not None:
+                outcome = self._outcome(wl, result, attempt)
+                if outcome.state != "FAILED" or outcome.reason not in RETRYABLE:
+                    return outcome
+                if attempt > wl.retries or wl.job_id in self._cancelled:
+                    return outcome
+                log.info("job.retry", job_id=wl.job_id, attempt=attempt + 1, reason=outcome.reason)
+            attempt += 1
+            if first_start is None:
+                first_start = time.time()
+            remaining = 0.0
+            if wl.deadline_seconds:
+                remaining = wl.deadline_seconds - (time.time() - first_start)
+                if remaining <= 0:
+                    return Outcome(
+                        "FAILED",
+                        "DEADLINE_EXCEEDED",
+                        f"ran past its deadline of {wl.deadline_seconds:g}s",
+                        attempts=attempt - 1,
+                    )
+            result = await self._attempt(wl, attempt, remaining, on_running)
+
+    async def _attempt(
+        self, wl: Workload, attempt: int, deadline: float, on_running: OnRunning
+    ) -> dict[str, Any]:
+        job_dir = wl.log_path.parent
+        cmd = [
+            sys.executable,
+            "-m",
+            "trainyard.jobrunner.shim",
+            "--dir",
+            str(job_dir),
+            "--attempt",
+            str(attempt),
+            "--first-seq",
+            str(last_seq(wl.log_path) + 1),
+            "--deadline-seconds",
+            str(deadline),
+            "--memory-mb",
+            str(wl.memory_mb),
+            "--cores",
+            str(wl.cores),
+            "--grace",
+            str(self.grace),
+            "--",
+            *self._command(wl),
+        ]
+        with open(job_dir / "shim.err", "ab") as err:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=err,
+                env=self._env(wl),
+                start_new_session=True,
+            )
+        try:
+            create_time = psutil.Process(proc.pid).create_time()
+        except psutil.Error:
+            create_time = 0.0
+        await on_running(
+            {"attempt": attempt, "shim_pid": proc.pid, "create_time": create_time}, attempt
+        )
+        await proc.wait()
+        result = _read_exit(job_dir, attempt)
+        if result is None:
+            stopped = wl.job_id in self._cancelled
+            return {
+                "exit_code": None,
+                "signal": -(proc.returncode or 0) or None,
+                "reason": "CANCELLED" if stopped else "SIGNALED",
+                "message": "stopped on request"
+                if stopped
+                else "the workload's supervisor was killed",
+            }
+        return result
+
+    def _outcome(self, wl: Workload, result: dict[str, Any], attempt: int) -> Outcome:
+        if wl.job_id in self._cancelled:
+            return Outcome("CANCELLED", "CANCELLED", "cancelled", result.get("exit_code"), attempt)
+        if result.get("exit_code") == 0:
+            return Outcome("SUCCEEDED", "", "exited 0", 0, attempt)
+        if result.get("reason") == "DEADLINE_EXCEEDED" and wl.deadline_seconds:
+            return Outcome("FAILED", "DEADLINE_EXCEEDED",
+                           f"ran past its deadline of {wl.deadline_seconds:g}s",
+                           result.get("exit_code"), attempt)
+        return Outcome(
+            "FAILED",
+            str(result.get("reason") or "EXIT_CODE"),
+            str(result.get("message") or ""),
+            result.get("exit_code"),
+            attempt,
+        )
+
+    async def cancel(self, wl: Workload, handle: dict[str, Any] | None) -> None:
+        self._cancelled.add(wl.job_id)
+        if not handle:
+            return
+        pid, create_time = int(handle["shim_pid"]), float(handle["create_time"])
+        if not _alive(pid, create_time):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline and _group_alive(pid):
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        while _group_alive(pid):
+            await asyncio.sleep(0.02)
+
+    async def delete(self, wl: Workload, handle: dict[str, Any] | None) -> None:
+        await self.cancel(wl, handle)
+
+    async def orphans(self, known_job_ids: set[str]) -> list[str]:
+        """Kill shims whose job has no record (e.g. submitted just before a crash, whose
+        insert was rolled back)."""
+        stopped: list[str] = []
+        if not self.log_root.exists():
+            return stopped
+        for job_dir in self.log_root.iterdir():
+            if job_dir.name in known_job_ids or not job_dir.is_dir():
+                continue
+            for info in job_dir.glob("shim-*.json"):
+                try:
+                    data = json.loads(info.read_text())
+                except (OSError, json.JSONDecodeError):
+                    continue
+                if _alive(int(data["pid"]), float(data["create_time"])):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(int(data["pid"]), signal.SIGKILL)
+                    stopped.append(job_dir.name)
+        return stopped
+
+    def forget(self, job_id: str) -> None:
+        self._cancelled.discard(job_id)
+
+
+def _group_alive(pgid: int) -> bool:
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.info["pid"]) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return False

@@ -1,0 +1,123 @@
+"""The sequenced job log: one file per job, written by whoever captures the workload's output
+(the local shim, or the runner for Kubernetes pods), read by every log reader.
+
+Each record is one line: `seq \\t attempt \\t o|e \\t unix_ns \\t text`. Sequence numbers start
+at 1 and have no gaps across streams and attempts, so a reader that resumes from `last + 1`
+misses nothing and sees nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+STDOUT, STDERR = "o", "e"
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    attempt: int
+    stream: str  # "o" | "e"
+    time_ns: int
+    text: str
+
+
+def parse(line: str) -> Record | None:
+    """A record from one complete line; None for a torn (incomplete) line."""
+    if not line.endswith("\n"):
+        return None
+    parts = line[:-1].split("\t", 4)
+    if len(parts) != 5:
+        return None
+    seq, attempt, stream, ts, text = parts
+    return Record(int(seq), int(attempt), stream, int(ts), text)
+
+
+class LogWriter:
+    """Appends records; `first_seq` continues an existing log."""
+
+    def __init__(self, path: Path, attempt: int, first_seq: int | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.attempt = attempt
+        self.next_seq = first_seq if first_seq is not None else last_seq(path) + 1
+        self._fh: IO[str] = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+
+    def write(self, stream: str, text: str) -> None:
+        text = text.replace("\n", " ").replace("\r", "")
+        self._fh.write(f"{self.next_seq}\t{self.attempt}\t{stream}\t{time.time_ns()}\t{text}\n")
+        self.next_seq += 1
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+
+def last_seq(path: Path) -> int:
+    """The last complete record's sequence number (0 for no log)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            block = 4096
+            while True:
+                start = max(0, size - block)
+                fh.seek(start)
+                data = fh.read(size - start)
+                lines = data.split(b"\n")
+                # lines[-1] is the (possibly empty) torn tail; find the last complete record.
+                for raw in reversed(lines[:-1]):
+                    rec = parse(raw.decode("utf-8", "replace") + "\n")
+                    if rec is not None:
+                        return rec.seq
+                if start == 0:
+                    return 0
+                block *= 4
+    except FileNotFoundError:
+        return 0
+
+
+class LogReader:
+    """Reads records in order from a sequence number, remembering its offset so that polling
+    for new records never rescans the file."""
+
+    def __init__(self, path: Path, from_seq: int = 1) -> None:
+        self.path = path
+        self.next_seq = max(1, from_seq)
+        self._offset = 0
+
+    def read(self, limit: int = 10_000) -> list[Record]:
+        out: list[Record] = []
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return out
+        with fh:
+            fh.seek(self._offset)
+            while len(out) < limit:
+                raw = fh.readline()
+                if not raw:
+                    break
+                rec = parse(raw.decode("utf-8", "replace"))
+                if rec is None:  # torn tail: the writer is mid-line; read it next time
+                    break
+                self._offset += len(raw)
+                if rec.seq >= self.next_seq:
+                    out.append(rec)
+                    self.next_seq = rec.seq + 1
+        return out
+
+
+def iter_records(path: Path) -> Iterator[Record]:
+    reader = LogReader(path)
+    while batch := reader.read():
+        yield from batch

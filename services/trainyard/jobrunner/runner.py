@@ -1,0 +1,496 @@
+"""The job runner: job state, admission, events, logs and reconcile. Execution is the backend's;
+nothing here knows about gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
+from trainyard.jobrunner.logfile import LogReader, Record
+from trainyard.jobrunner.models import Job, JobLabel, utcnow
+from trainyard.runtime.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+
+log = structlog.get_logger("trainyard.jobrunner")
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+DNS1123 = "abcdefghijklmnopqrstuvwxyz0123456789-"
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A snapshot of a job."""
+
+    id: str
+    name: str
+    owner: str
+    spec: dict[str, Any]
+    state: str
+    reason: str
+    message: str
+    exit_code: int | None
+    attempts: int
+    backend: str
+    labels: dict[str, str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls(
+            id=job.id,
+            name=job.name,
+            owner=job.owner,
+            spec=job.spec,
+            state=job.state,
+            reason=job.reason,
+            message=job.message,
+            exit_code=job.exit_code,
+            attempts=job.attempts,
+            backend=job.backend,
+            labels={lbl.key: lbl.value for lbl in job.labels},
+            created_at=_aware(job.created_at) or utcnow(),
+            started_at=_aware(job.started_at),
+            finished_at=_aware(job.finished_at),
+        )
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job: JobView
+    previous_state: str
+    time: datetime
+
+
+@dataclass
+class _Subscriber:
+    labels: dict[str, str]
+    queue: asyncio.Queue[JobEvent] = field(default_factory=lambda: asyncio.Queue(10_000))
+
+
+def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
+    """Every problem with a spec, at once."""
+    problems: list[FieldViolation] = []
+    name = spec.get("name", "")
+    if name and (
+        len(name) > 63 or not set(name) <= set(DNS1123) or name[0] == "-" or name[-1] == "-"
+    ):
+        problems.append(
+            FieldViolation(
+                "spec.name",
+                "must be a DNS-1123 label (a-z, 0-9, '-', "
+                "at most 63 characters, alphanumeric at both ends)",
+            )
+        )
+    if backend == "local" and not (spec.get("command") or spec.get("args")):
+        problems.append(FieldViolation("spec.command", "the local backend needs a command"))
+    if backend == "kubernetes" and not spec.get("image"):
+        problems.append(FieldViolation("spec.image", "the kubernetes backend needs an image"))
+    resources = spec.get("resources") or {}
+    if float(resources.get("cores", 0) or 0) < 0:
+        problems.append(FieldViolation("spec.resources.cores", "must not be negative"))
+    if int(resources.get("memory_mb", 0) or 0) < 0:
+        problems.append(FieldViolation("spec.resources.memory_mb", "must not be negative"))
+    if int(spec.get("retries", 0) or 0) < 0:
+        problems.append(FieldViolation("spec.retries", "must not be negative"))
+    for key in spec.get("env") or {}:
+        if not key or "=" in key or "\0" in key:
+            problems.append(FieldViolation(f"spec.env[{key!r}]", "is not a valid variable name"))
+    if problems:
+        raise InvalidArgument(
+            "invalid job spec: " + "; ".join(f"{p.field} {p.description}" for p in problems),
+            violations=problems,
+        )
+
+
+def _deadline_seconds(spec: Mapping[str, Any]) -> float | None:
+    raw = spec.get("deadline")
+    if not raw:
+        return None
+    return float(str(raw).rstrip("s"))
+
+
+class JobRunner:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        backend: Backend,
+        log_root: Path,
+        max_concurrent: int,
+    ) -> None:
+        self._sessions = sessions
+        self.backend = backend
+        self.log_root = log_root
+        self.max_concurrent = max(1, max_concurrent)
+        self._monitors: dict[str, asyncio.Task[None]] = {}
+        self._subscribers: list[_Subscriber] = []
+        self._schedule_lock = asyncio.Lock()
+        self._closing = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reconcile with the backend: re-attach running jobs, fail lost ones, stop orphans,
+        then admit pending jobs."""
+        self.log_root.mkdir(parents=True, exist_ok=True)
+        async with self._sessions() as session:
+            jobs = (await session.scalars(select(Job).where(Job.state.not_in(TERMINAL)))).all()
+            known = set((await session.scalars(select(Job.id))).all())
+        for job in jobs:
+            if job.state == "RUNNING" or job.handle:
+                self._spawn_monitor(JobView.of(job), job.handle)
+            elif job.cancel_requested:
+                await self._finish(job.id, Outcome("CANCELLED", "CANCELLED", "cancelled"))
+        stopped = await self.backend.orphans(known)
+        if stopped:
+            log.warning("jobs.orphans_stopped", job_ids=stopped)
+        log.info("jobs.reconciled", reattached=len(self._monitors), orphans=len(stopped))
+        await self._schedule()
+
+    async def close(self) -> None:
+        """Stop watching; workloads keep running and are re-attached by the next runner."""
+        self._closing = True
+        for task in list(self._monitors.values()):
+            task.cancel()
+        for task in list(self._monitors.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.backend.close()
+
+    # ---- API -------------------------------------------------------------------------------
+
+    async def submit(self, spec: dict[str, Any], owner: str, idempotency_key: str = "") -> JobView:
+        validate_spec(spec, self.backend.name)
+        canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        spec_hash = hashlib.sha256(canonical.encode()).hexdigest()
+        if idempotency_key:
+            existing = await self._by_key(idempotency_key)
+            if existing is not None:
+                return self._same_spec(existing, spec_hash, idempotency_key)
+        job_id = str(uuid.uuid4())
+        name = spec.get("name") or f"job-{job_id}"
+        labels = dict(spec.get("labels") or {})
+        job = Job(
+            id=job_id,
+            name=name,
+            owner=owner,
+            idempotency_key=idempotency_key or None,
+            spec_hash=spec_hash,
+            spec=spec,
+            state="PENDING",
+            reason="",
+            message="queued",
+            attempts=0,
+            backend=self.backend.name,
+            cancel_requested=False,
+            created_at=utcnow(),
+            labels=[JobLabel(key=k, value=v) for k, v in labels.items()],
+        )
+        try:
+            async with self._sessions.begin() as session:
+                session.add(job)
+        except IntegrityError as exc:
+            if idempotency_key:
+                existing = await self._by_key(idempotency_key)
+                if existing is not None:
+                    return self._same_spec(existing, spec_hash, idempotency_key)
+            raise AlreadyExists(
+                f"a job named {name!r} already exists", reason="JOB_NAME_TAKEN"
+            ) from exc
+        view = await self.get(job_id)
+        self._publish(view, "")
+        await self._schedule()
+        return await self.get(job_id)
+
+    def _same_spec(self, existing: Job, spec_hash: str, key: str) -> JobView:
+        if existing.spec_hash != spec_hash:
+            raise AlreadyExists(
+                f"idempotency key {key!r} was used for a different job spec",
+                reason="IDEMPOTENCY_KEY_REUSED",
+                metadata={"job_id": existing.id},
+            )
+        return JobView.of(existing)
+
+    async def _by_key(self, key: str) -> Job | None:
+        async with self._sessions() as session:
+            found: Job | None = await session.scalar(select(Job).where(Job.idempotency_key == key))
+            return found
+
+    async def get(self, job_id: str) -> JobView:
+        async with self._sessions() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"job {job_id!r} does not exist", reason="JOB_NOT_FOUND")
+            return JobView.of(job)
+
+    async def get_by_name(self, name: str) -> JobView:
+        async with self._sessions() as session:
+            job = await session.scalar(select(Job).where(Job.name == name))
+            if job is None:
+                raise NotFound(f"job {name!r} does not exist", reason="JOB_NOT_FOUND")
+            return JobView.of(job)
+
+    async def list(
+        self,
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        name_prefix: str = "",
+        owner: str | None = None,
+    ) -> tuple[list[JobView], str]:
+        """Jobs carrying every label, newest first; (page, next_page_token). page_size 0 means
+        everything."""
+        stmt = select(Job)
+        for key, value in (labels or {}).items():
+            stmt = stmt.where(
+                Job.id.in_(
+                    select(JobLabel.job_id).where(JobLabel.key == key, JobLabel.value == value)
+                )
+            )
+        if name_prefix:
+            stmt = stmt.where(Job.name.startswith(name_prefix, autoescape=True))
+        if owner is not None:
+            stmt = stmt.where(Job.owner == owner)
+        if page_token:
+            created, job_id = _decode_token(page_token)
+            stmt = stmt.where(
+                or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+            )
+        stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc())
+        if page_size > 0:
+            stmt = stmt.limit(page_size + 1)
+        async with self._sessions() as session:
+            rows = list((await session.scalars(stmt)).all())
+        token = ""
+        if page_size > 0 and len(rows) > page_size:
+            rows = rows[:page_size]
+            last = rows[-1]
+            token = _encode_token(last.created_at, last.id)
+        return [JobView.of(r) for r in rows], token
+
+    async def cancel(self, job_id: str, reason: str = "") -> JobView:
+        view = await self.get(job_id)
+        if view.done:
+            return view
+        async with self._sessions.begin() as session:
+            job = await session.get(Job, job_id)
+            assert job is not None
+            job.cancel_requested = True
+            handle = job.handle
+        task = self._monitors.get(job_id)
+        if task is None and not handle:
+            await self._finish(
+                job_id, Outcome("CANCELLED", "CANCELLED", reason or "cancelled before it started")
+            )
+            return await self.get(job_id)
+        await self.backend.cancel(self._workload(view), handle)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=60)
+        return await self.get(job_id)
+
+    async def delete(self, job_id: str) -> None:
+        view = await self.cancel(job_id, "deleted")
+        async with self._sessions.begin() as session:
+            job = await session.get(Job, job_id)
+            handle = job.handle if job else None
+        await self.backend.delete(self._workload(view), handle)
+        async with self._sessions.begin() as session:
+            job = await session.get(Job, job_id)
+            if job is not None:
+                await session.delete(job)
+        shutil.rmtree(self.log_root / job_id, ignore_errors=True)
+        if hasattr(self.backend, "forget"):
+            self.backend.forget(job_id)
+
+    def log_path(self, job_id: str) -> Path:
+        return self.log_root / job_id / "log"
+
+    async def logs(
+        self, job_id: str, *, follow: bool = False, from_seq: int = 1
+    ) -> AsyncIterator[Record | JobView]:
+        """The job's log records from `from_seq`; with follow, until the job ends. The last
+        item is always the job's JobView."""
+        view = await self.get(job_id)
+        reader = LogReader(self.log_path(job_id), from_seq)
+        delay = 0.002
+        while True:
+            batch = reader.read(5000)
+            for rec in batch:
+                yield rec
+            if batch:
+                delay = 0.002
+                continue
+            if not follow:
+                break
+            if job_id not in self._monitors:
+                view = await self.get(job_id)
+                if view.done:
+                    tail = reader.read()
+                    for rec in tail:
+                        yield rec
+                    if not tail:
+                        break
+                    continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        yield await self.get(job_id)
+
+    async def watch(self, labels: Mapping[str, str] | None = None) -> AsyncIterator[JobEvent]:
+        sub = _Subscriber(dict(labels or {}))
+        self._subscribers.append(sub)
+        try:
+            while True:
+                yield await sub.queue.get()
+        finally:
+            self._subscribers.remove(sub)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobView:
+        """Wait until the job ends (for callers and tests); returns its final view."""
+        task = self._monitors.get(job_id)
+        if task is not None:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        view = await self.get(job_id)
+        if not view.done:
+            async for event in self.watch():
+                if event.job.id == job_id and event.job.done:
+                    return event.job
+        return view
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _publish(self, view: JobView, previous: str) -> None:
+        event = JobEvent(view, previous, utcnow())
+        for sub in self._subscribers:
+            if all(view.labels.get(k) == v for k, v in sub.labels.items()):
+                with contextlib.suppress(asyncio.QueueFull):
+                    sub.queue.put_nowait(event)
+
+    def _workload(self, view: JobView) -> Workload:
+        spec = view.spec
+        resources = spec.get("resources") or {}
+        return Workload(
+            job_id=view.id,
+            name=view.name,
+            image=spec.get("image", ""),
+            command=list(spec.get("command") or []),
+            args=list(spec.get("args") or []),
+            env=dict(spec.get("env") or {}),
+            cores=float(resources.get("cores", 0) or 0),
+            memory_mb=int(resources.get("memory_mb", 0) or 0),
+            deadline_seconds=_deadline_seconds(spec),
+            retries=int(spec.get("retries", 0) or 0),
+            labels=view.labels,
+            log_path=self.log_path(view.id),
+            started_at=view.started_at,
+        )
+
+    async def _schedule(self) -> None:
+        if self._closing:
+            return
+        async with self._schedule_lock:
+            stmt = select(Job).where(
+                Job.state == "PENDING", Job.handle.is_(None), Job.cancel_requested.is_(False)
+            )
+            if self.backend.runner_admission:
+                free = self.max_concurrent - len(self._monitors)
+                if free <= 0:
+                    return
+                stmt = stmt.order_by(Job.created_at, Job.id).limit(free)
+            async with self._sessions() as session:
+                jobs = (await session.scalars(stmt)).all()
+            for job in jobs:
+                if job.id not in self._monitors:
+                    self._spawn_monitor(JobView.of(job), None)
+
+    def _spawn_monitor(self, view: JobView, handle: dict[str, Any] | None) -> None:
+        task = asyncio.create_task(self._monitor(view, handle), name=f"job-{view.id}")
+        self._monitors[view.id] = task
+
+    async def _monitor(self, view: JobView, handle: dict[str, Any] | None) -> None:
+        job_id = view.id
+
+        async def on_running(new_handle: dict[str, Any], attempt: int) -> None:
+            async with self._sessions.begin() as session:
+                job = await session.get(Job, job_id)
+                if job is None:
+                    return
+                previous = job.state
+                job.handle = new_handle
+                job.attempts = attempt
+                job.started_at = job.started_at or utcnow()
+                if not job.cancel_requested:
+                    job.state, job.reason, job.message = "RUNNING", "", f"attempt {attempt}"
+            if previous != "RUNNING":
+                self._publish(await self.get(job_id), previous)
+
+        try:
+            outcome = await self.backend.run(self._workload(view), handle, on_running)
+        except asyncio.CancelledError:
+            raise  # runner shutdown: the next runner re-attaches
+        except Exception as exc:  # noqa: BLE001 - a backend failure fails the job, not the runner
+            log.exception("job.backend_error", job_id=job_id)
+            outcome = Outcome("FAILED", "LOST", f"the backend failed: {exc}")
+        self._monitors.pop(job_id, None)
+        await self._finish(job_id, outcome)
+        await self._schedule()
+
+    async def _finish(self, job_id: str, outcome: Outcome) -> None:
+        async with self._sessions.begin() as session:
+            job = await session.get(Job, job_id)
+            if job is None or job.state in TERMINAL:
+                return
+            previous = job.state
+            if job.cancel_requested and outcome.state != "SUCCEEDED":
+                outcome = Outcome(
+                    "CANCELLED", "CANCELLED", "cancelled", outcome.exit_code, outcome.attempts
+                )
+            job.state, job.reason, job.message = outcome.state, outcome.reason, outcome.message
+            job.exit_code = outcome.exit_code
+            job.attempts = max(job.attempts, outcome.attempts if job.handle else 0)
+            job.finished_at = utcnow()
+        view = await self.get(job_id)
+        log.info("job.finished", job_id=job_id, state=view.state, reason=view.reason)
+        self._publish(view, previous)
+
+
+def _encode_token(created: datetime, job_id: str) -> str:
+    raw = f"{_aware(created).isoformat()}|{job_id}"  # type: ignore[union-attr]
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(
+            "page_token is not a token this service issued",
+            violations=[FieldViolation("page_token", "is malformed")],
+        ) from exc

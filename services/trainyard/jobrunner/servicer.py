@@ -1,0 +1,172 @@
+"""gRPC servicers of the job-runner: proto <-> runner mapping only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, timestamp_pb2
+
+from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
+from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
+from trainyard.jobrunner.logfile import STDERR, Record
+from trainyard.jobrunner.runner import JobRunner, JobView
+from trainyard.jobrunner.training_jobs import TrainingJobs
+from trainyard.runtime.auth import current_identity, current_user
+from trainyard.runtime.http import json_body
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _ts(value: Any) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def job_proto(view: JobView) -> msgs.Job:
+    job = msgs.Job(
+        job_id=view.id,
+        name=view.name,
+        state=msgs.JobState.Value(f"JOB_STATE_{view.state}"),
+        reason=msgs.JobReason.Value(f"JOB_REASON_{view.reason or 'UNSPECIFIED'}"),
+        message=view.message,
+        exit_code=view.exit_code or 0,
+        attempts=view.attempts,
+        backend=view.backend,
+        create_time=_ts(view.created_at),
+        start_time=_ts(view.started_at),
+        finish_time=_ts(view.finished_at),
+    )
+    json_format.ParseDict(view.spec, job.spec)
+    return job
+
+
+def line_proto(rec: Record) -> msgs.LogLine:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(rec.time_ns)
+    stream = msgs.LOG_STREAM_STDERR if rec.stream == STDERR else msgs.LOG_STREAM_STDOUT
+    return msgs.LogLine(sequence=rec.seq, stream=stream, text=rec.text, time=ts)
+
+
+def _spec_dict(spec: msgs.JobSpec) -> dict[str, Any]:
+    out: dict[str, Any] = json_format.MessageToDict(spec, preserving_proto_field_name=True)
+    return out
+
+
+class JobRunnerServicer(svc.JobRunnerServiceServicer):
+    def __init__(self, runner: JobRunner) -> None:
+        self._runner = runner
+
+    async def SubmitJob(
+        self, request: msgs.SubmitJobRequest, context: Context
+    ) -> msgs.SubmitJobResponse:
+        spec = _spec_dict(request.spec)
+        owner = dict(request.spec.labels).get("owner") or current_identity().subject
+        view = await self._runner.submit(spec, owner, request.idempotency_key)
+        return msgs.SubmitJobResponse(job=job_proto(view))
+
+    async def GetJob(self, request: msgs.GetJobRequest, context: Context) -> msgs.GetJobResponse:
+        return msgs.GetJobResponse(job=job_proto(await self._runner.get(request.job_id)))
+
+    async def ListJobs(
+        self, request: msgs.ListJobsRequest, context: Context
+    ) -> msgs.ListJobsResponse:
+        size = request.page_size or 100
+        views, token = await self._runner.list(
+            dict(request.labels), min(size, 1000), request.page_token
+        )
+        return msgs.ListJobsResponse(jobs=[job_proto(v) for v in views], next_page_token=token)
+
+    async def CancelJob(
+        self, request: msgs.CancelJobRequest, context: Context
+    ) -> msgs.CancelJobResponse:
+        view = await self._runner.cancel(request.job_id, request.reason)
+        return msgs.CancelJobResponse(job=job_proto(view))
+
+    async def DeleteJob(
+        self, request: msgs.DeleteJobRequest, context: Context
+    ) -> msgs.DeleteJobResponse:
+        await self._runner.delete(request.job_id)
+        return msgs.DeleteJobResponse()
+
+    async def StreamJobLogs(
+        self, request: msgs.StreamJobLogsRequest, context: Context
+    ) -> AsyncIterator[msgs.StreamJobLogsResponse]:
+        async for item in self._runner.logs(
+            request.job_id, follow=request.follow, from_seq=request.from_sequence or 1
+        ):
+            if isinstance(item, Record):
+                yield msgs.StreamJobLogsResponse(line=line_proto(item))
+            else:
+                yield msgs.StreamJobLogsResponse(done=True, job=job_proto(item))
+
+    async def WatchJobs(
+        self, request: msgs.WatchJobsRequest, context: Context
+    ) -> AsyncIterator[msgs.WatchJobsResponse]:
+        async for event in self._runner.watch(dict(request.labels)):
+            yield msgs.WatchJobsResponse(
+                event=msgs.JobEvent(
+                    job=job_proto(event.job),
+                    previous_state=msgs.JobState.Value(
+                        f"JOB_STATE_{event.previous_state or 'UNSPECIFIED'}"
+                    ),
+                    event_time=_ts(event.time),
+                )
+            )
+
+
+class TrainingJobsServicer(svc.TrainingJobsServiceServicer):
+    def __init__(self, jobs: TrainingJobs) -> None:
+        self._jobs = jobs
+
+    async def CreateTrainingJob(
+        self, request: msgs.CreateTrainingJobRequest, context: Context
+    ) -> msgs.CreateTrainingJobResponse:
+        params = json_format.MessageToDict(request.hyperparameters)
+        name = await self._jobs.create(
+            request.pipeline or request.pipeline_step, params, current_user()
+        )
+        return msgs.CreateTrainingJobResponse(job_name=name, http_body=json_body(name))
+
+    async def GetTrainingJobLogs(
+        self, request: msgs.GetTrainingJobLogsRequest, context: Context
+    ) -> msgs.GetTrainingJobLogsResponse:
+        logs = await self._jobs.logs(request.name, current_user())
+        return msgs.GetTrainingJobLogsResponse(logs=logs, http_body=json_body(logs))
+
+    async def FollowTrainingJobLogs(
+        self, request: msgs.FollowTrainingJobLogsRequest, context: Context
+    ) -> AsyncIterator[msgs.FollowTrainingJobLogsResponse]:
+        from trainyard.jobrunner.training_jobs import STATUS
+
+        async for item in self._jobs.follow(
+            request.name, current_user(), request.from_sequence or 1
+        ):
+            if isinstance(item, Record):
+                yield msgs.FollowTrainingJobLogsResponse(line=line_proto(item))
+            else:
+                yield msgs.FollowTrainingJobLogsResponse(
+                    done=True, status=STATUS.get(item.state, "")
+                )
+
+    async def ListTrainingJobs(
+        self, request: msgs.ListTrainingJobsRequest, context: Context
+    ) -> msgs.ListTrainingJobsResponse:
+        jobs, token = await self._jobs.list(
+            current_user(), request.pipeline, request.page_size, request.page_token
+        )
+        if token:
+            await context.send_initial_metadata((("x-next-page-token", token),))
+        return msgs.ListTrainingJobsResponse(
+            jobs=[msgs.TrainingJob(**j) for j in jobs], http_body=json_body(jobs)
+        )
+
+    async def DeleteTrainingJob(
+        self, request: msgs.DeleteTrainingJobRequest, context: Context
+    ) -> msgs.DeleteTrainingJobResponse:
+        await self._jobs.delete(request.name, current_user())
+        return msgs.DeleteTrainingJobResponse(name=request.name)

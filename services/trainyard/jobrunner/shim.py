@@ -1,0 +1,207 @@
+"""The local workload shim: `python -m trainyard.jobrunner.shim --dir D --attempt N -- CMD...`.
+
+The runner starts one shim per attempt in a new session. The shim owns the workload's pipes,
+writes every output line to the sequenced job log, enforces the deadline and the memory/CPU
+limits, and records how the workload ended in `exit-<attempt>.json`. Because the shim, not the
+runner, holds the pipes and the exit status, a workload survives a restart of the runner, which
+re-attaches by pid + start time and reads the exit file when the shim is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from trainyard.jobrunner.logfile import STDERR, STDOUT, LogWriter
+
+OOM_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
+
+
+def exit_path(job_dir: Path, attempt: int) -> Path:
+    return job_dir / f"exit-{attempt}.json"
+
+
+def shim_path(job_dir: Path, attempt: int) -> Path:
+    return job_dir / f"shim-{attempt}.json"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _limits(memory_mb: int, cores: float) -> Any:
+    def apply() -> None:
+        if memory_mb > 0:
+            limit = memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if cores > 0 and hasattr(os, "sched_setaffinity"):
+            available = sorted(os.sched_getaffinity(0))
+            want = max(1, int(cores + 0.999))
+            if want < len(available):
+                os.sched_setaffinity(0, available[:want])
+
+    return apply
+
+
+def _kill_tree(sig: int) -> None:
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.send_signal(sig)
+        except psutil.Error:
+            pass
+
+
+def run(ns: argparse.Namespace) -> int:
+    job_dir: Path = ns.dir
+    job_dir.mkdir(parents=True, exist_ok=True)
+    terminate = False
+
+    def on_term(signum: int, _frame: Any) -> None:
+        nonlocal terminate
+        terminate = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    writer = LogWriter(job_dir / "log", ns.attempt, ns.first_seq)
+    started = time.time()
+    try:
+        child = subprocess.Popen(
+            ns.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_limits(ns.memory_mb, ns.cores),
+            cwd=job_dir,
+        )
+    except OSError as exc:
+        writer.write(STDERR, f"trainyard: cannot start {ns.command[0]!r}: {exc}")
+        writer.close()
+        write_json(
+            exit_path(job_dir, ns.attempt),
+            {
+                "exit_code": 127,
+                "signal": None,
+                "reason": "EXIT_CODE",
+                "message": f"cannot start {ns.command[0]!r}: {exc.strerror}",
+                "finished": time.time(),
+            },
+        )
+        return 0
+    me = psutil.Process()
+    write_json(
+        shim_path(job_dir, ns.attempt),
+        {
+            "pid": me.pid,
+            "create_time": me.create_time(),
+            "child_pid": child.pid,
+            "attempt": ns.attempt,
+            "started": started,
+        },
+    )
+
+    assert child.stdout is not None and child.stderr is not None
+    sel = selectors.DefaultSelector()
+    partial = {STDOUT: b"", STDERR: b""}
+    sel.register(child.stdout, selectors.EVENT_READ, STDOUT)
+    sel.register(child.stderr, selectors.EVENT_READ, STDERR)
+    stderr_tail = b""
+    deadline_hit = False
+    stop_sent_at: float | None = None
+    open_streams = 2
+    while open_streams:
+        now = time.time()
+        if ns.deadline_seconds and not deadline_hit and now - started > ns.deadline_seconds:
+            deadline_hit = True
+            terminate = True
+        if terminate and stop_sent_at is None:
+            stop_sent_at = now
+            _kill_tree(signal.SIGTERM)
+        if stop_sent_at is not None and now - stop_sent_at > ns.grace:
+            _kill_tree(signal.SIGKILL)
+        for key, _ in sel.select(timeout=0.2):
+            stream: str = key.data
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                sel.unregister(key.fileobj)
+                open_streams -= 1
+                if partial[stream]:
+                    writer.write(stream, partial[stream].decode("utf-8", "replace"))
+                    partial[stream] = b""
+                continue
+            if stream == STDERR:
+                stderr_tail = (stderr_tail + chunk)[-8192:]
+            *lines, partial[stream] = (partial[stream] + chunk).split(b"\n")
+            for line in lines:
+                writer.write(stream, line.decode("utf-8", "replace"))
+        writer.flush()
+    while True:
+        try:
+            code = child.wait(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            if terminate and stop_sent_at is not None and time.time() - stop_sent_at > ns.grace:
+                _kill_tree(signal.SIGKILL)
+    writer.close()
+    sig = -code if code < 0 else None
+    oom_text = any(m.encode() in stderr_tail for m in OOM_MARKERS)
+    if code == 0:
+        reason, message = "", "exited 0"
+    elif deadline_hit:
+        reason, message = "DEADLINE_EXCEEDED", f"ran past its deadline of {ns.deadline_seconds:g}s"
+    elif ns.memory_mb and (oom_text or sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT)):
+        reason, message = "OOM_KILLED", f"exceeded its memory limit of {ns.memory_mb} MiB"
+    elif terminate:
+        reason, message = "CANCELLED", "stopped on request"
+    elif sig is not None:
+        reason, message = "SIGNALED", f"killed by signal {signal.Signals(sig).name}"
+    else:
+        reason, message = "EXIT_CODE", f"exited with code {code}"
+    write_json(
+        exit_path(job_dir, ns.attempt),
+        {
+            "exit_code": code if code >= 0 else None,
+            "signal": sig,
+            "reason": reason,
+            "message": message,
+            "finished": time.time(),
+        },
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trainyard.jobrunner.shim")
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--attempt", type=int, default=1)
+    parser.add_argument("--first-seq", type=int, default=None)
+    parser.add_argument("--deadline-seconds", type=float, default=0)
+    parser.add_argument("--memory-mb", type=int, default=0)
+    parser.add_argument("--cores", type=float, default=0)
+    parser.add_argument("--grace", type=float, default=5.0)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(argv)
+    if ns.command[:1] == ["--"]:
+        ns.command = ns.command[1:]
+    if not ns.command:
+        parser.error("no command given after --")
+    return run(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The /training-jobs API: a registered pipeline's training image runs as a job named
+model-training-<pipeline>-<uuid>, with the request's hyperparameters as environment variables."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from trainyard.jobrunner.logfile import Record
+from trainyard.jobrunner.runner import JobRunner, JobView
+from trainyard.jobrunner.settings import JobrunnerSettings, Pipeline
+from trainyard.runtime.errors import FieldViolation, InvalidArgument, NotFound
+
+PREFIX = "model-training-"
+KIND_LABEL = "trainyard.dev/kind"
+PIPELINE_LABEL = "trainyard.dev/pipeline"
+KIND = "training-job"
+STATUS = {
+    "PENDING": "Pending",
+    "RUNNING": "Active",
+    "SUCCEEDED": "Succeeded",
+    "FAILED": "Failed",
+    "CANCELLED": "Cancelled",
+}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def env_value(value: Any) -> str:
+    """A JSON value as an environment variable: integral numbers without `.0`, booleans as
+    true/false, objects and arrays as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def env_from(hyperparameters: Mapping[str, Any]) -> dict[str, str]:
+    bad = [k for k in hyperparameters if not _ENV_NAME.match(k)]
+    if bad:
+        raise InvalidArgument(
+            "hyperparameter names must be valid environment variable names "
+            "(letters, digits, '_', not starting with a digit): " + ", ".join(map(repr, bad)),
+            violations=[FieldViolation(k, "is not a valid environment variable name") for k in bad],
+        )
+    return {k: env_value(v) for k, v in hyperparameters.items()}
+
+
+def job_name(pipeline: str) -> str:
+    """model-training-<pipeline>-<uuid>, shortened to a DNS-1123 name of at most 63 chars."""
+    suffix = str(uuid.uuid4())
+    room = 63 - len(PREFIX) - 1 - len(suffix)
+    if room < 8:
+        suffix = uuid.uuid4().hex[:16]
+        room = 63 - len(PREFIX) - 1 - len(suffix)
+    return f"{PREFIX}{pipeline[:room].rstrip('-')}-{suffix}"
+
+
+def _check_pipeline_name(pipeline: str) -> None:
+    if not pipeline:
+        raise InvalidArgument(
+            "name the pipeline: POST /training-jobs?pipeline=NAME",
+            violations=[FieldViolation("pipeline", "is required")],
+        )
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", pipeline) or len(pipeline) > 40:
+        raise InvalidArgument(
+            f"pipeline {pipeline!r} is not a valid name: lowercase letters, digits and inner "
+            "hyphens, at most 40 characters",
+            violations=[FieldViolation("pipeline", "must be a DNS-1123 label")],
+        )
+
+
+def summary(view: JobView) -> dict[str, str]:
+    return {
+        "name": view.name,
+        "pipeline": view.labels.get(PIPELINE_LABEL, ""),
+        "status": STATUS.get(view.state, view.state),
+        "start_time": view.started_at.isoformat() if view.started_at else "",
+        "completion_time": view.finished_at.isoformat() if view.finished_at else "",
+    }
+
+
+class TrainingJobs:
+    def __init__(self, runner: JobRunner, settings: JobrunnerSettings) -> None:
+        self._runner = runner
+        self._settings = settings
+
+    def _pipeline(self, name: str) -> Pipeline:
+        _check_pipeline_name(name)
+        pipeline = self._settings.pipelines.get(name)
+        image = f"{PREFIX}{name}"
+        if pipeline is None:
+            raise NotFound(
+                f"image {image!r} does not exist: no pipeline {name!r} is registered",
+                reason="PIPELINE_NOT_FOUND",
+                metadata={"image": image},
+            )
+        return pipeline
+
+    async def create(self, pipeline: str, hyperparameters: Mapping[str, Any], owner: str) -> str:
+        spec_pipeline = self._pipeline(pipeline)
+        image = spec_pipeline.image or f"{self._settings.image_registry}{PREFIX}{pipeline}"
+        spec: dict[str, Any] = {
+            "name": job_name(pipeline),
+            "image": image,
+            "env": env_from(hyperparameters),
+            "labels": {KIND_LABEL: KIND, PIPELINE_LABEL: pipeline},
+        }
+        if spec_pipeline.command:
+            spec["command"] = list(spec_pipeline.command)
+        if spec_pipeline.cores or spec_pipeline.memory_mb:
+            spec["resources"] = {
+                "cores": spec_pipeline.cores,
+                "memory_mb": str(spec_pipeline.memory_mb),
+            }
+        view = await self._runner.submit(spec, owner)
+        return view.name
+
+    async def _owned(self, name: str, owner: str) -> JobView:
+        try:
+            view = await self._runner.get_by_name(name)
+        except NotFound:
+            view = None
+        if view is None or view.owner != owner or view.labels.get(KIND_LABEL) != KIND:
+            raise NotFound(f"training job {name!r} does not exist", reason="JOB_NOT_FOUND")
+        return view
+
+    async def logs(self, name: str, owner: str) -> str:
+        view = await self._owned(name, owner)
+        lines = []
+        async for item in self._runner.logs(view.id):
+            if isinstance(item, Record):
+                lines.append(item.text)
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    async def follow(self, name: str, owner: str, from_seq: int) -> AsyncIterator[Record | JobView]:
+        view = await self._owned(name, owner)
+        async for item in self._runner.logs(view.id, follow=True, from_seq=from_seq):
+            yield item
+
+    async def list(
+        self, owner: str, pipeline: str, page_size: int, page_token: str
+    ) -> tuple[list[dict[str, str]], str]:
+        labels = {KIND_LABEL: KIND}
+        if pipeline:
+            labels[PIPELINE_LABEL] = pipeline
+        views, token = await self._runner.list(
+            labels, page_size, page_token, name_prefix=PREFIX, owner=owner
+        )
+        return [summary(v) for v in views], token
+
+    async def delete(self, name: str, owner: str) -> None:
+        view = await self._owned(name, owner)
+        await self._runner.delete(view.id)
