@@ -28,6 +28,17 @@ STATUS = {
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _integral(value: Any) -> Any:
+    """Struct numbers all arrive as doubles: give integral ones back their int form."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
+
+
 def env_value(value: Any) -> str:
     """A JSON value as an environment variable: integral numbers without `.0`, booleans as
     true/false, objects and arrays as JSON."""
@@ -39,7 +50,7 @@ def env_value(value: Any) -> str:
         return str(int(value))
     if isinstance(value, (int, float, str)):
         return str(value)
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(_integral(value), separators=(",", ":"))
 
 
 def env_from(hyperparameters: Mapping[str, Any]) -> dict[str, str]:
