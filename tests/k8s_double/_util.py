@@ -114,7 +114,7 @@ def parse_quantity(value: str | int | float) -> Decimal:
 
 def normalize_image(image: str) -> str:
     """Fully qualify an image reference the way containerd reports it."""
-    name, digest = (image.split("@", 1) + [""])[:2]
+    name, digest = [*image.split("@", 1), ""][:2]
     last = name.rsplit("/", 1)[-1]
     if ":" not in last and not digest:
         name = name + ":latest"

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +29,7 @@ from .errors import (
     not_found,
     status_object,
 )
-from .kubelet import PODS, Kubelet
+from .kubelet import PODS, Kubelet, qos_class
 from .selectors import (
     fields_match,
     labels_match,
@@ -79,27 +78,6 @@ class Cluster:
     def __init__(self, store: Store, kubelet: Kubelet) -> None:
         self.store = store
         self.kubelet = kubelet
-        self._secrets: dict[tuple[str, str], dict[str, str]] = {}
-        self._config_maps: dict[tuple[str, str], dict[str, str]] = {}
-        self._data_lock = threading.Lock()
-
-    # -- ConfigSource for the kubelet ---------------------------------------------
-
-    def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        with self._data_lock:
-            return self._secrets.get((namespace, name))
-
-    def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        with self._data_lock:
-            return self._config_maps.get((namespace, name))
-
-    def put_secret(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
-        with self._data_lock:
-            self._secrets[(namespace, name)] = dict(data)
-
-    def put_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
-        with self._data_lock:
-            self._config_maps[(namespace, name)] = dict(data)
 
     # -- generic reads -------------------------------------------------------------
 
@@ -150,7 +128,7 @@ class Cluster:
         return ListPage(items, revision)
 
     def list_object(self, resource: str, page: ListPage) -> JSON:
-        _group, api_version, kind, list_kind = RESOURCES[resource]
+        _group, api_version, _kind, list_kind = RESOURCES[resource]
         metadata: JSON = {"resourceVersion": str(page.resource_version)}
         if page.continue_token:
             metadata["continue"] = page.continue_token
@@ -177,7 +155,8 @@ class Cluster:
 
     # -- jobs ------------------------------------------------------------------------
 
-    def create_job(self, namespace: str, body: Any) -> JSON:
+    def create_job(self, namespace: str, body: Any, *, dry_run: bool = False) -> JSON:
+        """POST .../jobs: validate, default, store (dry_run: validate and default only)."""
         if not isinstance(body, dict):
             raise bad_request('Job in version "v1" cannot be handled as a Job: expected object')
         api_version = body.get("apiVersion")
@@ -212,6 +191,8 @@ class Cluster:
                 raise already_exists(JOBS, BATCH, name)
             uid = new_uid()
             _default_job(job, namespace, uid)
+            if dry_run:
+                return job
             return self.store.create(JOBS, job)
 
     def delete_job(self, namespace: str, name: str, options: JSON) -> DeleteOutcome:
@@ -373,7 +354,7 @@ class Cluster:
                 "apiVersion": "v1",
                 "metadata": pod_meta,
                 "spec": spec,
-                "status": {"phase": "Pending", "qosClass": "BestEffort"},
+                "status": {"phase": "Pending", "qosClass": qos_class(spec.get("containers", []))},
             }
             created = self.store.create(PODS, pod)
             self.kubelet.start_pod(created)

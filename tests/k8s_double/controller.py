@@ -23,7 +23,7 @@ from .apiserver import (
     ORPHAN_FINALIZER,
     Cluster,
 )
-from .kubelet import PODS, PodRuntime
+from .kubelet import PODS
 
 _log = logging.getLogger(__name__)
 
@@ -87,9 +87,11 @@ class JobController:
         seen = -1
         while True:
             with self.store.lock:
-                self.store.changed.wait_for(
-                    lambda: self._stopped or self.store.revision != seen, timeout=_POLL_SECONDS
-                )
+
+                def changed(last: int = seen) -> bool:
+                    return self._stopped or self.store.revision != last
+
+                self.store.changed.wait_for(changed, timeout=_POLL_SECONDS)
                 if self._stopped:
                     return
                 seen = self.store.revision
@@ -107,7 +109,7 @@ class JobController:
 
     # -- job controller ----------------------------------------------------------
 
-    def _release(self, runtime: PodRuntime) -> None:
+    def _release(self, namespace: str, name: str) -> None:
         """Drop the job-tracking finalizer once a finished pod has been counted."""
 
         def strip(obj: JSON) -> None:
@@ -119,8 +121,8 @@ class JobController:
             else:
                 obj["metadata"].pop("finalizers", None)
 
-        self.store.update(PODS, runtime.namespace, runtime.name, strip)
-        self.kubelet.maybe_remove(runtime.namespace, runtime.name)
+        self.store.update(PODS, namespace, name, strip)
+        self.kubelet.maybe_remove(namespace, name)
 
     def _sync_job(self, job: JSON) -> None:
         meta = job["metadata"]
@@ -142,7 +144,7 @@ class JobController:
                     tracking.failed += 1
                     tracking.consecutive_failures += 1
                     tracking.last_failure = time.monotonic()
-                self._release(runtime)
+                self._release(runtime.namespace, runtime.name)
 
         if _finished(status):
             self._expire_finished(job, tracking)
@@ -297,8 +299,7 @@ class JobController:
         if JOB_TRACKING_FINALIZER in (meta.get("finalizers") or []) and (
             runtime is None or runtime.done.is_set()
         ):
-            if runtime is not None:
-                self._release(runtime)
+            self._release(meta["namespace"], meta["name"])
 
     def _collect_garbage(self) -> None:
         jobs, _ = self.store.list(JOBS)

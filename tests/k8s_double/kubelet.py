@@ -19,10 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING
 from pathlib import Path
-from typing import Protocol
 
 from ._util import (
     JSON,
@@ -42,12 +41,32 @@ DEFAULT_GRACE_SECONDS = 30
 _OOM_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"out of memory")
 
 
-class ConfigSource(Protocol):
-    """Where secretKeyRef / configMapKeyRef / envFrom values come from."""
+class ConfigData:
+    """Secret and ConfigMap data for secretKeyRef / configMapKeyRef / envFrom.
 
-    def secret(self, namespace: str, name: str) -> Mapping[str, str] | None: ...
+    The double has no Secret or ConfigMap REST endpoints; tests register data here.
+    """
 
-    def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None: ...
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self._config_maps: dict[tuple[str, str], dict[str, str]] = {}
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        with self._lock:
+            return self._secrets.get((namespace, name))
+
+    def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        with self._lock:
+            return self._config_maps.get((namespace, name))
+
+    def put_secret(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        with self._lock:
+            self._secrets[(namespace, name)] = dict(data)
+
+    def put_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        with self._lock:
+            self._config_maps[(namespace, name)] = dict(data)
 
 
 @dataclass
@@ -144,6 +163,8 @@ class PodRuntime:
     phase: str = "Pending"
     sandbox_ready: bool = False
     thread: threading.Thread | None = None
+    # condition type -> (status, lastTransitionTime)
+    condition_times: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def job_name(self) -> str | None:
@@ -160,7 +181,7 @@ class ContainerConfigError(Exception):
     """Raised while resolving env: the container stays in CreateContainerConfigError."""
 
 
-def _qos_class(containers: Sequence[JSON]) -> str:
+def qos_class(containers: Sequence[JSON]) -> str:
     requests_seen = False
     guaranteed = True
     for container in containers:
@@ -195,7 +216,7 @@ def expand_vars(text: str, env: Mapping[str, str]) -> str:
 
 
 class Kubelet:
-    def __init__(self, store: Store, config: RuntimeConfig, sources: ConfigSource) -> None:
+    def __init__(self, store: Store, config: RuntimeConfig, sources: ConfigData) -> None:
         self.store = store
         self.config = config
         self.sources = sources
@@ -254,7 +275,7 @@ class Kubelet:
                 ),
                 pod_ip=ip,
                 start_time=now(),
-                qos_class=_qos_class(spec.get("containers", [])),
+                qos_class=qos_class(spec.get("containers", [])),
             )
             self._pods[(runtime.namespace, runtime.name)] = runtime
             self._all_pods.append(runtime)
@@ -285,18 +306,24 @@ class Kubelet:
             if finished or pod["status"].get("phase") in ("Succeeded", "Failed"):
                 grace_seconds = 0
             meta = pod["metadata"]
-            if meta.get("deletionTimestamp") is None:
-                stamp = rfc3339(now())
+            current_grace = meta.get("deletionGracePeriodSeconds")
+            if meta.get("deletionTimestamp") is None or grace_seconds < int(current_grace or 0):
+                # A second DELETE may only shorten the grace period.
+                stamp = rfc3339(now() + timedelta(seconds=grace_seconds))
 
                 def mark(obj: JSON) -> None:
                     obj["metadata"]["deletionTimestamp"] = stamp
                     obj["metadata"]["deletionGracePeriodSeconds"] = grace_seconds
 
                 pod = self.store.update(PODS, namespace, name, mark) or pod
-            if runtime is not None and not runtime.deletion_requested:
-                runtime.deletion_requested = True
-                runtime.grace_seconds = min(float(grace_seconds), self.config.termination_grace_cap)
-                self._terminate(runtime)
+            if runtime is not None:
+                effective = min(float(grace_seconds), self.config.termination_grace_cap)
+                if not runtime.deletion_requested:
+                    runtime.deletion_requested = True
+                    runtime.grace_seconds = effective
+                    self._terminate(runtime)
+                elif effective < runtime.grace_seconds:
+                    runtime.grace_seconds = effective
             removed = self.maybe_remove(namespace, name)
             return removed if removed is not None else pod
 
@@ -358,8 +385,10 @@ class Kubelet:
         for run in runs:
             run.killed_by_kubelet = True
             _signal_group(run, signal.SIGTERM if runtime.grace_seconds > 0 else signal.SIGKILL)
-        deadline = time.monotonic() + runtime.grace_seconds
-        while time.monotonic() < deadline and self._running_processes(runtime):
+        started = time.monotonic()
+        while time.monotonic() < started + runtime.grace_seconds and self._running_processes(
+            runtime
+        ):
             time.sleep(0.01)
         for run in self._running_processes(runtime):
             run.killed_by_kubelet = True
@@ -488,15 +517,16 @@ class Kubelet:
                 data = self.sources.config_map(runtime.namespace, ref.get("name", ""))
                 if data is None and not ref.get("optional"):
                     raise ContainerConfigError(f'configmap "{ref.get("name")}" not found')
-            for key, value in (data or {}).items():
-                env[prefix + key] = value
+            for key, item in (data or {}).items():
+                env[prefix + key] = item
         defined: dict[str, str] = {}
         for entry in spec.get("env") or []:
             name = entry["name"]
-            if "valueFrom" in entry and entry["valueFrom"] is not None:
-                value = self._value_from(runtime, container, entry["valueFrom"])
-                if value is None:
+            if entry.get("valueFrom") is not None:
+                resolved = self._value_from(runtime, container, entry["valueFrom"])
+                if resolved is None:
                     continue
+                value = resolved
             else:
                 value = expand_vars(str(entry.get("value") or ""), defined)
             env[name] = value
@@ -775,16 +805,25 @@ class Kubelet:
 
     def _pod_status(self, runtime: PodRuntime) -> JSON:
         stamp = rfc3339(runtime.start_time)
-        phase = runtime.phase if not runtime.done.is_set() else self._final_phase(runtime)
+        current = rfc3339(now())
+        containers_done = bool(runtime.containers) and all(c.finished for c in runtime.containers)
+        phase = runtime.phase
+        if runtime.done.is_set() or containers_done:
+            phase = self._final_phase(runtime)
         unready = [c.name for c in runtime.containers if not c.ready]
         conditions: list[JSON] = []
 
         def condition(type_: str, ok: bool, reason: str = "", message: str = "") -> None:
+            value = "True" if ok else "False"
+            previous = runtime.condition_times.get(type_)
+            if previous is None or previous[0] != value:
+                previous = (value, stamp if previous is None else current)
+                runtime.condition_times[type_] = previous
             entry: JSON = {
                 "type": type_,
-                "status": "True" if ok else "False",
+                "status": value,
                 "lastProbeTime": None,
-                "lastTransitionTime": stamp,
+                "lastTransitionTime": previous[1],
             }
             if reason:
                 entry["reason"] = reason

@@ -71,6 +71,25 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: ApiServer) -> None:
         super().__init__(address, _Handler)
         self.app = app
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    def close_connections(self) -> None:
+        """Hang up on keep-alive clients so their handler threads end."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class ApiServer:
@@ -98,9 +117,11 @@ class ApiServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._httpd.shutdown()
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._httpd.close_connections()
+            self._thread.join(timeout=5)
         self._httpd.server_close()
-        self._thread.join(timeout=5)
 
     def record(self, request: RecordedRequest) -> None:
         with self._requests_lock:
@@ -127,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "k8s-double"
     sys_version = ""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     # -- plumbing ------------------------------------------------------------------
@@ -214,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
             readable, _, _ = select.select([sock], [], [], 0)
             if not readable:
                 return False
-            return sock.recv(1, socket.MSG_PEEK) == b""
+            return bool(sock.recv(1, socket.MSG_PEEK) == b"")
         except (OSError, ValueError):
             return True
 
@@ -230,7 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     body = json.loads(raw_body)
                 except ValueError as exc:
-                    self.app.record(RecordedRequest(method, path, multi, raw_body.decode(errors="replace")))
+                    self.app.record(
+                        RecordedRequest(method, path, multi, raw_body.decode(errors="replace"))
+                    )
                     raise bad_request(f"error decoding request body: {exc}") from exc
             self.app.record(
                 RecordedRequest(method, path, multi, body, {k: v for k, v in self.headers.items()})
@@ -244,7 +267,9 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self._send_json(
                     500,
-                    status_object(code=500, reason="InternalError", message=f"internal error: {exc!r}"),
+                    status_object(
+                        code=500, reason="InternalError", message=f"internal error: {exc!r}"
+                    ),
                 )
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> None:
@@ -283,7 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, cluster.list_object(resource, page))
             return
         if resource == JOBS and namespace is not None and method == "POST":
-            self._send_json(201, cluster.create_job(namespace, body))
+            dry_run = "dryRun" in query
+            self._send_json(201, cluster.create_job(namespace, body, dry_run=dry_run))
             return
         if resource == JOBS and namespace is not None and method == "DELETE":
             options = self._delete_options(query, body)
@@ -319,7 +345,9 @@ class _Handler(BaseHTTPRequestHandler):
             options["orphanDependents"] = _flag(query, "orphanDependents")
         return options
 
-    def _h_job(self, method: str, query: dict[str, str], body: Any, namespace: str, name: str) -> None:
+    def _h_job(
+        self, method: str, query: dict[str, str], body: Any, namespace: str, name: str
+    ) -> None:
         cluster = self.app.cluster
         if method == "GET":
             self._send_json(200, cluster.get(JOBS, namespace, name))
@@ -336,12 +364,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise method_not_allowed()
         self._send_json(200, self.app.cluster.get(JOBS, namespace, name))
 
-    def _h_pod(self, method: str, query: dict[str, str], body: Any, namespace: str, name: str) -> None:
+    def _h_pod(
+        self, method: str, query: dict[str, str], body: Any, namespace: str, name: str
+    ) -> None:
         cluster = self.app.cluster
         if method == "GET":
             self._send_json(200, cluster.get(PODS, namespace, name))
         elif method == "DELETE":
-            self._send_json(200, cluster.delete_pod(namespace, name, self._delete_options(query, body)))
+            self._send_json(
+                200, cluster.delete_pod(namespace, name, self._delete_options(query, body))
+            )
         else:
             raise method_not_allowed()
 
@@ -357,7 +389,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _watch(self, resource: str, namespace: str | None, query: dict[str, str]) -> None:
         cluster = self.app.cluster
         store = self.app.store
-        predicate = cluster.predicate(resource, query.get("labelSelector"), query.get("fieldSelector"))
+        predicate = cluster.predicate(
+            resource, query.get("labelSelector"), query.get("fieldSelector")
+        )
         timeout = _int_param(query, "timeoutSeconds")
         deadline = time.monotonic() + timeout if timeout else None
         requested = query.get("resourceVersion", "")
@@ -399,27 +433,31 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunk(_event_line({"type": "ERROR", "object": status}))
                 self._end_chunked()
                 return
-            for event in initial:
-                self._chunk(_event_line(event))
+            for initial_event in initial:
+                self._chunk(_event_line(initial_event))
             while True:
+                gone: ExpiredError | None = None
                 with store.lock:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break
                     wait = _WAKE_SECONDS if remaining is None else min(_WAKE_SECONDS, remaining)
-                    store.changed.wait_for(
-                        lambda: store.closed or store.revision > cursor, timeout=wait
-                    )
+
+                    def advanced(seen: int = cursor) -> bool:
+                        return store.closed or store.revision > seen
+
+                    store.changed.wait_for(advanced, timeout=wait)
                     if store.closed:
                         break
                     try:
                         events = store.events_after(resource, cursor)
                     except ExpiredError as error:
-                        status = status_object(code=410, reason="Expired", message=str(error))
-                        events = []
-                        self._chunk(_event_line({"type": "ERROR", "object": status}))
-                        break
+                        events, gone = [], error
                     cursor = store.revision
+                if gone is not None:
+                    status = status_object(code=410, reason="Expired", message=str(gone))
+                    self._chunk(_event_line({"type": "ERROR", "object": status}))
+                    break
                 for event in events:
                     converted = _convert(event, namespace, predicate)
                     if converted is not None:
@@ -508,13 +546,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(snapshot)
             while limit is None or sent < limit:
                 with store.lock:
-                    kubelet.logs_changed.wait_for(
-                        lambda: store.closed
-                        or len(run.log.pieces) > cursor
-                        or run.log.closed
-                        or not store.exists(PODS, namespace, name),
-                        timeout=_WAKE_SECONDS,
-                    )
+
+                    def progressed(seen: int = cursor) -> bool:
+                        return (
+                            store.closed
+                            or len(run.log.pieces) > seen
+                            or run.log.closed
+                            or not store.exists(PODS, namespace, name)
+                        )
+
+                    kubelet.logs_changed.wait_for(progressed, timeout=_WAKE_SECONDS)
                     pieces = run.log.pieces[cursor:]
                     cursor += len(pieces)
                     finished = (
@@ -557,4 +598,3 @@ def _convert(
     if previous_passes:
         return {"type": "DELETED", "object": event.object}
     return None
-

@@ -9,6 +9,7 @@ and get 410 Expired for older ones.
 from __future__ import annotations
 
 import bisect
+import builtins
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -150,7 +151,7 @@ class Store:
         resource: str,
         namespace: str | None = None,
         predicate: Callable[[JSON], bool] | None = None,
-    ) -> tuple[list[JSON], int]:
+    ) -> tuple[builtins.list[JSON], int]:
         """Matching objects sorted by (namespace, name), and the list's resourceVersion."""
         with self.lock:
             items = [
@@ -162,7 +163,7 @@ class Store:
 
     # -- watch -----------------------------------------------------------------
 
-    def events_after(self, resource: str, revision: int) -> list[WatchEvent]:
+    def events_after(self, resource: str, revision: int) -> builtins.list[WatchEvent]:
         """Events of resource newer than revision; ExpiredError if compacted away."""
         with self.lock:
             if revision < self._compacted:

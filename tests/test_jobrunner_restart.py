@@ -1,0 +1,123 @@
+"""Kill the job-runner (SIGKILL) while workloads run, change the world while it is down, restart
+it: every job is reconciled, none is lost or left running unseen."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support.harness import TEST_SECRET, eventually
+from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
+from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
+from trainyard.runtime.auth import TokenAuthority
+
+BIN = Path(sys.executable).parent
+MD = (("authorization", f"Bearer {TokenAuthority(TEST_SECRET).mint_service('test')}"),)
+
+
+def wait_for_file(path: Path, label: str) -> str:
+    code = (f"import os,time\np={str(path)!r}\n"
+            "while not os.path.exists(p): time.sleep(0.02)\n"
+            f"print('{label} done')\n")
+    return code
+
+
+class Runner:
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        ready = self.data / "ready.json"
+        ready.unlink(missing_ok=True)
+        env = {**os.environ, "TRAINYARD_DATA_DIR": str(self.data),
+               "TRAINYARD_AUTH_SECRET": TEST_SECRET, "TRAINYARD_JOBRUNNER_MAX_CONCURRENT": "3",
+               "TRAINYARD_JOBRUNNER_KILL_GRACE_SECONDS": "1", "TRAINYARD_LOG_FORMAT": "json"}
+        log = open(self.data / "jobrunner.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(BIN / "trainyard"), "serve", "jobrunner", "--port", str(self.port),
+             "--ready-file", str(ready)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        address = eventually(lambda: ready.exists() and json.loads(ready.read_text())["address"],
+                             timeout=60, message="jobrunner did not start")
+        self.port = int(address.rsplit(":", 1)[1])
+        return str(address)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def runner(tmp_path: Path):  # type: ignore[no-untyped-def]
+    r = Runner(tmp_path)
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def test_jobs_survive_and_reconcile_after_a_runner_crash(runner: Runner, tmp_path: Path) -> None:
+    address = runner.start()
+    channel = grpc.insecure_channel(address)
+    stub = svc.JobRunnerServiceStub(channel)
+
+    def submit(code: str, name: str) -> str:
+        spec = msgs.JobSpec(name=name, command=["python", "-c", code])
+        return str(stub.SubmitJob(msgs.SubmitJobRequest(spec=spec), metadata=MD).job.job_id)
+
+    def state(job_id: str) -> msgs.Job:
+        return stub.GetJob(msgs.GetJobRequest(job_id=job_id), metadata=MD).job
+
+    survivor = submit(wait_for_file(tmp_path / "go-a", "a"), "survivor")
+    finisher = submit(wait_for_file(tmp_path / "go-b", "b"), "finisher")
+    victim = submit(wait_for_file(tmp_path / "never", "c"), "victim")
+    queued = submit("print('queued ran')", "queued")
+    for job_id in (survivor, finisher, victim):
+        eventually(lambda j=job_id: state(j).state == msgs.JOB_STATE_RUNNING, timeout=30,
+                   message="job never ran")
+    assert state(queued).state == msgs.JOB_STATE_PENDING  # admission: 3 at a time
+    channel.close()
+
+    runner.kill()
+    # While the runner is down: one workload finishes, one vanishes without an exit record.
+    (tmp_path / "go-b").touch()
+    shim_file = tmp_path / "jobs" / victim / "shim-1.json"
+    shim = json.loads(eventually(lambda: shim_file.exists() and shim_file.read_text(),
+                                 message="the shim never recorded itself"))
+    os.killpg(shim["pid"], signal.SIGKILL)
+    eventually(lambda: (tmp_path / "jobs" / finisher / "exit-1.json").exists(),
+               message="finisher did not exit while the runner was down")
+
+    address = runner.start()
+    channel = grpc.insecure_channel(address)
+    stub = svc.JobRunnerServiceStub(channel)
+    eventually(lambda: state(finisher).state == msgs.JOB_STATE_SUCCEEDED, timeout=30,
+               message="the job that ended while the runner was down was not reconciled")
+    lost = eventually(lambda: (j := state(victim)).state == msgs.JOB_STATE_FAILED and j,
+                      timeout=30, message="the vanished job was not marked lost")
+    assert lost.reason == msgs.JOB_REASON_LOST
+    assert state(survivor).state == msgs.JOB_STATE_RUNNING  # re-attached, still running
+    (tmp_path / "go-a").touch()
+    eventually(lambda: state(survivor).state == msgs.JOB_STATE_SUCCEEDED, timeout=30,
+               message="the re-attached job never finished")
+    eventually(lambda: state(queued).state == msgs.JOB_STATE_SUCCEEDED, timeout=30,
+               message="the queued job was not admitted after the restart")
+    logs = list(stub.StreamJobLogs(msgs.StreamJobLogsRequest(job_id=survivor), metadata=MD))
+    assert [i.line.text for i in logs if i.HasField("line")] == ["a done"]
+    listed = stub.ListJobs(msgs.ListJobsRequest(), metadata=MD).jobs
+    assert all(j.state not in (msgs.JOB_STATE_RUNNING, msgs.JOB_STATE_PENDING) for j in listed)
+    channel.close()
