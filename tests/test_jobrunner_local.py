@@ -21,12 +21,14 @@ from trainyard.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 PY = sys.executable
 
 
-async def make_runner(tmp: Path, url: str | None = None, schema: str | None = None,
-                      max_concurrent: int = 4) -> tuple[JobRunner, Database]:
+async def make_runner(
+    tmp: Path, url: str | None = None, schema: str | None = None, max_concurrent: int = 4
+) -> tuple[JobRunner, Database]:
     db = Database("jobrunner", url or f"sqlite+aiosqlite:///{tmp / 'jr.db'}", MIGRATIONS, schema)
     await db.start()
-    runner = JobRunner(db.sessions, LocalBackend(tmp / "jobs", grace_seconds=1.0), tmp / "jobs",
-                       max_concurrent)
+    runner = JobRunner(
+        db.sessions, LocalBackend(tmp / "jobs", grace_seconds=1.0), tmp / "jobs", max_concurrent
+    )
     await runner.start()
     return runner, db
 
@@ -64,8 +66,10 @@ async def wait_state(runner: JobRunner, job_id: str, state: str, timeout: float 
 
 
 async def test_success_and_logs(runner: JobRunner) -> None:
-    view = await runner.submit(py("import sys\nprint('hello')\nprint('oops', file=sys.stderr)",
-                                  env={"GREETING": "hi"}), "alice")
+    view = await runner.submit(
+        py("import sys\nprint('hello')\nprint('oops', file=sys.stderr)", env={"GREETING": "hi"}),
+        "alice",
+    )
     assert view.state == "PENDING" or view.state == "RUNNING"
     done = await runner.wait(view.id, 30)
     assert (done.state, done.exit_code, done.attempts) == ("SUCCEEDED", 0, 1)
@@ -78,9 +82,14 @@ async def test_success_and_logs(runner: JobRunner) -> None:
 async def test_env_reaches_the_workload_and_secrets_do_not(runner: JobRunner) -> None:
     os.environ["TRAINYARD_AUTH_SECRET"] = "must-not-leak"
     try:
-        view = await runner.submit(py(
-            "import os\nprint(os.environ.get('GREETING'), os.environ.get('TRAINYARD_AUTH_SECRET'))",
-            env={"GREETING": "hi"}), "alice")
+        view = await runner.submit(
+            py(
+                "import os\n"
+                "print(os.environ.get('GREETING'), os.environ.get('TRAINYARD_AUTH_SECRET'))",
+                env={"GREETING": "hi"},
+            ),
+            "alice",
+        )
         await runner.wait(view.id, 30)
     finally:
         del os.environ["TRAINYARD_AUTH_SECRET"]
@@ -98,15 +107,19 @@ async def test_failure_exit_code_and_retries(runner: JobRunner) -> None:
 
 async def test_retry_succeeds_on_second_attempt(runner: JobRunner, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    code = (f"import os,sys\np={str(marker)!r}\n"
-            "if os.path.exists(p): sys.exit(0)\nopen(p,'w').close(); sys.exit(1)")
+    code = (
+        f"import os,sys\np={str(marker)!r}\n"
+        "if os.path.exists(p): sys.exit(0)\nopen(p,'w').close(); sys.exit(1)"
+    )
     done = await runner.wait((await runner.submit(py(code, retries=1), "a")).id, 30)
     assert (done.state, done.attempts) == ("SUCCEEDED", 2)
 
 
 async def test_deadline_exceeded_kills_the_process(runner: JobRunner) -> None:
-    view = await runner.submit(py("import time\nprint('start', flush=True)\ntime.sleep(60)",
-                                  deadline="1s", retries=3), "alice")
+    view = await runner.submit(
+        py("import time\nprint('start', flush=True)\ntime.sleep(60)", deadline="1s", retries=3),
+        "alice",
+    )
     done = await runner.wait(view.id, 30)
     assert (done.state, done.reason) == ("FAILED", "DEADLINE_EXCEEDED")
     assert done.attempts == 1, "a deadline is never retried"
@@ -115,9 +128,10 @@ async def test_deadline_exceeded_kills_the_process(runner: JobRunner) -> None:
 
 async def test_cancel_really_stops_the_process(runner: JobRunner, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
-    view = await runner.submit(py(
-        f"import os,time\nopen({str(pidfile)!r},'w').write(str(os.getpid()))\ntime.sleep(60)"),
-        "alice")
+    view = await runner.submit(
+        py(f"import os,time\nopen({str(pidfile)!r},'w').write(str(os.getpid()))\ntime.sleep(60)"),
+        "alice",
+    )
     await wait_state(runner, view.id, "RUNNING")
     while not pidfile.exists() or not pidfile.read_text():
         await asyncio.sleep(0.02)
@@ -131,9 +145,13 @@ async def test_cancel_really_stops_the_process(runner: JobRunner, tmp_path: Path
 
 async def test_cancel_ignoring_sigterm_is_killed(runner: JobRunner, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
-    view = await runner.submit(py(
-        "import os,signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        f"open({str(pidfile)!r},'w').write(str(os.getpid()))\ntime.sleep(60)"), "alice")
+    view = await runner.submit(
+        py(
+            "import os,signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            f"open({str(pidfile)!r},'w').write(str(os.getpid()))\ntime.sleep(60)"
+        ),
+        "alice",
+    )
     while not pidfile.exists() or not pidfile.read_text():
         await asyncio.sleep(0.02)
     pid = int(pidfile.read_text())
@@ -144,8 +162,10 @@ async def test_cancel_ignoring_sigterm_is_killed(runner: JobRunner, tmp_path: Pa
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is Linux-specific")
 async def test_memory_limit_is_enforced_and_reported_as_oom(runner: JobRunner) -> None:
-    view = await runner.submit(py("x = bytearray(512 * 1024 * 1024)\nprint('allocated')",
-                                  resources={"memory_mb": "200"}), "alice")
+    view = await runner.submit(
+        py("x = bytearray(512 * 1024 * 1024)\nprint('allocated')", resources={"memory_mb": "200"}),
+        "alice",
+    )
     done = await runner.wait(view.id, 30)
     assert (done.state, done.reason) == ("FAILED", "OOM_KILLED")
     assert "200 MiB" in done.message
@@ -156,9 +176,12 @@ async def test_admission_queue_is_fifo(tmp_path: Path) -> None:
     runner, db = await make_runner(tmp_path, max_concurrent=1)
     order = tmp_path / "order"
     try:
-        views = [await runner.submit(py(
-            f"import time\nopen({str(order)!r},'a').write('{i}\\n')\ntime.sleep(0.2)"), "a")
-            for i in range(4)]
+        views = [
+            await runner.submit(
+                py(f"import time\nopen({str(order)!r},'a').write('{i}\\n')\ntime.sleep(0.2)"), "a"
+            )
+            for i in range(4)
+        ]
         states = [(await runner.get(v.id)).state for v in views]
         assert states.count("RUNNING") <= 1 and states[1:].count("PENDING") >= 2
         for v in views:
@@ -208,8 +231,9 @@ async def test_bad_specs_list_every_problem(runner: JobRunner) -> None:
 async def test_list_filters_by_labels_newest_first_with_cursor(runner: JobRunner) -> None:
     ids = []
     for i in range(5):
-        view = await runner.submit(py("pass", labels={"model": "m1" if i % 2 == 0 else "m2",
-                                                      "kind": "ndb"}), "a")
+        view = await runner.submit(
+            py("pass", labels={"model": "m1" if i % 2 == 0 else "m2", "kind": "ndb"}), "a"
+        )
         ids.append(view.id)
     page, token = await runner.list({"model": "m1"}, page_size=2)
     assert [v.id for v in page] == [ids[4], ids[2]]
@@ -247,10 +271,14 @@ async def test_watch_sees_every_transition(runner: JobRunner) -> None:
 
 async def test_follow_with_reconnect_across_100k_lines(runner: JobRunner) -> None:
     total = 100_000
-    view = await runner.submit(py(
-        "import sys\nw = sys.stdout.write\n"
-        f"for i in range(1, {total + 1}):\n"
-        "    w(f'line {i}\\n') if i % 7 else sys.stderr.write(f'line {i}\\n')\n"), "a")
+    view = await runner.submit(
+        py(
+            "import sys\nw = sys.stdout.write\n"
+            f"for i in range(1, {total + 1}):\n"
+            "    w(f'line {i}\\n') if i % 7 else sys.stderr.write(f'line {i}\\n')\n"
+        ),
+        "a",
+    )
     seen: list[int] = []
     texts: set[str] = set()
     next_seq = 1
@@ -283,8 +311,9 @@ async def test_data_layer_on_both_databases(
     url, schema = database
     runner, db = await make_runner(tmp_path, url, schema)
     try:
-        view = await runner.submit(py("print('pg')", labels={"owner": "alice"}), "alice",
-                                   idempotency_key="k")
+        view = await runner.submit(
+            py("print('pg')", labels={"owner": "alice"}), "alice", idempotency_key="k"
+        )
         done = await runner.wait(view.id, 30)
         assert done.state == "SUCCEEDED"
         page, _ = await runner.list({"owner": "alice"}, page_size=1)

@@ -454,7 +454,7 @@ class JobRunner:
             outcome = await self.backend.run(self._workload(view), handle, on_running)
         except asyncio.CancelledError:
             raise  # runner shutdown: the next runner re-attaches
-        except Exception as exc:  # noqa: BLE001 - a backend failure fails the job, not the runner
+        except Exception as exc:  # a backend failure fails the job, not the runner
             log.exception("job.backend_error", job_id=job_id)
             outcome = Outcome("FAILED", "LOST", f"the backend failed: {exc}")
         self._monitors.pop(job_id, None)

@@ -17,7 +17,7 @@ import structlog
 
 from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workload
 from trainyard.jobrunner.logfile import last_seq
-from trainyard.jobrunner.shim import exit_path, shim_path
+from trainyard.jobrunner.shim import exit_path
 
 log = structlog.get_logger("trainyard.jobrunner.local")
 
@@ -136,7 +136,7 @@ class LocalBackend(Backend):
             "--",
             *self._command(wl),
         ]
-        with open(job_dir / "shim.err", "ab") as err:
+        with open(job_dir / "shim.err", "ab") as err:  # noqa: ASYNC230 - local, instant
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -172,9 +172,13 @@ class LocalBackend(Backend):
         if result.get("exit_code") == 0:
             return Outcome("SUCCEEDED", "", "exited 0", 0, attempt)
         if result.get("reason") == "DEADLINE_EXCEEDED" and wl.deadline_seconds:
-            return Outcome("FAILED", "DEADLINE_EXCEEDED",
-                           f"ran past its deadline of {wl.deadline_seconds:g}s",
-                           result.get("exit_code"), attempt)
+            return Outcome(
+                "FAILED",
+                "DEADLINE_EXCEEDED",
+                f"ran past its deadline of {wl.deadline_seconds:g}s",
+                result.get("exit_code"),
+                attempt,
+            )
         return Outcome(
             "FAILED",
             str(result.get("reason") or "EXIT_CODE"),
