@@ -57,13 +57,29 @@ class Bench:
         self.user = {"authorization": f"Bearer {self.auth.mint_user('bench')}"}
         self.service = (("authorization", f"Bearer {self.auth.mint_service('bench')}"),)
         ready = data / "ready.json"
-        env = {**os.environ, "TRAINYARD_DATA_DIR": str(data), "TRAINYARD_AUTH_SECRET": SECRET,
-               "TRAINYARD_LOG_FORMAT": "json", "TRAINYARD_JOBRUNNER_PIPELINES": json.dumps(
-                   {"bench": {"command": ["python", "-c", WORKLOAD]}})}
+        env = {
+            **os.environ,
+            "TRAINYARD_DATA_DIR": str(data),
+            "TRAINYARD_AUTH_SECRET": SECRET,
+            "TRAINYARD_LOG_FORMAT": "json",
+            "TRAINYARD_JOBRUNNER_PIPELINES": json.dumps(
+                {"bench": {"command": ["python", "-c", WORKLOAD]}}
+            ),
+        }
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "trainyard"), "serve", "jobrunner", "--port", "0",
-             "--ready-file", str(ready)], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            [
+                str(Path(sys.executable).parent / "trainyard"),
+                "serve",
+                "jobrunner",
+                "--port",
+                "0",
+                "--ready-file",
+                str(ready),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while not ready.exists():
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -84,15 +100,21 @@ class Bench:
         self.proc.wait(30)
 
     def create(self, mode: str, n: int, rate: float) -> str:
-        resp = httpx.post(f"{self.http}/training-jobs?pipeline=bench", headers=self.user,
-                          json={"mode": mode, "n": n, "rate": rate}, timeout=30)
+        resp = httpx.post(
+            f"{self.http}/training-jobs?pipeline=bench",
+            headers=self.user,
+            json={"mode": mode, "n": n, "rate": rate},
+            timeout=30,
+        )
         resp.raise_for_status()
         name: str = resp.json()
         return name
 
     def job_id(self, name: str) -> str:
-        jobs = self.stub.ListJobs(msgs.ListJobsRequest(
-            labels={"trainyard.dev/pipeline": "bench"}, page_size=50), metadata=self.service).jobs
+        jobs = self.stub.ListJobs(
+            msgs.ListJobsRequest(labels={"trainyard.dev/pipeline": "bench"}, page_size=50),
+            metadata=self.service,
+        ).jobs
         return next(j.job_id for j in jobs if j.name == name)
 
     def follow_grpc(self, name: str) -> list[tuple[int, int]]:
@@ -107,8 +129,9 @@ class Bench:
 
     def follow_sse(self, name: str) -> list[tuple[int, int]]:
         out = []
-        with httpx.stream("GET", f"{self.http}/training-jobs/{name}/logs/follow",
-                          headers=self.user, timeout=120) as resp:
+        with httpx.stream(
+            "GET", f"{self.http}/training-jobs/{name}/logs/follow", headers=self.user, timeout=120
+        ) as resp:
             for raw in resp.iter_lines():
                 if not raw.startswith("data: "):
                     continue
@@ -137,12 +160,17 @@ def main() -> None:
                 paced = follow(bench.create("paced", paced_n, ns.rate))
                 assert len(paced) == paced_n
                 lat = [(recv - stamp) / 1e6 for stamp, recv in paced]
-                rows[transport] = (ns.lines / span if span > 0 else float("inf"),
-                                   statistics.median(lat), percentile(lat, 0.99))
+                rows[transport] = (
+                    ns.lines / span if span > 0 else float("inf"),
+                    statistics.median(lat),
+                    percentile(lat, 0.99),
+                )
         finally:
             bench.close()
-    print(f"{'transport':<10} {'lines/s':>12} {'p50 ms':>8} {'p99 ms':>8}   "
-          f"(burst {ns.lines} lines; latency at {ns.rate:g} lines/s for {ns.seconds:g}s)")
+    print(
+        f"{'transport':<10} {'lines/s':>12} {'p50 ms':>8} {'p99 ms':>8}   "
+        f"(burst {ns.lines} lines; latency at {ns.rate:g} lines/s for {ns.seconds:g}s)"
+    )
     for name, (rate, p50, p99) in rows.items():
         print(f"{name:<10} {rate:>12,.0f} {p50:>8.2f} {p99:>8.2f}")
     g, s = rows["gRPC"], rows["SSE/Envoy"]

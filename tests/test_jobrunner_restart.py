@@ -23,9 +23,11 @@ MD = (("authorization", f"Bearer {TokenAuthority(TEST_SECRET).mint_service('test
 
 
 def wait_for_file(path: Path, label: str) -> str:
-    code = (f"import os,time\np={str(path)!r}\n"
-            "while not os.path.exists(p): time.sleep(0.02)\n"
-            f"print('{label} done')\n")
+    code = (
+        f"import os,time\np={str(path)!r}\n"
+        "while not os.path.exists(p): time.sleep(0.02)\n"
+        f"print('{label} done')\n"
+    )
     return code
 
 
@@ -38,15 +40,34 @@ class Runner:
     def start(self) -> str:
         ready = self.data / "ready.json"
         ready.unlink(missing_ok=True)
-        env = {**os.environ, "TRAINYARD_DATA_DIR": str(self.data),
-               "TRAINYARD_AUTH_SECRET": TEST_SECRET, "TRAINYARD_JOBRUNNER_MAX_CONCURRENT": "3",
-               "TRAINYARD_JOBRUNNER_KILL_GRACE_SECONDS": "1", "TRAINYARD_LOG_FORMAT": "json"}
+        env = {
+            **os.environ,
+            "TRAINYARD_DATA_DIR": str(self.data),
+            "TRAINYARD_AUTH_SECRET": TEST_SECRET,
+            "TRAINYARD_JOBRUNNER_MAX_CONCURRENT": "3",
+            "TRAINYARD_JOBRUNNER_KILL_GRACE_SECONDS": "1",
+            "TRAINYARD_LOG_FORMAT": "json",
+        }
         log = open(self.data / "jobrunner.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(BIN / "trainyard"), "serve", "jobrunner", "--port", str(self.port),
-             "--ready-file", str(ready)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        address = eventually(lambda: ready.exists() and json.loads(ready.read_text())["address"],
-                             timeout=60, message="jobrunner did not start")
+            [
+                str(BIN / "trainyard"),
+                "serve",
+                "jobrunner",
+                "--port",
+                str(self.port),
+                "--ready-file",
+                str(ready),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        address = eventually(
+            lambda: ready.exists() and json.loads(ready.read_text())["address"],
+            timeout=60,
+            message="jobrunner did not start",
+        )
         self.port = int(address.rsplit(":", 1)[1])
         return str(address)
 
@@ -87,8 +108,11 @@ def test_jobs_survive_and_reconcile_after_a_runner_crash(runner: Runner, tmp_pat
     victim = submit(wait_for_file(tmp_path / "never", "c"), "victim")
     queued = submit("print('queued ran')", "queued")
     for job_id in (survivor, finisher, victim):
-        eventually(lambda j=job_id: state(j).state == msgs.JOB_STATE_RUNNING, timeout=30,
-                   message="job never ran")
+        eventually(
+            lambda j=job_id: state(j).state == msgs.JOB_STATE_RUNNING,
+            timeout=30,
+            message="job never ran",
+        )
     assert state(queued).state == msgs.JOB_STATE_PENDING  # admission: 3 at a time
     channel.close()
 
@@ -96,26 +120,44 @@ def test_jobs_survive_and_reconcile_after_a_runner_crash(runner: Runner, tmp_pat
     # While the runner is down: one workload finishes, one vanishes without an exit record.
     (tmp_path / "go-b").touch()
     shim_file = tmp_path / "jobs" / victim / "shim-1.json"
-    shim = json.loads(eventually(lambda: shim_file.exists() and shim_file.read_text(),
-                                 message="the shim never recorded itself"))
+    shim = json.loads(
+        eventually(
+            lambda: shim_file.exists() and shim_file.read_text(),
+            message="the shim never recorded itself",
+        )
+    )
     os.killpg(shim["pid"], signal.SIGKILL)
-    eventually(lambda: (tmp_path / "jobs" / finisher / "exit-1.json").exists(),
-               message="finisher did not exit while the runner was down")
+    eventually(
+        lambda: (tmp_path / "jobs" / finisher / "exit-1.json").exists(),
+        message="finisher did not exit while the runner was down",
+    )
 
     address = runner.start()
     channel = grpc.insecure_channel(address)
     stub = svc.JobRunnerServiceStub(channel)
-    eventually(lambda: state(finisher).state == msgs.JOB_STATE_SUCCEEDED, timeout=30,
-               message="the job that ended while the runner was down was not reconciled")
-    lost = eventually(lambda: (j := state(victim)).state == msgs.JOB_STATE_FAILED and j,
-                      timeout=30, message="the vanished job was not marked lost")
+    eventually(
+        lambda: state(finisher).state == msgs.JOB_STATE_SUCCEEDED,
+        timeout=30,
+        message="the job that ended while the runner was down was not reconciled",
+    )
+    lost = eventually(
+        lambda: (j := state(victim)).state == msgs.JOB_STATE_FAILED and j,
+        timeout=30,
+        message="the vanished job was not marked lost",
+    )
     assert lost.reason == msgs.JOB_REASON_LOST
     assert state(survivor).state == msgs.JOB_STATE_RUNNING  # re-attached, still running
     (tmp_path / "go-a").touch()
-    eventually(lambda: state(survivor).state == msgs.JOB_STATE_SUCCEEDED, timeout=30,
-               message="the re-attached job never finished")
-    eventually(lambda: state(queued).state == msgs.JOB_STATE_SUCCEEDED, timeout=30,
-               message="the queued job was not admitted after the restart")
+    eventually(
+        lambda: state(survivor).state == msgs.JOB_STATE_SUCCEEDED,
+        timeout=30,
+        message="the re-attached job never finished",
+    )
+    eventually(
+        lambda: state(queued).state == msgs.JOB_STATE_SUCCEEDED,
+        timeout=30,
+        message="the queued job was not admitted after the restart",
+    )
     logs = list(stub.StreamJobLogs(msgs.StreamJobLogsRequest(job_id=survivor), metadata=MD))
     assert [i.line.text for i in logs if i.HasField("line")] == ["a done"]
     listed = stub.ListJobs(msgs.ListJobsRequest(), metadata=MD).jobs

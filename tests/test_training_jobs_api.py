@@ -36,8 +36,10 @@ def jobrunner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     own = JobrunnerSettings(
         database_url=f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
         kill_grace_seconds=1,
-        pipelines={"churn": Pipeline(command=["python", "-c", PRINT_ENV]),
-                   "a-very-long-pipeline-name-for-naming": Pipeline(command=["true"])},
+        pipelines={
+            "churn": Pipeline(command=["python", "-c", PRINT_ENV]),
+            "a-very-long-pipeline-name-for-naming": Pipeline(command=["true"]),
+        },
     )
     harness = Harness(tmp)
     harness.start_app("jobrunner", harness.loop.run(build(common, own)))
@@ -56,8 +58,11 @@ def _status(harness: Harness, name: str, user: str = "alice") -> str:
 def test_create_run_logs_list_delete(jobrunner: Harness) -> None:
     h = jobrunner
     auth = h.user_headers("alice")
-    resp = httpx.post(f"{h.http}/training-jobs?pipeline=churn", headers=auth,
-                      json={"epochs": 3, "lr": 0.01, "nested": {"a": [1, 2]}})
+    resp = httpx.post(
+        f"{h.http}/training-jobs?pipeline=churn",
+        headers=auth,
+        json={"epochs": 3, "lr": 0.01, "nested": {"a": [1, 2]}},
+    )
     assert resp.status_code == 200, resp.text
     name = resp.json()
     assert isinstance(name, str)
@@ -84,8 +89,10 @@ def test_create_run_logs_list_delete(jobrunner: Harness) -> None:
 def test_list_is_newest_first_and_per_pipeline(jobrunner: Harness) -> None:
     h = jobrunner
     auth = h.user_headers("lister")
-    names = [httpx.post(f"{h.http}/training-jobs?pipeline_step=churn", headers=auth,
-                        json={}).json() for _ in range(3)]
+    names = [
+        httpx.post(f"{h.http}/training-jobs?pipeline_step=churn", headers=auth, json={}).json()
+        for _ in range(3)
+    ]
     listed = httpx.get(f"{h.http}/training-jobs?pipeline=churn", headers=auth).json()
     assert [j["name"] for j in listed] == names[::-1]
     page = httpx.get(f"{h.http}/training-jobs?page_size=2", headers=auth)
@@ -98,11 +105,13 @@ def test_list_is_newest_first_and_per_pipeline(jobrunner: Harness) -> None:
 
 def test_jobs_are_private_to_their_owner(jobrunner: Harness) -> None:
     h = jobrunner
-    name = httpx.post(f"{h.http}/training-jobs?pipeline=churn", headers=h.user_headers("alice"),
-                      json={}).json()
+    name = httpx.post(
+        f"{h.http}/training-jobs?pipeline=churn", headers=h.user_headers("alice"), json={}
+    ).json()
     other = h.user_headers("mallory")
-    assert name not in [j["name"] for j in httpx.get(f"{h.http}/training-jobs",
-                                                     headers=other).json()]
+    assert name not in [
+        j["name"] for j in httpx.get(f"{h.http}/training-jobs", headers=other).json()
+    ]
     assert httpx.get(f"{h.http}/training-jobs/{name}", headers=other).status_code == 404
     assert httpx.delete(f"{h.http}/training-jobs/{name}", headers=other).status_code == 404
 
@@ -117,8 +126,9 @@ def test_errors(jobrunner: Harness) -> None:
     assert missing.status_code == 400 and "pipeline" in missing.json()["message"]
     bad_name = httpx.post(f"{h.http}/training-jobs?pipeline=Bad_Name", headers=auth, json={})
     assert bad_name.status_code == 400
-    bad_env = httpx.post(f"{h.http}/training-jobs?pipeline=churn", headers=auth,
-                         json={"not valid": 1})
+    bad_env = httpx.post(
+        f"{h.http}/training-jobs?pipeline=churn", headers=auth, json={"not valid": 1}
+    )
     assert bad_env.status_code == 400 and "'not valid'" in bad_env.json()["message"]
     not_object = httpx.post(f"{h.http}/training-jobs?pipeline=churn", headers=auth, json=[1])
     assert not_object.status_code == 400
@@ -128,8 +138,11 @@ def test_errors(jobrunner: Harness) -> None:
 
 def test_long_pipeline_names_make_valid_job_names(jobrunner: Harness) -> None:
     h = jobrunner
-    name = httpx.post(f"{h.http}/training-jobs?pipeline=a-very-long-pipeline-name-for-naming",
-                      headers=h.user_headers(), json={}).json()
+    name = httpx.post(
+        f"{h.http}/training-jobs?pipeline=a-very-long-pipeline-name-for-naming",
+        headers=h.user_headers(),
+        json={},
+    ).json()
     assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", name), name
     assert name.startswith("model-training-a-very")
 
@@ -137,11 +150,13 @@ def test_long_pipeline_names_make_valid_job_names(jobrunner: Harness) -> None:
 def test_follow_logs_over_sse_with_resume(jobrunner: Harness) -> None:
     h = jobrunner
     auth = h.user_headers()
-    name = httpx.post(f"{h.http}/training-jobs?pipeline=churn", headers=auth,
-                      json={"epochs": 1, "sleep": 0.5}).json()
+    name = httpx.post(
+        f"{h.http}/training-jobs?pipeline=churn", headers=auth, json={"epochs": 1, "sleep": 0.5}
+    ).json()
     events = []
-    with httpx.stream("GET", f"{h.http}/training-jobs/{name}/logs/follow", headers=auth,
-                      timeout=30) as resp:
+    with httpx.stream(
+        "GET", f"{h.http}/training-jobs/{name}/logs/follow", headers=auth, timeout=30
+    ) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         for line in resp.iter_lines():
             if line.startswith("data: "):
@@ -150,30 +165,38 @@ def test_follow_logs_over_sse_with_resume(jobrunner: Harness) -> None:
     assert [ln["text"] for ln in lines] == ["epochs 1", "lr None", "nested None"]
     assert [int(ln["sequence"]) for ln in lines] == [1, 2, 3]
     assert events[-1]["done"] is True and events[-1]["status"] == "Succeeded"
-    with httpx.stream("GET", f"{h.http}/training-jobs/{name}/logs/follow?from_sequence=3",
-                      headers=auth, timeout=30) as resp:
+    with httpx.stream(
+        "GET",
+        f"{h.http}/training-jobs/{name}/logs/follow?from_sequence=3",
+        headers=auth,
+        timeout=30,
+    ) as resp:
         resumed = [json.loads(x[6:]) for x in resp.iter_lines() if x.startswith("data: ")]
     assert [e["line"]["text"] for e in resumed if e.get("line")] == ["nested None"]
 
 
 def test_failed_job_status(jobrunner: Harness) -> None:
     h = jobrunner
-    name = httpx.post(f"{h.http}/training-jobs?pipeline=churn", headers=h.user_headers(),
-                      json={"exit": 4}).json()
-    eventually(lambda: _status(h, name, "alice") == "Failed", timeout=30,
-               message="job never failed")
+    name = httpx.post(
+        f"{h.http}/training-jobs?pipeline=churn", headers=h.user_headers(), json={"exit": 4}
+    ).json()
+    eventually(
+        lambda: _status(h, name, "alice") == "Failed", timeout=30, message="job never failed"
+    )
 
 
 def test_delete_running_job_stops_it(jobrunner: Harness) -> None:
     h = jobrunner
     auth = h.user_headers()
-    name = httpx.post(f"{h.http}/training-jobs?pipeline=churn", headers=auth,
-                      json={"sleep": 60}).json()
+    name = httpx.post(
+        f"{h.http}/training-jobs?pipeline=churn", headers=auth, json={"sleep": 60}
+    ).json()
     eventually(lambda: _status(h, name) == "Active", timeout=30, message="never became active")
     resp = httpx.delete(f"{h.http}/training-jobs/{name}", headers=auth, timeout=30)
     assert resp.status_code == 200
-    assert name not in [j["name"] for j in httpx.get(f"{h.http}/training-jobs",
-                                                     headers=auth).json()]
+    assert name not in [
+        j["name"] for j in httpx.get(f"{h.http}/training-jobs", headers=auth).json()
+    ]
 
 
 def test_workload_rpcs_need_a_service_token(jobrunner: Harness) -> None:
@@ -181,20 +204,26 @@ def test_workload_rpcs_need_a_service_token(jobrunner: Harness) -> None:
     address = h.servers["jobrunner"].address
     with grpc.insecure_channel(address) as channel:
         stub = svc.JobRunnerServiceStub(channel)
-        spec = msgs.JobSpec(command=["python", "-c", "print('via grpc')"],
-                            labels={"owner": "alice", "model": "m-grpc"})
+        spec = msgs.JobSpec(
+            command=["python", "-c", "print('via grpc')"],
+            labels={"owner": "alice", "model": "m-grpc"},
+        )
         with pytest.raises(grpc.RpcError) as denied:
-            stub.SubmitJob(msgs.SubmitJobRequest(spec=spec),
-                           metadata=tuple(h.user_headers("alice").items()))
+            stub.SubmitJob(
+                msgs.SubmitJobRequest(spec=spec), metadata=tuple(h.user_headers("alice").items())
+            )
         assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
         md = tuple(h.service_headers("orchestrator").items())
-        job = stub.SubmitJob(msgs.SubmitJobRequest(spec=spec, idempotency_key="grpc-1"),
-                             metadata=md).job
-        again = stub.SubmitJob(msgs.SubmitJobRequest(spec=spec, idempotency_key="grpc-1"),
-                               metadata=md).job
+        job = stub.SubmitJob(
+            msgs.SubmitJobRequest(spec=spec, idempotency_key="grpc-1"), metadata=md
+        ).job
+        again = stub.SubmitJob(
+            msgs.SubmitJobRequest(spec=spec, idempotency_key="grpc-1"), metadata=md
+        ).job
         assert again.job_id == job.job_id
-        stream = stub.StreamJobLogs(msgs.StreamJobLogsRequest(job_id=job.job_id, follow=True),
-                                    metadata=md)
+        stream = stub.StreamJobLogs(
+            msgs.StreamJobLogsRequest(job_id=job.job_id, follow=True), metadata=md
+        )
         items = list(stream)
         assert [i.line.text for i in items if i.HasField("line")] == ["via grpc"]
         assert items[-1].done and items[-1].job.state == msgs.JOB_STATE_SUCCEEDED
