@@ -4,6 +4,7 @@ shutdown."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,48 @@ async def test_graceful_shutdown_finishes_in_flight_calls(tmp_path: Path) -> Non
         servicer.release.set()
         assert (await call).status == "complete"
     await asyncio.wait_for(runner, 10)
+
+
+def test_oidc_tokens_verify_against_a_jwks_url() -> None:
+    """A real JWKS document served over HTTP; RS256 user tokens verify, tampered ones do not."""
+    import http.server
+    import threading
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "k1", "use": "sig", "alg": "RS256"})
+    body = json.dumps({"keys": [jwk]}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+        authority = TokenAuthority(TEST_SECRET, jwks_url=url, audience=None)
+        claims = {"sub": "carol@example.com", "exp": int(time.time()) + 60}
+        token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+        ident = authority.verify(token)
+        assert (ident.subject, ident.kind) == ("carol@example.com", "user")
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        forged = jwt.encode(claims, other, algorithm="RS256", headers={"kid": "k1"})
+        with pytest.raises(Unauthenticated):
+            authority.verify(forged)
+        job_claim = jwt.encode(
+            {**claims, "typ": "job"}, key, algorithm="RS256", headers={"kid": "k1"}
+        )
+        with pytest.raises(Unauthenticated, match="only identify users"):
+            authority.verify(job_claim)
+    finally:
+        server.shutdown()
