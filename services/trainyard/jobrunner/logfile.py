@@ -48,9 +48,11 @@ class LogWriter:
         self.next_seq = first_seq if first_seq is not None else last_seq(path) + 1
         self._fh: IO[str] = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
 
-    def write(self, stream: str, text: str) -> None:
+    def write(self, stream: str, text: str, time_ns: int | None = None) -> None:
+        """Append one line; `time_ns` defaults to now (Kubernetes passes the kubelet's stamp)."""
         text = text.replace("\n", " ").replace("\r", "")
-        self._fh.write(f"{self.next_seq}\t{self.attempt}\t{stream}\t{time.time_ns()}\t{text}\n")
+        stamp = time.time_ns() if time_ns is None else time_ns
+        self._fh.write(f"{self.next_seq}\t{self.attempt}\t{stream}\t{stamp}\t{text}\n")
         self.next_seq += 1
 
     def flush(self) -> None:

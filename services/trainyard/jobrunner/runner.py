@@ -326,8 +326,7 @@ class JobRunner:
             if job is not None:
                 await session.delete(job)
         shutil.rmtree(self.log_root / job_id, ignore_errors=True)
-        if hasattr(self.backend, "forget"):
-            self.backend.forget(job_id)
+        self.backend.forget(job_id)
 
     def log_path(self, job_id: str) -> Path:
         return self.log_root / job_id / "log"

@@ -72,5 +72,8 @@ class Backend(abc.ABC):
     async def orphans(self, known_job_ids: set[str]) -> list[str]:
         """Stop workloads this runner started but has no record of; return what was stopped."""
 
+    def forget(self, job_id: str) -> None:  # noqa: B027 - an optional hook
+        """Drop what the backend remembers of a deleted job."""
+
     async def close(self) -> None:  # noqa: B027 - an optional hook
         """Release clients; running workloads keep running."""

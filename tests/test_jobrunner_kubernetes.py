@@ -1,0 +1,766 @@
+"""The job runner with the Kubernetes backend, against the API server double (real HTTP, the
+official client, pods as real local processes). Mirrors tests/test_jobrunner_local.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+from kubernetes import client
+
+from tests.k8s_double import FakeKubernetes
+from trainyard.jobrunner.app import MIGRATIONS
+from trainyard.jobrunner.app import make_backend as make_backend_from_app
+from trainyard.jobrunner.backends.base import Workload
+from trainyard.jobrunner.backends.kubernetes import (
+    JOB_ID_LABEL,
+    LABELS_ANNOTATION,
+    MANAGED_BY,
+    KubernetesBackend,
+    _Cursor,
+    _log_tail,
+    label_value,
+    sanitize_labels,
+)
+from trainyard.jobrunner.logfile import Record, iter_records
+from trainyard.jobrunner.runner import JobRunner, JobView
+from trainyard.jobrunner.settings import JobrunnerSettings
+from trainyard.runtime.db import Database
+from trainyard.runtime.errors import AlreadyExists
+
+T = TypeVar("T")
+PY = sys.executable
+NS = "trainyard-test"
+IMAGE = "python:3.11"
+
+
+@pytest.fixture
+def k8s() -> Iterator[FakeKubernetes]:
+    with FakeKubernetes(known_images=[IMAGE]) as fake:
+        yield fake
+
+
+def make_backend(fake: FakeKubernetes, **kw: Any) -> KubernetesBackend:
+    kw.setdefault("ttl_seconds_after_finished", 3600)
+    return KubernetesBackend(fake.api_client(), namespace=NS, grace_seconds=1.0, **kw)
+
+
+async def make_runner(tmp: Path, fake: FakeKubernetes, **kw: Any) -> tuple[JobRunner, Database]:
+    db = Database("jobrunner", f"sqlite+aiosqlite:///{tmp / 'jr.db'}", MIGRATIONS)
+    await db.start()
+    runner = JobRunner(db.sessions, make_backend(fake, **kw), tmp / "jobs", 4)
+    await runner.start()
+    return runner, db
+
+
+async def stop_runner(runner: JobRunner, db: Database, cancel: bool = True) -> None:
+    if cancel:
+        for view in (await runner.list())[0]:
+            if not view.done:
+                await runner.cancel(view.id)
+    await runner.close()
+    await db.close()
+
+
+@pytest.fixture
+async def runner(tmp_path: Path, k8s: FakeKubernetes) -> AsyncIterator[JobRunner]:
+    r, db = await make_runner(tmp_path, k8s)
+    try:
+        yield r
+    finally:
+        await stop_runner(r, db)
+
+
+def py(code: str, **extra: Any) -> dict[str, Any]:
+    return {"image": IMAGE, "command": [PY, "-c", code], **extra}
+
+
+async def lines(runner: JobRunner, job_id: str, **kw: Any) -> list[Record]:
+    return [i async for i in runner.logs(job_id, **kw) if isinstance(i, Record)]
+
+
+async def until(
+    predicate: Callable[[], Awaitable[T | None] | T | None], message: str, timeout: float = 20
+) -> T:
+    """Poll (no fixed sleeps) until predicate returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s: {message}")
+        await asyncio.sleep(0.02)
+
+
+async def wait_state(runner: JobRunner, job_id: str, state: str) -> JobView:
+    async def check() -> JobView | None:
+        view = await runner.get(job_id)
+        return view if view.state == state else None
+
+    return await until(check, f"job {job_id} reaches {state}")
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def batch_api(fake: FakeKubernetes) -> client.BatchV1Api:
+    return client.BatchV1Api(fake.api_client())
+
+
+# ---- behaviour, mirroring the local backend's tests -----------------------------------------
+
+
+async def test_success_and_logs(runner: JobRunner) -> None:
+    code = (
+        "import os, sys\nprint('hello')\nprint('oops', file=sys.stderr)\n"
+        "print(os.environ['GREETING'], os.environ['TRAINYARD_JOB_ID'])"
+    )
+    view = await runner.submit(py(code, env={"GREETING": "hi $(HOME) $$"}), "alice")
+    done = await runner.wait(view.id, 30)
+    assert (done.state, done.exit_code, done.attempts) == ("SUCCEEDED", 0, 1)
+    assert done.started_at and done.finished_at and done.finished_at >= done.started_at
+    recs = await lines(runner, view.id)
+    # Kubernetes merges stdout and stderr into one stream ("o"), keeping their order.
+    assert [(r.seq, r.attempt, r.stream, r.text) for r in recs] == [
+        (1, 1, "o", "hello"),
+        (2, 1, "o", "oops"),
+        (3, 1, "o", f"hi $(HOME) $$ {view.id}"),
+    ]
+
+
+async def test_job_manifest(runner: JobRunner, k8s: FakeKubernetes) -> None:
+    labels = {"owner": "alice@example.com", "model": "m" * 80, "team/x": "-bad value-"}
+    spec = py(
+        "print('ok')",
+        name="train-m1",
+        labels=labels,
+        retries=2,
+        deadline="90.5s",
+        resources={"cores": 0.5, "memory_mb": 512},
+        args=["--flag"],
+    )
+    view = await runner.submit(spec, "alice")
+    assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
+    job = k8s.job("train-m1", NS)
+    assert job is not None
+    meta, job_spec = job["metadata"], job["spec"]
+    expected_labels = {
+        "owner": "alice_example.com",
+        "model": label_value("m" * 80),
+        "team_x": "bad_value",
+        MANAGED_BY: "trainyard",
+        JOB_ID_LABEL: view.id,
+    }
+    assert meta["labels"] == expected_labels
+    assert len(expected_labels["model"]) <= 63
+    assert json.loads(meta["annotations"][LABELS_ANNOTATION]) == labels
+    assert job_spec["backoffLimit"] == 2
+    assert job_spec["activeDeadlineSeconds"] == 91
+    assert job_spec["ttlSecondsAfterFinished"] == 3600
+    template = job_spec["template"]
+    assert expected_labels.items() <= template["metadata"]["labels"].items()
+    pod_spec = template["spec"]
+    assert pod_spec["restartPolicy"] == "Never"
+    assert pod_spec["automountServiceAccountToken"] is False
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert pod_spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    [container] = pod_spec["containers"]
+    assert container["name"] == "main" and container["image"] == IMAGE
+    assert container["command"] == [PY, "-c", "print('ok')"] and container["args"] == ["--flag"]
+    resources = {"cpu": "500m", "memory": "512Mi"}
+    assert container["resources"] == {"requests": resources, "limits": resources}
+    assert container["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TRAINYARD_JOB_ID"] == view.id and env["TRAINYARD_JOB_NAME"] == "train-m1"
+    [pod] = k8s.pods(NS, job="train-m1")
+    assert pod["metadata"]["labels"][JOB_ID_LABEL] == view.id
+
+
+async def test_no_command_uses_the_image_entrypoint(tmp_path: Path) -> None:
+    with FakeKubernetes(known_images={IMAGE: [PY, "-c", "import sys; print(sys.argv[1:])"]}) as k:
+        runner, db = await make_runner(tmp_path, k)
+        try:
+            view = await runner.submit({"image": IMAGE, "args": ["a", "$(B)"]}, "a")
+            assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
+            job = k.job(view.name, NS)
+            assert job is not None
+            assert "command" not in job["spec"]["template"]["spec"]["containers"][0]
+            assert [r.text for r in await lines(runner, view.id)] == ["['a', '$(B)']"]
+        finally:
+            await stop_runner(runner, db)
+
+
+async def test_failure_exit_code_and_retries(runner: JobRunner, k8s: FakeKubernetes) -> None:
+    view = await runner.submit(py("print('try')\nraise SystemExit(7)", retries=2), "alice")
+    done = await runner.wait(view.id, 30)
+    assert (done.state, done.reason, done.exit_code, done.attempts) == ("FAILED", "EXIT_CODE", 7, 3)
+    assert "code 7" in done.message
+    assert len(k8s.pods(NS, job=view.name)) == 3  # backoffLimit 2: three pods
+    recs = await lines(runner, view.id)
+    assert [(r.seq, r.attempt, r.text) for r in recs] == [
+        (1, 1, "try"),
+        (2, 2, "try"),
+        (3, 3, "try"),
+    ]
+
+
+async def test_retry_succeeds_on_second_attempt(runner: JobRunner, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    code = (
+        f"import os,sys\np={str(marker)!r}\nprint('attempt')\n"
+        "if os.path.exists(p): sys.exit(0)\nopen(p,'w').close(); sys.exit(1)"
+    )
+    view = await runner.submit(py(code, retries=1), "a")
+    done = await runner.wait(view.id, 30)
+    assert (done.state, done.attempts) == ("SUCCEEDED", 2)
+    assert [(r.attempt, r.text) for r in await lines(runner, view.id)] == [
+        (1, "attempt"),
+        (2, "attempt"),
+    ]
+
+
+async def test_deadline_exceeded_kills_the_process(runner: JobRunner, k8s: FakeKubernetes) -> None:
+    view = await runner.submit(
+        py("import time\nprint('start', flush=True)\ntime.sleep(60)", deadline="2s", retries=3),
+        "alice",
+    )
+    done = await runner.wait(view.id, 30)
+    assert (done.state, done.reason) == ("FAILED", "DEADLINE_EXCEEDED")
+    assert done.attempts == 1, "a deadline is never retried"
+    assert "deadline of 2s" in done.message
+    assert [r.text for r in await lines(runner, view.id)] == ["start"]
+    assert all(gone(pid) for pid in k8s.pod_pids(view.name, NS))
+
+
+async def test_cancel_really_stops_the_process(runner: JobRunner, k8s: FakeKubernetes) -> None:
+    view = await runner.submit(
+        py(
+            "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "print('running', flush=True)\ntime.sleep(60)"
+        ),
+        "alice",
+    )
+    await wait_state(runner, view.id, "RUNNING")
+    [pid] = await until(lambda: k8s.pod_pids(view.name, NS), "the pod's process starts")
+    await until(lambda: list(iter_records(runner.log_path(view.id))), "SIGTERM is ignored now")
+    assert not gone(pid)
+    done = await runner.cancel(view.id, "no longer needed")
+    assert (done.state, done.reason) == ("CANCELLED", "CANCELLED")
+    assert gone(pid), "SIGTERM ignored: killed after the grace period"
+    assert k8s.job(view.name, NS) is None and k8s.pods(NS, job=view.name) == []
+    deletes = [r for r in k8s.requests if r.method == "DELETE" and view.name in r.path]
+    assert deletes and all("Background" in json.dumps(r.body) + str(r.query) for r in deletes)
+    assert (await runner.cancel(view.id)).state == "CANCELLED"  # idempotent
+    assert [r.text for r in await lines(runner, view.id)] == ["running"]
+
+
+async def test_unknown_image_is_image_not_found(runner: JobRunner, k8s: FakeKubernetes) -> None:
+    view = await runner.submit({**py("print(1)"), "image": "ghcr.io/acme/nope:1"}, "alice")
+    done = await runner.wait(view.id, 30)
+    assert (done.state, done.reason) == ("FAILED", "IMAGE_NOT_FOUND")
+    assert "ghcr.io/acme/nope:1" in done.message
+    await until(lambda: k8s.job(view.name, NS) is None, "the Job is deleted")
+    assert k8s.pod_pids(view.name, NS) == []
+
+
+async def test_memory_limit_is_reported_as_oom(runner: JobRunner) -> None:
+    # The double enforces limits.memory as RLIMIT_AS and reports a MemoryError death as
+    # exitCode 137 / OOMKilled, like the kubelet does for a cgroup OOM kill.
+    view = await runner.submit(
+        py("x = bytearray(4 * 1024 ** 3)\nprint('allocated')", resources={"memory_mb": 300}),
+        "alice",
+    )
+    done = await runner.wait(view.id, 30)
+    assert (done.state, done.reason, done.exit_code) == ("FAILED", "OOM_KILLED", 137)
+    assert "300 MiB" in done.message
+    assert "allocated" not in [r.text for r in await lines(runner, view.id)]
+
+
+async def test_idempotent_submit(runner: JobRunner, k8s: FakeKubernetes) -> None:
+    spec = py("print(1)", labels={"model": "m1"})
+    a = await runner.submit(spec, "alice", idempotency_key="key-1")
+    b = await runner.submit(dict(spec), "alice", idempotency_key="key-1")
+    assert a.id == b.id
+    with pytest.raises(AlreadyExists, match="different job spec"):
+        await runner.submit(py("print(2)"), "alice", idempotency_key="key-1")
+    assert (await runner.wait(a.id, 30)).state == "SUCCEEDED"
+    assert [j["metadata"]["name"] for j in k8s.jobs(NS)] == [a.name]
+
+
+async def test_watch_sees_every_transition(runner: JobRunner) -> None:
+    events: list[tuple[str, str]] = []
+    stream = runner.watch({"model": "w"})
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0)  # the subscription is registered once the generator runs
+    view = await runner.submit(py("print(1)", labels={"model": "w"}), "a")
+    event = await asyncio.wait_for(first, 30)
+    while True:
+        events.append((event.previous_state, event.job.state))
+        if event.job.done:
+            break
+        event = await asyncio.wait_for(stream.__anext__(), 30)
+    await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+    assert events == [("", "PENDING"), ("PENDING", "RUNNING"), ("RUNNING", "SUCCEEDED")]
+    assert (await runner.get(view.id)).attempts == 1
+
+
+async def test_follow_with_reconnect_across_20k_lines(runner: JobRunner) -> None:
+    total = 20_000
+    view = await runner.submit(
+        py(
+            "import sys\n"
+            f"for i in range(1, {total + 1}):\n"
+            "    (sys.stdout if i % 7 else sys.stderr).write(f'line {i}\\n')\n"
+        ),
+        "a",
+    )
+    seen: list[int] = []
+    texts: list[str] = []
+    next_seq = 1
+    reconnects = 0
+    while True:
+        done = False
+        count = 0
+        async for item in runner.logs(view.id, follow=True, from_seq=next_seq):
+            if isinstance(item, Record):
+                assert item.seq == next_seq, "a gap or a duplicate"
+                seen.append(item.seq)
+                texts.append(item.text)
+                next_seq = item.seq + 1
+                count += 1
+                if count == 1_999:  # drop the connection mid-stream
+                    break
+            else:
+                done = True
+        if done:
+            break
+        reconnects += 1
+    assert reconnects >= 10
+    assert seen == list(range(1, total + 1))
+    assert sorted(texts, key=lambda t: int(t.split()[1])) == [
+        f"line {i}" for i in range(1, total + 1)
+    ]
+    assert (await runner.get(view.id)).state == "SUCCEEDED"
+
+
+async def test_dropped_log_stream_resumes_without_duplicates(
+    tmp_path: Path, k8s: FakeKubernetes
+) -> None:
+    """Quiet spells longer than the read timeout break the follow connection; each reconnect
+    re-reads the pod's log and skips what was written, although every burst of lines shares
+    one timestamp (one read from the pipe)."""
+    runner, db = await make_runner(tmp_path, k8s, log_read_timeout_seconds=0.3)
+    try:
+        view = await runner.submit(
+            py(
+                "import sys, time\n"
+                "for burst in range(4):\n"
+                "    sys.stdout.write(''.join(f'line {burst * 100 + i}\\n' for i in range(100)))\n"
+                "    sys.stdout.flush()\n"
+                "    time.sleep(0.6)\n"
+            ),
+            "a",
+        )
+        assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
+        recs = await lines(runner, view.id)
+        assert [r.text for r in recs] == [f"line {i}" for i in range(400)]
+        assert len({r.time_ns for r in recs}) < 100, "bursts share timestamps"
+        follows = [r for r in k8s.requests if r.path.endswith("/log")]
+        assert len(follows) >= 4 and any("sinceSeconds" in r.query for r in follows)
+    finally:
+        await stop_runner(runner, db)
+
+
+async def test_logs_outlive_the_job_and_its_pods(runner: JobRunner, k8s: FakeKubernetes) -> None:
+    view = await runner.submit(py("for i in range(50): print('line', i)"), "a")
+    assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
+    batch_api(k8s).delete_namespaced_job(view.name, NS, propagation_policy="Background")
+    await until(lambda: not k8s.jobs(NS) and not k8s.pods(NS), "the Job and its pods are gone")
+    assert [r.text for r in await lines(runner, view.id)] == [f"line {i}" for i in range(50)]
+
+
+async def test_ttl_zero_deletes_the_job_right_away_yet_no_line_is_lost(
+    tmp_path: Path, k8s: FakeKubernetes
+) -> None:
+    runner, db = await make_runner(tmp_path, k8s, ttl_seconds_after_finished=0)
+    try:
+        gate = tmp_path / "gate"
+        view = await runner.submit(
+            py(
+                "import os, time\nprint('begin', flush=True)\n"
+                f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
+                "for i in range(2000): print('line', i)"
+            ),
+            "a",
+        )
+        await until(lambda: list(iter_records(runner.log_path(view.id))), "the log is followed")
+        gate.touch()
+        done = await runner.wait(view.id, 30)
+        assert done.state == "SUCCEEDED"
+        await until(lambda: k8s.job(view.name, NS) is None, "ttlSecondsAfterFinished=0 deletes")
+        texts = [r.text for r in await lines(runner, view.id)]
+        assert texts == ["begin"] + [f"line {i}" for i in range(2000)]
+    finally:
+        await stop_runner(runner, db)
+
+
+async def test_orphans_are_deleted(tmp_path: Path, k8s: FakeKubernetes) -> None:
+    batch = batch_api(k8s)
+
+    def job(name: str, labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": IMAGE,
+                                "command": [PY, "-c", "import time; time.sleep(60)"],
+                            }
+                        ],
+                    }
+                }
+            },
+        }
+
+    batch.create_namespaced_job(NS, job("orphan-1", {MANAGED_BY: "trainyard", JOB_ID_LABEL: "x1"}))
+    batch.create_namespaced_job(NS, job("not-ours", {"team": "other"}))
+    [pid] = await until(lambda: k8s.pod_pids("orphan-1", NS), "the orphan runs")
+    runner, db = await make_runner(tmp_path, k8s)  # start() reconciles: deletes the orphan
+    try:
+        await until(lambda: k8s.job("orphan-1", NS) is None, "the orphan Job is deleted")
+        await until(lambda: gone(pid), "the orphan's process is killed")
+        assert k8s.job("not-ours", NS) is not None, "only Jobs trainyard manages are touched"
+        view = await runner.submit(py("import time; time.sleep(60)"), "a")
+        await wait_state(runner, view.id, "RUNNING")
+        batch.create_namespaced_job(
+            NS, job("orphan-2", {MANAGED_BY: "trainyard", JOB_ID_LABEL: "x2"})
+        )
+        assert await runner.backend.orphans({view.id}) == ["x2"]
+        assert (await runner.get(view.id)).state == "RUNNING", "known jobs are left alone"
+    finally:
+        await stop_runner(runner, db)
+
+
+async def test_restart_reattaches_without_duplicate_lines(
+    tmp_path: Path, k8s: FakeKubernetes
+) -> None:
+    gate1, gate2 = tmp_path / "gate1", tmp_path / "gate2"
+    code = (
+        "import os, sys, time\n"
+        "def wait(p):\n"
+        "    while not os.path.exists(p): time.sleep(0.01)\n"
+        "for i in range(1, 301):\n"
+        "    print(f'line {i}', file=sys.stderr if i % 5 == 0 else sys.stdout)\n"
+        f"wait({str(gate1)!r})\n"
+        "for i in range(301, 601): print(f'line {i}')\n"
+        f"wait({str(gate2)!r})\n"
+        "for i in range(601, 901): print(f'line {i}')\n"
+    )
+    runner, db = await make_runner(tmp_path, k8s)
+    view = await runner.submit(py(code), "a")
+    await until(lambda: len(list(iter_records(runner.log_path(view.id)))) == 300, "300 lines")
+    await wait_state(runner, view.id, "RUNNING")  # the handle is recorded
+    await stop_runner(runner, db, cancel=False)  # the workload keeps running
+    gate1.touch()
+    [pod] = k8s.pods(NS, job=view.name)
+    await until(
+        lambda: "line 600\n" in k8s.pod_log(pod["metadata"]["name"], NS),
+        "output while the runner is down",
+    )
+
+    runner, db = await make_runner(tmp_path, k8s)  # same database, same log directory
+    try:
+        await until(lambda: len(list(iter_records(runner.log_path(view.id)))) >= 600, "catch up")
+        gate2.touch()
+        done = await runner.wait(view.id, 30)
+        assert (done.state, done.attempts) == ("SUCCEEDED", 1)
+        recs = await lines(runner, view.id)
+        assert [r.text for r in recs] == [f"line {i}" for i in range(1, 901)]
+        assert [r.seq for r in recs] == list(range(1, 901))
+        assert len(k8s.pod_pids(view.name, NS)) == 1, "re-attached, not restarted"
+    finally:
+        await stop_runner(runner, db)
+
+
+async def test_job_that_ended_while_runner_was_down(tmp_path: Path, k8s: FakeKubernetes) -> None:
+    gate = tmp_path / "gate"
+    runner, db = await make_runner(tmp_path, k8s)
+    view = await runner.submit(
+        py(
+            "import os, sys, time\nprint('before', flush=True)\n"
+            f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
+            "print('after')\nsys.exit(3)"
+        ),
+        "a",
+    )
+    await wait_state(runner, view.id, "RUNNING")
+    await until(lambda: list(iter_records(runner.log_path(view.id))), "the first line")
+    await stop_runner(runner, db, cancel=False)
+    gate.touch()
+    await until(lambda: (k8s.job(view.name, NS) or {}).get("status", {}).get("failed"), "it fails")
+    runner, db = await make_runner(tmp_path, k8s)
+    try:
+        done = await runner.wait(view.id, 30)
+        assert (done.state, done.reason, done.exit_code) == ("FAILED", "EXIT_CODE", 3)
+        assert [(r.seq, r.text) for r in await lines(runner, view.id)] == [
+            (1, "before"),
+            (2, "after"),
+        ]
+    finally:
+        await stop_runner(runner, db)
+
+
+async def test_job_deleted_while_runner_down_is_lost(tmp_path: Path, k8s: FakeKubernetes) -> None:
+    runner, db = await make_runner(tmp_path, k8s)
+    view = await runner.submit(py("import time; print('up', flush=True); time.sleep(60)"), "a")
+    await wait_state(runner, view.id, "RUNNING")
+    await stop_runner(runner, db, cancel=False)
+    batch_api(k8s).delete_namespaced_job(view.name, NS, propagation_policy="Background")
+    await until(lambda: not k8s.pods(NS, job=view.name), "the pods are gone")
+    runner, db = await make_runner(tmp_path, k8s)
+    try:
+        done = await runner.wait(view.id, 30)
+        assert (done.state, done.reason) == ("FAILED", "LOST")
+        assert "disappeared" in done.message
+    finally:
+        await stop_runner(runner, db)
+
+
+async def test_adopts_its_own_job_and_refuses_a_foreign_one(
+    tmp_path: Path, k8s: FakeKubernetes
+) -> None:
+    """A runner that died between creating the Job and recording it re-runs the job: the
+    existing Job is adopted, not duplicated; a same-named Job of someone else is not."""
+    backend = make_backend(k8s)
+    batch = batch_api(k8s)
+    running: list[int] = []
+
+    async def on_running(handle: dict[str, Any], attempt: int) -> None:
+        running.append(attempt)
+
+    def workload(job_id: str, name: str) -> Workload:
+        return Workload(
+            job_id,
+            name,
+            IMAGE,
+            [PY, "-c", "print('adopted')"],
+            [],
+            {},
+            0,
+            0,
+            None,
+            0,
+            {},
+            tmp_path / job_id / "log",
+        )
+
+    try:
+        mine = workload("id-1", "adopt-me")
+        batch.create_namespaced_job(NS, backend.job_manifest(mine))
+        outcome = await backend.run(mine, None, on_running)
+        assert (outcome.state, outcome.attempts, running) == ("SUCCEEDED", 1, [1])
+        assert [r.text for r in iter_records(mine.log_path)] == ["adopted"]
+        assert len(k8s.pod_pids("adopt-me", NS)) == 1
+
+        batch.create_namespaced_job(NS, backend.job_manifest(workload("someone", "taken")))
+        outcome = await backend.run(workload("id-2", "taken"), None, on_running)
+        assert outcome.state == "FAILED" and "already exists" in outcome.message
+    finally:
+        await backend.close()
+
+
+async def test_watch_expiry_relists(tmp_path: Path) -> None:
+    """A watch resumed from a compacted resourceVersion gets 410 Gone: re-list, carry on."""
+    with FakeKubernetes(known_images=[IMAGE], watch_history=5) as k:
+        runner, db = await make_runner(tmp_path, k, watch_timeout_seconds=1)
+        gate = tmp_path / "gate"
+        try:
+            view = await runner.submit(
+                py(
+                    "import os, time\nprint('a', flush=True)\n"
+                    f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\nprint('b')"
+                ),
+                "a",
+            )
+            await wait_state(runner, view.id, "RUNNING")
+            batch = batch_api(k)
+            for i in range(3):  # churn, so that the history our watches resume from is gone
+                batch.create_namespaced_job(
+                    NS,
+                    {
+                        "metadata": {"name": f"noise-{i}"},
+                        "spec": {
+                            "template": {
+                                "spec": {
+                                    "restartPolicy": "Never",
+                                    "containers": [
+                                        {
+                                            "name": "main",
+                                            "image": IMAGE,
+                                            "command": [PY, "-c", "pass"],
+                                        }
+                                    ],
+                                }
+                            }
+                        },
+                    },
+                )
+
+            def relists() -> int:
+                return len(
+                    [
+                        r
+                        for r in k.requests
+                        if r.method == "GET"
+                        and r.path.endswith("/jobs")
+                        and "watch" not in r.query
+                        and r.query.get("fieldSelector") == [f"metadata.name={view.name}"]
+                    ]
+                )
+
+            await until(lambda: relists() >= 2, "the Job watch re-lists after 410 Gone")
+            gate.touch()
+            done = await runner.wait(view.id, 30)
+            assert done.state == "SUCCEEDED"
+            assert [r.text for r in await lines(runner, view.id)] == ["a", "b"]
+        finally:
+            await stop_runner(runner, db)
+
+
+async def test_backend_from_settings_reads_kubeconfig(
+    tmp_path: Path, k8s: FakeKubernetes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": k8s.url}}],
+                "users": [{"name": "me", "user": {"token": "s3cret"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    own = JobrunnerSettings(
+        backend="kubernetes", namespace=NS, ttl_seconds_after_finished=60, kill_grace_seconds=2
+    )
+    backend = make_backend_from_app(own, tmp_path / "jobs")
+    assert isinstance(backend, KubernetesBackend)
+    assert (backend.namespace, backend.ttl, backend.grace) == (NS, 60, 2)
+    db = Database("jobrunner", f"sqlite+aiosqlite:///{tmp_path / 'jr.db'}", MIGRATIONS)
+    await db.start()
+    runner = JobRunner(db.sessions, backend, tmp_path / "jobs", 4)
+    await runner.start()
+    try:
+        view = await runner.submit(py("print('via kubeconfig')"), "a")
+        assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
+        assert [r.text for r in await lines(runner, view.id)] == ["via kubeconfig"]
+        assert any(
+            r.headers.get("Authorization", r.headers.get("authorization")) == "Bearer s3cret"
+            for r in k8s.requests
+        )
+    finally:
+        await stop_runner(runner, db)
+
+
+# ---- pieces ---------------------------------------------------------------------------------
+
+
+def test_label_sanitizing() -> None:
+    assert label_value("alice@example.com") == "alice_example.com"
+    assert label_value("-x-") == "x" and label_value("") == ""
+    long = label_value("v" * 100)
+    assert len(long) <= 63 and long != label_value("v" * 99) and long[-1].isalnum()
+    assert sanitize_labels({"job-name": "x", "a/b": "c d", "!!": "y"}) == {"a_b": "c_d"}
+
+
+def test_cursor_skips_exactly_what_was_written(tmp_path: Path) -> None:
+    """Many lines share one timestamp (one read from the pipe): a re-read skips by count."""
+    path = tmp_path / "log"
+    same = "2024-05-01T10:00:00.123456000Z"
+    later = "2024-05-01T10:00:01.000000001Z"
+    stream = [f"{same} a", f"{same} b", f"{same} c", f"{later} d"]
+    first = _Cursor(path, 1)
+    first.connect()
+    for line in stream[:2]:
+        first.feed(line.encode())
+    first.close()
+    attempt, stamp, ties = _log_tail(path)
+    assert (attempt, ties) == (1, 2) and stamp is not None
+    again = _Cursor(path, attempt, stamp, ties)  # e.g. a new runner, reading from the start
+    again.connect()
+    for line in stream:
+        again.feed(line.encode())
+    again.connect()  # and a dropped connection, reading everything once more
+    for line in stream:
+        again.feed(line.encode())
+    again.close()
+    assert [(r.seq, r.text) for r in iter_records(path)] == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+
+
+# ---- a real cluster, opt-in ------------------------------------------------------------------
+
+
+@pytest.mark.kubeconfig
+async def test_real_cluster_runs_a_tiny_job(tmp_path: Path) -> None:
+    if not os.environ.get("KUBECONFIG"):
+        pytest.skip("set KUBECONFIG to run this against a real cluster (opt-in)")
+    namespace = os.environ.get("TRAINYARD_TEST_K8S_NAMESPACE", "default")
+    own = JobrunnerSettings(
+        backend="kubernetes",
+        namespace=namespace,
+        ttl_seconds_after_finished=600,
+        kill_grace_seconds=5,
+    )
+    db = Database("jobrunner", f"sqlite+aiosqlite:///{tmp_path / 'jr.db'}", MIGRATIONS)
+    await db.start()
+    # No runner.start(): its orphan sweep would delete other trainyard Jobs in the namespace.
+    runner = JobRunner(db.sessions, KubernetesBackend.from_settings(own), tmp_path / "jobs", 4)
+    name = f"trainyard-test-{uuid.uuid4().hex[:8]}"
+    view = await runner.submit(
+        {
+            "name": name,
+            "image": "busybox:1.36",
+            "command": ["sh", "-c", "echo hello; echo oops >&2"],
+        },
+        "test",
+    )
+    try:
+        done = await runner.wait(view.id, 300)
+        assert (done.state, done.exit_code) == ("SUCCEEDED", 0), done.message
+        assert sorted(r.text for r in await lines(runner, view.id)) == ["hello", "oops"]
+    finally:
+        await runner.delete(view.id)
+        await runner.close()
+        await db.close()
