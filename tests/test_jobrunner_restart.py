@@ -3,6 +3,7 @@ it: every job is reconciled, none is lost or left running unseen."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 
 from tests.support.harness import TEST_SECRET, eventually
@@ -89,6 +91,12 @@ def runner(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield r
     finally:
         r.stop()
+        # Workloads outlive the runner by design: end whatever a failed test left running.
+        for info in (tmp_path / "jobs").glob("*/shim-*.json"):
+            with contextlib.suppress(psutil.Error, OSError, ValueError, KeyError):
+                shim = json.loads(info.read_text())
+                if psutil.Process(shim["pid"]).create_time() == shim["create_time"]:
+                    os.killpg(shim["pid"], signal.SIGKILL)
 
 
 def test_jobs_survive_and_reconcile_after_a_runner_crash(runner: Runner, tmp_path: Path) -> None:
