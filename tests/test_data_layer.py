@@ -13,7 +13,7 @@ from trainyard.runtime.errors import InvalidArgument, NotFound, PermissionDenied
 from trainyard.runtime.settings import SERVICE_NAMES
 
 EXPECTED_TABLES = {
-    "upload": {"upload_uploads"},
+    "upload": {"upload_uploads", "upload_files"},
     "orchestrator": {"orchestrator_models", "orchestrator_model_messages"},
     "jobrunner": {"jobrunner_jobs"},
     "finetuning": {"finetuning_finetunings"},

@@ -1,0 +1,134 @@
+"""Real processes for upload tests: `trainyard serve upload` as a child (so it can be killed)
+and a moto S3 server on an ephemeral port."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.support.harness import TEST_SECRET, eventually
+
+BIN = Path(sys.executable).parent
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+class UploadProcess:
+    """The upload service as a child process; `start(port)` returns once it serves."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "TRAINYARD_DATA_DIR": str(data_dir),
+            "TRAINYARD_AUTH_SECRET": TEST_SECRET,
+            "TRAINYARD_LOG_FORMAT": "json",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address = ""
+        self.port = 0
+
+    def start(self, port: int = 0) -> str:
+        ready = self.data_dir / "upload-ready.json"
+        ready.unlink(missing_ok=True)
+        with open(self.data_dir / "upload.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *(str(BIN / "trainyard"), "serve", "upload"),
+                    *("--port", str(port), "--ready-file", str(ready)),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+        def serving() -> dict[str, Any] | None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"the upload service exited with {self.proc.returncode}:\n"
+                    + (self.data_dir / "upload.log").read_text()[-3000:]
+                )
+            return json.loads(ready.read_text()) if ready.exists() else None
+
+        info = eventually(serving, timeout=60, message="the upload service never became ready")
+        assert info is not None
+        self.address = str(info["address"])
+        self.port = int(self.address.rsplit(":", 1)[1])
+        return self.address
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class MotoServer:
+    """`moto_server` on port 0; the port is read from what it prints."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.log = workdir / "moto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.endpoint = ""
+
+    def start(self) -> str:
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **AWS_ENV},
+            )
+
+        def port() -> str | None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited:\n{self.log.read_text()}")
+            found = re.search(r"Running on http://127\.0\.0\.1:(\d+)", self.log.read_text())
+            return found.group(1) if found else None
+
+        self.endpoint = f"http://127.0.0.1:{eventually(port, timeout=30, message='moto_server')}"
+        return self.endpoint
+
+    def client(self) -> Any:
+        import boto3  # type: ignore[import-untyped]
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        resp = self.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+        return sorted(obj["Key"] for obj in resp.get("Contents", []))
+
+    def multipart_uploads(self, bucket: str, prefix: str = "") -> list[str]:
+        resp = self.client().list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+        return sorted(u["Key"] for u in resp.get("Uploads", []))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
