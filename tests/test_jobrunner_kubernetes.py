@@ -7,17 +7,16 @@ import asyncio
 import json
 import os
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psutil
 import pytest
 from kubernetes import client
 
 from tests.k8s_double import FakeKubernetes
+from tests.support.jobs import gone, lines, until, wait_state
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.app import make_backend as make_backend_from_app
 from trainyard.jobrunner.backends.base import Workload
@@ -32,7 +31,7 @@ from trainyard.jobrunner.backends.kubernetes import (
     sanitize_labels,
 )
 from trainyard.jobrunner.logfile import Record, iter_records
-from trainyard.jobrunner.runner import JobRunner, JobView
+from trainyard.jobrunner.runner import JobRunner
 from trainyard.jobrunner.settings import JobrunnerSettings
 from trainyard.runtime.db import Database
 from trainyard.runtime.errors import AlreadyExists
@@ -82,41 +81,6 @@ async def runner(tmp_path: Path, k8s: FakeKubernetes) -> AsyncIterator[JobRunner
 
 def py(code: str, **extra: Any) -> dict[str, Any]:
     return {"image": IMAGE, "command": [PY, "-c", code], **extra}
-
-
-async def lines(runner: JobRunner, job_id: str, **kw: Any) -> list[Record]:
-    return [i async for i in runner.logs(job_id, **kw) if isinstance(i, Record)]
-
-
-async def until(
-    predicate: Callable[[], Awaitable[T | None] | T | None], message: str, timeout: float = 20
-) -> T:
-    """Poll (no fixed sleeps) until predicate returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s: {message}")
-        await asyncio.sleep(0.02)
-
-
-async def wait_state(runner: JobRunner, job_id: str, state: str) -> JobView:
-    async def check() -> JobView | None:
-        view = await runner.get(job_id)
-        return view if view.state == state else None
-
-    return await until(check, f"job {job_id} reaches {state}")
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def batch_api(fake: FakeKubernetes) -> client.BatchV1Api:

@@ -11,10 +11,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.support.jobs import gone, lines, wait_state
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.backends.local import LocalBackend
 from trainyard.jobrunner.logfile import Record
-from trainyard.jobrunner.runner import JobRunner, JobView
+from trainyard.jobrunner.runner import JobRunner
 from trainyard.runtime.db import Database
 from trainyard.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 
@@ -48,21 +49,6 @@ async def runner(tmp_path: Path) -> AsyncIterator[JobRunner]:
 
 def py(code: str, **extra: object) -> dict[str, object]:
     return {"command": ["python", "-c", code], **extra}
-
-
-async def lines(runner: JobRunner, job_id: str, **kw: object) -> list[Record]:
-    return [i async for i in runner.logs(job_id, **kw) if isinstance(i, Record)]  # type: ignore[arg-type]
-
-
-async def wait_state(runner: JobRunner, job_id: str, state: str, timeout: float = 20) -> JobView:
-    async def poll() -> JobView:
-        while True:
-            view = await runner.get(job_id)
-            if view.state == state:
-                return view
-            await asyncio.sleep(0.02)
-
-    return await asyncio.wait_for(poll(), timeout)
 
 
 async def test_success_and_logs(runner: JobRunner) -> None:
@@ -139,7 +125,7 @@ async def test_cancel_really_stops_the_process(runner: JobRunner, tmp_path: Path
     assert psutil.pid_exists(pid)
     done = await runner.cancel(view.id, "no longer needed")
     assert (done.state, done.reason) == ("CANCELLED", "CANCELLED")
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert gone(pid)
     assert (await runner.cancel(view.id)).state == "CANCELLED"  # idempotent
 
 
@@ -157,7 +143,7 @@ async def test_cancel_ignoring_sigterm_is_killed(runner: JobRunner, tmp_path: Pa
     pid = int(pidfile.read_text())
     done = await runner.cancel(view.id)
     assert done.state == "CANCELLED"
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert gone(pid)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is Linux-specific")

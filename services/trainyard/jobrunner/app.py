@@ -13,6 +13,7 @@ from trainyard.jobrunner.training_jobs import TrainingJobs
 from trainyard.runtime.db import Database
 from trainyard.runtime.server import App, Registration
 from trainyard.runtime.settings import CommonSettings, database_url_for
+from trainyard.runtime.storage import BlobStorage, StorageSettings, create_blob_storage
 
 NAME = "jobrunner"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,14 +33,27 @@ def make_backend(own: JobrunnerSettings, log_root: Path) -> Backend:
 async def build(common: CommonSettings, own: JobrunnerSettings) -> App:
     db = Database(NAME, database_url_for(NAME, common, own), MIGRATIONS, common.database_schema)
     log_root = (own.log_dir or common.data_dir / "jobs").resolve()
-    runner = JobRunner(db.sessions, make_backend(own, log_root), log_root, own.max_concurrent)
+    storage = StorageSettings()
+    # Locally the log files already live in the data dir; with S3 they are archived there too.
+    archive: BlobStorage | None = (
+        create_blob_storage(storage, namespace="job-logs", local_root=log_root)
+        if storage.storage_backend == "s3"
+        else None
+    )
+    runner = JobRunner(
+        db.sessions, make_backend(own, log_root), log_root, own.max_concurrent, archive
+    )
 
     async def start() -> None:
         await db.start()
+        if archive is not None:
+            await archive.start()
         await runner.start()
 
     async def stop() -> None:
         await runner.close()
+        if archive is not None:
+            await archive.close()
         await db.close()
 
     app = App(

@@ -25,6 +25,7 @@ from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
 from trainyard.jobrunner.logfile import LogReader, Record
 from trainyard.jobrunner.models import Job, JobLabel, utcnow
 from trainyard.runtime.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from trainyard.runtime.storage import BlobNotFound, BlobStorage
 
 log = structlog.get_logger("trainyard.jobrunner")
 
@@ -143,10 +144,13 @@ class JobRunner:
         backend: Backend,
         log_root: Path,
         max_concurrent: int,
+        archive: BlobStorage | None = None,
     ) -> None:
         self._sessions = sessions
         self.backend = backend
         self.log_root = log_root
+        #: Where finished jobs' logs are kept beyond this machine's disk (S3 in production).
+        self.archive = archive
         self.max_concurrent = max(1, max_concurrent)
         self._monitors: dict[str, asyncio.Task[None]] = {}
         self._subscribers: list[_Subscriber] = []
@@ -326,6 +330,8 @@ class JobRunner:
             if job is not None:
                 await session.delete(job)
         shutil.rmtree(self.log_root / job_id, ignore_errors=True)
+        if self.archive is not None:
+            await self.archive.delete(f"{job_id}/log")
         self.backend.forget(job_id)
 
     def log_path(self, job_id: str) -> Path:
@@ -337,6 +343,8 @@ class JobRunner:
         """The job's log records from `from_seq`; with follow, until the job ends. The last
         item is always the job's JobView."""
         view = await self.get(job_id)
+        if view.done and not self.log_path(job_id).exists():
+            await self._restore_log(job_id)
         reader = LogReader(self.log_path(job_id), from_seq)
         delay = 0.002
         while True:
@@ -474,9 +482,40 @@ class JobRunner:
             job.exit_code = outcome.exit_code
             job.attempts = max(job.attempts, outcome.attempts if job.handle else 0)
             job.finished_at = utcnow()
+        await self._archive_log(job_id)
         view = await self.get(job_id)
         log.info("job.finished", job_id=job_id, state=view.state, reason=view.reason)
         self._publish(view, previous)
+
+    async def _archive_log(self, job_id: str) -> None:
+        """Copy a finished job's log to the archive, so it outlives this machine's disk."""
+        path = self.log_path(job_id)
+        if self.archive is None or not path.exists():
+            return
+        writer = await self.archive.open_writer(f"{job_id}/log")
+        try:
+            with open(path, "rb") as fh:  # noqa: ASYNC230 - local file, read in 1 MiB steps
+                while chunk := fh.read(1 << 20):
+                    await writer.write(chunk)
+            await writer.commit()
+        except Exception:
+            await writer.abort()
+            log.exception("job.log_archive_failed", job_id=job_id)
+
+    async def _restore_log(self, job_id: str) -> None:
+        """Bring an archived log back to the local disk (e.g. on a new job-runner pod)."""
+        if self.archive is None:
+            return
+        path = self.log_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".restoring")
+        try:
+            with open(tmp, "wb") as fh:  # noqa: ASYNC230 - local file
+                async for chunk in self.archive.read(f"{job_id}/log"):
+                    fh.write(chunk)
+            tmp.replace(path)
+        except BlobNotFound:
+            tmp.unlink(missing_ok=True)
 
 
 def _encode_token(created: datetime, job_id: str) -> str:
