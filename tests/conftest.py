@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.harness import Harness
 from tests.support.recording import Recorder, recording_registrations
+from tests.support.upload_service import AWS_ENV, MotoServer
 from trainyard.runtime.settings import SERVICE_NAMES
 
 POSTGRES_URL = os.environ.get(
@@ -33,25 +34,36 @@ def recording_gateway(
         harness.close()
 
 
-def _postgres_reachable(url: str) -> str | None:
+def _execute(url: str, sql: str | None = None, timeout: float = 5) -> None:
+    """Connect to the PostgreSQL at `url` and run `sql` (just connect when None)."""
     import asyncpg
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
 
-    async def probe() -> None:
+    async def go() -> None:
         conn = await asyncpg.connect(
             host=parsed.host,
             port=parsed.port or 5432,
             user=parsed.username,
             password=parsed.password,
             database=parsed.database,
-            timeout=5,
+            timeout=timeout,
         )
-        await conn.close()
+        try:
+            if sql is not None:
+                await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def _postgres_reachable(url: str) -> str | None:
+    import asyncpg
 
     try:
-        asyncio.run(probe())
+        _execute(url)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -71,30 +83,12 @@ def postgres_url() -> str:
 @pytest.fixture
 def pg_schema(postgres_url: str) -> Iterator[str]:
     """A fresh PostgreSQL schema for one test, dropped afterwards."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(postgres_url)
     schema = f"t_{uuid.uuid4().hex[:16]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(
-            host=parsed.host,
-            port=parsed.port or 5432,
-            user=parsed.username,
-            password=parsed.password,
-            database=parsed.database,
-        )
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE SCHEMA "{schema}"'))
+    _execute(postgres_url, f'CREATE SCHEMA "{schema}"')
     try:
         yield schema
     finally:
-        asyncio.run(run(f'DROP SCHEMA "{schema}" CASCADE'))
+        _execute(postgres_url, f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -104,3 +98,18 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str |
         return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}", None
     schema: str = request.getfixturevalue("pg_schema")
     return request.getfixturevalue("postgres_url"), schema
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One S3 endpoint (moto_server in a child process) for the session, with the AWS_*
+    variables set; tests create their own buckets."""
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    server.start()
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in AWS_ENV.items():
+            env.setenv(name, value)
+        try:
+            yield server
+        finally:
+            server.stop()

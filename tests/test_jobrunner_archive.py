@@ -4,13 +4,12 @@ job-runner's disk: a new runner with an empty disk still serves them."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.jobs import lines
-from tests.support.upload_service import AWS_ENV, MotoServer
+from tests.support.upload_service import MotoServer
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.backends.local import LocalBackend
 from trainyard.jobrunner.runner import JobRunner
@@ -20,18 +19,10 @@ from trainyard.runtime.storage import S3BlobStorage
 BUCKET = "trainyard-job-logs"
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
-    server.start()
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in AWS_ENV.items():
-            env.setenv(name, value)
-        try:
-            server.client().create_bucket(Bucket=BUCKET)
-            yield server
-        finally:
-            server.stop()
+@pytest.fixture(scope="module", autouse=True)
+def bucket(moto: MotoServer) -> str:
+    moto.client().create_bucket(Bucket=BUCKET)
+    return BUCKET
 
 
 async def test_logs_outlive_the_runner_disk(moto: MotoServer, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from tests.k8s_double import FakeKubernetes
-from tests.support.jobs import gone, lines, until, wait_state
+from tests.support.jobs import follow_with_reconnects, gone, lines, until, wait_state
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.app import make_backend as make_backend_from_app
 from trainyard.jobrunner.backends.base import Workload
@@ -30,7 +30,7 @@ from trainyard.jobrunner.backends.kubernetes import (
     label_value,
     sanitize_labels,
 )
-from trainyard.jobrunner.logfile import Record, iter_records
+from trainyard.jobrunner.logfile import iter_records
 from trainyard.jobrunner.runner import JobRunner
 from trainyard.jobrunner.settings import JobrunnerSettings
 from trainyard.runtime.db import Database
@@ -301,33 +301,10 @@ async def test_follow_with_reconnect_across_20k_lines(runner: JobRunner) -> None
         ),
         "a",
     )
-    seen: list[int] = []
-    texts: list[str] = []
-    next_seq = 1
-    reconnects = 0
-    while True:
-        done = False
-        count = 0
-        async for item in runner.logs(view.id, follow=True, from_seq=next_seq):
-            if isinstance(item, Record):
-                assert item.seq == next_seq, "a gap or a duplicate"
-                seen.append(item.seq)
-                texts.append(item.text)
-                next_seq = item.seq + 1
-                count += 1
-                if count == 1_999:  # drop the connection mid-stream
-                    break
-            else:
-                done = True
-        if done:
-            break
-        reconnects += 1
-    assert reconnects >= 10
-    assert seen == list(range(1, total + 1))
-    assert sorted(texts, key=lambda t: int(t.split()[1])) == [
-        f"line {i}" for i in range(1, total + 1)
-    ]
-    assert (await runner.get(view.id)).state == "SUCCEEDED"
+    records = await follow_with_reconnects(runner, view.id, drop_every=1_999)
+    assert len(records) // 1_999 >= 10, "the stream was dropped at least ten times"
+    assert [r.seq for r in records] == list(range(1, total + 1))
+    assert sorted(r.text for r in records) == sorted(f"line {i}" for i in range(1, total + 1))
 
 
 async def test_dropped_log_stream_resumes_without_duplicates(

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.harness import TEST_SECRET, Harness
-from tests.support.upload_service import AWS_ENV, MotoServer
+from tests.support.upload_service import MotoServer
 from trainyard.api.upload.v1 import messages_pb2 as msgs
 from trainyard.api.upload.v1 import service_pb2_grpc as svc
 from trainyard.runtime.settings import CommonSettings
@@ -26,18 +26,10 @@ BUCKET = "trainyard-test"
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
-    server.start()
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in AWS_ENV.items():
-            env.setenv(name, value)
-        try:
-            server.client().create_bucket(Bucket=BUCKET)
-            yield server
-        finally:
-            server.stop()
+@pytest.fixture(scope="module", autouse=True)
+def bucket(moto: MotoServer) -> str:
+    moto.client().create_bucket(Bucket=BUCKET)
+    return BUCKET
 
 
 async def test_s3_blob_storage(moto: MotoServer) -> None:

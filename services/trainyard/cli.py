@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -125,6 +125,18 @@ Upstreams = Annotated[
 ]
 
 
+def _bootstrap(upstream: list[str], http_host: str, http_port: int, admin_port: int) -> Any:
+    from trainyard.gateway.config import render
+
+    return render(
+        _upstreams(upstream),
+        http_host=http_host,
+        http_port=http_port,
+        admin_host=http_host,
+        admin_port=admin_port,
+    )
+
+
 @gateway_app.command("render")
 def gateway_render(
     upstream: Upstreams,
@@ -133,16 +145,7 @@ def gateway_render(
     http_host: str = "0.0.0.0",
 ) -> None:
     """Print the Envoy bootstrap (JSON, descriptor set inlined)."""
-    from trainyard.gateway.config import render
-
-    cfg = render(
-        _upstreams(upstream),
-        http_host=http_host,
-        http_port=http_port,
-        admin_host=http_host,
-        admin_port=admin_port,
-    )
-    json.dump(cfg, sys.stdout, indent=1)
+    json.dump(_bootstrap(upstream, http_host, http_port, admin_port), sys.stdout, indent=1)
 
 
 @gateway_app.command("run")
@@ -154,16 +157,9 @@ def gateway_run(
     workdir: Path = Path("/tmp/trainyard-gateway"),
 ) -> None:
     """Render the bootstrap into WORKDIR and exec Envoy (for containers)."""
-    from trainyard.gateway.config import render
     from trainyard.gateway.process import envoy_binary
 
-    cfg = render(
-        _upstreams(upstream),
-        http_host=http_host,
-        http_port=http_port,
-        admin_host=http_host,
-        admin_port=admin_port,
-    )
+    cfg = _bootstrap(upstream, http_host, http_port, admin_port)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "envoy.json"
     path.write_text(json.dumps(cfg))

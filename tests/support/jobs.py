@@ -51,3 +51,25 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+async def follow_with_reconnects(runner: JobRunner, job_id: str, drop_every: int) -> list[Record]:
+    """Follow a job's log to its end, dropping the stream every `drop_every` records and
+    resuming from the last sequence seen + 1; asserts there is never a gap or a duplicate."""
+    records: list[Record] = []
+    next_seq = 1
+    while True:
+        done = False
+        count = 0
+        async for item in runner.logs(job_id, follow=True, from_seq=next_seq):
+            if isinstance(item, Record):
+                assert item.seq == next_seq, f"expected sequence {next_seq}, got {item.seq}"
+                records.append(item)
+                next_seq = item.seq + 1
+                count += 1
+                if count == drop_every:  # drop the connection mid-stream
+                    break
+            else:
+                done = True
+        if done:
+            return records

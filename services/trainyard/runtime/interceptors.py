@@ -8,6 +8,8 @@ the traceback; never sent to the client).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import time
 import uuid
@@ -148,12 +150,31 @@ class _Call:
             raw_id.decode() if isinstance(raw_id, bytes) else raw_id
         ) or uuid.uuid4().hex
 
-    async def begin(self) -> Any:
-        structlog.contextvars.bind_contextvars(request_id=self.request_id, rpc=self.method)
-        ident = await self.owner.identify(auth_policy_of(self.method), self.metadata)
-        if ident is not None:
-            structlog.contextvars.bind_contextvars(principal=ident.subject)
-        return bind_identity(ident)
+    @contextlib.asynccontextmanager
+    async def guard(
+        self, context: grpc.aio.ServicerContext[Any, Any], request: Any
+    ) -> AsyncIterator[None]:
+        """Around the servicer: identity and log context in, every failure out as a status."""
+        started = time.perf_counter()
+        token = None
+        try:
+            structlog.contextvars.bind_contextvars(request_id=self.request_id, rpc=self.method)
+            ident = await self.owner.identify(auth_policy_of(self.method), self.metadata)
+            if ident is not None:
+                structlog.contextvars.bind_contextvars(principal=ident.subject)
+            token = bind_identity(ident)
+            if request is not None:
+                self.owner.validate(request)
+            yield
+            RPC_TOTAL.labels(self.service, self.name, "OK").inc()
+        except (GeneratorExit, KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:  # mapped to a status; fail() always raises
+            await self.fail(context, exc)
+        finally:
+            RPC_SECONDS.labels(self.service, self.name).observe(time.perf_counter() - started)
+            if token is not None:
+                reset_identity(token)
 
     async def fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
         if isinstance(exc, grpc.aio.AbortError):
@@ -172,87 +193,40 @@ class _Call:
         log.info("rpc.error", code=exc.code.name, message=exc.message)
         await context.abort(exc.code, exc.message, trailing_metadata=exc.trailing_metadata())
 
-    def done(self, started: float) -> None:
-        RPC_SECONDS.labels(self.service, self.name).observe(time.perf_counter() - started)
+
+async def _call_servicer(inner: Any, request: Any, context: Any) -> Any:
+    # Unimplemented generated methods are plain functions that raise NotImplementedError.
+    result = inner(request, context)
+    return await result if inspect.isawaitable(result) else result
 
 
 def _wrap(handler: Any, call: _Call) -> Any:
+    """The handler with the same cardinality, its behaviour run inside `call.guard`."""
+    unary_request = not handler.request_streaming
+    options = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
     if handler.response_streaming:
         inner: Any = handler.unary_stream or handler.stream_stream
 
         async def streaming(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            token = None
-            try:
-                token = await call.begin()
-                if not handler.request_streaming:
-                    call.owner.validate(request)
-                result = inner(request, context)
-                if inspect.isawaitable(result):
-                    result = await result
-                async for item in result:
+            async with call.guard(context, request if unary_request else None):
+                async for item in await _call_servicer(inner, request, context):
                     yield item
-                RPC_TOTAL.labels(call.service, call.name, "OK").inc()
-            except BaseException as exc:
-                if isinstance(exc, (GeneratorExit, KeyboardInterrupt, SystemExit)) or _cancelled(
-                    exc
-                ):
-                    raise
-                await call.fail(context, exc)
-            finally:
-                call.done(started)
-                if token is not None:
-                    reset_identity(token)
 
-        factory = (
-            grpc.stream_stream_rpc_method_handler
-            if handler.request_streaming
-            else grpc.unary_stream_rpc_method_handler
-        )
-        return factory(
-            streaming,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if unary_request:
+            return grpc.unary_stream_rpc_method_handler(streaming, **options)
+        return grpc.stream_stream_rpc_method_handler(streaming, **options)
 
     inner_unary: Any = handler.unary_unary or handler.stream_unary
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        started = time.perf_counter()
-        token = None
-        try:
-            token = await call.begin()
-            if not handler.request_streaming:
-                call.owner.validate(request)
-            result = inner_unary(request, context)
-            if inspect.isawaitable(result):
-                result = await result
-            RPC_TOTAL.labels(call.service, call.name, "OK").inc()
-            return result
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)) or _cancelled(exc):
-                raise
-            await call.fail(context, exc)
-        finally:
-            call.done(started)
-            if token is not None:
-                reset_identity(token)
+        async with call.guard(context, request if unary_request else None):
+            return await _call_servicer(inner_unary, request, context)
 
-    factory2 = (
-        grpc.stream_unary_rpc_method_handler
-        if handler.request_streaming
-        else grpc.unary_unary_rpc_method_handler
-    )
-    return factory2(
-        unary,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-
-
-def _cancelled(exc: BaseException) -> bool:
-    import asyncio
-
-    return isinstance(exc, asyncio.CancelledError)
+    if unary_request:
+        return grpc.unary_unary_rpc_method_handler(unary, **options)
+    return grpc.stream_unary_rpc_method_handler(unary, **options)
