@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.jobs import follow_with_reconnects, gone, lines, wait_state
 from trainyard.jobrunner.app import MIGRATIONS
+from trainyard.jobrunner.backends.base import Workload
 from trainyard.jobrunner.backends.local import LocalBackend
 from trainyard.jobrunner.runner import JobRunner
 from trainyard.runtime.db import Database
@@ -290,3 +291,36 @@ async def test_data_layer_on_both_databases(
     finally:
         await runner.close()
         await db.close()
+
+
+async def test_cancel_racing_the_launch_never_lets_the_workload_run(tmp_path: Path) -> None:
+    """Cancel lands between admission and the shim's start (no handle yet): the backend must
+    not run the attempt, and one already spawning is stopped right away."""
+    backend = LocalBackend(tmp_path / "jobs", grace_seconds=1.0)
+    marker = tmp_path / "ran"
+    workload = Workload(
+        job_id="j1",
+        name="j1",
+        image="",
+        args=[],
+        command=["python", "-c", f"import time\ntime.sleep(2)\nopen({str(marker)!r}, 'w')"],
+        env={},
+        cores=0,
+        memory_mb=0,
+        deadline_seconds=None,
+        retries=3,
+        labels={},
+        log_path=tmp_path / "jobs" / "j1" / "log",
+    )
+    started: list[int] = []
+
+    async def on_running(handle: dict[str, object], attempt: int) -> None:
+        started.append(attempt)
+        await backend.cancel(workload, None)  # lands while the attempt is being launched
+
+    first = await backend.run(workload, None, on_running)
+    assert (first.state, started) == ("CANCELLED", [1])
+    assert not marker.exists()
+    again = await backend.run(workload, None, on_running)
+    assert (again.state, again.message) == ("CANCELLED", "cancelled before it started")
+    assert started == [1], "a cancelled job never starts another attempt"

@@ -96,6 +96,10 @@ class LocalBackend(Backend):
                 if attempt > wl.retries or wl.job_id in self._cancelled:
                     return outcome
                 log.info("job.retry", job_id=wl.job_id, attempt=attempt + 1, reason=outcome.reason)
+            if wl.job_id in self._cancelled:
+                return Outcome(
+                    "CANCELLED", "CANCELLED", "cancelled before it started", attempts=attempt
+                )
             attempt += 1
             if first_start is None:
                 first_start = time.time()
@@ -152,6 +156,11 @@ class LocalBackend(Backend):
         await on_running(
             {"attempt": attempt, "shim_pid": proc.pid, "create_time": create_time}, attempt
         )
+        if wl.job_id in self._cancelled:
+            # Cancelled while this attempt was being launched: the shim stops its workload
+            # (SIGTERM, then SIGKILL after the grace period) and records it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
         await proc.wait()
         result = _read_exit(job_dir, attempt)
         if result is None:
