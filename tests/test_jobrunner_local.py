@@ -324,3 +324,22 @@ async def test_cancel_racing_the_launch_never_lets_the_workload_run(tmp_path: Pa
     again = await backend.run(workload, None, on_running)
     assert (again.state, again.message) == ("CANCELLED", "cancelled before it started")
     assert started == [1], "a cancelled job never starts another attempt"
+
+
+async def test_a_watcher_that_falls_behind_is_told_so(
+    runner: JobRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainyard.jobrunner import runner as runner_module
+    from trainyard.runtime.errors import Unavailable
+
+    monkeypatch.setattr(runner_module, "WATCH_BUFFER", 3)
+    stream = runner.watch()
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0)  # subscribed, not reading further
+    views = [await runner.submit(py("pass"), "a") for _ in range(3)]
+    assert (await first).job.id == views[0].id
+    with pytest.raises(Unavailable, match="fell more than 3 events behind"):
+        async for _ in stream:
+            pass
+    for view in views:
+        await runner.wait(view.id, 30)

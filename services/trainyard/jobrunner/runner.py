@@ -24,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
 from trainyard.jobrunner.logfile import LogReader, Record
 from trainyard.jobrunner.models import Job, JobLabel, utcnow
-from trainyard.runtime.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from trainyard.runtime.errors import (
+    AlreadyExists,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from trainyard.runtime.storage import BlobNotFound, BlobStorage
 
 log = structlog.get_logger("trainyard.jobrunner")
@@ -92,7 +98,13 @@ class JobEvent:
 @dataclass
 class _Subscriber:
     labels: dict[str, str]
-    queue: asyncio.Queue[JobEvent] = field(default_factory=lambda: asyncio.Queue(10_000))
+    queue: asyncio.Queue[JobEvent | None] = field(
+        default_factory=lambda: asyncio.Queue(WATCH_BUFFER)
+    )
+    overflowed: bool = False
+
+
+WATCH_BUFFER = 10_000
 
 
 def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
@@ -370,11 +382,21 @@ class JobRunner:
         yield await self.get(job_id)
 
     async def watch(self, labels: Mapping[str, str] | None = None) -> AsyncIterator[JobEvent]:
+        """Every state transition of jobs carrying `labels`, as it happens. A watcher that falls
+        WATCH_BUFFER events behind is ended with UNAVAILABLE rather than silently skipping
+        events: it should list again and watch anew."""
         sub = _Subscriber(dict(labels or {}))
         self._subscribers.append(sub)
         try:
             while True:
-                yield await sub.queue.get()
+                event = await sub.queue.get()
+                if event is None:
+                    raise Unavailable(
+                        f"this watch fell more than {WATCH_BUFFER} events behind and was "
+                        "ended; list the jobs again and start a new watch",
+                        reason="WATCH_OVERFLOW",
+                    )
+                yield event
         finally:
             self._subscribers.remove(sub)
 
@@ -395,9 +417,13 @@ class JobRunner:
     def _publish(self, view: JobView, previous: str) -> None:
         event = JobEvent(view, previous, utcnow())
         for sub in self._subscribers:
-            if all(view.labels.get(k) == v for k, v in sub.labels.items()):
-                with contextlib.suppress(asyncio.QueueFull):
-                    sub.queue.put_nowait(event)
+            if sub.overflowed or any(view.labels.get(k) != v for k, v in sub.labels.items()):
+                continue
+            if sub.queue.qsize() >= WATCH_BUFFER - 1:
+                sub.overflowed = True
+                sub.queue.put_nowait(None)  # the one slot kept for the end marker
+            else:
+                sub.queue.put_nowait(event)
 
     def _workload(self, view: JobView) -> Workload:
         spec = view.spec
