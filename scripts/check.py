@@ -47,6 +47,7 @@ def steps() -> list[tuple[str, list[str]]]:
         print("== buf breaking: no earlier contract to compare with")
     out += [
         ("generated code drift", [sys.executable, "scripts/gen_protos.py", "--check"]),
+        ("OpenAPI drift", [sys.executable, "scripts/gen_openapi.py", "--check"]),
         ("ruff check", [str(BIN / "ruff"), "check", "services", "tests", "scripts", "bench"]),
         (
             "ruff format",

@@ -1,0 +1,339 @@
+"""Generate openapi/trainyard.json, the REST surface as Envoy serves it, from protos/.
+
+    python scripts/gen_openapi.py           # regenerate
+    python scripts/gen_openapi.py --check   # fail if the committed document is stale
+
+Paths, methods and bodies come from the google.api.http rules; schemas from the messages with
+their original field names (Envoy prints proto names; int64 fields are JSON strings); the
+descriptions are the proto comments; security from the auth_policy option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import grpc_tools
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import descriptor_pb2
+from grpc_tools import protoc
+
+# Registers the auth_policy extension, so the parsed MethodOptions carry it.
+from trainyard.api.options.v1 import options_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTOS = ROOT / "protos"
+GOOGLEAPIS = ROOT / "third_party" / "googleapis"
+OUT = ROOT / "openapi" / "trainyard.json"
+POLICY_NAMES = {1: "public", 2: "user", 3: "job", 4: "service"}
+
+SCALARS: dict[int, dict[str, Any]] = {
+    descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    descriptor_pb2.FieldDescriptorProto.TYPE_FLOAT: {"type": "number", "format": "float"},
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT64: {"type": "string", "format": "int64"},
+    descriptor_pb2.FieldDescriptorProto.TYPE_UINT64: {"type": "string", "format": "uint64"},
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT32: {"type": "integer", "format": "int32"},
+    descriptor_pb2.FieldDescriptorProto.TYPE_UINT32: {"type": "integer", "format": "int64"},
+    descriptor_pb2.FieldDescriptorProto.TYPE_BOOL: {"type": "boolean"},
+    descriptor_pb2.FieldDescriptorProto.TYPE_STRING: {"type": "string"},
+    descriptor_pb2.FieldDescriptorProto.TYPE_BYTES: {"type": "string", "format": "byte"},
+}
+WELL_KNOWN: dict[str, dict[str, Any]] = {
+    ".google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    ".google.protobuf.Value": {},
+    ".google.protobuf.ListValue": {"type": "array", "items": {}},
+    ".google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    ".google.protobuf.Duration": {"type": "string", "example": "30s"},
+    ".google.protobuf.Empty": {"type": "object"},
+    ".google.protobuf.Any": {"type": "object", "additionalProperties": True},
+}
+
+
+def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
+    wkt = Path(grpc_tools.__file__).parent / "_proto"
+    files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "set.pb"
+        args = [
+            "protoc",
+            f"-I{PROTOS}",
+            f"-I{GOOGLEAPIS}",
+            f"-I{wkt}",
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={out}",
+            *files,
+        ]
+        if protoc.main(args) != 0:
+            raise SystemExit("protoc failed")
+        fds = descriptor_pb2.FileDescriptorSet()
+        fds.ParseFromString(out.read_bytes())
+    return fds
+
+
+class Builder:
+    def __init__(self, fds: descriptor_pb2.FileDescriptorSet) -> None:
+        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+        self.enums: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
+        self.comments: dict[tuple[str, tuple[int, ...]], str] = {}
+        self.locations: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self.files = list(fds.file)
+        for fd in self.files:
+            for loc in fd.source_code_info.location:
+                text = (loc.leading_comments or loc.trailing_comments).strip()
+                if text:
+                    self.comments[(fd.name, tuple(loc.path))] = " ".join(text.split())
+            for i, msg in enumerate(fd.message_type):
+                self._index(fd, f".{fd.package}", msg, (4, i))
+            for i, enum in enumerate(fd.enum_type):
+                self.enums[f".{fd.package}.{enum.name}"] = enum
+                self.locations[f".{fd.package}.{enum.name}"] = (fd.name, (5, i))
+        self.schemas: dict[str, Any] = {}
+
+    def _index(self, fd: Any, scope: str, msg: Any, path: tuple[int, ...]) -> None:
+        name = f"{scope}.{msg.name}"
+        self.messages[name] = msg
+        self.locations[name] = (fd.name, path)
+        for i, nested in enumerate(msg.nested_type):
+            self._index(fd, name, nested, (*path, 3, i))
+        for i, enum in enumerate(msg.enum_type):
+            self.enums[f"{name}.{enum.name}"] = enum
+            self.locations[f"{name}.{enum.name}"] = (fd.name, (*path, 4, i))
+
+    def comment(self, type_name: str, *sub: int) -> str:
+        file, path = self.locations[type_name]
+        return self.comments.get((file, (*path, *sub)), "")
+
+    def ref(self, type_name: str) -> dict[str, Any]:
+        if type_name in WELL_KNOWN:
+            return dict(WELL_KNOWN[type_name])
+        key = type_name.lstrip(".")
+        if key not in self.schemas:
+            self.schemas[key] = {}  # placeholder against recursion
+            self.schemas[key] = (
+                self._enum(type_name) if type_name in self.enums else self._message(type_name)
+            )
+        return {"$ref": f"#/components/schemas/{key}"}
+
+    def _enum(self, type_name: str) -> dict[str, Any]:
+        enum = self.enums[type_name]
+        return {
+            "type": "string",
+            "enum": [v.name for v in enum.value],
+            "description": self.comment(type_name),
+        }
+
+    def field_schema(self, field: descriptor_pb2.FieldDescriptorProto) -> dict[str, Any]:
+        if field.type in SCALARS:
+            schema = dict(SCALARS[field.type])
+        else:
+            msg = self.messages.get(field.type_name)
+            if msg is not None and msg.options.map_entry:
+                value = next(f for f in msg.field if f.name == "value")
+                return {"type": "object", "additionalProperties": self.field_schema(value)}
+            schema = self.ref(field.type_name)
+        if field.label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED:
+            return {"type": "array", "items": schema}
+        return schema
+
+    def _message(self, type_name: str, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+        msg = self.messages[type_name]
+        props: dict[str, Any] = {}
+        for i, field in enumerate(msg.field):
+            if field.name in skip:
+                continue
+            schema = self.field_schema(field)
+            text = self.comment(type_name, 2, i)
+            if text:
+                schema = (
+                    {**schema, "description": text}
+                    if "$ref" not in schema
+                    else {"allOf": [schema], "description": text}
+                )
+            props[field.name] = schema
+        return {"type": "object", "description": self.comment(type_name), "properties": props}
+
+    def message_inline(self, type_name: str, skip: set[str]) -> dict[str, Any]:
+        if not skip:
+            return self.ref(type_name)
+        return self._message(type_name, frozenset(skip))
+
+
+def _path_params(template: str) -> list[str]:
+    return re.findall(r"{([^}=]+)", template)
+
+
+def build(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
+    b = Builder(fds)
+    paths: dict[str, dict[str, Any]] = {}
+    for fd in b.files:
+        if not fd.package.startswith("trainyard.api."):
+            continue
+        for si, svc in enumerate(fd.service):
+            for mi, method in enumerate(svc.method):
+                opts = method.options
+                if not opts.HasExtension(annotations_pb2.http):
+                    continue
+                rule = opts.Extensions[annotations_pb2.http]
+                policy = opts.Extensions[options_pb2.auth_policy] or options_pb2.AUTH_POLICY_USER
+                text = b.comments.get((fd.name, (6, si, 2, mi)), "")
+                for n, binding in enumerate([rule, *rule.additional_bindings]):
+                    verb, template = _verb(binding)
+                    op = _operation(
+                        b, fd.package, svc.name, method, binding, template, text, policy
+                    )
+                    if n:
+                        op["operationId"] += f"_{n + 1}"
+                    paths.setdefault(re.sub(r"{([^}=]+)=[^}]*}", r"{\1}", template), {})[verb] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Trainyard",
+            "version": "v1",
+            "description": "The REST surface Envoy serves (transcoded to gRPC). Generated from "
+            "protos/ by scripts/gen_openapi.py; do not edit.",
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
+            "schemas": {
+                **dict(sorted(b.schemas.items())),
+                "Error": {
+                    "type": "object",
+                    "description": "Every error: a gRPC code number, a message saying what to "
+                    "fix, and google.rpc details (ErrorInfo, BadRequest).",
+                    "properties": {
+                        "code": {"type": "integer"},
+                        "message": {"type": "string"},
+                        "details": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
+        },
+    }
+
+
+def _verb(binding: http_pb2.HttpRule) -> tuple[str, str]:
+    for verb in ("get", "post", "put", "patch", "delete"):
+        template = getattr(binding, verb)
+        if template:
+            return verb, template
+    raise ValueError(f"unsupported http rule {binding}")
+
+
+def _operation(
+    b: Builder,
+    package: str,
+    service: str,
+    method: Any,
+    binding: Any,
+    template: str,
+    text: str,
+    policy: int,
+) -> dict[str, Any]:
+    request_type, response_type = method.input_type, method.output_type
+    params = set(_path_params(template))
+    op: dict[str, Any] = {
+        "operationId": f"{service}_{method.name}",
+        "summary": text.split(". ")[0][:120],
+        "description": text + f" (gRPC: {package}.{service}/{method.name}; callers: "
+        f"{POLICY_NAMES.get(policy, 'user')} tokens)",
+        "tags": [service],
+        "parameters": [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in _path_params(template)
+        ],
+        "responses": {
+            "default": {
+                "description": "an error",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        },
+    }
+    if policy != 1:
+        op["security"] = [{"bearer": []}]
+    request = b.messages[request_type]
+    body_field = binding.body
+    if body_field == "*":
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": b.message_inline(request_type, params)}},
+        }
+    elif body_field:
+        field = next(f for f in request.field if f.name == body_field)
+        if field.type_name == ".google.api.HttpBody":
+            # Streamed HttpBody bodies are multipart uploads; the unary one is the token form.
+            media = (
+                "multipart/form-data"
+                if method.client_streaming
+                else "application/x-www-form-urlencoded"
+            )
+            op["requestBody"] = {
+                "required": True,
+                "content": {media: {"schema": {"type": "object"}}},
+            }
+        else:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": b.field_schema(field)}},
+            }
+    if body_field != "*":
+        for field in request.field:
+            if field.name in params or field.name == body_field:
+                continue
+            if field.type in SCALARS or field.type_name in b.enums:
+                op["parameters"].append(
+                    {"name": field.name, "in": "query", "schema": b.field_schema(field)}
+                )
+    if method.server_streaming:
+        content = {
+            "text/event-stream": {
+                "schema": {
+                    "type": "string",
+                    "description": "one `data: <json>` event per message of "
+                    + response_type.lstrip("."),
+                }
+            }
+        }
+    elif binding.response_body:
+        content = {
+            "application/json": {
+                "schema": {"description": "exact JSON of the documented API (see the description)"}
+            }
+        }
+    else:
+        content = {"application/json": {"schema": b.ref(response_type)}}
+    op["responses"]["200"] = {"description": "success", "content": content}
+    return op
+
+
+def render() -> str:
+    return json.dumps(build(descriptor_set()), indent=1, sort_keys=False) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    ns = parser.parse_args()
+    text = render()
+    if ns.check:
+        if not OUT.exists() or OUT.read_text() != text:
+            print("openapi/trainyard.json is stale; run ./dev gen and commit")
+            return 1
+        print("openapi/trainyard.json is up to date")
+        return 0
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(text)
+    print(f"wrote {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
