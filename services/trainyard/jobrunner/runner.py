@@ -402,15 +402,25 @@ class JobRunner:
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobView:
         """Wait until the job ends (for callers and tests); returns its final view."""
-        task = self._monitors.get(job_id)
-        if task is not None:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
-        view = await self.get(job_id)
-        if not view.done:
-            async for event in self.watch():
-                if event.job.id == job_id and event.job.done:
-                    return event.job
-        return view
+        # Subscribe before looking, so an end that happens in between is not missed.
+        sub = _Subscriber({})
+        self._subscribers.append(sub)
+
+        async def until_done() -> JobView:
+            view = await self.get(job_id)
+            while not view.done:
+                event = await sub.queue.get()
+                if event is None:  # fell behind: look again
+                    sub.overflowed = False
+                    view = await self.get(job_id)
+                elif event.job.id == job_id:
+                    view = event.job
+            return view
+
+        try:
+            return await asyncio.wait_for(until_done(), timeout)
+        finally:
+            self._subscribers.remove(sub)
 
     # ---- internals -------------------------------------------------------------------------
 
