@@ -127,6 +127,25 @@ def test_a_killed_service_is_restarted(suite) -> None:  # type: ignore[no-untype
     )
 
 
+def test_a_killed_envoy_is_restarted_on_its_port(suite) -> None:  # type: ignore[no-untyped-def]
+    proc, _, endpoints = suite
+    envoy = next(c for c in psutil.Process(proc.pid).children() if c.name() == "envoy")
+    envoy.kill()
+    http = endpoints["http"]
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(http + "/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    eventually(
+        lambda: not envoy.is_running() or envoy.status() == psutil.STATUS_ZOMBIE,
+        message="envoy is still running",
+    )
+    eventually(healthy, timeout=60, message="envoy was not restarted on the same port")
+
+
 def test_sigterm_stops_everything(suite) -> None:  # type: ignore[no-untyped-def]
     proc, _, _ = suite
     children = psutil.Process(proc.pid).children(recursive=True)

@@ -70,6 +70,7 @@ class Suite:
         self.log_dir = self.data_dir / "logs"
         self.children: dict[str, Child] = {}
         self.envoy: EnvoyProcess | None = None
+        self._envoy_restarts: list[float] = []
         self.env: dict[str, str] = {}
         self.out = out or sys.stdout
 
@@ -98,17 +99,8 @@ class Suite:
                     self.env[f"TRAINYARD_{name.upper()}_ADDRESS"] = (
                         self.children[name].address or ""
                     )
-            upstreams = {name: c.address or "" for name, c in self.children.items()}
-            self.envoy = EnvoyProcess(
-                render(
-                    upstreams,
-                    http_host=self.host,
-                    http_port=self.http_port,
-                    admin_port=self.admin_port,
-                ),
-                self.run_dir,
-            )
-            self.envoy.start(timeout)
+            self._start_envoy(self.http_port, timeout)
+            assert self.envoy is not None
             self.envoy.wait_healthy(timeout)
         except BaseException:
             self.stop()
@@ -167,17 +159,41 @@ class Suite:
         child.address = json.loads(ready.read_text())["address"]
         child.port = int(child.address.rsplit(":", 1)[1])
 
+    def _start_envoy(self, http_port: int, timeout: float) -> None:
+        upstreams = {name: c.address or "" for name, c in self.children.items()}
+        self.envoy = EnvoyProcess(
+            render(upstreams, http_host=self.host, http_port=http_port, admin_port=self.admin_port),
+            self.run_dir,
+        )
+        self.envoy.start(timeout)
+
+    @staticmethod
+    def _may_restart(restarts: list[float]) -> bool:
+        """At most 5 restarts a minute; records this one."""
+        now = time.monotonic()
+        restarts[:] = [t for t in restarts if now - t < 60]
+        if len(restarts) >= 5:
+            return False
+        restarts.append(now)
+        return True
+
     def supervise_once(self) -> None:
-        """Restart services that died (same port, at most 5 times a minute)."""
+        """Restart services and Envoy that died, on the same ports (at most 5 times a minute)."""
+        envoy = self.envoy
+        envoy_died = envoy is not None and envoy.proc is not None and envoy.proc.poll() is not None
+        if envoy_died and self._may_restart(self._envoy_restarts):
+            assert envoy is not None and envoy.proc is not None
+            self._say(f"envoy exited with {envoy.proc.returncode}; restarting")
+            try:
+                self._start_envoy(envoy.http_port or self.http_port, 60)
+            except (RuntimeError, TimeoutError) as exc:
+                self._say(f"envoy failed to restart: {exc}")
         for child in self.children.values():
             if child.proc is None or child.proc.poll() is None:
                 continue
-            now = time.monotonic()
-            child.restarts = [t for t in child.restarts if now - t < 60]
-            if len(child.restarts) >= 5:
+            if not self._may_restart(child.restarts):
                 continue
             self._say(f"{child.name} exited with {child.proc.returncode}; restarting")
-            child.restarts.append(now)
             self._spawn(child)
             try:
                 self._await_ready(child, 60)
