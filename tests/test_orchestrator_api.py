@@ -207,3 +207,27 @@ def test_connect_token_errors(
     resp = httpx.post(f"{harness.http}/connect/token", data=form)
     assert resp.status_code == status
     assert fragment in resp.json()["message"]
+
+
+def test_grpc_clients_reach_the_service_through_envoy(orchestrator: tuple[Harness, str]) -> None:
+    """Envoy's listener speaks gRPC (HTTP/2, codec AUTO) as well as REST."""
+    import grpc
+
+    from trainyard.api.orchestrator.v1 import messages_pb2, service_pb2_grpc
+    from trainyard.runtime.errors import status_from_rpc_error
+
+    harness, url = orchestrator
+    model_id = _new_model(url)
+    assert harness.envoy is not None
+    with grpc.insecure_channel(f"127.0.0.1:{harness.envoy.http_port}") as channel:
+        stub = service_pb2_grpc.TrainServiceStub(channel)
+        md = tuple(harness.user_headers("alice").items())
+        reply = stub.GetTrainStatus(
+            messages_pb2.GetTrainStatusRequest(model_id=model_id), metadata=md
+        )
+        assert reply.status == "not_started"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetTrainStatus(messages_pb2.GetTrainStatusRequest(model_id="nope"), metadata=md)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        status = status_from_rpc_error(err.value)  # type: ignore[arg-type]
+        assert status is not None and status.message == "model 'nope' does not exist"
