@@ -1,5 +1,6 @@
 """Log streaming benchmark: a workload's print -> a follow client, over gRPC (direct to the
-job-runner) and over Server-Sent Events through Envoy, side by side.
+job-runner; one line per message, and batched with max_batch=1000) and over Server-Sent Events
+through Envoy, side by side.
 
     .venv/bin/python bench/logs.py [--lines 100000] [--rate 1000] [--seconds 3]
 
@@ -117,15 +118,18 @@ class Bench:
         ).jobs
         return next(j.job_id for j in jobs if j.name == name)
 
-    def follow_grpc(self, name: str) -> list[tuple[int, int]]:
+    def follow_grpc(self, name: str, max_batch: int = 0) -> list[tuple[int, int]]:
         """(stamp_ns, received_ns) per line."""
         out = []
-        req = msgs.StreamJobLogsRequest(job_id=self.job_id(name), follow=True)
+        req = msgs.StreamJobLogsRequest(job_id=self.job_id(name), follow=True, max_batch=max_batch)
         for item in self.stub.StreamJobLogs(req, metadata=self.service):
-            if item.HasField("line"):
-                now = time.time_ns()
-                out.append((int(item.line.text.split(" ", 1)[0]), now))
+            now = time.time_ns()
+            for line in [item.line] if item.HasField("line") else item.lines:
+                out.append((int(line.text.split(" ", 1)[0]), now))
         return out
+
+    def follow_grpc_batched(self, name: str) -> list[tuple[int, int]]:
+        return self.follow_grpc(name, max_batch=1000)
 
     def follow_sse(self, name: str) -> list[tuple[int, int]]:
         out = []
@@ -152,7 +156,11 @@ def main() -> None:
         bench = Bench(Path(tmp))
         try:
             rows = {}
-            for transport, follow in (("gRPC", bench.follow_grpc), ("SSE/Envoy", bench.follow_sse)):
+            for transport, follow in (
+                ("gRPC", bench.follow_grpc),
+                ("gRPC/batch", bench.follow_grpc_batched),
+                ("SSE/Envoy", bench.follow_sse),
+            ):
                 burst = follow(bench.create("burst", ns.lines, 0))
                 assert len(burst) == ns.lines, f"{transport}: {len(burst)} of {ns.lines} lines"
                 span = (burst[-1][1] - burst[0][1]) / 1e9
@@ -173,8 +181,10 @@ def main() -> None:
     )
     for name, (rate, p50, p99) in rows.items():
         print(f"{name:<10} {rate:>12,.0f} {p50:>8.2f} {p99:>8.2f}")
-    g, s = rows["gRPC"], rows["SSE/Envoy"]
-    print(f"SSE/gRPC   {s[0] / g[0]:>12.2f}x {s[1] / g[1]:>7.2f}x {s[2] / g[2]:>7.2f}x")
+    g = rows["gRPC"]
+    for name, label in (("gRPC/batch", "batch/gRPC"), ("SSE/Envoy", "SSE/gRPC")):
+        r = rows[name]
+        print(f"{label:<10} {r[0] / g[0]:>11.2f}x {r[1] / g[1]:>7.2f}x {r[2] / g[2]:>7.2f}x")
 
 
 if __name__ == "__main__":

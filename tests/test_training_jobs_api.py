@@ -233,3 +233,25 @@ def test_workload_rpcs_need_a_service_token(jobrunner: Harness) -> None:
         with pytest.raises(grpc.RpcError) as missing:
             stub.GetJob(msgs.GetJobRequest(job_id="nope"), metadata=md)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_stream_job_logs_in_batches(jobrunner: Harness) -> None:
+    h = jobrunner
+    md = tuple(h.service_headers("orchestrator").items())
+    with grpc.insecure_channel(h.servers["jobrunner"].address) as channel:
+        stub = svc.JobRunnerServiceStub(channel)
+        spec = msgs.JobSpec(command=["python", "-c", "for i in range(5): print(i)"])
+        job = stub.SubmitJob(msgs.SubmitJobRequest(spec=spec), metadata=md).job
+        req = msgs.StreamJobLogsRequest(job_id=job.job_id, follow=True, max_batch=2)
+        replies = list(stub.StreamJobLogs(req, metadata=md))
+        assert replies[-1].done and replies[-1].job.state == msgs.JOB_STATE_SUCCEEDED
+        batches = [r.lines for r in replies[:-1]]
+        assert all(0 < len(b) <= 2 for b in batches)
+        assert not any(r.HasField("line") for r in replies)
+        lines = [ln for b in batches for ln in b]
+        assert [(ln.sequence, ln.text) for ln in lines] == [(i + 1, str(i)) for i in range(5)]
+        resumed = stub.StreamJobLogs(
+            msgs.StreamJobLogsRequest(job_id=job.job_id, from_sequence=4, max_batch=100),
+            metadata=md,
+        )
+        assert [[ln.text for ln in r.lines] for r in resumed if not r.done] == [["3", "4"]]

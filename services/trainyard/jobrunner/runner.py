@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -354,16 +354,27 @@ class JobRunner:
     ) -> AsyncIterator[Record | JobView]:
         """The job's log records from `from_seq`; with follow, until the job ends. The last
         item is always the job's JobView."""
+        async for item in self.log_batches(job_id, follow=follow, from_seq=from_seq):
+            if isinstance(item, JobView):
+                yield item
+            else:
+                for rec in item:
+                    yield rec
+
+    async def log_batches(
+        self, job_id: str, *, follow: bool = False, from_seq: int = 1, max_batch: int = 5000
+    ) -> AsyncIterator[Sequence[Record] | JobView]:
+        """As `logs`, but the records come in lists of up to `max_batch`: whatever is in the
+        file is read at once, so bulk readers pay per batch, not per line."""
         view = await self.get(job_id)
         if view.done and not self.log_path(job_id).exists():
             await self._restore_log(job_id)
         reader = LogReader(self.log_path(job_id), from_seq)
         delay = 0.002
         while True:
-            batch = reader.read(5000)
-            for rec in batch:
-                yield rec
+            batch = reader.read(max_batch)
             if batch:
+                yield batch
                 delay = 0.002
                 continue
             if not follow:
@@ -371,11 +382,10 @@ class JobRunner:
             if job_id not in self._monitors:
                 view = await self.get(job_id)
                 if view.done:
-                    tail = reader.read()
-                    for rec in tail:
-                        yield rec
+                    tail = reader.read(max_batch)
                     if not tail:
                         break
+                    yield tail
                     continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)

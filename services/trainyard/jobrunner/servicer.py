@@ -96,13 +96,20 @@ class JobRunnerServicer(svc.JobRunnerServiceServicer):
     async def StreamJobLogs(
         self, request: msgs.StreamJobLogsRequest, context: Context
     ) -> AsyncIterator[msgs.StreamJobLogsResponse]:
-        async for item in self._runner.logs(
-            request.job_id, follow=request.follow, from_seq=request.from_sequence or 1
+        batched = request.max_batch > 0
+        async for item in self._runner.log_batches(
+            request.job_id,
+            follow=request.follow,
+            from_seq=request.from_sequence or 1,
+            max_batch=min(request.max_batch, 10_000) if batched else 5000,
         ):
-            if isinstance(item, Record):
-                yield msgs.StreamJobLogsResponse(line=line_proto(item))
-            else:
+            if isinstance(item, JobView):
                 yield msgs.StreamJobLogsResponse(done=True, job=job_proto(item))
+            elif batched:
+                yield msgs.StreamJobLogsResponse(lines=[line_proto(rec) for rec in item])
+            else:
+                for rec in item:
+                    yield msgs.StreamJobLogsResponse(line=line_proto(rec))
 
     async def WatchJobs(
         self, request: msgs.WatchJobsRequest, context: Context

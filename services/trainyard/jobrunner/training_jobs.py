@@ -145,10 +145,10 @@ class TrainingJobs:
 
     async def logs(self, name: str, owner: str) -> str:
         view = await self._owned(name, owner)
-        lines = []
-        async for item in self._runner.logs(view.id):
-            if isinstance(item, Record):
-                lines.append(item.text)
+        lines: list[str] = []
+        async for batch in self._runner.log_batches(view.id):
+            if not isinstance(batch, JobView):
+                lines.extend(rec.text for rec in batch)
         return "\n".join(lines) + ("\n" if lines else "")
 
     async def follow(self, name: str, owner: str, from_seq: int) -> AsyncIterator[Record | JobView]:

@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)trainyard/api/jobrunner/v1/messages.proto\x12\x1atrainyard.api.jobrunner.v1\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\tResources\x12\r\n\x05\x63ores\x18\x01 \x01(\x01\x12\x11\n\tmemory_mb\x18\x02 \x01(\x03\"\x94\x03\n\x07JobSpec\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\t\x12\x39\n\x03\x65nv\x18\x04 \x03(\x0b\x32,.trainyard.api.jobrunner.v1.JobSpec.EnvEntry\x12\x38\n\tresources\x18\x05 \x01(\x0b\x32%.trainyard.api.jobrunner.v1.Resources\x12+\n\x08\x64\x65\x61\x64line\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07retries\x18\x07 \x01(\x05\x12?\n\x06labels\x18\x08 \x03(\x0b\x32/.trainyard.api.jobrunner.v1.JobSpec.LabelsEntry\x12\x0c\n\x04name\x18\t \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9b\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x31\n\x04spec\x18\x03 \x01(\x0b\x32#.trainyard.api.jobrunner.v1.JobSpec\x12\x33\n\x05state\x18\x04 \x01(\x0e\x32$.trainyard.api.jobrunner.v1.JobState\x12\x35\n\x06reason\x18\x05 \x01(\x0e\x32%.trainyard.api.jobrunner.v1.JobReason\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x11\n\texit_code\x18\x07 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x08JobEvent\x12,\n\x03job\x18\x01 \x01(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\x12<\n\x0eprevious_state\x18\x02 \x01(\x0e\x32$.trainyard.api.jobrunner.v1.JobState\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x01\n\x07LogLine\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x35\n\x06stream\x18\x02 \x01(\x0e\x32%.trainyard.api.jobrunner.v1.LogStream\x12\x0c\n\x04text\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x10SubmitJobRequest\x12\x31\n\x04spec\x18\x01 \x01(\x0b\x32#.trainyard.api.jobrunner.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"A\n\x11SubmitJobResponse\x12,\n\x03job\x18\x01 \x01(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\">\n\x0eGetJobResponse\x12,\n\x03job\x18\x01 \x01(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\"\xb0\x01\n\x0fListJobsRequest\x12G\n\x06labels\x18\x01 \x03(\x0b\x32\x37.trainyard.api.jobrunner.v1.ListJobsRequest.LabelsEntry\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x10ListJobsResponse\x12-\n\x04jobs\x18\x01 \x03(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x11\x43\x61ncelJobResponse\x12,\n\x03job\x18\x01 \x01(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"M\n\x14StreamJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x15\n\rfrom_sequence\x18\x03 \x01(\x03\"\x86\x01\n\x15StreamJobLogsResponse\x12\x31\n\x04line\x18\x01 \x01(\x0b\x32#.trainyard.api.jobrunner.v1.LogLine\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12,\n\x03job\x18\x03 \x01(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\"\x8b\x01\n\x10WatchJobsRequest\x12H\n\x06labels\x18\x01 \x03(\x0b\x32\x38.trainyard.api.jobrunner.v1.WatchJobsRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x11WatchJobsResponse\x12\x33\n\x05\x65vent\x18\x01 \x01(\x0b\x32$.trainyard.api.jobrunner.v1.JobEvent\"u\n\x18\x43reateTrainingJobRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x15\n\rpipeline_step\x18\x02 \x01(\t\x12\x30\n\x0fhyperparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"V\n\x19\x43reateTrainingJobResponse\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12\'\n\thttp_body\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\")\n\x19GetTrainingJobLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"S\n\x1aGetTrainingJobLogsResponse\x12\x0c\n\x04logs\x18\x01 \x01(\t\x12\'\n\thttp_body\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"C\n\x1c\x46ollowTrainingJobLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rfrom_sequence\x18\x02 \x01(\x03\"p\n\x1d\x46ollowTrainingJobLogsResponse\x12\x31\n\x04line\x18\x01 \x01(\x0b\x32#.trainyard.api.jobrunner.v1.LogLine\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x0e\n\x06status\x18\x03 \x01(\t\"R\n\x17ListTrainingJobsRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x0bTrainingJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\nstart_time\x18\x04 \x01(\t\x12\x17\n\x0f\x63ompletion_time\x18\x05 \x01(\t\"z\n\x18ListTrainingJobsResponse\x12\x35\n\x04jobs\x18\x01 \x03(\x0b\x32\'.trainyard.api.jobrunner.v1.TrainingJob\x12\'\n\thttp_body\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"(\n\x18\x44\x65leteTrainingJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x19\x44\x65leteTrainingJobResponse\x12\x0c\n\x04name\x18\x01 \x01(\t*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\xe6\x01\n\tJobReason\x12\x1a\n\x16JOB_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14JOB_REASON_EXIT_CODE\x10\x01\x12\x19\n\x15JOB_REASON_OOM_KILLED\x10\x02\x12 \n\x1cJOB_REASON_DEADLINE_EXCEEDED\x10\x03\x12\x1e\n\x1aJOB_REASON_IMAGE_NOT_FOUND\x10\x04\x12\x13\n\x0fJOB_REASON_LOST\x10\x05\x12\x18\n\x14JOB_REASON_CANCELLED\x10\x06\x12\x17\n\x13JOB_REASON_SIGNALED\x10\x07*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)trainyard/api/jobrunner/v1/messages.proto\x12\x1atrainyard.api.jobrunner.v1\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\tResources\x12\r\n\x05\x63ores\x18\x01 \x01(\x01\x12\x11\n\tmemory_mb\x18\x02 \x01(\x03\"\x94\x03\n\x07JobSpec\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\t\x12\x39\n\x03\x65nv\x18\x04 \x03(\x0b\x32,.trainyard.api.jobrunner.v1.JobSpec.EnvEntry\x12\x38\n\tresources\x18\x05 \x01(\x0b\x32%.trainyard.api.jobrunner.v1.Resources\x12+\n\x08\x64\x65\x61\x64line\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07retries\x18\x07 \x01(\x05\x12?\n\x06labels\x18\x08 \x03(\x0b\x32/.trainyard.api.jobrunner.v1.JobSpec.LabelsEntry\x12\x0c\n\x04name\x18\t \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9b\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x31\n\x04spec\x18\x03 \x01(\x0b\x32#.trainyard.api.jobrunner.v1.JobSpec\x12\x33\n\x05state\x18\x04 \x01(\x0e\x32$.trainyard.api.jobrunner.v1.JobState\x12\x35\n\x06reason\x18\x05 \x01(\x0e\x32%.trainyard.api.jobrunner.v1.JobReason\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x11\n\texit_code\x18\x07 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x08JobEvent\x12,\n\x03job\x18\x01 \x01(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\x12<\n\x0eprevious_state\x18\x02 \x01(\x0e\x32$.trainyard.api.jobrunner.v1.JobState\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8a\x01\n\x07LogLine\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x35\n\x06stream\x18\x02 \x01(\x0e\x32%.trainyard.api.jobrunner.v1.LogStream\x12\x0c\n\x04text\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x10SubmitJobRequest\x12\x31\n\x04spec\x18\x01 \x01(\x0b\x32#.trainyard.api.jobrunner.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"A\n\x11SubmitJobResponse\x12,\n\x03job\x18\x01 \x01(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\">\n\x0eGetJobResponse\x12,\n\x03job\x18\x01 \x01(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\"\xb0\x01\n\x0fListJobsRequest\x12G\n\x06labels\x18\x01 \x03(\x0b\x32\x37.trainyard.api.jobrunner.v1.ListJobsRequest.LabelsEntry\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x10ListJobsResponse\x12-\n\x04jobs\x18\x01 \x03(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x11\x43\x61ncelJobResponse\x12,\n\x03job\x18\x01 \x01(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"`\n\x14StreamJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x15\n\rfrom_sequence\x18\x03 \x01(\x03\x12\x11\n\tmax_batch\x18\x04 \x01(\x05\"\xba\x01\n\x15StreamJobLogsResponse\x12\x31\n\x04line\x18\x01 \x01(\x0b\x32#.trainyard.api.jobrunner.v1.LogLine\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12,\n\x03job\x18\x03 \x01(\x0b\x32\x1f.trainyard.api.jobrunner.v1.Job\x12\x32\n\x05lines\x18\x04 \x03(\x0b\x32#.trainyard.api.jobrunner.v1.LogLine\"\x8b\x01\n\x10WatchJobsRequest\x12H\n\x06labels\x18\x01 \x03(\x0b\x32\x38.trainyard.api.jobrunner.v1.WatchJobsRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x11WatchJobsResponse\x12\x33\n\x05\x65vent\x18\x01 \x01(\x0b\x32$.trainyard.api.jobrunner.v1.JobEvent\"u\n\x18\x43reateTrainingJobRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x15\n\rpipeline_step\x18\x02 \x01(\t\x12\x30\n\x0fhyperparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"V\n\x19\x43reateTrainingJobResponse\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12\'\n\thttp_body\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\")\n\x19GetTrainingJobLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"S\n\x1aGetTrainingJobLogsResponse\x12\x0c\n\x04logs\x18\x01 \x01(\t\x12\'\n\thttp_body\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"C\n\x1c\x46ollowTrainingJobLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rfrom_sequence\x18\x02 \x01(\x03\"p\n\x1d\x46ollowTrainingJobLogsResponse\x12\x31\n\x04line\x18\x01 \x01(\x0b\x32#.trainyard.api.jobrunner.v1.LogLine\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x0e\n\x06status\x18\x03 \x01(\t\"R\n\x17ListTrainingJobsRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x0bTrainingJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\nstart_time\x18\x04 \x01(\t\x12\x17\n\x0f\x63ompletion_time\x18\x05 \x01(\t\"z\n\x18ListTrainingJobsResponse\x12\x35\n\x04jobs\x18\x01 \x03(\x0b\x32\'.trainyard.api.jobrunner.v1.TrainingJob\x12\'\n\thttp_body\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"(\n\x18\x44\x65leteTrainingJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x19\x44\x65leteTrainingJobResponse\x12\x0c\n\x04name\x18\x01 \x01(\t*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\xe6\x01\n\tJobReason\x12\x1a\n\x16JOB_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14JOB_REASON_EXIT_CODE\x10\x01\x12\x19\n\x15JOB_REASON_OOM_KILLED\x10\x02\x12 \n\x1cJOB_REASON_DEADLINE_EXCEEDED\x10\x03\x12\x1e\n\x1aJOB_REASON_IMAGE_NOT_FOUND\x10\x04\x12\x13\n\x0fJOB_REASON_LOST\x10\x05\x12\x18\n\x14JOB_REASON_CANCELLED\x10\x06\x12\x17\n\x13JOB_REASON_SIGNALED\x10\x07*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,12 +43,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTJOBSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_WATCHJOBSREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_WATCHJOBSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=3432
-  _globals['_JOBSTATE']._serialized_end=3587
-  _globals['_JOBREASON']._serialized_start=3590
-  _globals['_JOBREASON']._serialized_end=3820
-  _globals['_LOGSTREAM']._serialized_start=3822
-  _globals['_LOGSTREAM']._serialized_end=3907
+  _globals['_JOBSTATE']._serialized_start=3503
+  _globals['_JOBSTATE']._serialized_end=3658
+  _globals['_JOBREASON']._serialized_start=3661
+  _globals['_JOBREASON']._serialized_end=3891
+  _globals['_LOGSTREAM']._serialized_start=3893
+  _globals['_LOGSTREAM']._serialized_end=3978
   _globals['_RESOURCES']._serialized_start=195
   _globals['_RESOURCES']._serialized_end=240
   _globals['_JOBSPEC']._serialized_start=243
@@ -86,35 +86,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEJOBRESPONSE']._serialized_start=2059
   _globals['_DELETEJOBRESPONSE']._serialized_end=2078
   _globals['_STREAMJOBLOGSREQUEST']._serialized_start=2080
-  _globals['_STREAMJOBLOGSREQUEST']._serialized_end=2157
-  _globals['_STREAMJOBLOGSRESPONSE']._serialized_start=2160
-  _globals['_STREAMJOBLOGSRESPONSE']._serialized_end=2294
-  _globals['_WATCHJOBSREQUEST']._serialized_start=2297
-  _globals['_WATCHJOBSREQUEST']._serialized_end=2436
+  _globals['_STREAMJOBLOGSREQUEST']._serialized_end=2176
+  _globals['_STREAMJOBLOGSRESPONSE']._serialized_start=2179
+  _globals['_STREAMJOBLOGSRESPONSE']._serialized_end=2365
+  _globals['_WATCHJOBSREQUEST']._serialized_start=2368
+  _globals['_WATCHJOBSREQUEST']._serialized_end=2507
   _globals['_WATCHJOBSREQUEST_LABELSENTRY']._serialized_start=602
   _globals['_WATCHJOBSREQUEST_LABELSENTRY']._serialized_end=647
-  _globals['_WATCHJOBSRESPONSE']._serialized_start=2438
-  _globals['_WATCHJOBSRESPONSE']._serialized_end=2510
-  _globals['_CREATETRAININGJOBREQUEST']._serialized_start=2512
-  _globals['_CREATETRAININGJOBREQUEST']._serialized_end=2629
-  _globals['_CREATETRAININGJOBRESPONSE']._serialized_start=2631
-  _globals['_CREATETRAININGJOBRESPONSE']._serialized_end=2717
-  _globals['_GETTRAININGJOBLOGSREQUEST']._serialized_start=2719
-  _globals['_GETTRAININGJOBLOGSREQUEST']._serialized_end=2760
-  _globals['_GETTRAININGJOBLOGSRESPONSE']._serialized_start=2762
-  _globals['_GETTRAININGJOBLOGSRESPONSE']._serialized_end=2845
-  _globals['_FOLLOWTRAININGJOBLOGSREQUEST']._serialized_start=2847
-  _globals['_FOLLOWTRAININGJOBLOGSREQUEST']._serialized_end=2914
-  _globals['_FOLLOWTRAININGJOBLOGSRESPONSE']._serialized_start=2916
-  _globals['_FOLLOWTRAININGJOBLOGSRESPONSE']._serialized_end=3028
-  _globals['_LISTTRAININGJOBSREQUEST']._serialized_start=3030
-  _globals['_LISTTRAININGJOBSREQUEST']._serialized_end=3112
-  _globals['_TRAININGJOB']._serialized_start=3114
-  _globals['_TRAININGJOB']._serialized_end=3220
-  _globals['_LISTTRAININGJOBSRESPONSE']._serialized_start=3222
-  _globals['_LISTTRAININGJOBSRESPONSE']._serialized_end=3344
-  _globals['_DELETETRAININGJOBREQUEST']._serialized_start=3346
-  _globals['_DELETETRAININGJOBREQUEST']._serialized_end=3386
-  _globals['_DELETETRAININGJOBRESPONSE']._serialized_start=3388
-  _globals['_DELETETRAININGJOBRESPONSE']._serialized_end=3429
+  _globals['_WATCHJOBSRESPONSE']._serialized_start=2509
+  _globals['_WATCHJOBSRESPONSE']._serialized_end=2581
+  _globals['_CREATETRAININGJOBREQUEST']._serialized_start=2583
+  _globals['_CREATETRAININGJOBREQUEST']._serialized_end=2700
+  _globals['_CREATETRAININGJOBRESPONSE']._serialized_start=2702
+  _globals['_CREATETRAININGJOBRESPONSE']._serialized_end=2788
+  _globals['_GETTRAININGJOBLOGSREQUEST']._serialized_start=2790
+  _globals['_GETTRAININGJOBLOGSREQUEST']._serialized_end=2831
+  _globals['_GETTRAININGJOBLOGSRESPONSE']._serialized_start=2833
+  _globals['_GETTRAININGJOBLOGSRESPONSE']._serialized_end=2916
+  _globals['_FOLLOWTRAININGJOBLOGSREQUEST']._serialized_start=2918
+  _globals['_FOLLOWTRAININGJOBLOGSREQUEST']._serialized_end=2985
+  _globals['_FOLLOWTRAININGJOBLOGSRESPONSE']._serialized_start=2987
+  _globals['_FOLLOWTRAININGJOBLOGSRESPONSE']._serialized_end=3099
+  _globals['_LISTTRAININGJOBSREQUEST']._serialized_start=3101
+  _globals['_LISTTRAININGJOBSREQUEST']._serialized_end=3183
+  _globals['_TRAININGJOB']._serialized_start=3185
+  _globals['_TRAININGJOB']._serialized_end=3291
+  _globals['_LISTTRAININGJOBSRESPONSE']._serialized_start=3293
+  _globals['_LISTTRAININGJOBSRESPONSE']._serialized_end=3415
+  _globals['_DELETETRAININGJOBREQUEST']._serialized_start=3417
+  _globals['_DELETETRAININGJOBREQUEST']._serialized_end=3457
+  _globals['_DELETETRAININGJOBRESPONSE']._serialized_start=3459
+  _globals['_DELETETRAININGJOBRESPONSE']._serialized_end=3500
 # @@protoc_insertion_point(module_scope)

@@ -681,6 +681,7 @@ class StreamJobLogsRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     FOLLOW_FIELD_NUMBER: _builtins.int
     FROM_SEQUENCE_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """job_id is the job's id."""
     follow: _builtins.bool
@@ -689,16 +690,21 @@ class StreamJobLogsRequest(_message.Message):
     """from_sequence is the first sequence number wanted; 0 or 1 means from the start. A client that
     reconnects passes the last sequence it saw plus one.
     """
+    max_batch: _builtins.int
+    """max_batch, when > 0, packs up to this many lines into each message's `lines` (and leaves
+    `line` unset): far fewer messages for bulk readers. 0 sends one line per message in `line`.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         follow: _builtins.bool = ...,
         from_sequence: _builtins.int = ...,
+        max_batch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "from_sequence", b"from_sequence", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "from_sequence", b"from_sequence", "job_id", b"job_id", "max_batch", b"max_batch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -713,6 +719,7 @@ class StreamJobLogsResponse(_message.Message):
     LINE_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
     done: _builtins.bool
     """done is true on the final message, sent once the job has ended and every line was sent."""
     @_builtins.property
@@ -723,16 +730,21 @@ class StreamJobLogsResponse(_message.Message):
     def job(self) -> Global___Job:
         """job is the job's state on the final message."""
 
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogLine]:
+        """lines are the next log lines, in order, when the request set max_batch."""
+
     def __init__(
         self,
         *,
         line: Global___LogLine | None = ...,
         done: _builtins.bool = ...,
         job: Global___Job | None = ...,
+        lines: _abc.Iterable[Global___LogLine] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "line", b"line"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "job", b"job", "line", b"line"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "job", b"job", "line", b"line", "lines", b"lines"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
