@@ -15,8 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
 from trainyard.gateway.config import render
 from trainyard.gateway.process import EnvoyProcess
 from trainyard.runtime.auth import TokenAuthority
+from trainyard.suite import ServiceProcess
 
 SECRET = "bench-secret-0123456789abcdefghijklmnop"
 WORKLOAD = (
@@ -57,7 +56,6 @@ class Bench:
         self.auth = TokenAuthority(SECRET)
         self.user = {"authorization": f"Bearer {self.auth.mint_user('bench')}"}
         self.service = (("authorization", f"Bearer {self.auth.mint_service('bench')}"),)
-        ready = data / "ready.json"
         env = {
             **os.environ,
             "TRAINYARD_DATA_DIR": str(data),
@@ -67,26 +65,8 @@ class Bench:
                 {"bench": {"command": ["python", "-c", WORKLOAD]}}
             ),
         }
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "trainyard"),
-                "serve",
-                "jobrunner",
-                "--port",
-                "0",
-                "--ready-file",
-                str(ready),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit("the job-runner did not start")
-            time.sleep(0.05)
-        self.address = json.loads(ready.read_text())["address"]
+        self.runner = ServiceProcess("jobrunner", data, env)
+        self.address = self.runner.start()
         self.envoy = EnvoyProcess(render({"jobrunner": self.address}, http_port=0), data / "envoy")
         self.envoy.start()
         self.envoy.wait_healthy()
@@ -97,8 +77,7 @@ class Bench:
     def close(self) -> None:
         self.channel.close()
         self.envoy.stop()
-        self.proc.terminate()
-        self.proc.wait(30)
+        self.runner.stop()
 
     def create(self, mode: str, n: int, rate: float) -> str:
         resp = httpx.post(

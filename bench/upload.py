@@ -13,10 +13,7 @@ its largest RSS growth.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +29,7 @@ from trainyard.api.upload.v1 import service_pb2_grpc as svc
 from trainyard.gateway.config import render
 from trainyard.gateway.process import EnvoyProcess
 from trainyard.runtime.auth import TokenAuthority
+from trainyard.suite import ServiceProcess
 
 SECRET = "bench-secret-0123456789abcdefghijklmnop"
 MiB = 1024 * 1024
@@ -75,7 +73,6 @@ class Bench:
         self.block = os.urandom(chunk)
         auth = TokenAuthority(SECRET)
         self.user_token = auth.mint_user("bench")
-        ready = data / "ready.json"
         env = {
             **os.environ,
             "TRAINYARD_DATA_DIR": str(data),
@@ -83,26 +80,8 @@ class Bench:
             "TRAINYARD_LOG_FORMAT": "json",
             "TRAINYARD_LOG_LEVEL": "warning",
         }
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "trainyard"),
-                "serve",
-                "upload",
-                "--port",
-                "0",
-                "--ready-file",
-                str(ready),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(data / "upload.log", "wb"),  # noqa: SIM115 - owned by the child
-        )
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise SystemExit(f"the upload service did not start; see {data / 'upload.log'}")
-            time.sleep(0.05)
-        self.address = json.loads(ready.read_text())["address"]
+        self.service = ServiceProcess("upload", data, env)
+        self.address = self.service.start()
         self.envoy = EnvoyProcess(render({"upload": self.address}, http_port=0), data / "envoy")
         self.envoy.start()
         self.envoy.wait_healthy()
@@ -115,8 +94,7 @@ class Bench:
     def close(self) -> None:
         self.channel.close()
         self.envoy.stop()
-        self.proc.terminate()
-        self.proc.wait(30)
+        self.service.stop()
 
     def _blocks(self) -> Iterator[bytes]:
         left = self.size
@@ -165,7 +143,8 @@ class Bench:
 
     def measure(self, name: str) -> tuple[float, int]:
         run = self.rest if name == "REST/Envoy" else self.grpc
-        with PeakRss(self.proc.pid) as rss:
+        assert self.service.proc is not None
+        with PeakRss(self.service.proc.pid) as rss:
             started = time.perf_counter()
             upload_id = run()
             elapsed = time.perf_counter() - started

@@ -7,8 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -19,8 +17,8 @@ from tests.support.harness import TEST_SECRET, eventually
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
 from trainyard.runtime.auth import TokenAuthority
+from trainyard.suite import ServiceProcess
 
-BIN = Path(sys.executable).parent
 MD = (("authorization", f"Bearer {TokenAuthority(TEST_SECRET).mint_service('test')}"),)
 
 
@@ -33,60 +31,17 @@ def wait_for_file(path: Path, label: str) -> str:
     return code
 
 
-class Runner:
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> str:
-        ready = self.data / "ready.json"
-        ready.unlink(missing_ok=True)
-        env = {
-            **os.environ,
-            "TRAINYARD_DATA_DIR": str(self.data),
-            "TRAINYARD_AUTH_SECRET": TEST_SECRET,
-            "TRAINYARD_JOBRUNNER_MAX_CONCURRENT": "3",
-            "TRAINYARD_JOBRUNNER_KILL_GRACE_SECONDS": "1",
-            "TRAINYARD_LOG_FORMAT": "json",
-        }
-        log = open(self.data / "jobrunner.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "trainyard"),
-                "serve",
-                "jobrunner",
-                "--port",
-                str(self.port),
-                "--ready-file",
-                str(ready),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        address = eventually(
-            lambda: ready.exists() and json.loads(ready.read_text())["address"],
-            timeout=60,
-            message="jobrunner did not start",
-        )
-        self.port = int(address.rsplit(":", 1)[1])
-        return str(address)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-
-
 @pytest.fixture
 def runner(tmp_path: Path):  # type: ignore[no-untyped-def]
-    r = Runner(tmp_path)
+    env = {
+        **os.environ,
+        "TRAINYARD_DATA_DIR": str(tmp_path),
+        "TRAINYARD_AUTH_SECRET": TEST_SECRET,
+        "TRAINYARD_JOBRUNNER_MAX_CONCURRENT": "3",
+        "TRAINYARD_JOBRUNNER_KILL_GRACE_SECONDS": "1",
+        "TRAINYARD_LOG_FORMAT": "json",
+    }
+    r = ServiceProcess("jobrunner", tmp_path, env)
     try:
         yield r
     finally:
@@ -99,7 +54,9 @@ def runner(tmp_path: Path):  # type: ignore[no-untyped-def]
                     os.killpg(shim["pid"], signal.SIGKILL)
 
 
-def test_jobs_survive_and_reconcile_after_a_runner_crash(runner: Runner, tmp_path: Path) -> None:
+def test_jobs_survive_and_reconcile_after_a_runner_crash(
+    runner: ServiceProcess, tmp_path: Path
+) -> None:
     address = runner.start()
     channel = grpc.insecure_channel(address)
     stub = svc.JobRunnerServiceStub(channel)

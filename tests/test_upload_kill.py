@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.harness import TEST_SECRET, eventually
-from tests.support.upload_service import AWS_ENV, MotoServer, UploadProcess
+from tests.support.upload_service import AWS_ENV, MotoServer, upload_process
 from trainyard.gateway.config import render
 from trainyard.gateway.process import EnvoyProcess
 from trainyard.runtime.auth import TokenAuthority
@@ -98,7 +98,7 @@ def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scenari
 def test_a_killed_upload_leaves_nothing_behind(scenario: Scenario, tmp_path: Path) -> None:
     data = tmp_path / "data"
     # Grace 0: whatever the dead process left is swept as soon as the service starts again.
-    service = UploadProcess(data, {"TRAINYARD_UPLOAD_ORPHAN_GRACE_SECONDS": "0", **scenario.env})
+    service = upload_process(data, {"TRAINYARD_UPLOAD_ORPHAN_GRACE_SECONDS": "0", **scenario.env})
     envoy = EnvoyProcess(render({"upload": service.start()}, http_port=0), tmp_path / "envoy")
     stall = threading.Event()
     try:
@@ -144,7 +144,7 @@ def test_a_killed_upload_leaves_nothing_behind(scenario: Scenario, tmp_path: Pat
         assert not isinstance(result, httpx.Response) or result.status_code >= 500, result
         assert scenario.leftovers(), "the dead upload left its marker and files behind"
 
-        service.start(port=service.port)  # ready only after the start-up sweep
+        service.start()  # the same port; ready only after the start-up sweep
         assert scenario.leftovers() == []
         with sqlite3.connect(data / "upload.db") as db:
             assert db.execute("SELECT count(*) FROM upload_uploads").fetchone() == (0,)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,90 @@ PHASES = (("upload", "jobrunner"), ("orchestrator", "finetuning", "clustering"))
 CLI_CLIENT_ID = "trainyard-cli"
 
 
-@dataclass
-class Child:
-    name: str
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    address: str | None = None
-    restarts: list[float] = field(default_factory=list)
+class ServiceProcess:
+    """One service as a child process (`trainyard serve NAME`), dying with its parent. It binds
+    `port` (0: any free port; a restart keeps the port it got) and is ready once it has written
+    its ready file. `env` is the child's whole environment (default: ours)."""
+
+    def __init__(
+        self,
+        name: str,
+        run_dir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.run_dir = run_dir
+        self.env = env if env is not None else os.environ
+        self.host = host
+        self.log_path = log_path or run_dir / f"{name}.log"
+        self.ready_file = run_dir / f"{name}.ready"
+        self.port = 0
+        self.address: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts: list[float] = []
+
+    def spawn(self) -> None:
+        """Start the process; `await_ready` waits for it."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ready_file.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "trainyard.cli",
+                    "serve",
+                    self.name,
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    "--ready-file",
+                    str(self.ready_file),
+                ],
+                env=dict(self.env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+
+    def await_ready(self, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        assert self.proc is not None
+        while not self.ready_file.exists():
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text()[-3000:]
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not start within {timeout}s")
+            time.sleep(0.05)
+        address: str = json.loads(self.ready_file.read_text())["address"]
+        self.address = address
+        self.port = int(address.rsplit(":", 1)[1])
+        return address
+
+    def start(self, timeout: float = 60.0) -> str:
+        self.spawn()
+        return self.await_ready(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM (graceful shutdown), SIGKILL after `grace`."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 def client_credentials(data_dir: Path) -> dict[str, str]:
@@ -68,7 +145,7 @@ class Suite:
         self.admin_port = admin_port
         self.run_dir = self.data_dir / "run"
         self.log_dir = self.data_dir / "logs"
-        self.children: dict[str, Child] = {}
+        self.children: dict[str, ServiceProcess] = {}
         self.envoy: EnvoyProcess | None = None
         self._envoy_restarts: list[float] = []
         self.env: dict[str, str] = {}
@@ -92,10 +169,16 @@ class Suite:
         try:
             for phase in PHASES:
                 for name in phase:
-                    self.children[name] = Child(name)
-                    self._spawn(self.children[name])
+                    self.children[name] = ServiceProcess(
+                        name,
+                        self.run_dir,
+                        self.env,
+                        host=self.host,
+                        log_path=self.log_dir / f"{name}.log",
+                    )
+                    self.children[name].spawn()
                 for name in phase:
-                    self._await_ready(self.children[name], timeout)
+                    self.children[name].await_ready(timeout)
                     self.env[f"TRAINYARD_{name.upper()}_ADDRESS"] = (
                         self.children[name].address or ""
                     )
@@ -119,45 +202,6 @@ class Suite:
         tmp.write_text(json.dumps(endpoints, indent=2))
         tmp.replace(self.data_dir / "endpoints.json")
         return endpoints
-
-    def _spawn(self, child: Child) -> None:
-        ready = self.run_dir / f"{child.name}.ready"
-        ready.unlink(missing_ok=True)
-        log = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - owned by child
-        child.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "trainyard.cli",
-                "serve",
-                child.name,
-                "--host",
-                self.host,
-                "--port",
-                str(child.port),
-                "--ready-file",
-                str(ready),
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-        log.close()
-
-    def _await_ready(self, child: Child, timeout: float) -> None:
-        ready = self.run_dir / f"{child.name}.ready"
-        deadline = time.monotonic() + timeout
-        assert child.proc is not None
-        while not ready.exists():
-            if child.proc.poll() is not None:
-                tail = (self.log_dir / f"{child.name}.log").read_text()[-3000:]
-                raise RuntimeError(f"{child.name} exited with {child.proc.returncode}:\n{tail}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{child.name} did not start within {timeout}s")
-            time.sleep(0.05)
-        child.address = json.loads(ready.read_text())["address"]
-        child.port = int(child.address.rsplit(":", 1)[1])
 
     def _start_envoy(self, http_port: int, timeout: float) -> None:
         upstreams = {name: c.address or "" for name, c in self.children.items()}
@@ -194,9 +238,9 @@ class Suite:
             if not self._may_restart(child.restarts):
                 continue
             self._say(f"{child.name} exited with {child.proc.returncode}; restarting")
-            self._spawn(child)
+            child.spawn()
             try:
-                self._await_ready(child, 60)
+                child.await_ready(60)
             except (RuntimeError, TimeoutError) as exc:
                 self._say(f"{child.name} failed to restart: {exc}")
 

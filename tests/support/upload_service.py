@@ -3,16 +3,15 @@ and a moto S3 server on an ephemeral port."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.support.harness import TEST_SECRET, eventually
+from trainyard.suite import ServiceProcess
 
 BIN = Path(sys.executable).parent
 AWS_ENV = {
@@ -23,63 +22,19 @@ AWS_ENV = {
 }
 
 
-class UploadProcess:
-    """The upload service as a child process; `start(port)` returns once it serves."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.env = {
+def upload_process(data_dir: Path, env: dict[str, str] | None = None) -> ServiceProcess:
+    """The upload service as a child process (so it can be killed) on the test key."""
+    return ServiceProcess(
+        "upload",
+        data_dir,
+        {
             **os.environ,
             "TRAINYARD_DATA_DIR": str(data_dir),
             "TRAINYARD_AUTH_SECRET": TEST_SECRET,
             "TRAINYARD_LOG_FORMAT": "json",
             **(env or {}),
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.address = ""
-        self.port = 0
-
-    def start(self, port: int = 0) -> str:
-        ready = self.data_dir / "upload-ready.json"
-        ready.unlink(missing_ok=True)
-        with open(self.data_dir / "upload.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(str(BIN / "trainyard"), "serve", "upload"),
-                    *("--port", str(port), "--ready-file", str(ready)),
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-        def serving() -> dict[str, Any] | None:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"the upload service exited with {self.proc.returncode}:\n"
-                    + (self.data_dir / "upload.log").read_text()[-3000:]
-                )
-            return json.loads(ready.read_text()) if ready.exists() else None
-
-        info = eventually(serving, timeout=60, message="the upload service never became ready")
-        assert info is not None
-        self.address = str(info["address"])
-        self.port = int(self.address.rsplit(":", 1)[1])
-        return self.address
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        },
+    )
 
 
 class MotoServer:
