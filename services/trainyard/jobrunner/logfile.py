@@ -43,6 +43,7 @@ class LogWriter:
 
     def __init__(self, path: Path, attempt: int, first_seq: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        drop_torn_tail(path)
         self.path = path
         self.attempt = attempt
         self.next_seq = first_seq if first_seq is not None else last_seq(path) + 1
@@ -64,28 +65,60 @@ class LogWriter:
         self._fh.close()
 
 
+def records_backwards(path: Path) -> Iterator[Record]:
+    """The log's complete records from the last to the first (a torn tail is skipped), reading
+    the file from its end in blocks, so the tail of a large log is found without a full scan."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed when the generator ends
+    except FileNotFoundError:
+        return
+    with fh:
+        end = fh.seek(0, os.SEEK_END)  # everything before `end` is still to be yielded
+        block = 1 << 16
+        while end > 0:
+            start = max(0, end - block)
+            fh.seek(start)
+            pieces = fh.read(end - start).split(b"\n")
+            pieces.pop()  # after the last newline: empty, or the torn tail of a dead writer
+            new_end = start
+            if start > 0:
+                # The first piece may begin before `start`: leave it for the next block.
+                new_end = start + len(pieces[0]) + 1 if pieces else end
+                if new_end == end:  # a line longer than the block: read more at once
+                    block *= 4
+                    continue
+                pieces = pieces[1:]
+            for raw in reversed(pieces):
+                rec = parse(raw.decode("utf-8", "replace") + "\n")
+                if rec is not None:
+                    yield rec
+            end = new_end
+
+
 def last_seq(path: Path) -> int:
     """The last complete record's sequence number (0 for no log)."""
+    return next((rec.seq for rec in records_backwards(path)), 0)
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut an incomplete last line (a writer that died mid-record), so that what is appended
+    next starts on a line of its own."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            block = 4096
-            while True:
-                start = max(0, size - block)
-                fh.seek(start)
-                data = fh.read(size - start)
-                lines = data.split(b"\n")
-                # lines[-1] is the (possibly empty) torn tail; find the last complete record.
-                for raw in reversed(lines[:-1]):
-                    rec = parse(raw.decode("utf-8", "replace") + "\n")
-                    if rec is not None:
-                        return rec.seq
-                if start == 0:
-                    return 0
-                block *= 4
+        fh = open(path, "r+b")  # noqa: SIM115
     except FileNotFoundError:
-        return 0
+        return
+    with fh:
+        size = fh.seek(0, os.SEEK_END)
+        block = 4096
+        while size:
+            start = max(0, size - block)
+            fh.seek(start)
+            data = fh.read(size - start)
+            cut = data.rfind(b"\n")
+            if cut >= 0 or start == 0:
+                fh.truncate(start + cut + 1)  # cut == -1 at start 0: no complete line at all
+                return
+            block *= 4
 
 
 class LogReader:

@@ -43,7 +43,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workload
-from trainyard.jobrunner.logfile import STDOUT, LogWriter, parse
+from trainyard.jobrunner.logfile import STDOUT, LogWriter, records_backwards
 
 if TYPE_CHECKING:
     from trainyard.jobrunner.settings import JobrunnerSettings
@@ -203,63 +203,15 @@ def _shutdown(response: Any) -> None:
 def _log_tail(path: Path) -> tuple[int, int | None, int]:
     """(attempt of the last record, its time, how many trailing records of that attempt share
     that time); (0, None, 0) without records."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        return 0, None, 0
-    with fh:
-        size = fh.seek(0, os.SEEK_END)
-        block = 1 << 16
-        while True:
-            start = max(0, size - block)
-            fh.seek(start)
-            lines = fh.read(size - start).split(b"\n")[:-1]  # the part after the last \n is torn
-            if start > 0:
-                lines = lines[1:]  # may be cut
-            attempt, stamp, ties = 0, None, 0
-            decided = False
-            for raw in reversed(lines):
-                rec = parse(raw.decode("utf-8", "replace") + "\n")
-                if rec is None:
-                    continue
-                if stamp is None:
-                    attempt, stamp, ties = rec.attempt, rec.time_ns, 1
-                elif rec.attempt == attempt and rec.time_ns == stamp:
-                    ties += 1
-                else:
-                    decided = True
-                    break
-            if decided or start == 0:
-                return attempt, stamp, ties
-            block *= 4
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut an incomplete last line (a writer that died mid-record) before appending."""
-    try:
-        fh = open(path, "r+b")  # noqa: SIM115
-    except FileNotFoundError:
-        return
-    with fh:
-        size = fh.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        fh.seek(size - 1)
-        if fh.read(1) == b"\n":
-            return
-        block = 4096
-        while True:
-            start = max(0, size - block)
-            fh.seek(start)
-            data = fh.read(size - start)
-            cut = data.rfind(b"\n")
-            if cut >= 0:
-                fh.truncate(start + cut + 1)
-                return
-            if start == 0:
-                fh.truncate(0)
-                return
-            block *= 4
+    attempt, stamp, ties = 0, None, 0
+    for rec in records_backwards(path):
+        if stamp is None:
+            attempt, stamp, ties = rec.attempt, rec.time_ns, 1
+        elif rec.attempt == attempt and rec.time_ns == stamp:
+            ties += 1
+        else:
+            break
+    return attempt, stamp, ties
 
 
 class _Cursor:
@@ -1241,7 +1193,6 @@ def _load_resume(log_path: Path, job_uid: str) -> _Resume:
     pods: list[tuple[str, str]] = []
     if isinstance(state, dict) and state.get("uid") == job_uid:
         pods = [(str(p["uid"]), str(p["name"])) for p in state.get("pods") or []]
-    _drop_torn_tail(log_path)
     attempt, stamp, ties = _log_tail(log_path)
     if attempt == 0:
         return _Resume(pods)
