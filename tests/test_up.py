@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -102,8 +103,13 @@ def test_every_service_lists_itself_by_reflection_and_is_serving(suite) -> None:
         assert json.loads(health) == {"status": "SERVING"}
 
 
+def _endpoints(data: Path) -> dict[str, Any]:
+    endpoints: dict[str, Any] = json.loads((data / "endpoints.json").read_text())
+    return endpoints
+
+
 def test_a_killed_service_is_restarted(suite) -> None:  # type: ignore[no-untyped-def]
-    _, _, endpoints = suite
+    _, data, endpoints = suite
     pid = endpoints["pids"]["finetuning"]
     os.kill(pid, signal.SIGKILL)
     address = endpoints["grpc"]["finetuning"]
@@ -125,11 +131,19 @@ def test_a_killed_service_is_restarted(suite) -> None:  # type: ignore[no-untype
         timeout=30,
         message="envoy does not see every service healthy again",
     )
+    # endpoints.json names the new process, at the same address.
+    current = eventually(
+        lambda: (now := _endpoints(data))["pids"]["finetuning"] != pid and now,
+        message="endpoints.json still names the dead process",
+    )
+    assert current["grpc"]["finetuning"] == address
+    assert psutil.Process(current["pids"]["finetuning"]).is_running()
 
 
 def test_a_killed_envoy_is_restarted_on_its_port(suite) -> None:  # type: ignore[no-untyped-def]
-    proc, _, endpoints = suite
+    proc, data, endpoints = suite
     envoy = next(c for c in psutil.Process(proc.pid).children() if c.name() == "envoy")
+    assert _endpoints(data)["envoy_pid"] == envoy.pid
     envoy.kill()
     http = endpoints["http"]
 
@@ -144,6 +158,13 @@ def test_a_killed_envoy_is_restarted_on_its_port(suite) -> None:  # type: ignore
         message="envoy is still running",
     )
     eventually(healthy, timeout=60, message="envoy was not restarted on the same port")
+    # endpoints.json names the new Envoy, and its admin address answers.
+    current = eventually(
+        lambda: (now := _endpoints(data))["envoy_pid"] != envoy.pid and now,
+        message="endpoints.json still names the dead Envoy",
+    )
+    assert current["http"] == http
+    assert httpx.get(current["admin"] + "/ready", timeout=5).text.strip() == "LIVE"
 
 
 def test_sigterm_stops_everything(suite) -> None:  # type: ignore[no-untyped-def]

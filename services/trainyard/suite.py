@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,39 @@ from trainyard.runtime.settings import ensure_local_secret
 # Services others call start first.
 PHASES = (("upload", "jobrunner"), ("orchestrator", "finetuning", "clustering"))
 CLI_CLIENT_ID = "trainyard-cli"
+
+
+RESTART_BUDGET = 5  # restarts of one process within RESTART_WINDOW_SECONDS
+RESTART_WINDOW_SECONDS = 60.0
+WAITING_NOTICE_SECONDS = 5.0
+
+
+class RestartBudget:
+    """At most RESTART_BUDGET restarts of one process a minute. A process that died once the
+    budget is spent waits, and the supervisor says so every WAITING_NOTICE_SECONDS."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._restarts: list[float] = []
+        self._last_notice: float | None = None
+
+    def may_restart(self, name: str, returncode: int | None, say: Callable[[str], None]) -> bool:
+        """Record and allow a restart of `name`, or say (now and then) why it must wait."""
+        now = self._clock()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_SECONDS]
+        if len(self._restarts) < RESTART_BUDGET:
+            self._restarts.append(now)
+            self._last_notice = None
+            say(f"{name} exited with {returncode}; restarting")
+            return True
+        if self._last_notice is None or now - self._last_notice >= WAITING_NOTICE_SECONDS:
+            self._last_notice = now
+            wait = RESTART_WINDOW_SECONDS - (now - self._restarts[0])
+            say(
+                f"{name} is down (exited with {returncode}) and has used its restart budget "
+                f"({RESTART_BUDGET} a minute); next restart in {wait:.0f}s"
+            )
+        return False
 
 
 class ServiceProcess:
@@ -52,7 +85,7 @@ class ServiceProcess:
         self.port = 0
         self.address: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts: list[float] = []
+        self.budget = RestartBudget()
 
     def spawn(self) -> None:
         """Start the process; `await_ready` waits for it."""
@@ -147,7 +180,7 @@ class Suite:
         self.log_dir = self.data_dir / "logs"
         self.children: dict[str, ServiceProcess] = {}
         self.envoy: EnvoyProcess | None = None
-        self._envoy_restarts: list[float] = []
+        self._envoy_budget = RestartBudget()
         self.env: dict[str, str] = {}
         self.out = out or sys.stdout
 
@@ -188,7 +221,12 @@ class Suite:
         except BaseException:
             self.stop()
             raise
-        endpoints = {
+        return self.write_endpoints()
+
+    def endpoints(self) -> dict[str, Any]:
+        """Where everything answers now: addresses, Envoy's admin URL and the live pids."""
+        assert self.envoy is not None
+        return {
             "http": f"http://{self.host}:{self.envoy.http_port}",
             "admin": self.envoy.admin_url,
             "grpc": {name: c.address for name, c in self.children.items()},
@@ -197,7 +235,12 @@ class Suite:
             "logs": str(self.log_dir),
             "client_id": CLI_CLIENT_ID,
             "pids": {name: c.proc.pid if c.proc else None for name, c in self.children.items()},
+            "envoy_pid": self.envoy.proc.pid if self.envoy.proc else None,
         }
+
+    def write_endpoints(self) -> dict[str, Any]:
+        """(Re)write DATA_DIR/endpoints.json atomically; called at start and after restarts."""
+        endpoints = self.endpoints()
         tmp = self.data_dir / "endpoints.json.tmp"
         tmp.write_text(json.dumps(endpoints, indent=2))
         tmp.replace(self.data_dir / "endpoints.json")
@@ -211,38 +254,33 @@ class Suite:
         )
         self.envoy.start(timeout)
 
-    @staticmethod
-    def _may_restart(restarts: list[float]) -> bool:
-        """At most 5 restarts a minute; records this one."""
-        now = time.monotonic()
-        restarts[:] = [t for t in restarts if now - t < 60]
-        if len(restarts) >= 5:
-            return False
-        restarts.append(now)
-        return True
-
     def supervise_once(self) -> None:
-        """Restart services and Envoy that died, on the same ports (at most 5 times a minute)."""
+        """Restart services and Envoy that died, on the same ports, within the restart budget
+        (RESTART_BUDGET a minute each); rewrite endpoints.json after any restart. While a dead
+        process waits for budget, say so every WAITING_NOTICE_SECONDS."""
+        restarted = False
         envoy = self.envoy
-        envoy_died = envoy is not None and envoy.proc is not None and envoy.proc.poll() is not None
-        if envoy_died and self._may_restart(self._envoy_restarts):
-            assert envoy is not None and envoy.proc is not None
-            self._say(f"envoy exited with {envoy.proc.returncode}; restarting")
+        code = envoy.proc.poll() if envoy is not None and envoy.proc is not None else None
+        if code is not None and self._envoy_budget.may_restart("envoy", code, self._say):
+            assert envoy is not None
             try:
                 self._start_envoy(envoy.http_port or self.http_port, 60)
+                restarted = True
             except (RuntimeError, TimeoutError) as exc:
                 self._say(f"envoy failed to restart: {exc}")
         for child in self.children.values():
             if child.proc is None or child.proc.poll() is None:
                 continue
-            if not self._may_restart(child.restarts):
+            if not child.budget.may_restart(child.name, child.proc.returncode, self._say):
                 continue
-            self._say(f"{child.name} exited with {child.proc.returncode}; restarting")
             child.spawn()
             try:
                 child.await_ready(60)
+                restarted = True
             except (RuntimeError, TimeoutError) as exc:
                 self._say(f"{child.name} failed to restart: {exc}")
+        if restarted and self.envoy is not None:
+            self.write_endpoints()
 
     def stop(self, grace: float = 15.0) -> None:
         if self.envoy is not None:

@@ -14,6 +14,11 @@ from trainyard.gateway.descriptors import SERVICES, descriptor_set, streaming_me
 LUA_STATUS = (Path(__file__).parent / "status.lua").read_text()
 
 UNARY_TIMEOUT = "120s"
+# Active gRPC health checks of every upstream: /healthz turns 503 within
+# interval * unhealthy_threshold (0.8 s) of a service dying; a check is 2 gRPC calls a second.
+HEALTH_CHECK_INTERVAL_SECONDS = 0.4
+HEALTH_CHECK_UNHEALTHY_THRESHOLD = 2
+HEALTH_CHECK_TIMEOUT_SECONDS = 1.0
 _T = "type.googleapis.com/envoy.extensions."
 
 # HTTP status of Envoy's own replies -> the gRPC code number used in every JSON error body.
@@ -77,10 +82,10 @@ def _cluster(name: str, address: str) -> dict[str, Any]:
         },
         "health_checks": [
             {
-                "timeout": "2s",
-                "interval": "5s",
-                "no_traffic_interval": "5s",
-                "unhealthy_threshold": 2,
+                "timeout": f"{HEALTH_CHECK_TIMEOUT_SECONDS}s",
+                "interval": f"{HEALTH_CHECK_INTERVAL_SECONDS}s",
+                "no_traffic_interval": f"{HEALTH_CHECK_INTERVAL_SECONDS}s",
+                "unhealthy_threshold": HEALTH_CHECK_UNHEALTHY_THRESHOLD,
                 "healthy_threshold": 1,
                 "grpc_health_check": {},
             }
