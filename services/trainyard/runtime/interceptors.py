@@ -87,6 +87,9 @@ def authorize(policy: int, ident: Identity | None) -> None:
         )
     if policy == options_pb2.AUTH_POLICY_USER and ident.kind == "job":
         raise PermissionDenied("job tokens may only report on their own training")
+    if policy == options_pb2.AUTH_POLICY_USER and ident.kind != "user":
+        # A service acts for a user only through the SERVICE RPCs that name the owner.
+        raise PermissionDenied("this route needs a user token", reason="USER_TOKEN_REQUIRED")
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
