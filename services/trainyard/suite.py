@@ -32,6 +32,7 @@ CLI_CLIENT_ID = "trainyard-cli"
 RESTART_BUDGET = 5  # restarts of one process within RESTART_WINDOW_SECONDS
 RESTART_WINDOW_SECONDS = 60.0
 WAITING_NOTICE_SECONDS = 5.0
+SUPERVISE_INTERVAL_SECONDS = 0.2  # how often `up` looks for dead children
 
 
 class RestartBudget:
@@ -301,7 +302,7 @@ class Suite:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         try:
-            while not stop.wait(0.5):
+            while not stop.wait(SUPERVISE_INTERVAL_SECONDS):
                 self.supervise_once()
         finally:
             self._say("stopping Trainyard ...")
