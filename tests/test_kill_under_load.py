@@ -47,9 +47,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     data = tmp_path_factory.mktemp("kill")
     env = {
         **os.environ,
-        "TRAINYARD_JOBRUNNER_PIPELINES": json.dumps(
-            {"quick": {"command": ["echo", "trained"]}}
-        ),
+        "TRAINYARD_JOBRUNNER_PIPELINES": json.dumps({"quick": {"command": ["echo", "trained"]}}),
     }
     proc = subprocess.Popen(
         [str(BIN / "trainyard"), "up", "--data-dir", str(data), "--http-port", "0"],
@@ -59,8 +57,10 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     )
     try:
         endpoints = eventually(
-            lambda: (data / "endpoints.json").exists()
-            and json.loads((data / "endpoints.json").read_text()),
+            lambda: (
+                (data / "endpoints.json").exists()
+                and json.loads((data / "endpoints.json").read_text())
+            ),
             timeout=120,
             message="trainyard up never wrote endpoints.json",
         )
@@ -161,8 +161,9 @@ def test_each_service_killed_under_load_comes_back_and_loses_nothing(suite: Suit
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             eventually(
-                lambda p=pid: not psutil.pid_exists(p)
-                or psutil.Process(p).status() == psutil.STATUS_ZOMBIE,
+                lambda p=pid: (
+                    not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
+                ),
                 message=f"{name} survived SIGKILL",
             )
             eventually(
@@ -173,7 +174,7 @@ def test_each_service_killed_under_load_comes_back_and_loses_nothing(suite: Suit
             back_after = time.monotonic() - killed_at
             assert back_after <= BACK_WITHIN_SECONDS, (name, back_after)
             current = eventually(
-                lambda p=pid: (now := suite.endpoints())["pids"][name] != p and now,
+                lambda p=pid, n=name: (now := suite.endpoints())["pids"][n] != p and now,
                 message=f"endpoints.json still names the dead {name}",
             )
             assert current["grpc"][name] == address
@@ -185,9 +186,7 @@ def test_each_service_killed_under_load_comes_back_and_loses_nothing(suite: Suit
     assert loop.uploads and loop.jobs, (len(loop.uploads), len(loop.jobs))
 
     with httpx.Client(base_url=suite.http, headers=suite.headers, timeout=30) as client:
-        eventually(
-            lambda: client.get("/healthz").status_code == 200, message="never healthy again"
-        )
+        eventually(lambda: client.get("/healthz").status_code == 200, message="never healthy again")
         listed_uploads = {u["upload_id"] for u in _all_pages(client, "/api/v2/train/uploads")}
         assert set(loop.uploads) <= listed_uploads, set(loop.uploads) - listed_uploads
 
