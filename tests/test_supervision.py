@@ -85,3 +85,22 @@ def test_healthz_turns_503_when_a_service_dies_and_200_when_it_is_back(tmp_path:
         eventually(lambda: httpx.get(healthz).status_code == 200, message="never healthy again")
     finally:
         harness.close()
+
+
+def test_a_service_runs_alone_without_the_cli_imports() -> None:
+    """`python -m trainyard.NAME` (what `up` starts) loads neither typer nor the suite."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['x', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('trainyard.upload', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('typer', 'trainyard.cli', 'trainyard.suite', 'trainyard.gateway')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -66,24 +66,9 @@ def serve(
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVICE_NAMES)}")
     if metrics_port is not None:
         os.environ[f"TRAINYARD_{service.upper()}_METRICS_PORT"] = str(metrics_port)
-    serve_main(service, host=host, port=port, ready_file=ready_file)
-
-
-def serve_main(
-    service: str, host: str | None = None, port: int | None = None, ready_file: Path | None = None
-) -> None:
     from trainyard import services
-    from trainyard.runtime.server import main_for
 
-    main_for(
-        service,
-        services.builder(service),
-        services.settings_class(service),
-        services.default_port(service),
-        host=host,
-        port=port,
-        ready_file=ready_file,
-    )
+    services.serve(service, host=host, port=port, ready_file=ready_file)
 
 
 @app.command()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from trainyard.runtime.server import App
@@ -37,3 +39,31 @@ def builder(name: str) -> Callable[[CommonSettings, Any], Awaitable[App]]:
 
 def default_port(name: str) -> int:
     return DEFAULT_PORTS[name]
+
+
+def serve(
+    name: str, host: str | None = None, port: int | None = None, ready_file: Path | None = None
+) -> None:
+    """Run service `name` in this process until SIGTERM (the settings come from the env)."""
+    from trainyard.runtime.server import main_for
+
+    main_for(
+        name,
+        builder(name),
+        settings_class(name),
+        default_port(name),
+        host=host,
+        port=port,
+        ready_file=ready_file,
+    )
+
+
+def main(name: str, argv: Sequence[str] | None = None) -> None:
+    """`python -m trainyard.<name> [--host H] [--port N] [--ready-file F]`: one service alone,
+    without the CLI's imports (typer, the gateway, the suite)."""
+    parser = argparse.ArgumentParser(prog=f"python -m trainyard.{name}")
+    parser.add_argument("--host", help="listen address (default from settings)")
+    parser.add_argument("--port", type=int, help="gRPC port; 0 picks a free one")
+    parser.add_argument("--ready-file", type=Path, help="write {address} here once serving")
+    ns = parser.parse_args(argv)
+    serve(name, host=ns.host, port=ns.port, ready_file=ns.ready_file)

@@ -64,7 +64,7 @@ class RestartBudget:
 
 
 class ServiceProcess:
-    """One service as a child process (`trainyard serve NAME`), dying with its parent. It binds
+    """One service as a child process (`python -m trainyard.NAME`), dying with its parent. It binds
     `port` (0: any free port; a restart keeps the port it got) and is ready once it has written
     its ready file. `env` is the child's whole environment (default: ours)."""
 
@@ -97,9 +97,7 @@ class ServiceProcess:
                 [
                     sys.executable,
                     "-m",
-                    "trainyard.cli",
-                    "serve",
-                    self.name,
+                    f"trainyard.{self.name}",
                     "--host",
                     self.host,
                     "--port",

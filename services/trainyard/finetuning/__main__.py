@@ -1,3 +1,3 @@
-from trainyard.cli import serve_main
+from trainyard.services import main
 
-serve_main("finetuning")
+main("finetuning")
