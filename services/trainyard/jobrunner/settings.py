@@ -29,6 +29,11 @@ class JobrunnerSettings(ServiceSettings):
         default_factory=lambda: os.cpu_count() or 1,
         description="Local backend: most workloads running at once; the rest wait FIFO.",
     )
+    workload_user: str = Field(
+        default="nobody",
+        description="Local backend, job-runner running as root: the unprivileged user (name or "
+        "uid) workloads run as; empty runs them as the job-runner's own user.",
+    )
     kill_grace_seconds: float = Field(default=5.0, description="SIGTERM -> SIGKILL delay.")
     log_dir: Path | None = Field(default=None, description="Job logs; default DATA_DIR/jobs.")
     namespace: str = "trainyard-jobs"

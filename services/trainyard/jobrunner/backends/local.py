@@ -1,4 +1,13 @@
-"""Local backend: each attempt runs under a shim in its own session (see shim.py)."""
+"""Local backend: each attempt runs under a shim in its own session (see shim.py).
+
+Nothing of the user's reaches platform code: the shim starts isolated (`python -I`) with a
+minimal environment of its own, and gets the workload's environment in a file it applies to the
+workload's process only. That environment is built here from scratch (a fixed PATH, HOME = the
+job's work directory, the job's id and name, the user's variables): nothing of the job-runner's
+own environment (settings, secrets) leaks into it. When the job-runner runs as root, workloads
+run as an unprivileged user (TRAINYARD_JOBRUNNER_WORKLOAD_USER) that owns only its work
+directory.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import signal
 import sys
 import time
@@ -17,12 +27,32 @@ import structlog
 
 from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workload
 from trainyard.jobrunner.logfile import last_seq
-from trainyard.jobrunner.shim import exit_path
+from trainyard.jobrunner.shim import env_path, exit_path, work_dir
 
 log = structlog.get_logger("trainyard.jobrunner.local")
 
 RETRYABLE = {"EXIT_CODE", "OOM_KILLED", "SIGNALED"}
-_BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "TZ")
+#: The PATH of every workload (and shim): the job-runner's interpreter's bin first, so `python`
+#: and the tools installed beside it are found, then the system's.
+SAFE_PATH = os.pathsep.join(
+    dict.fromkeys([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"])
+)
+
+
+def workload_identity(user: str) -> tuple[int, int] | None:
+    """(uid, gid) to run workloads as: `user` (a name or a number) when this process is root;
+    None (run as this process's user) when `user` is empty or this process is not root."""
+    if not user or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError as exc:
+        raise ValueError(
+            f"TRAINYARD_JOBRUNNER_WORKLOAD_USER={user!r} is not a user of this machine"
+        ) from exc
+    if entry.pw_uid == 0:
+        raise ValueError("TRAINYARD_JOBRUNNER_WORKLOAD_USER must not be root")
+    return entry.pw_uid, entry.pw_gid
 
 
 def _alive(pid: int, create_time: float) -> bool:
@@ -45,18 +75,35 @@ class LocalBackend(Backend):
     name = "local"
     runner_admission = True
 
-    def __init__(self, log_root: Path, grace_seconds: float = 5.0) -> None:
+    def __init__(self, log_root: Path, grace_seconds: float = 5.0, workload_user: str = "") -> None:
         self.log_root = log_root
         self.grace = grace_seconds
+        #: (uid, gid) workloads run as; None: as the job-runner's own user.
+        self.identity = workload_identity(workload_user)
         self._cancelled: set[str] = set()
 
     def _env(self, wl: Workload) -> dict[str, str]:
-        env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
-        env.update(
-            {"PYTHONUNBUFFERED": "1", "TRAINYARD_JOB_ID": wl.job_id, "TRAINYARD_JOB_NAME": wl.name}
-        )
-        env.update(wl.env)
+        """The workload's whole environment: built from scratch, never from os.environ."""
+        env = {
+            "PATH": SAFE_PATH,
+            "HOME": str(work_dir(wl.log_path.parent)),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "TRAINYARD_JOB_ID": wl.job_id,
+            "TRAINYARD_JOB_NAME": wl.name,
+        }
+        # The reserved names were refused on submit; the platform's values win regardless.
+        env.update({k: v for k, v in wl.env.items() if k not in env})
         return env
+
+    def _write_env(self, wl: Workload, attempt: int) -> Path:
+        path = env_path(wl.log_path.parent, attempt)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"env": self._env(wl)}, fh)
+        tmp.replace(path)
+        return path
 
     def _command(self, wl: Workload) -> list[str]:
         cmd = [*wl.command, *wl.args]
@@ -70,7 +117,10 @@ class LocalBackend(Backend):
         self, wl: Workload, handle: dict[str, Any] | None, on_running: OnRunning
     ) -> Outcome:
         job_dir = wl.log_path.parent
-        job_dir.mkdir(parents=True, exist_ok=True)
+        job_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.identity is not None:
+            # Workloads pass through (never list) the jobs tree to reach their own work/.
+            self.log_root.chmod(0o711)
         first_start = wl.started_at.timestamp() if wl.started_at else None
         attempt = 0
         result: dict[str, Any] | None = None
@@ -119,8 +169,13 @@ class LocalBackend(Backend):
         self, wl: Workload, attempt: int, deadline: float, on_running: OnRunning
     ) -> dict[str, Any]:
         job_dir = wl.log_path.parent
+        env_file = self._write_env(wl, attempt)
+        ids: list[str] = []
+        if self.identity is not None:
+            ids = ["--uid", str(self.identity[0]), "--gid", str(self.identity[1])]
         cmd = [
             sys.executable,
+            "-I",  # isolated: no PYTHON* variables, no user site, no script dir on sys.path
             "-m",
             "trainyard.jobrunner.shim",
             "--dir",
@@ -137,6 +192,9 @@ class LocalBackend(Backend):
             str(wl.cores),
             "--grace",
             str(self.grace),
+            "--env-file",
+            str(env_file),
+            *ids,
             "--",
             *self._command(wl),
         ]
@@ -146,7 +204,7 @@ class LocalBackend(Backend):
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=err,
-                env=self._env(wl),
+                env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
                 start_new_session=True,
             )
         try:
