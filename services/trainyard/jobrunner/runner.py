@@ -515,7 +515,9 @@ class JobRunner:
             raise  # runner shutdown: the next runner re-attaches
         except Exception as exc:  # a backend failure fails the job, not the runner
             log.exception("job.backend_error", job_id=job_id)
-            outcome = Outcome("FAILED", "LOST", f"the backend failed: {exc}")
+            # An OSError's text names server paths: say only what went wrong.
+            said = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            outcome = Outcome("FAILED", "LOST", f"the backend failed: {said}")
         self._monitors.pop(job_id, None)
         await self._finish(job_id, outcome)
         await self._schedule()
