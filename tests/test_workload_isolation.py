@@ -27,7 +27,7 @@ from tests.support.harness import Harness, eventually
 from tests.support.jobs import gone, lines, until
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.app import build as build_jobrunner
-from trainyard.jobrunner.backends.local import LocalBackend
+from trainyard.jobrunner.backends.local import LocalBackend, can_execute
 from trainyard.jobrunner.runner import JobRunner
 from trainyard.jobrunner.settings import JobrunnerSettings, Pipeline
 from trainyard.runtime.auth import TokenAuthority
@@ -80,6 +80,21 @@ async def test_secrets_databases_and_blobs_are_private() -> None:
     store = LocalBlobStorage(data / "uploads")
     await store.start()
     assert mode(data / "uploads") == 0o700
+
+
+def test_the_backend_knows_what_the_workload_user_can_run(tmp_path: Path) -> None:
+    """So a root job-runner can warn when `python` workloads would fail to start as nobody."""
+    assert can_execute("/bin/sh", NOBODY, NOBODY)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    tool = private / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert not can_execute(str(tool), NOBODY, NOBODY)
+    assert can_execute(str(tool), os.geteuid(), os.getegid())
+    link = open_dir() / "link"
+    link.symlink_to(tool)
+    assert not can_execute(str(link), NOBODY, NOBODY), "the link's target is out of reach"
 
 
 # ---- the exact chain of the report, through Envoy ---------------------------------------------

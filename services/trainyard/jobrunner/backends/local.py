@@ -71,6 +71,27 @@ def _read_exit(job_dir: Path, attempt: int) -> dict[str, Any] | None:
         return None
 
 
+def can_execute(path: str, uid: int, gid: int) -> bool:
+    """Whether uid:gid (no supplementary groups) may execute `path`: every folder on the way
+    searchable, the file executable, by the permission bits that apply to them."""
+
+    def allowed(st: os.stat_result, bit: int) -> bool:
+        if st.st_uid == uid:
+            return bool(st.st_mode & (bit << 6))
+        if st.st_gid == gid:
+            return bool(st.st_mode & (bit << 3))
+        return bool(st.st_mode & bit)
+
+    try:
+        real = Path(os.path.realpath(path))
+        for folder in [*reversed(real.parents), *reversed(Path(path).parents)]:
+            if not allowed(folder.stat(), 1):
+                return False
+        return allowed(real.stat(), 1)
+    except OSError:
+        return False
+
+
 class LocalBackend(Backend):
     name = "local"
     runner_admission = True
@@ -80,6 +101,14 @@ class LocalBackend(Backend):
         self.grace = grace_seconds
         #: (uid, gid) workloads run as; None: as the job-runner's own user.
         self.identity = workload_identity(workload_user)
+        if self.identity is not None and not can_execute(sys.executable, *self.identity):
+            log.warning(
+                "jobrunner.workload_user_cannot_run_python",
+                user=workload_user,
+                interpreter=sys.executable,
+                hint="python workloads will fail to start; install the interpreter where "
+                "that user can reach it, or set TRAINYARD_JOBRUNNER_WORKLOAD_USER",
+            )
         self._cancelled: set[str] = set()
 
     def _env(self, wl: Workload) -> dict[str, str]:
