@@ -302,7 +302,9 @@ async def test_the_shim_runs_isolated_with_a_clean_environment(
     if os.geteuid() == 0:
         assert workload.uids().real == NOBODY and shim.uids().real == 0
         assert workload.gids().real == NOBODY and workload.gids().effective == NOBODY
-        assert mode(job_dir / "log") == 0o600 and (job_dir / "log").stat().st_uid == 0
+        for own in ("log", "shim.err", "shim-1.json", "env-1.json"):
+            assert mode(job_dir / own) == 0o600 and (job_dir / own).stat().st_uid == 0, own
+        assert mode(job_dir) == 0o711
         assert (job_dir / "work").stat().st_uid == NOBODY
     # Cancel still stops a workload of another user, and its whole group.
     done = await runner.cancel(view.id)

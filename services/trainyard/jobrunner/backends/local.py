@@ -227,7 +227,9 @@ class LocalBackend(Backend):
             "--",
             *self._command(wl),
         ]
-        with open(job_dir / "shim.err", "ab") as err:  # noqa: ASYNC230 - local, instant
+        # The shim's own errors (tracebacks, server paths) are the platform's: 0600.
+        err_fd = os.open(job_dir / "shim.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(err_fd, "ab") as err:
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
                 stdin=asyncio.subprocess.DEVNULL,
