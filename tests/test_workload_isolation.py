@@ -331,3 +331,40 @@ async def test_limits_still_apply_to_an_unprivileged_workload(
     assert out[0] == str(256 * 1024)
     cpus = out[1].split(":")[1].strip()
     assert "," not in cpus and "-" not in cpus, cpus
+
+
+@AS_ROOT
+async def test_with_a_uid_range_each_job_is_a_user_of_its_own(tmp_path: Path) -> None:
+    data = open_dir()
+    db = Database("jobrunner", f"sqlite+aiosqlite:///{data / 'jr.db'}", MIGRATIONS, None)
+    await db.start()
+    backend = LocalBackend(data / "jobs", 1.0, "nobody", workload_uids="200000-200009")
+    runner = JobRunner(db.sessions, backend, data / "jobs", 3)
+    await runner.start()
+    try:
+        first = await runner.submit(
+            {"command": ["/bin/sh", "-c", "id -u; echo private > secret; exec sleep 60"]}, "a"
+        )
+        first_work = data / "jobs" / first.id / "work"
+        await until(lambda: (first_work / "secret").exists(), "the first job wrote its file")
+        probe = "id -u; cat $OTHER/secret 2>&1; ls $OTHER 2>&1; true"
+        second = await runner.submit(
+            {"command": ["/bin/sh", "-c", probe], "env": {"OTHER": str(first_work)}}, "b"
+        )
+        done = await runner.wait(second.id, 30)
+        assert done.state == "SUCCEEDED", done.message
+        out = [r.text for r in await lines(runner, second.id)]
+        first_uid = int((await lines(runner, first.id))[0].text)
+        assert 200000 <= first_uid <= 200009 and 200000 <= int(out[0]) <= 200009
+        assert int(out[0]) != first_uid
+        assert f"cat: {first_work}/secret: Permission denied" in out
+        assert f"ls: cannot open directory '{first_work}': Permission denied" in out
+        # Only running jobs hold a uid; the first keeps its own for all its attempts.
+        assert backend._uids == {first.id: first_uid}
+    finally:
+        for view in (await runner.list())[0]:
+            if not view.done:
+                await runner.cancel(view.id)
+        await runner.close()
+        await db.close()
+    assert backend._uids == {}

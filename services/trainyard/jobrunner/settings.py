@@ -34,6 +34,11 @@ class JobrunnerSettings(ServiceSettings):
         description="Local backend, job-runner running as root: the unprivileged user (name or "
         "uid) workloads run as; empty runs them as the job-runner's own user.",
     )
+    workload_uids: str = Field(
+        default="",
+        description="Local backend, job-runner running as root: FIRST-LAST, a range of unused "
+        "uids; each running job gets one of its own (overrides workload_user).",
+    )
     kill_grace_seconds: float = Field(default=5.0, description="SIGTERM -> SIGKILL delay.")
     log_dir: Path | None = Field(default=None, description="Job logs; default DATA_DIR/jobs.")
     namespace: str = "trainyard-jobs"

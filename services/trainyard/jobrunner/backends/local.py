@@ -19,6 +19,7 @@ import pwd
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +93,43 @@ def can_execute(path: str, uid: int, gid: int) -> bool:
         return False
 
 
+def parse_uid_range(text: str) -> range | None:
+    """`FIRST-LAST` (inclusive) as a range of uids; None for an empty setting."""
+    if not text:
+        return None
+    try:
+        first, last = (int(part) for part in text.split("-", 1))
+    except ValueError as exc:
+        raise ValueError(
+            f"TRAINYARD_JOBRUNNER_WORKLOAD_UIDS={text!r} is not FIRST-LAST, e.g. 200000-265535"
+        ) from exc
+    if first <= 0 or last < first:
+        raise ValueError(f"TRAINYARD_JOBRUNNER_WORKLOAD_UIDS={text!r}: need 0 < FIRST <= LAST")
+    return range(first, last + 1)
+
+
 class LocalBackend(Backend):
     name = "local"
     runner_admission = True
 
-    def __init__(self, log_root: Path, grace_seconds: float = 5.0, workload_user: str = "") -> None:
+    def __init__(
+        self,
+        log_root: Path,
+        grace_seconds: float = 5.0,
+        workload_user: str = "",
+        workload_uids: str = "",
+    ) -> None:
         self.log_root = log_root
         self.grace = grace_seconds
         #: (uid, gid) workloads run as; None: as the job-runner's own user.
         self.identity = workload_identity(workload_user)
-        if self.identity is not None and not can_execute(sys.executable, *self.identity):
+        #: With a range (and root), each running job gets a uid of its own from it instead,
+        #: so workloads of different jobs cannot signal, trace or read one another either.
+        self.uid_range = parse_uid_range(workload_uids) if os.geteuid() == 0 else None
+        self._uids: dict[str, int] = {}
+        if self.uid_range is not None:
+            self.identity = None
+        elif self.identity is not None and not can_execute(sys.executable, *self.identity):
             log.warning(
                 "jobrunner.workload_user_cannot_run_python",
                 user=workload_user,
@@ -142,12 +170,39 @@ class LocalBackend(Backend):
             cmd[0] = sys.executable
         return cmd
 
+    def _identity_for(self, job_id: str) -> tuple[int, int] | None:
+        """The uid:gid a job's workload runs as: its own from the range (kept across its
+        attempts and restarts of the runner), or the one workload user, or None."""
+        if self.uid_range is None:
+            return self.identity
+        uid = self._uids.get(job_id)
+        if uid is None:
+            taken = set(self._uids.values())
+            size = len(self.uid_range)
+            start = uuid.UUID(job_id).int % size if _is_uuid(job_id) else 0
+            free = (self.uid_range[(start + i) % size] for i in range(size))
+            uid = next((u for u in free if u not in taken), None)
+            if uid is None:
+                raise RuntimeError("every uid of TRAINYARD_JOBRUNNER_WORKLOAD_UIDS is in use")
+            self._uids[job_id] = uid
+        return uid, uid
+
     async def run(
+        self, wl: Workload, handle: dict[str, Any] | None, on_running: OnRunning
+    ) -> Outcome:
+        if handle and handle.get("uid") is not None and self.uid_range is not None:
+            self._uids[wl.job_id] = int(handle["uid"])
+        try:
+            return await self._run(wl, handle, on_running)
+        finally:
+            self._uids.pop(wl.job_id, None)
+
+    async def _run(
         self, wl: Workload, handle: dict[str, Any] | None, on_running: OnRunning
     ) -> Outcome:
         job_dir = wl.log_path.parent
         job_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.identity is not None:
+        if self.identity is not None or self.uid_range is not None:
             # Workloads pass through (never list) the jobs tree to reach their own work/.
             self.log_root.chmod(0o711)
         first_start = wl.started_at.timestamp() if wl.started_at else None
@@ -200,8 +255,9 @@ class LocalBackend(Backend):
         job_dir = wl.log_path.parent
         env_file = self._write_env(wl, attempt)
         ids: list[str] = []
-        if self.identity is not None:
-            ids = ["--uid", str(self.identity[0]), "--gid", str(self.identity[1])]
+        identity = self._identity_for(wl.job_id)
+        if identity is not None:
+            ids = ["--uid", str(identity[0]), "--gid", str(identity[1])]
         cmd = [
             sys.executable,
             "-I",  # isolated: no PYTHON* variables, no user site, no script dir on sys.path
@@ -242,9 +298,14 @@ class LocalBackend(Backend):
             create_time = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             create_time = 0.0
-        await on_running(
-            {"attempt": attempt, "shim_pid": proc.pid, "create_time": create_time}, attempt
-        )
+        handle: dict[str, Any] = {
+            "attempt": attempt,
+            "shim_pid": proc.pid,
+            "create_time": create_time,
+        }
+        if self.uid_range is not None and identity is not None:
+            handle["uid"] = identity[0]
+        await on_running(handle, attempt)
         if wl.job_id in self._cancelled:
             # Cancelled while this attempt was being launched: the shim stops its workload
             # (SIGTERM, then SIGKILL after the grace period) and records it.
@@ -327,6 +388,14 @@ class LocalBackend(Backend):
 
     def forget(self, job_id: str) -> None:
         self._cancelled.discard(job_id)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _group_alive(pgid: int) -> bool:
