@@ -27,7 +27,12 @@ from tests.support.harness import Harness, eventually
 from tests.support.jobs import gone, lines, until
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.app import build as build_jobrunner
-from trainyard.jobrunner.backends.local import LocalBackend, can_execute
+from trainyard.jobrunner.backends.local import (
+    LocalBackend,
+    can_execute,
+    parse_uid_range,
+    workload_identity,
+)
 from trainyard.jobrunner.runner import JobRunner
 from trainyard.jobrunner.settings import JobrunnerSettings, Pipeline
 from trainyard.runtime.auth import TokenAuthority
@@ -80,6 +85,21 @@ async def test_secrets_databases_and_blobs_are_private() -> None:
     store = LocalBlobStorage(data / "uploads")
     await store.start()
     assert mode(data / "uploads") == 0o700
+
+
+@AS_ROOT
+def test_the_workload_user_setting_is_checked_at_start() -> None:
+    assert workload_identity("nobody") == (NOBODY, NOBODY)
+    assert workload_identity(str(NOBODY)) == (NOBODY, NOBODY)
+    assert workload_identity("") is None
+    with pytest.raises(ValueError, match="not a user of this machine"):
+        workload_identity("no-such-user-here")
+    with pytest.raises(ValueError, match="must not be root"):
+        workload_identity("root")
+    assert parse_uid_range("200000-200009") == range(200000, 200010)
+    for bad in ("0-10", "5-1", "abc", "100"):
+        with pytest.raises(ValueError):
+            parse_uid_range(bad)
 
 
 def test_the_backend_knows_what_the_workload_user_can_run(tmp_path: Path) -> None:
