@@ -34,7 +34,7 @@ from trainyard.jobrunner.logfile import iter_records
 from trainyard.jobrunner.runner import JobRunner
 from trainyard.jobrunner.settings import JobrunnerSettings
 from trainyard.runtime.db import Database
-from trainyard.runtime.errors import AlreadyExists
+from trainyard.runtime.errors import AlreadyExists, InvalidArgument
 
 T = TypeVar("T")
 PY = sys.executable
@@ -161,6 +161,35 @@ async def test_job_manifest(runner: JobRunner, k8s: FakeKubernetes) -> None:
     assert env["TRAINYARD_JOB_ID"] == view.id and env["TRAINYARD_JOB_NAME"] == "train-m1"
     [pod] = k8s.pods(NS, job="train-m1")
     assert pod["metadata"]["labels"][JOB_ID_LABEL] == view.id
+
+
+async def test_the_pod_gets_no_platform_secret_and_runs_non_root(
+    runner: JobRunner, k8s: FakeKubernetes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8: the workload's pod mounts no secret (no volumes, no service-account token),
+    runs non-root, and its environment is the job's own: nothing of the job-runner's."""
+    monkeypatch.setenv("TRAINYARD_AUTH_SECRET", "must-not-leak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak")
+    view = await runner.submit(py("print('ok')", name="no-secrets", env={"epochs": "3"}), "a")
+    assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
+    job = k8s.job("no-secrets", NS)
+    assert job is not None
+    pod_spec = job["spec"]["template"]["spec"]
+    assert "volumes" not in pod_spec and pod_spec["automountServiceAccountToken"] is False
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    [container] = pod_spec["containers"]
+    assert "volumeMounts" not in container and "envFrom" not in container
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    env = {e["name"]: e for e in container["env"]}
+    assert set(env) == {"PYTHONUNBUFFERED", "TRAINYARD_JOB_ID", "TRAINYARD_JOB_NAME", "epochs"}
+    assert all("valueFrom" not in e for e in env.values())
+    assert "must-not-leak" not in json.dumps(job)
+    # The reserved names are refused on this backend too, before a Job exists.
+    with pytest.raises(InvalidArgument) as err:
+        await runner.submit(py("print(1)", name="refused", env={"LD_PRELOAD": "/x.so"}), "a")
+    assert [v.field for v in err.value.violations] == ["spec.env['LD_PRELOAD']"]
+    assert k8s.job("refused", NS) is None
 
 
 async def test_no_command_uses_the_image_entrypoint(tmp_path: Path) -> None:

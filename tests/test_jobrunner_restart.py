@@ -39,6 +39,8 @@ def runner(tmp_path: Path):  # type: ignore[no-untyped-def]
         "TRAINYARD_AUTH_SECRET": TEST_SECRET,
         "TRAINYARD_JOBRUNNER_MAX_CONCURRENT": "3",
         "TRAINYARD_JOBRUNNER_KILL_GRACE_SECONDS": "1",
+        # The workloads wait for files in tmp_path (private to root): they run as this user.
+        "TRAINYARD_JOBRUNNER_WORKLOAD_USER": "",
         "TRAINYARD_LOG_FORMAT": "json",
     }
     r = ServiceProcess("jobrunner", tmp_path, env)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.support.harness import TEST_SECRET, Harness, eventually
+from tests.support.jobs import python_runs_as
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
 from trainyard.jobrunner.app import build
@@ -36,6 +37,9 @@ def jobrunner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     own = JobrunnerSettings(
         database_url=f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
         kill_grace_seconds=1,
+        # As root, python workloads run as nobody where nobody can run this interpreter
+        # (tests/test_workload_isolation.py covers the unprivileged user with /bin/sh).
+        workload_user="nobody" if python_runs_as("nobody") else "",
         pipelines={
             "churn": Pipeline(command=["python", "-c", PRINT_ENV]),
             "a-very-long-pipeline-name-for-naming": Pipeline(command=["true"]),

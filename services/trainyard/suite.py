@@ -22,7 +22,7 @@ from typing import Any
 from trainyard.gateway.config import render
 from trainyard.gateway.process import EnvoyProcess
 from trainyard.runtime.children import die_with_parent
-from trainyard.runtime.settings import ensure_local_secret
+from trainyard.runtime.settings import ensure_local_secret, make_data_dir, make_private
 
 # Services others call start first.
 PHASES = (("upload", "jobrunner"), ("orchestrator", "finetuning", "clustering"))
@@ -152,9 +152,10 @@ def client_credentials(data_dir: Path) -> dict[str, str]:
     path = data_dir / "clients.json"
     if path.exists():
         clients: dict[str, str] = json.loads(path.read_text())
+        make_private(path)
         return clients
     clients = {CLI_CLIENT_ID: secrets.token_urlsafe(24)}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_data_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(clients, fh)

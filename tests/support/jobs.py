@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -73,3 +77,22 @@ async def follow_with_reconnects(runner: JobRunner, job_id: str, drop_every: int
                 done = True
         if done:
             return records
+
+
+@functools.cache
+def python_runs_as(user: str) -> bool:
+    """Whether `user` can run this interpreter (not so when it lives under a private home, as
+    pyenv's does under /root): tests of `python` workloads run them as that user only then."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", "import trainyard.jobrunner"],
+            user=user,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except OSError:
+        return False
+    return done.returncode == 0

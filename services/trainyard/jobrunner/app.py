@@ -27,7 +27,7 @@ def make_backend(own: JobrunnerSettings, log_root: Path) -> Backend:
         return backend
     from trainyard.jobrunner.backends.local import LocalBackend
 
-    return LocalBackend(log_root, own.kill_grace_seconds)
+    return LocalBackend(log_root, own.kill_grace_seconds, own.workload_user, own.workload_uids)
 
 
 async def build(common: CommonSettings, own: JobrunnerSettings) -> App:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
 from trainyard.jobrunner.logfile import LogReader, Record
 from trainyard.jobrunner.models import Job, JobLabel, utcnow
+from trainyard.jobrunner.workload_env import env_violations
 from trainyard.runtime.errors import (
     AlreadyExists,
     FieldViolation,
@@ -132,9 +133,14 @@ def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
         problems.append(FieldViolation("spec.resources.memory_mb", "must not be negative"))
     if int(spec.get("retries", 0) or 0) < 0:
         problems.append(FieldViolation("spec.retries", "must not be negative"))
-    for key in spec.get("env") or {}:
-        if not key or "=" in key or "\0" in key:
-            problems.append(FieldViolation(f"spec.env[{key!r}]", "is not a valid variable name"))
+    env = spec.get("env") or {}
+    problems.extend(
+        env_violations(
+            {str(k): str(v) for k, v in env.items()},
+            lambda key: f"spec.env[{key!r}]",
+            "spec.env",
+        )
+    )
     if problems:
         raise InvalidArgument(
             "invalid job spec: " + "; ".join(f"{p.field} {p.description}" for p in problems),
@@ -509,7 +515,9 @@ class JobRunner:
             raise  # runner shutdown: the next runner re-attaches
         except Exception as exc:  # a backend failure fails the job, not the runner
             log.exception("job.backend_error", job_id=job_id)
-            outcome = Outcome("FAILED", "LOST", f"the backend failed: {exc}")
+            # An OSError's text names server paths: say only what went wrong.
+            said = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            outcome = Outcome("FAILED", "LOST", f"the backend failed: {said}")
         self._monitors.pop(job_id, None)
         await self._finish(job_id, outcome)
         await self._schedule()

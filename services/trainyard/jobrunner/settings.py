@@ -29,6 +29,16 @@ class JobrunnerSettings(ServiceSettings):
         default_factory=lambda: os.cpu_count() or 1,
         description="Local backend: most workloads running at once; the rest wait FIFO.",
     )
+    workload_user: str = Field(
+        default="nobody",
+        description="Local backend, job-runner running as root: the unprivileged user (name or "
+        "uid) workloads run as; empty runs them as the job-runner's own user.",
+    )
+    workload_uids: str = Field(
+        default="",
+        description="Local backend, job-runner running as root: FIRST-LAST, a range of unused "
+        "uids; each running job gets one of its own (overrides workload_user).",
+    )
     kill_grace_seconds: float = Field(default=5.0, description="SIGTERM -> SIGKILL delay.")
     log_dir: Path | None = Field(default=None, description="Job logs; default DATA_DIR/jobs.")
     namespace: str = "trainyard-jobs"

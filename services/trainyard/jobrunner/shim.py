@@ -1,10 +1,16 @@
-"""The local workload shim: `python -m trainyard.jobrunner.shim --dir D --attempt N -- CMD...`.
+"""The local workload shim: `python -I -m trainyard.jobrunner.shim --dir D --attempt N -- CMD...`.
 
-The runner starts one shim per attempt in a new session. The shim owns the workload's pipes,
-writes every output line to the sequenced job log, enforces the deadline and the memory/CPU
-limits, and records how the workload ended in `exit-<attempt>.json`. Because the shim, not the
-runner, holds the pipes and the exit status, a workload survives a restart of the runner, which
-re-attaches by pid + start time and reads the exit file when the shim is gone.
+The runner starts one shim per attempt in a new session, isolated (`-I`) and with a minimal
+environment of its own: the user's variables never reach it. They come in `--env-file`, the
+workload's whole environment, and are applied to the workload's process only. With `--uid`
+(the job-runner runs as root) the workload runs as that unprivileged user, in `work/` of its
+job directory, the only place it owns; the shim's own files stay the shim's (mode 0600).
+
+The shim owns the workload's pipes, writes every output line to the sequenced job log,
+enforces the deadline and the memory/CPU limits, and records how the workload ended in
+`exit-<attempt>.json`. Because the shim, not the runner, holds the pipes and the exit status,
+a workload survives a restart of the runner, which re-attaches by pid + start time and reads
+the exit file when the shim is gone.
 """
 
 from __future__ import annotations
@@ -45,6 +51,15 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def work_dir(job_dir: Path) -> Path:
+    """The workload's working directory and HOME: the only part of its job directory it owns."""
+    return job_dir / "work"
+
+
+def env_path(job_dir: Path, attempt: int) -> Path:
+    return job_dir / f"env-{attempt}.json"
+
+
 def _limits(memory_mb: int, cores: float) -> Any:
     def apply() -> None:
         if memory_mb > 0:
@@ -67,8 +82,19 @@ def _kill_tree(sig: int) -> None:
             pass
 
 
+def _user_args(uid: int | None, gid: int | None) -> dict[str, Any]:
+    """Popen arguments that start the workload as uid:gid with no supplementary groups."""
+    if uid is None:
+        return {}
+    group = gid if gid is not None else uid
+    # extra_groups=[group]: setgroups() is only called for a non-empty list, and root's own
+    # supplementary groups must not reach the workload.
+    return {"user": uid, "group": group, "extra_groups": [group]}
+
+
 def run(ns: argparse.Namespace) -> int:
     job_dir: Path = ns.dir
+    os.umask(0o077)  # the log and the exit/shim files are the platform's, not the workload's
     job_dir.mkdir(parents=True, exist_ok=True)
     terminate = False
 
@@ -78,8 +104,19 @@ def run(ns: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    env: dict[str, str] | None = None
+    if ns.env_file is not None:
+        env = {str(k): str(v) for k, v in json.loads(ns.env_file.read_text())["env"].items()}
+    cwd = work_dir(job_dir)
+    cwd.mkdir(mode=0o700, exist_ok=True)
+    if ns.uid is not None:
+        # Others may pass through the job directory to reach work/ (HOME), never list or read it.
+        job_dir.chmod(0o711)
+        os.chown(cwd, ns.uid, ns.gid if ns.gid is not None else ns.uid)
     writer = LogWriter(job_dir / "log", ns.attempt, ns.first_seq)
     started = time.time()
+    # The name the pipeline gave, never the server path it resolved to (that is the user's to see).
+    shown = os.path.basename(ns.command[0])
     try:
         child = subprocess.Popen(
             ns.command,
@@ -87,10 +124,12 @@ def run(ns: argparse.Namespace) -> int:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             preexec_fn=_limits(ns.memory_mb, ns.cores),
-            cwd=job_dir,
+            cwd=cwd,
+            env=env,
+            **_user_args(ns.uid, ns.gid),
         )
     except OSError as exc:
-        writer.write(STDERR, f"trainyard: cannot start {ns.command[0]!r}: {exc}")
+        writer.write(STDERR, f"trainyard: cannot start {shown!r}: {exc.strerror}")
         writer.close()
         write_json(
             exit_path(job_dir, ns.attempt),
@@ -98,7 +137,7 @@ def run(ns: argparse.Namespace) -> int:
                 "exit_code": 127,
                 "signal": None,
                 "reason": "EXIT_CODE",
-                "message": f"cannot start {ns.command[0]!r}: {exc.strerror}",
+                "message": f"cannot start {shown!r}: {exc.strerror}",
                 "finished": time.time(),
             },
         )
@@ -194,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-mb", type=int, default=0)
     parser.add_argument("--cores", type=float, default=0)
     parser.add_argument("--grace", type=float, default=5.0)
+    parser.add_argument("--env-file", type=Path, default=None)
+    parser.add_argument("--uid", type=int, default=None)
+    parser.add_argument("--gid", type=int, default=None)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
     if ns.command[:1] == ["--"]:

@@ -12,6 +12,7 @@ from typing import Any
 from trainyard.jobrunner.logfile import Record
 from trainyard.jobrunner.runner import JobRunner, JobView
 from trainyard.jobrunner.settings import JobrunnerSettings, Pipeline
+from trainyard.jobrunner.workload_env import env_violations
 from trainyard.runtime.errors import FieldViolation, InvalidArgument, NotFound
 
 PREFIX = "model-training-"
@@ -25,7 +26,6 @@ STATUS = {
     "FAILED": "Failed",
     "CANCELLED": "Cancelled",
 }
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _integral(value: Any) -> Any:
@@ -54,14 +54,22 @@ def env_value(value: Any) -> str:
 
 
 def env_from(hyperparameters: Mapping[str, Any]) -> dict[str, str]:
-    bad = [k for k in hyperparameters if not _ENV_NAME.match(k)]
-    if bad:
+    """The hyperparameters as a workload environment; InvalidArgument naming every key that
+    breaks a rule of workload_env (reserved names, NUL bytes, sizes) before anything is stored."""
+    env = {k: env_value(v) for k, v in hyperparameters.items()}
+    problems = env_violations(env, total_field="hyperparameters")
+    if problems:
         raise InvalidArgument(
-            "hyperparameter names must be valid environment variable names "
-            "(letters, digits, '_', not starting with a digit): " + ", ".join(map(repr, bad)),
-            violations=[FieldViolation(k, "is not a valid environment variable name") for k in bad],
+            "refused hyperparameters: "
+            + "; ".join(
+                p.field + " " + p.description
+                if p.field == "hyperparameters"
+                else f"{p.field!r} {p.description}"
+                for p in problems
+            ),
+            violations=problems,
         )
-    return {k: env_value(v) for k, v in hyperparameters.items()}
+    return env
 
 
 def job_name(pipeline: str) -> str:

@@ -173,6 +173,7 @@ def main_for(
     ready_file: Path | None = None,
 ) -> None:
     """Entry point used by `trainyard serve NAME` and `python -m trainyard.NAME`."""
+    os.umask(0o077)  # every file a service writes (databases, blobs, logs) is its own alone
     common = CommonSettings()
     own = settings_cls()
     if host is not None:

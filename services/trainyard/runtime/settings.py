@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -87,20 +89,38 @@ def database_url_for(service: str, common: CommonSettings, own: ServiceSettings)
         return own.database_url
     if common.database_url:
         return common.database_url
-    common.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(common.data_dir)
     return f"sqlite+aiosqlite:///{(common.data_dir / f'{service}.db').resolve()}"
+
+
+def make_data_dir(path: Path) -> Path:
+    """Create the data dir. Others may pass through it (a workload reaches its own work
+    directory under jobs/), never list it; what it holds is private to the platform's user."""
+    path.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):  # not ours to change
+        path.chmod(0o711)
+    return path
+
+
+def make_private(path: Path) -> None:
+    """Make an existing file the platform user's alone (mode 0600), e.g. one an older version
+    created readable by all."""
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
 
 
 def ensure_local_secret(path: Path) -> str:
     """Read the secret at path, creating it (mode 0600) on first use."""
-    import os
     import secrets
 
     try:
-        return path.read_text().strip()
+        value = path.read_text().strip()
+        make_private(path)
+        return value
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_data_dir(path.parent)
     value = secrets.token_urlsafe(48)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -207,6 +207,9 @@ class LocalBlobStorage(BlobStorage):
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        # The platform's alone: no workload (another OS user) may read what it holds.
+        with contextlib.suppress(PermissionError):
+            self.root.chmod(0o700)
 
     def _path(self, key: str) -> Path:
         path = self.root.joinpath(*check_key(key))

@@ -42,7 +42,8 @@ def _upload_proto(record: UploadRecord, *, with_local_paths: bool) -> msgs.Uploa
                 name=f.name,
                 size_bytes=f.size_bytes,
                 sha256=f.sha256,
-                uri=f.uri,
+                # Server locations (file:// paths, s3:// keys) are for services only.
+                uri=f.uri if with_local_paths else "",
                 local_path=str(f.local_path) if with_local_paths and f.local_path else "",
             )
             for f in record.files
@@ -54,7 +55,7 @@ def _upload_proto(record: UploadRecord, *, with_local_paths: bool) -> msgs.Uploa
 
 class UploadServicer(svc.UploadServiceServicer):
     """UploadData/List/Get/Delete for users; Resolve/ReadUploadFile for services (a service token
-    acting for `owner`). Server paths (local_path) are only given to services."""
+    acting for `owner`). Server locations (local_path, uri) are only given to services."""
 
     def __init__(self, store: UploadStore) -> None:
         self._store = store

@@ -1,4 +1,13 @@
-"""Local backend: each attempt runs under a shim in its own session (see shim.py)."""
+"""Local backend: each attempt runs under a shim in its own session (see shim.py).
+
+Nothing of the user's reaches platform code: the shim starts isolated (`python -I`) with a
+minimal environment of its own, and gets the workload's environment in a file it applies to the
+workload's process only. That environment is built here from scratch (a fixed PATH, HOME = the
+job's work directory, the job's id and name, the user's variables): nothing of the job-runner's
+own environment (settings, secrets) leaks into it. When the job-runner runs as root, workloads
+run as an unprivileged user (TRAINYARD_JOBRUNNER_WORKLOAD_USER) that owns only its work
+directory.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +15,11 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +28,32 @@ import structlog
 
 from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workload
 from trainyard.jobrunner.logfile import last_seq
-from trainyard.jobrunner.shim import exit_path
+from trainyard.jobrunner.shim import env_path, exit_path, work_dir
 
 log = structlog.get_logger("trainyard.jobrunner.local")
 
 RETRYABLE = {"EXIT_CODE", "OOM_KILLED", "SIGNALED"}
-_BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "TZ")
+#: The PATH of every workload (and shim): the job-runner's interpreter's bin first, so `python`
+#: and the tools installed beside it are found, then the system's.
+SAFE_PATH = os.pathsep.join(
+    dict.fromkeys([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"])
+)
+
+
+def workload_identity(user: str) -> tuple[int, int] | None:
+    """(uid, gid) to run workloads as: `user` (a name or a number) when this process is root;
+    None (run as this process's user) when `user` is empty or this process is not root."""
+    if not user or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError as exc:
+        raise ValueError(
+            f"TRAINYARD_JOBRUNNER_WORKLOAD_USER={user!r} is not a user of this machine"
+        ) from exc
+    if entry.pw_uid == 0:
+        raise ValueError("TRAINYARD_JOBRUNNER_WORKLOAD_USER must not be root")
+    return entry.pw_uid, entry.pw_gid
 
 
 def _alive(pid: int, create_time: float) -> bool:
@@ -41,22 +72,95 @@ def _read_exit(job_dir: Path, attempt: int) -> dict[str, Any] | None:
         return None
 
 
+def can_execute(path: str, uid: int, gid: int) -> bool:
+    """Whether uid:gid (no supplementary groups) may execute `path`: every folder on the way
+    searchable, the file executable, by the permission bits that apply to them."""
+
+    def allowed(st: os.stat_result, bit: int) -> bool:
+        if st.st_uid == uid:
+            return bool(st.st_mode & (bit << 6))
+        if st.st_gid == gid:
+            return bool(st.st_mode & (bit << 3))
+        return bool(st.st_mode & bit)
+
+    try:
+        real = Path(os.path.realpath(path))
+        for folder in [*reversed(real.parents), *reversed(Path(path).parents)]:
+            if not allowed(folder.stat(), 1):
+                return False
+        return allowed(real.stat(), 1)
+    except OSError:
+        return False
+
+
+def parse_uid_range(text: str) -> range | None:
+    """`FIRST-LAST` (inclusive) as a range of uids; None for an empty setting."""
+    if not text:
+        return None
+    try:
+        first, last = (int(part) for part in text.split("-", 1))
+    except ValueError as exc:
+        raise ValueError(
+            f"TRAINYARD_JOBRUNNER_WORKLOAD_UIDS={text!r} is not FIRST-LAST, e.g. 200000-265535"
+        ) from exc
+    if first <= 0 or last < first:
+        raise ValueError(f"TRAINYARD_JOBRUNNER_WORKLOAD_UIDS={text!r}: need 0 < FIRST <= LAST")
+    return range(first, last + 1)
+
+
 class LocalBackend(Backend):
     name = "local"
     runner_admission = True
 
-    def __init__(self, log_root: Path, grace_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        log_root: Path,
+        grace_seconds: float = 5.0,
+        workload_user: str = "",
+        workload_uids: str = "",
+    ) -> None:
         self.log_root = log_root
         self.grace = grace_seconds
+        #: (uid, gid) workloads run as; None: as the job-runner's own user.
+        self.identity = workload_identity(workload_user)
+        #: With a range (and root), each running job gets a uid of its own from it instead,
+        #: so workloads of different jobs cannot signal, trace or read one another either.
+        self.uid_range = parse_uid_range(workload_uids) if os.geteuid() == 0 else None
+        self._uids: dict[str, int] = {}
+        if self.uid_range is not None:
+            self.identity = None
+        elif self.identity is not None and not can_execute(sys.executable, *self.identity):
+            log.warning(
+                "jobrunner.workload_user_cannot_run_python",
+                user=workload_user,
+                interpreter=sys.executable,
+                hint="python workloads will fail to start; install the interpreter where "
+                "that user can reach it, or set TRAINYARD_JOBRUNNER_WORKLOAD_USER",
+            )
         self._cancelled: set[str] = set()
 
     def _env(self, wl: Workload) -> dict[str, str]:
-        env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
-        env.update(
-            {"PYTHONUNBUFFERED": "1", "TRAINYARD_JOB_ID": wl.job_id, "TRAINYARD_JOB_NAME": wl.name}
-        )
-        env.update(wl.env)
+        """The workload's whole environment: built from scratch, never from os.environ."""
+        env = {
+            "PATH": SAFE_PATH,
+            "HOME": str(work_dir(wl.log_path.parent)),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "TRAINYARD_JOB_ID": wl.job_id,
+            "TRAINYARD_JOB_NAME": wl.name,
+        }
+        # The reserved names were refused on submit; the platform's values win regardless.
+        env.update({k: v for k, v in wl.env.items() if k not in env})
         return env
+
+    def _write_env(self, wl: Workload, attempt: int) -> Path:
+        path = env_path(wl.log_path.parent, attempt)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"env": self._env(wl)}, fh)
+        tmp.replace(path)
+        return path
 
     def _command(self, wl: Workload) -> list[str]:
         cmd = [*wl.command, *wl.args]
@@ -66,11 +170,41 @@ class LocalBackend(Backend):
             cmd[0] = sys.executable
         return cmd
 
+    def _identity_for(self, job_id: str) -> tuple[int, int] | None:
+        """The uid:gid a job's workload runs as: its own from the range (kept across its
+        attempts and restarts of the runner), or the one workload user, or None."""
+        if self.uid_range is None:
+            return self.identity
+        uid = self._uids.get(job_id)
+        if uid is None:
+            taken = set(self._uids.values())
+            size = len(self.uid_range)
+            start = uuid.UUID(job_id).int % size if _is_uuid(job_id) else 0
+            free = (self.uid_range[(start + i) % size] for i in range(size))
+            uid = next((u for u in free if u not in taken), None)
+            if uid is None:
+                raise RuntimeError("every uid of TRAINYARD_JOBRUNNER_WORKLOAD_UIDS is in use")
+            self._uids[job_id] = uid
+        return uid, uid
+
     async def run(
         self, wl: Workload, handle: dict[str, Any] | None, on_running: OnRunning
     ) -> Outcome:
+        if handle and handle.get("uid") is not None and self.uid_range is not None:
+            self._uids[wl.job_id] = int(handle["uid"])
+        try:
+            return await self._run(wl, handle, on_running)
+        finally:
+            self._uids.pop(wl.job_id, None)
+
+    async def _run(
+        self, wl: Workload, handle: dict[str, Any] | None, on_running: OnRunning
+    ) -> Outcome:
         job_dir = wl.log_path.parent
-        job_dir.mkdir(parents=True, exist_ok=True)
+        job_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.identity is not None or self.uid_range is not None:
+            # Workloads pass through (never list) the jobs tree to reach their own work/.
+            self.log_root.chmod(0o711)
         first_start = wl.started_at.timestamp() if wl.started_at else None
         attempt = 0
         result: dict[str, Any] | None = None
@@ -119,8 +253,14 @@ class LocalBackend(Backend):
         self, wl: Workload, attempt: int, deadline: float, on_running: OnRunning
     ) -> dict[str, Any]:
         job_dir = wl.log_path.parent
+        env_file = self._write_env(wl, attempt)
+        ids: list[str] = []
+        identity = self._identity_for(wl.job_id)
+        if identity is not None:
+            ids = ["--uid", str(identity[0]), "--gid", str(identity[1])]
         cmd = [
             sys.executable,
+            "-I",  # isolated: no PYTHON* variables, no user site, no script dir on sys.path
             "-m",
             "trainyard.jobrunner.shim",
             "--dir",
@@ -137,25 +277,35 @@ class LocalBackend(Backend):
             str(wl.cores),
             "--grace",
             str(self.grace),
+            "--env-file",
+            str(env_file),
+            *ids,
             "--",
             *self._command(wl),
         ]
-        with open(job_dir / "shim.err", "ab") as err:  # noqa: ASYNC230 - local, instant
+        # The shim's own errors (tracebacks, server paths) are the platform's: 0600.
+        err_fd = os.open(job_dir / "shim.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(err_fd, "ab") as err:
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=err,
-                env=self._env(wl),
+                env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
                 start_new_session=True,
             )
         try:
             create_time = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             create_time = 0.0
-        await on_running(
-            {"attempt": attempt, "shim_pid": proc.pid, "create_time": create_time}, attempt
-        )
+        handle: dict[str, Any] = {
+            "attempt": attempt,
+            "shim_pid": proc.pid,
+            "create_time": create_time,
+        }
+        if self.uid_range is not None and identity is not None:
+            handle["uid"] = identity[0]
+        await on_running(handle, attempt)
         if wl.job_id in self._cancelled:
             # Cancelled while this attempt was being launched: the shim stops its workload
             # (SIGTERM, then SIGKILL after the grace period) and records it.
@@ -238,6 +388,14 @@ class LocalBackend(Backend):
 
     def forget(self, job_id: str) -> None:
         self._cancelled.discard(job_id)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _group_alive(pgid: int) -> bool:

@@ -226,7 +226,10 @@ class JobSpec(_message.Message):
 
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """env is the workload's environment."""
+        """env is added to the workload's environment (its own process only). The same rules as
+        CreateTrainingJobRequest.hyperparameters apply (reserved names, NUL bytes, 128 KiB per value,
+        1 MiB in all): INVALID_ARGUMENT naming each refused key as spec.env['KEY'].
+        """
 
     @_builtins.property
     def resources(self) -> Global___Resources:
@@ -833,7 +836,20 @@ class CreateTrainingJobRequest(_message.Message):
     """pipeline_step is accepted as an alias of pipeline, as the reference implementation does."""
     @_builtins.property
     def hyperparameters(self) -> _struct_pb2.Struct:
-        """hyperparameters is the free-form JSON body; each key becomes an environment variable."""
+        """hyperparameters is the free-form JSON body; each key becomes an environment variable of the
+        workload's own process (never of the platform's shim). Refused with INVALID_ARGUMENT (400),
+        with a BadRequest field violation naming each refused key, before anything is stored:
+        - a key that is not a valid environment variable name (letters, digits, '_', not starting
+          with a digit);
+        - a reserved key, matched exactly (case-sensitive, as Linux reads them): PATH, HOME, SHELL,
+          IFS, ENV, BASH_ENV, CDPATH, LANG, GCONV_PATH, GLIBC_TUNABLES, LOCPATH, NLSPATH,
+          NODE_OPTIONS, NODE_PATH, JAVA_TOOL_OPTIONS, JDK_JAVA_OPTIONS, _JAVA_OPTIONS, and any key
+          starting with PYTHON, LD_, DYLD_, MALLOC_, PERL5, RUBY, TRAINYARD_, KUBERNETES_, OPENAI_
+          or AWS_ (names that change how a process starts, or that the platform sets);
+        - a key or value containing a NUL byte;
+        - a value over 131072 bytes (128 KiB, UTF-8; objects and arrays count as their JSON);
+        - all variables together over 1048576 bytes (1 MiB), counting NAME=value plus one byte each.
+        """
 
     def __init__(
         self,

@@ -162,11 +162,14 @@ class UploadedFile(_message.Message):
     sha256: _builtins.str
     """sha256 is the hex SHA-256 digest of the file's content."""
     local_path: _builtins.str
-    """local_path is the file's path when storage is a local directory visible to the caller; empty
-    otherwise.
+    """local_path is the file's path when storage is a local directory visible to the caller; set
+    only in ResolveUpload answers (service tokens), empty in every answer to a user.
     """
     uri: _builtins.str
-    """uri locates the file in its storage backend (file:///... or s3://bucket/key)."""
+    """uri locates the file in its storage backend (file:///... or s3://bucket/key); set only in
+    ResolveUpload answers (service tokens), empty in every answer to a user: users name files by
+    upload_id and name.
+    """
     def __init__(
         self,
         *,
