@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from trainyard.api.auth.v1 import messages_pb2 as auth_msgs
 from trainyard.api.auth.v1 import service_pb2_grpc as auth_grpc
@@ -16,6 +15,7 @@ from trainyard.orchestrator.registry import ModelRegistry
 from trainyard.orchestrator.tokens import issue_token, parse_token_request
 from trainyard.runtime.auth import TokenAuthority, current_identity, current_user
 from trainyard.runtime.errors import PermissionDenied
+from trainyard.runtime.untrusted import struct_to_dict
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -45,7 +45,10 @@ class TrainServicer(svc.TrainServiceServicer):
         self, request: msgs.UpdateTrainStatusRequest, context: Context
     ) -> msgs.UpdateTrainStatusResponse:
         metadata = (
-            json_format.MessageToDict(request.metadata) if request.HasField("metadata") else None
+            # The REST body is {status, metadata}: metadata starts one JSON level down.
+            struct_to_dict(request.metadata, field="metadata", base_depth=1)
+            if request.HasField("metadata")
+            else None
         )
         await self._registry.update_status(_job_model(), request.status, metadata)
         return msgs.UpdateTrainStatusResponse()
