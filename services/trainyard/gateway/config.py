@@ -282,6 +282,9 @@ def render(
         "stat_prefix": "ingress",
         "codec_type": "AUTO",
         "generate_request_id": True,
+        # Append the peer's address to x-forwarded-for (the services take the last entry as the
+        # caller's source, e.g. for the failed-login limit of POST /connect/token).
+        "use_remote_address": True,
         "stream_idle_timeout": "3600s",
         "request_timeout": "0s",
         "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,

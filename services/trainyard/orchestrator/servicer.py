@@ -14,7 +14,8 @@ from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
 from trainyard.orchestrator.registry import ModelRegistry
 from trainyard.orchestrator.tokens import issue_token, parse_token_request
 from trainyard.runtime.auth import TokenAuthority, current_identity, current_user
-from trainyard.runtime.errors import PermissionDenied
+from trainyard.runtime.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from trainyard.runtime.ratelimit import FailureLimiter
 from trainyard.runtime.untrusted import struct_to_dict
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -60,10 +61,29 @@ class TrainServicer(svc.TrainServiceServicer):
         return msgs.LogTrainMessageResponse()
 
 
+def _source_address(md: Mapping[str, str | bytes], context: Context) -> str:
+    """The caller's address: the last x-forwarded-for entry (the one Envoy appends; earlier ones
+    are the client's say-so), else the gRPC peer."""
+    forwarded = md.get("x-forwarded-for")
+    if isinstance(forwarded, str) and forwarded.strip():
+        return forwarded.rsplit(",", 1)[-1].strip()
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer
+
+
 class AuthServicer(auth_grpc.AuthServiceServicer):
-    def __init__(self, authority: TokenAuthority, clients: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        authority: TokenAuthority,
+        clients: Mapping[str, str],
+        failures: FailureLimiter | None = None,
+    ) -> None:
         self._authority = authority
         self._clients = clients
+        self._failures = failures or FailureLimiter(30, 60.0)
 
     async def IssueToken(
         self, request: auth_msgs.IssueTokenRequest, context: Context
@@ -75,5 +95,17 @@ class AuthServicer(auth_grpc.AuthServiceServicer):
             request.http_body.data,
             authorization if isinstance(authorization, str) else None,
         )
-        token, ttl = issue_token(self._authority, self._clients, client_id, secret)
+        keys = (f"client:{client_id}", f"source:{_source_address(md, context)}")
+        wait = self._failures.retry_after(keys)
+        if wait:
+            raise ResourceExhausted(
+                f"too many failed token requests for this client or address; try again in {wait} s",
+                reason="TOO_MANY_FAILED_ATTEMPTS",
+                retry_after_seconds=wait,
+            )
+        try:
+            token, ttl = issue_token(self._authority, self._clients, client_id, secret)
+        except Unauthenticated:
+            self._failures.record_failure(keys)
+            raise
         return auth_msgs.IssueTokenResponse(access_token=token, token_type="Bearer", expires_in=ttl)
