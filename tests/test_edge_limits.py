@@ -225,3 +225,33 @@ def test_the_route_table_covers_every_rest_row() -> None:
             if re.fullmatch(pattern.replace("%-", "-").replace("%.", r"\.").strip("^$"), path)
         ]
         assert any(row.method in allow.split(", ") for allow in lua_like), row.id
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        (CREATE, '"s"', 'hyperparameters: invalid value "s" (expected a JSON object)'),
+        (CREATE, "[1]", "a field that takes one value got a JSON array"),
+        (
+            "/api/v2/train/ndb",
+            '{"model_name": 5}',
+            "model_name: invalid value 5 (expected a string)",
+        ),
+        ("/api/v2/train/ndb", '{"": 1}', "an empty key is not allowed"),
+        (
+            "/api/v2/train/ndb",
+            '{"job_options": {"allocation_cores": 1.5}}',
+            "job_options.allocation_cores: invalid value 1.5 (expected a 32-bit integer)",
+        ),
+        ("/api/v2/train/ndb", "{bad", "the body is not valid JSON: "),
+    ],
+)
+def test_bodies_that_do_not_fit_say_so_without_protobuf_internals(
+    recording_gateway: tuple[Harness, Recorder], path: str, body: str, expected: str
+) -> None:
+    harness, _ = recording_gateway
+    resp = httpx.post(harness.http + path, content=body, headers=harness.user_headers())
+    message = _error(resp, 400, 3)
+    assert message.startswith(expected), message
+    for internal in ("TYPE_", "type.googleapis.com", "Proto field"):
+        assert internal not in message

@@ -132,6 +132,41 @@ function envoy_on_request(handle)
   end
 end
 
+-- The transcoder's messages for a body that does not fit the request message name protobuf
+-- internals ("for type TYPE_INT32", "type.googleapis.com/...", "Proto field ..."): say it plainly.
+local EXPECTED = {
+  STRING = "a string", BYTES = "a base64 string", BOOL = "true or false", ENUM = "a listed value",
+  INT32 = "a 32-bit integer", SINT32 = "a 32-bit integer", UINT32 = "a non-negative integer",
+  INT64 = "an integer", SINT64 = "an integer", UINT64 = "a non-negative integer",
+  DOUBLE = "a number", FLOAT = "a number",
+}
+local WELL_KNOWN = {
+  ["google.protobuf.Struct"] = "a JSON object", ["google.protobuf.ListValue"] = "a JSON array",
+  ["google.protobuf.Timestamp"] = "an RFC 3339 timestamp", ["google.protobuf.Duration"] =
+  "a duration such as \"30s\"",
+}
+local JSON_ERRORS = {"^Unexpected", "^Encountered", "^Missing", "^Expected", "^Invalid", "^Unable"}
+
+local function plain_message(message)
+  message = string.gsub(message, "for type TYPE_([%u%d]+)", function(kind)
+    return "(expected " .. (EXPECTED[kind] or "another type") .. ")"
+  end)
+  message = string.gsub(message, "for type type%.googleapis%.com/([%w%._]+)", function(name)
+    return "(expected " .. (WELL_KNOWN[name] or "a JSON object") .. ")"
+  end)
+  message = string.gsub(message, "^: Proto field is not repeating, cannot start list%.",
+    "a field that takes one value got a JSON array")
+  message = string.gsub(message, "^: Proto fields must have a name%.", "an empty key is not allowed")
+  for _, pattern in ipairs(JSON_ERRORS) do
+    if string.find(message, pattern) then
+      return "the body is not valid JSON: " .. message
+    end
+  end
+  return message
+end
+
+local LOCAL_400 = '^{"code":3,"details":%[%],"message":"(.*)"}%s*$'
+
 -- Applies the `x-http-status` value a service sent as gRPC metadata (201, 202, 422, ...) to
 -- transcoded REST responses, and strips the gRPC headers a REST client has no use for.
 function envoy_on_response(handle)
@@ -158,4 +193,19 @@ function envoy_on_response(handle)
   headers:remove("grpc-message")
   headers:remove("grpc-accept-encoding")
   headers:remove("grpc-status-details-bin")
+  if headers:get(":status") == "400" and headers:get("content-type") == "application/json" then
+    local body = handle:body()
+    if body == nil or body:length() > 4096 then
+      return
+    end
+    local text = body:getBytes(0, body:length())
+    local message = string.match(text, LOCAL_400)
+    if message ~= nil then
+      local clear = plain_message(message)
+      if clear ~= message then
+        local out = '{"code":3,"details":[],"message":"' .. clear .. '"}'
+        body:setBytes(out) -- Envoy updates content-length
+      end
+    end
+  end
 end
