@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +22,9 @@ from trainyard.gateway.config import (
     MAX_REQUEST_HEADERS_KB,
     MAX_URL_BYTES,
     lua_source,
+    render,
 )
+from trainyard.gateway.process import EnvoyProcess
 from trainyard.runtime.settings import SERVICE_NAMES
 from trainyard.runtime.untrusted import MAX_JSON_DEPTH
 
@@ -255,3 +259,22 @@ def test_bodies_that_do_not_fit_say_so_without_protobuf_internals(
     assert message.startswith(expected), message
     for internal in ("TYPE_", "type.googleapis.com", "Proto field"):
         assert internal not in message
+
+
+def test_an_unavailable_service_is_503_without_envoy_internals(tmp_path: Path) -> None:
+    """A route whose service is down: 503 JSON saying so, not Envoy's connection details."""
+    harness = Harness(tmp_path)
+    try:
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        assert harness.envoy is None
+        harness.envoy = EnvoyProcess(
+            render({"jobrunner": f"127.0.0.1:{port}"}, http_port=0), tmp_path / "envoy"
+        )
+        harness.envoy.start()
+        resp = httpx.get(harness.http + "/training-jobs", headers=harness.user_headers())
+        message = _error(resp, 503, 14)
+        assert "unavailable" in message and "reset" not in message
+    finally:
+        harness.close()

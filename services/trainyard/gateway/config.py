@@ -201,10 +201,19 @@ def lua_source(upstreams: Mapping[str, str]) -> str:
     return prelude + LUA_STATUS
 
 
+# Envoy's own text for these names its connection internals ("upstream connect error or
+# disconnect/reset before headers. reset reason: ..."): say what it means instead.
+_LOCAL_REPLY_MESSAGES = {
+    502: "the service behind this route answered with something that is not gRPC",
+    503: "the service behind this route is unavailable; try again shortly",
+    504: "the service behind this route did not answer in time",
+}
+
+
 def _local_reply_config() -> dict[str, Any]:
-    def body(code: int) -> dict[str, Any]:
+    def body(code: int, message: str = "%LOCAL_REPLY_BODY%") -> dict[str, Any]:
         return {
-            "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+            "json_format": {"code": code, "message": message, "details": []},
             "content_type": "application/json",
         }
 
@@ -231,7 +240,9 @@ def _local_reply_config() -> dict[str, Any]:
                         }
                     }
                 },
-                "body_format_override": body(code),
+                "body_format_override": body(
+                    code, _LOCAL_REPLY_MESSAGES.get(status, "%LOCAL_REPLY_BODY%")
+                ),
             }
             for status, code in _LOCAL_REPLY_CODES.items()
         ],
