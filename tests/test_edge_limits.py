@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,3 +280,42 @@ def test_an_unavailable_service_is_503_without_envoy_internals(tmp_path: Path) -
         assert "unavailable" in message and "reset" not in message
     finally:
         harness.close()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl for an HTTP/2 REST client")
+def test_limits_over_http2_are_clean_answers(
+    recording_gateway: tuple[Harness, Recorder], tmp_path: Path
+) -> None:
+    """Over HTTP/2 the 413 comes after the body is read, so the client sees it (an early answer
+    would reset the stream); deep JSON and 405 are the same as over HTTP/1.1."""
+    harness, _ = recording_gateway
+    big = tmp_path / "big.json"
+    big.write_bytes(b'{"a":"' + b"x" * (3 * MiB) + b'"}')
+    auth = harness.user_headers()["authorization"]
+
+    def curl(*args: str) -> tuple[int, dict[str, object]]:
+        out = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--http2-prior-knowledge",
+                "-H",
+                f"authorization: {auth}",
+                "-w",
+                "\n%{http_code}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        body, _, status = out.rpartition("\n")
+        return int(status), json.loads(body)
+
+    status, body = curl("--data-binary", f"@{big}", harness.http + CREATE)
+    assert (status, body["code"]) == (413, 8)
+    status, body = curl("-d", nested(50), harness.http + CREATE)
+    assert (status, body["code"]) == (400, 3)
+    status, body = curl("-X", "TRACE", harness.http + "/training-jobs")
+    assert (status, body["code"]) == (405, 12)

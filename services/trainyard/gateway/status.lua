@@ -103,7 +103,11 @@ function envoy_on_request(handle)
     return -- streamed bodies (uploads) are limited by their service
   end
   local length = tonumber(headers:get("content-length") or "")
-  if length ~= nil and length > rule.limit then
+  -- HTTP/1.1 can answer before the body arrives (Envoy then closes the connection); over
+  -- HTTP/2 an early answer resets the stream, which clients report as an error instead of the
+  -- 413, so there the body is read first (Envoy itself refuses what its stream buffer can't hold).
+  local early = string.sub(handle:streamInfo():protocol() or "", 1, 6) == "HTTP/1"
+  if length ~= nil and length > rule.limit and early then
     refuse(handle, "413", string.format(
       "the request body is %d bytes; %s %s accepts at most %d", length, method, path, rule.limit))
     return
