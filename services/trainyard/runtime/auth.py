@@ -17,7 +17,7 @@ from typing import Any, Literal
 import jwt
 
 from trainyard.runtime.errors import PermissionDenied, Unauthenticated
-from trainyard.runtime.untrusted import decode_jwt_segments
+from trainyard.runtime.untrusted import check_jwt_shape
 
 Kind = Literal["user", "job", "service"]
 
@@ -115,7 +115,7 @@ class TokenAuthority:
 
     def verify(self, token: str) -> Identity:
         """Verify a token; any problem is UNAUTHENTICATED with a message saying what is wrong."""
-        decode_jwt_segments(token)  # bounded size and depth before the JWT library sees it
+        check_jwt_shape(token)  # bounded size and depth before the JWT library sees it
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, ValueError, RecursionError) as exc:

@@ -136,7 +136,7 @@ def _cursor_message(field: str) -> str:
     return f"invalid {field}: pass the next_page_token of a previous response unchanged"
 
 
-def decode_jwt_segments(token: str, *, max_chars: int = 16 * 1024) -> None:
+def check_jwt_shape(token: str, *, max_chars: int = 16 * 1024) -> None:
     """Check that a bearer token is three base64url segments whose header and claims are JSON
     objects nested at most MAX_JSON_DEPTH deep, so the JWT library never meets input that makes
     it crash; anything else is UNAUTHENTICATED."""
