@@ -319,3 +319,15 @@ def test_limits_over_http2_are_clean_answers(
     assert (status, body["code"]) == (400, 3)
     status, body = curl("-X", "TRACE", harness.http + "/training-jobs")
     assert (status, body["code"]) == (405, 12)
+
+
+def test_the_client_address_comes_from_envoy() -> None:
+    """Envoy overwrites the client-address header; behind a load balancer it trusts one hop."""
+    for hops in (0, 1):
+        cfg = render({"orchestrator": "127.0.0.1:1"}, xff_trusted_hops=hops)
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        conf = hcm["typed_config"]
+        assert conf["use_remote_address"] is True and conf["xff_num_trusted_hops"] == hops
+        (add,) = conf["route_config"]["request_headers_to_add"]
+        assert add["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+        assert add["header"]["key"] == "x-trainyard-client-address"

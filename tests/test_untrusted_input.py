@@ -162,10 +162,15 @@ def _client(source: str) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=30)
 
 
-def _token(client: httpx.Client, harness: Harness, client_id: str, secret: str) -> httpx.Response:
+def _token(
+    client: httpx.Client, harness: Harness, client_id: str, secret: str, spoof: str = ""
+) -> httpx.Response:
+    # A client's own x-forwarded-for or client-address header must not change its source.
+    headers = {"x-forwarded-for": spoof, "x-trainyard-client-address": spoof} if spoof else {}
     return client.post(
         harness.http + "/connect/token",
         data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+        headers=headers,
     )
 
 
@@ -206,7 +211,10 @@ def test_connect_token_json_body_works(suite: Harness) -> None:
 
 def test_failed_token_requests_are_limited_per_client_and_source(suite: Harness) -> None:
     with _client("127.0.0.3") as attacker:
-        statuses = [_token(attacker, suite, "acme-client", "wrong").status_code for _ in range(31)]
+        statuses = [
+            _token(attacker, suite, "acme-client", "wrong", spoof=f"10.0.0.{i}").status_code
+            for i in range(31)
+        ]
         assert statuses[:30] == [401] * 30 and statuses[30] == 429, statuses
         blocked = _token(attacker, suite, "acme-client", "wrong")
         assert blocked.status_code == 429
@@ -217,6 +225,8 @@ def test_failed_token_requests_are_limited_per_client_and_source(suite: Harness)
         assert {"ErrorInfo", "RetryInfo"} <= kinds
         # The source is blocked for every client, even with the right secret.
         assert _token(attacker, suite, "other-client", "other-secret-456").status_code == 429
+        spoofed = _token(attacker, suite, "other-client", "other-secret-456", spoof="10.9.9.9")
+        assert spoofed.status_code == 429
     with _client("127.0.0.4") as elsewhere:
         # The attacked client is blocked from anywhere; another client elsewhere is not slowed.
         assert _token(elsewhere, suite, "acme-client", "acme-secret-123").status_code == 429

@@ -18,6 +18,7 @@ from trainyard.gateway.descriptors import (
     http_routes,
     streaming_methods,
 )
+from trainyard.runtime.http import CLIENT_ADDRESS_HEADER
 from trainyard.runtime.untrusted import MAX_JSON_DEPTH
 
 LUA_STATUS = (Path(__file__).parent / "status.lua").read_text()
@@ -258,9 +259,12 @@ def render(
     admin_host: str = "127.0.0.1",
     admin_port: int = 0,
     descriptor_path: Path | None = None,
+    xff_trusted_hops: int = 0,
 ) -> dict[str, Any]:
     """The Envoy bootstrap for `upstreams` (service name -> host:port). The descriptor set is
-    inlined unless `descriptor_path` names a file holding it."""
+    inlined unless `descriptor_path` names a file holding it. `xff_trusted_hops` counts the
+    proxies in front of Envoy (a load balancer: 1) whose x-forwarded-for entries are trusted
+    when Envoy works out the client's address."""
     unknown = set(upstreams) - set(SERVICES)
     if unknown:
         raise ValueError(f"unknown services: {sorted(unknown)}")
@@ -293,9 +297,11 @@ def render(
         "stat_prefix": "ingress",
         "codec_type": "AUTO",
         "generate_request_id": True,
-        # Append the peer's address to x-forwarded-for (the services take the last entry as the
-        # caller's source, e.g. for the failed-login limit of POST /connect/token).
+        # The client's address, as Envoy works it out (the peer, or the entry `xff_trusted_hops`
+        # from the right of x-forwarded-for), reaches the services as CLIENT_ADDRESS_HEADER,
+        # overwriting whatever a client sent: e.g. the failed-login limit of /connect/token.
         "use_remote_address": True,
+        "xff_num_trusted_hops": xff_trusted_hops,
         "stream_idle_timeout": "3600s",
         "request_timeout": "0s",
         "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
@@ -307,6 +313,15 @@ def render(
         "local_reply_config": _local_reply_config(),
         "route_config": {
             "name": "trainyard",
+            "request_headers_to_add": [
+                {
+                    "header": {
+                        "key": CLIENT_ADDRESS_HEADER,
+                        "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                    },
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
             "virtual_hosts": [
                 {"name": "trainyard", "domains": ["*"], "routes": _routes(upstreams)}
             ],

@@ -15,6 +15,7 @@ from trainyard.orchestrator.registry import ModelRegistry
 from trainyard.orchestrator.tokens import issue_token, parse_token_request
 from trainyard.runtime.auth import TokenAuthority, current_identity, current_user
 from trainyard.runtime.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from trainyard.runtime.http import CLIENT_ADDRESS_HEADER
 from trainyard.runtime.ratelimit import FailureLimiter
 from trainyard.runtime.untrusted import struct_to_dict
 
@@ -62,11 +63,11 @@ class TrainServicer(svc.TrainServiceServicer):
 
 
 def _source_address(md: Mapping[str, str | bytes], context: Context) -> str:
-    """The caller's address: the last x-forwarded-for entry (the one Envoy appends; earlier ones
-    are the client's say-so), else the gRPC peer."""
-    forwarded = md.get("x-forwarded-for")
+    """The caller's address: the one Envoy sets (x-trainyard-client-address, from the peer or
+    the trusted x-forwarded-for entry), else the gRPC peer of a direct call."""
+    forwarded = md.get(CLIENT_ADDRESS_HEADER)
     if isinstance(forwarded, str) and forwarded.strip():
-        return forwarded.rsplit(",", 1)[-1].strip()
+        return forwarded.strip()
     peer = context.peer() or ""
     kind, _, rest = peer.partition(":")
     if kind in ("ipv4", "ipv6"):
