@@ -5,12 +5,15 @@
 
 Paths, methods and bodies come from the google.api.http rules; schemas from the messages with
 their original field names (Envoy prints proto names; int64 fields are JSON strings); the
-descriptions are the proto comments; security from the auth_policy option.
+descriptions are the proto comments; security from the auth_policy option; required fields from
+google.api.field_behavior; the error statuses of each route from what the gateway and the
+services enforce (see `_responses`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -19,18 +22,62 @@ from pathlib import Path
 from typing import Any
 
 import grpc_tools
-from google.api import annotations_pb2, http_pb2
+from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
 # Registers the auth_policy extension, so the parsed MethodOptions carry it.
 from trainyard.api.options.v1 import options_pb2
+from trainyard.gateway.config import body_limit
+from trainyard.gateway.descriptors import HttpRoute
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GOOGLEAPIS = ROOT / "third_party" / "googleapis"
 OUT = ROOT / "openapi" / "trainyard.json"
 POLICY_NAMES = {1: "public", 2: "user", 3: "job", 4: "service"}
+#: Minimums of request fields, by name, that every service enforces through one helper
+#: (page_size: trainyard.runtime.pagination.checked_page_size).
+MINIMUMS = {"page_size": 0}
+#: The servicer class implementing each public service; a service that is missing here is
+#: registered with its generated base class, so every RPC of it answers 501 for now. An RPC its
+#: class does not override answers 501 as well.
+SERVICERS = {
+    "trainyard.api.upload.v1.UploadService": "trainyard.upload.servicer:UploadServicer",
+    "trainyard.api.orchestrator.v1.TrainService": "trainyard.orchestrator.servicer:TrainServicer",
+    "trainyard.api.auth.v1.AuthService": "trainyard.orchestrator.servicer:AuthServicer",
+    "trainyard.api.jobrunner.v1.TrainingJobsService": (
+        "trainyard.jobrunner.servicer:TrainingJobsServicer"
+    ),
+}
+#: Statuses particular to one RPC, beyond those every route of its kind can return.
+EXTRA_STATUSES: dict[str, dict[str, str]] = {
+    "AuthService/IssueToken": {
+        "401": "unknown client_id or wrong client_secret",
+        "429": "too many failed attempts for this client_id or source address; see Retry-After",
+    },
+    "TrainService/UpdateTrainStatus": {"422": "an unknown status or metadata value"},
+    "TrainService/LogTrainMessage": {"422": "an unknown level or an empty message"},
+    "TrainingJobsService/CreateTrainingJob": {"404": "no such pipeline is registered"},
+    "UploadService/UploadData": {
+        "413": "a file, the file count or the total size is over the upload limits",
+        "507": "the storage is full",
+    },
+}
+STATUS_TEXT = {
+    "400": "invalid request: malformed JSON, an unknown query parameter, an invalid field "
+    "(google.rpc.BadRequest names it), JSON nested deeper than 32 levels",
+    "401": "missing, malformed or expired bearer token",
+    "403": "the token may not use this route or this object",
+    "404": "no such object (or not yours)",
+    "413": "the body is over the route's limit (see the description)",
+    "414": "the URL is longer than 4096 bytes",
+    "422": "a valid request the domain refuses (Model Bazaar validation)",
+    "429": "rate limited; retry after Retry-After seconds",
+    "431": "the request headers are larger than 32 KiB",
+    "501": "not implemented yet",
+    "507": "insufficient storage",
+}
 
 SCALARS: dict[int, dict[str, Any]] = {
     descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE: {"type": "number", "format": "double"},
@@ -131,6 +178,8 @@ class Builder:
     def field_schema(self, field: descriptor_pb2.FieldDescriptorProto) -> dict[str, Any]:
         if field.type in SCALARS:
             schema = dict(SCALARS[field.type])
+            if field.name in MINIMUMS and field.type in _INTEGERS:
+                schema["minimum"] = MINIMUMS[field.name]
         else:
             msg = self.messages.get(field.type_name)
             if msg is not None and msg.options.map_entry:
@@ -156,12 +205,91 @@ class Builder:
                     else {"allOf": [schema], "description": text}
                 )
             props[field.name] = schema
-        return {"type": "object", "description": self.comment(type_name), "properties": props}
+        out: dict[str, Any] = {
+            "type": "object",
+            "description": self.comment(type_name),
+            "properties": props,
+            # The transcoder drops keys that are not fields and refuses an empty key (400).
+            "additionalProperties": False,
+        }
+        required = [f.name for f in msg.field if f.name not in skip and _required(f)]
+        if required:
+            out["required"] = required
+        return out
 
     def message_inline(self, type_name: str, skip: set[str]) -> dict[str, Any]:
         if not skip:
             return self.ref(type_name)
         return self._message(type_name, frozenset(skip))
+
+
+_INTEGERS = {
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+    descriptor_pb2.FieldDescriptorProto.TYPE_UINT32,
+    descriptor_pb2.FieldDescriptorProto.TYPE_UINT64,
+}
+
+
+def _required(field: descriptor_pb2.FieldDescriptorProto) -> bool:
+    behaviors = field.options.Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.REQUIRED in behaviors
+
+
+def _implemented(service_full_name: str, method: str) -> bool:
+    ref = SERVICERS.get(service_full_name)
+    if ref is None:
+        return False
+    module, _, name = ref.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    return any(
+        method in vars(klass)
+        for klass in cls.__mro__[:-1]
+        if "Servicer" in klass.__name__ and not klass.__module__.startswith("trainyard.api.")
+    )
+
+
+def _responses(
+    service: str, method: str, policy: int, template: str, has_body: bool, implemented: bool
+) -> dict[str, Any]:
+    """The error statuses a route can return: every route 400/414/431 (the edge checks), 413
+    when it takes a body, 401/403 unless public, 404 with a path parameter or a job token's
+    model, the RPC's own (EXTRA_STATUSES), 501 while unimplemented."""
+    codes = {"400", "414", "431"}
+    if has_body:
+        codes.add("413")
+    if policy != options_pb2.AUTH_POLICY_PUBLIC:
+        codes |= {"401", "403"}
+    if _path_params(template) or policy == options_pb2.AUTH_POLICY_JOB:
+        codes.add("404")
+    extra = EXTRA_STATUSES.get(f"{service}/{method}", {})
+    codes |= set(extra)
+    if not implemented:
+        codes.add("501")
+    out: dict[str, Any] = {}
+    for code in sorted(codes):
+        ref: dict[str, Any] = {"$ref": f"#/components/responses/E{code}"}
+        out[code] = (
+            {**_error_response(extra[code]), **({"headers": _RETRY_AFTER} if code == "429" else {})}
+            if code in extra
+            else ref
+        )
+    return out
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds until a new attempt can succeed",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _path_params(template: str) -> list[str]:
@@ -196,10 +324,17 @@ def build(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             "title": "Trainyard",
             "version": "v1",
             "description": "The REST surface Envoy serves (transcoded to gRPC). Generated from "
-            "protos/ by scripts/gen_openapi.py; do not edit.",
+            "protos/ by scripts/gen_openapi.py; do not edit. Limits on every route: URLs up to "
+            "4096 bytes (414), request headers up to 32 KiB (431), JSON nested at most 32 levels "
+            "(400), bodies up to 64 KiB unless the route says otherwise (413; uploads stream with "
+            "the upload service's limits). A method a path does not list is 405 with an Allow "
+            "header. Object bodies take only the listed fields: other keys are dropped by the "
+            "gateway and an empty key is refused. Errors may also be 500 (an internal error, "
+            "with a correlation id) or 503 (a service is unavailable).",
         },
         "paths": dict(sorted(paths.items())),
         "components": {
+            "responses": {f"E{code}": _error_response(text) for code, text in STATUS_TEXT.items()},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             },
@@ -252,7 +387,7 @@ def _operation(
         ],
         "responses": {
             "default": {
-                "description": "an error",
+                "description": "an unexpected error (500 internal, 503 unavailable)",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
         },
@@ -289,9 +424,17 @@ def _operation(
             if field.name in params or field.name == body_field:
                 continue
             if field.type in SCALARS or field.type_name in b.enums:
-                op["parameters"].append(
-                    {"name": field.name, "in": "query", "schema": b.field_schema(field)}
-                )
+                param: dict[str, Any] = {
+                    "name": field.name,
+                    "in": "query",
+                    "schema": b.field_schema(field),
+                }
+                if _required(field):
+                    param["required"] = True
+                text_ = b.comment(request_type, 2, list(request.field).index(field))
+                if text_:
+                    param["description"] = text_
+                op["parameters"].append(param)
     if method.server_streaming:
         content = {
             "text/event-stream": {
@@ -311,6 +454,30 @@ def _operation(
     else:
         content = {"application/json": {"schema": b.ref(response_type)}}
     op["responses"]["200"] = {"description": "success", "content": content}
+    limit = body_limit(
+        HttpRoute(
+            verb="",
+            template=template,
+            method=f"{package}.{service}/{method.name}",
+            body=body_field,
+            body_is_json=False,
+            streamed=method.client_streaming,
+        )
+    )
+    if "requestBody" in op:
+        op["description"] += (
+            f" Body limit: {limit} bytes." if limit is not None else " The body streams."
+        )
+    op["responses"].update(
+        _responses(
+            service,
+            method.name,
+            policy,
+            template,
+            "requestBody" in op,
+            _implemented(f"{package}.{service}", method.name),
+        )
+    )
     return op
 
 

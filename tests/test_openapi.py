@@ -49,3 +49,48 @@ def test_auth_and_streams_are_described() -> None:
     assert "text/event-stream" in follow["content"]
     upload = paths["/api/v2/train/upload-data"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in upload
+
+
+def test_the_document_says_what_the_server_enforces() -> None:
+    paths = DOC["paths"]
+    create = paths["/training-jobs"]["post"]
+    params = {p["name"]: p for p in create["parameters"]}
+    assert params["pipeline"]["required"] is True
+    assert "required" not in params["pipeline_step"]
+    for path in ("/training-jobs", "/api/v2/train/uploads"):
+        (size,) = [p for p in paths[path]["get"]["parameters"] if p["name"] == "page_size"]
+        assert size["schema"]["minimum"] == 0
+    schemas = DOC["components"]["schemas"]
+    assert (
+        schemas["trainyard.api.orchestrator.v1.UpdateTrainStatusRequest"]["additionalProperties"]
+        is False
+    )
+    # Free-form bodies (hyperparameters) stay open.
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert body["additionalProperties"] is True
+
+    def statuses(path: str, verb: str) -> set[str]:
+        return set(paths[path][verb]["responses"]) - {"default", "200"}
+
+    edge = {"400", "414", "431"}
+    assert statuses("/training-jobs", "post") == edge | {"401", "403", "404", "413"}
+    assert statuses("/training-jobs", "get") == edge | {"401", "403"}
+    assert statuses("/connect/token", "post") == edge | {"401", "413", "429"}
+    assert "Retry-After" in paths["/connect/token"]["post"]["responses"]["429"]["headers"]
+    assert statuses("/api/v2/train/update-status", "post") == edge | {
+        "401",
+        "403",
+        "404",
+        "413",
+        "422",
+    }
+    assert "501" in statuses("/api/v1/finetunings", "post")
+    assert "501" not in statuses("/training-jobs", "post")
+    assert not any(
+        "429" in op["responses"]
+        for path, item in paths.items()
+        for op in item.values()
+        if path != "/connect/token"
+    ), "429 is for the token rate limit only"
+    assert "Body limit: 65536 bytes" in create["description"]
+    assert "Body limit: 16384 bytes" in paths["/connect/token"]["post"]["description"]

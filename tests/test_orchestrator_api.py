@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def _new_model(url: str, owner: str = "alice") -> str:
         db = Database("orchestrator", url, Path("unused"))
         try:
             model = await ModelRegistry(db.sessions).create(
-                owner=owner, name=f"m-{id(db)}", type="ndb"
+                owner=owner, name=f"m-{uuid.uuid4().hex[:12]}", type="ndb"
             )
             return model.id
         finally:

@@ -110,7 +110,19 @@ Upstreams = Annotated[
 ]
 
 
-def _bootstrap(upstream: list[str], http_host: str, http_port: int, admin_port: int) -> Any:
+TrustedHops = Annotated[
+    int,
+    typer.Option(
+        "--xff-trusted-hops",
+        help="Proxies in front of Envoy that append to x-forwarded-for (a load balancer: 1); "
+        "the client address is taken that many entries from the right.",
+    ),
+]
+
+
+def _bootstrap(
+    upstream: list[str], http_host: str, http_port: int, admin_port: int, trusted_hops: int = 0
+) -> Any:
     from trainyard.gateway.config import render
 
     return render(
@@ -119,6 +131,7 @@ def _bootstrap(upstream: list[str], http_host: str, http_port: int, admin_port: 
         http_port=http_port,
         admin_host=http_host,
         admin_port=admin_port,
+        xff_trusted_hops=trusted_hops,
     )
 
 
@@ -128,9 +141,11 @@ def gateway_render(
     http_port: int = 8080,
     admin_port: int = 9901,
     http_host: str = "0.0.0.0",
+    xff_trusted_hops: TrustedHops = 0,
 ) -> None:
     """Print the Envoy bootstrap (JSON, descriptor set inlined)."""
-    json.dump(_bootstrap(upstream, http_host, http_port, admin_port), sys.stdout, indent=1)
+    cfg = _bootstrap(upstream, http_host, http_port, admin_port, xff_trusted_hops)
+    json.dump(cfg, sys.stdout, indent=1)
 
 
 @gateway_app.command("run")
@@ -140,11 +155,12 @@ def gateway_run(
     admin_port: int = 9901,
     http_host: str = "0.0.0.0",
     workdir: Path = Path("/tmp/trainyard-gateway"),
+    xff_trusted_hops: TrustedHops = 0,
 ) -> None:
     """Render the bootstrap into WORKDIR and exec Envoy (for containers)."""
     from trainyard.gateway.process import envoy_binary
 
-    cfg = _bootstrap(upstream, http_host, http_port, admin_port)
+    cfg = _bootstrap(upstream, http_host, http_port, admin_port, xff_trusted_hops)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "envoy.json"
     path.write_text(json.dumps(cfg))

@@ -32,7 +32,9 @@ from trainyard.runtime.errors import (
     NotFound,
     Unavailable,
 )
+from trainyard.runtime.pagination import checked_page_size
 from trainyard.runtime.storage import BlobNotFound, BlobStorage
+from trainyard.runtime.untrusted import decode_cursor
 
 log = structlog.get_logger("trainyard.jobrunner")
 
@@ -287,7 +289,8 @@ class JobRunner:
         owner: str | None = None,
     ) -> tuple[list[JobView], str]:
         """Jobs carrying every label, newest first; (page, next_page_token). page_size 0 means
-        everything."""
+        everything; a negative one is INVALID_ARGUMENT."""
+        page_size = checked_page_size(page_size)
         stmt = select(Job)
         for key, value in (labels or {}).items():
             stmt = stmt.where(
@@ -579,7 +582,7 @@ def _encode_token(created: datetime, job_id: str) -> str:
 
 def _decode_token(token: str) -> tuple[datetime, str]:
     try:
-        created, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+        created, job_id = decode_cursor(token).decode().split("|", 1)
         return datetime.fromisoformat(created), job_id
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument(

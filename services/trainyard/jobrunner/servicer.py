@@ -15,6 +15,7 @@ from trainyard.jobrunner.runner import JobRunner, JobView
 from trainyard.jobrunner.training_jobs import TrainingJobs
 from trainyard.runtime.auth import current_identity, current_user
 from trainyard.runtime.http import json_body
+from trainyard.runtime.untrusted import struct_to_dict
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -133,7 +134,7 @@ class TrainingJobsServicer(svc.TrainingJobsServiceServicer):
     async def CreateTrainingJob(
         self, request: msgs.CreateTrainingJobRequest, context: Context
     ) -> msgs.CreateTrainingJobResponse:
-        params = json_format.MessageToDict(request.hyperparameters)
+        params = struct_to_dict(request.hyperparameters, field="hyperparameters")
         name = await self._jobs.create(
             request.pipeline or request.pipeline_step, params, current_user()
         )

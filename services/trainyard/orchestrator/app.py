@@ -10,6 +10,7 @@ from trainyard.orchestrator.registry import ModelRegistry
 from trainyard.orchestrator.servicer import AuthServicer, TrainServicer
 from trainyard.orchestrator.settings import OrchestratorSettings
 from trainyard.runtime.db import Database
+from trainyard.runtime.ratelimit import FailureLimiter
 from trainyard.runtime.server import App, Registration, authority_from
 from trainyard.runtime.settings import CommonSettings, database_url_for
 
@@ -30,7 +31,15 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
             ),
             Registration(
                 auth_grpc.add_AuthServiceServicer_to_server,
-                AuthServicer(authority_from(common), common.auth_clients),
+                AuthServicer(
+                    authority_from(common),
+                    common.auth_clients,
+                    FailureLimiter(
+                        own.token_max_failures,
+                        own.token_failure_window_seconds,
+                        max_keys=own.token_failure_max_keys,
+                    ),
+                ),
                 "trainyard.api.auth.v1.AuthService",
             ),
         ],

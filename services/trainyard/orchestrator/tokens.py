@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import json
 from collections.abc import Mapping
-from urllib.parse import parse_qsl
 
 from trainyard.runtime.auth import TokenAuthority
 from trainyard.runtime.errors import FieldViolation, InvalidArgument, Unauthenticated
+from trainyard.runtime.untrusted import decode_base64url, decode_form, decode_json_object
+
+#: Largest POST /connect/token body the service reads (Envoy refuses larger ones first).
+MAX_TOKEN_REQUEST_BYTES = 16 * 1024
 
 
 def parse_token_request(
@@ -19,27 +20,31 @@ def parse_token_request(
     """(grant_type, client_id, client_secret) from a form or JSON body and optional Basic auth."""
     fields: dict[str, str]
     media = content_type.split(";", 1)[0].strip().lower()
-    try:
-        if media == "application/json":
-            raw = json.loads(body or b"{}")
-            if not isinstance(raw, dict):
-                raise ValueError("the JSON body must be an object")
-            fields = {str(k): str(v) for k, v in raw.items()}
-        elif media in ("application/x-www-form-urlencoded", ""):
-            fields = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-        else:
-            raise InvalidArgument(
-                f"unsupported content type {content_type!r}: send "
-                "application/x-www-form-urlencoded",
-                reason="UNSUPPORTED_MEDIA_TYPE",
-            )
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"malformed token request body: {exc}") from exc
+    if media == "application/json":
+        raw = decode_json_object(body or b"{}", field="body", max_bytes=MAX_TOKEN_REQUEST_BYTES)
+        fields = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    elif media in ("application/x-www-form-urlencoded", ""):
+        fields = decode_form(body, field="body", max_bytes=MAX_TOKEN_REQUEST_BYTES)
+    else:
+        raise InvalidArgument(
+            f"unsupported content type {content_type[:100]!r}: send "
+            "application/x-www-form-urlencoded",
+            reason="UNSUPPORTED_MEDIA_TYPE",
+        )
     if authorization and authorization.lower().startswith("basic "):
+        message = "malformed HTTP Basic client credentials"
+        raw_basic = decode_base64url(
+            authorization[6:].strip(),
+            field="authorization",
+            max_chars=4096,
+            error=Unauthenticated,
+            message=message,
+            urlsafe=False,
+        )
         try:
-            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise Unauthenticated("malformed HTTP Basic client credentials") from exc
+            decoded = raw_basic.decode()
+        except UnicodeDecodeError as exc:
+            raise Unauthenticated(message) from exc
         cid, _, secret = decoded.partition(":")
         fields.setdefault("client_id", cid)
         fields.setdefault("client_secret", secret)
@@ -55,7 +60,7 @@ def parse_token_request(
         )
     if fields["grant_type"] != "client_credentials":
         raise InvalidArgument(
-            f"unsupported grant_type {fields['grant_type']!r}: only client_credentials",
+            f"unsupported grant_type {fields['grant_type'][:100]!r}: only client_credentials",
             reason="UNSUPPORTED_GRANT_TYPE",
             violations=[FieldViolation("grant_type", "must be client_credentials")],
         )

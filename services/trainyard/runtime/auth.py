@@ -17,6 +17,7 @@ from typing import Any, Literal
 import jwt
 
 from trainyard.runtime.errors import PermissionDenied, Unauthenticated
+from trainyard.runtime.untrusted import check_jwt_shape
 
 Kind = Literal["user", "job", "service"]
 
@@ -114,10 +115,11 @@ class TokenAuthority:
 
     def verify(self, token: str) -> Identity:
         """Verify a token; any problem is UNAUTHENTICATED with a message saying what is wrong."""
+        check_jwt_shape(token)  # bounded size and depth before the JWT library sees it
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"malformed bearer token: {exc}") from exc
+        except (jwt.PyJWTError, ValueError, RecursionError) as exc:
+            raise Unauthenticated("malformed bearer token: its header cannot be read") from exc
         alg = header.get("alg")
         options: Any = {"require": ["exp", "sub"]}
         try:
@@ -143,7 +145,9 @@ class TokenAuthority:
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("the bearer token has expired; get a new one") from exc
         except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"invalid bearer token: {exc}") from exc
+            raise Unauthenticated(f"invalid bearer token: {_plain(exc)}") from exc
+        except (ValueError, RecursionError, TypeError) as exc:
+            raise Unauthenticated("invalid bearer token: its claims cannot be read") from exc
         kind = claims.get("typ")
         if kind not in ("user", "job", "service"):
             raise Unauthenticated("invalid bearer token: unknown token type")
@@ -159,6 +163,13 @@ class TokenAuthority:
         if self._jwks is not None:
             return await asyncio.to_thread(self.verify, token)
         return self.verify(token)
+
+
+def _plain(exc: Exception) -> str:
+    """PyJWT's message for a rejected token ("Signature verification failed", ...), without
+    the library's exception names or decoder internals."""
+    text = str(exc).split(":", 1)[0].strip() or "it was rejected"
+    return text[:200]
 
 
 def bearer_from_metadata(metadata: Mapping[str, str | bytes]) -> str | None:

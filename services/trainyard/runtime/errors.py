@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "trainyard.dev"
@@ -34,6 +34,7 @@ class DomainError(Exception):
         violations: Iterable[FieldViolation] = (),
         metadata: Mapping[str, str] | None = None,
         http_status: int | None = None,
+        retry_after_seconds: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -41,6 +42,8 @@ class DomainError(Exception):
         self.violations = tuple(violations)
         self.metadata = dict(metadata or {})
         self.http_status = http_status
+        #: When to try again: a google.rpc.RetryInfo detail and a `retry-after` header.
+        self.retry_after_seconds = retry_after_seconds
 
     def to_status_proto(self) -> status_pb2.Status:
         details: list[any_pb2.Any] = []
@@ -64,6 +67,14 @@ class DomainError(Exception):
                 )
             )
             details.append(bad)
+        if self.retry_after_seconds is not None:
+            retry = any_pb2.Any()
+            retry.Pack(
+                error_details_pb2.RetryInfo(
+                    retry_delay=duration_pb2.Duration(seconds=self.retry_after_seconds)
+                )
+            )
+            details.append(retry)
         return status_pb2.Status(
             code=_CODE_NUMBERS[self.code], message=self.message, details=details
         )
@@ -74,6 +85,8 @@ class DomainError(Exception):
         ]
         if self.http_status is not None:
             md.append(("x-http-status", str(self.http_status)))
+        if self.retry_after_seconds is not None:
+            md.append(("retry-after", str(self.retry_after_seconds)))
         return tuple(md)
 
 

@@ -9,6 +9,8 @@ import grpc
 from google.api import httpbody_pb2
 
 HTTP_STATUS_HEADER = "x-http-status"
+#: The request header Envoy sets to the client's address, overwriting any a client sent.
+CLIENT_ADDRESS_HEADER = "x-trainyard-client-address"
 
 
 async def set_http_status(context: grpc.aio.ServicerContext[Any, Any], status: int) -> None:

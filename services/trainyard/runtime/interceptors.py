@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 import structlog
 from google.protobuf import descriptor_pool
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from prometheus_client import Counter, Histogram
 
 from trainyard.api.options.v1 import options_pb2
@@ -39,6 +39,7 @@ from trainyard.runtime.errors import (
     Unauthenticated,
     Unimplemented,
 )
+from trainyard.runtime.untrusted import MAX_JSON_DEPTH
 
 log = structlog.get_logger("trainyard.rpc")
 
@@ -166,6 +167,8 @@ class _Call:
             if ident is not None:
                 structlog.contextvars.bind_contextvars(principal=ident.subject)
             token = bind_identity(ident)
+            if isinstance(request, _Undecodable):
+                raise request.error()
             if request is not None:
                 self.owner.validate(request)
             yield
@@ -197,6 +200,44 @@ class _Call:
         await context.abort(exc.code, exc.message, trailing_metadata=exc.trailing_metadata())
 
 
+class _Undecodable:
+    """Stands in for a request message the deserializer could not decode (bad wire bytes, or
+    nested deeper than protobuf's limit of 100 levels): the guard answers INVALID_ARGUMENT
+    instead of gRPC's UNKNOWN with the decoder's exception text."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(
+            f"the request could not be decoded as {self.type_name}: it is malformed or nested "
+            f"too deeply (JSON values may nest at most {MAX_JSON_DEPTH} levels)",
+            reason="UNDECODABLE_REQUEST",
+        )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    owner = getattr(deserializer, "__self__", None)
+    type_name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "the request message")
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, RecursionError, ValueError):
+            return _Undecodable(type_name)
+
+    return decode
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error()
+        yield request
+
+
 async def _call_servicer(inner: Any, request: Any, context: Any) -> Any:
     # Unimplemented generated methods are plain functions that raise NotImplementedError.
     result = inner(request, context)
@@ -207,7 +248,7 @@ def _wrap(handler: Any, call: _Call) -> Any:
     """The handler with the same cardinality, its behaviour run inside `call.guard`."""
     unary_request = not handler.request_streaming
     options = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.response_streaming:
@@ -217,7 +258,8 @@ def _wrap(handler: Any, call: _Call) -> Any:
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             async with call.guard(context, request if unary_request else None):
-                async for item in await _call_servicer(inner, request, context):
+                incoming = request if unary_request else _checked_stream(request)
+                async for item in await _call_servicer(inner, incoming, context):
                     yield item
 
         if unary_request:
@@ -228,7 +270,8 @@ def _wrap(handler: Any, call: _Call) -> Any:
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async with call.guard(context, request if unary_request else None):
-            return await _call_servicer(inner_unary, request, context)
+            incoming = request if unary_request else _checked_stream(request)
+            return await _call_servicer(inner_unary, incoming, context)
 
     if unary_request:
         return grpc.unary_unary_rpc_method_handler(unary, **options)

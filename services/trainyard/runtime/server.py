@@ -28,10 +28,17 @@ from trainyard.runtime.settings import CommonSettings, ServiceSettings
 log = structlog.get_logger("trainyard.server")
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+#: Metadata a call may carry. Above what Envoy lets through (32 KiB of request headers, plus the
+#: x-envoy-original-path copy of a URL of up to 4 KiB and Envoy's own headers), so a request Envoy
+#: accepts never meets gRPC's metadata limit, whose RESOURCE_EXHAUSTED Envoy would turn into 429
+#: (the soft limit rejects at random between it and the hard one: both are set alike).
+MAX_METADATA_BYTES = 128 * 1024
 
 SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
     # A fixed 4 MiB receive window per stream instead of BDP-probed growth: Envoy (with its

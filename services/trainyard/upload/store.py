@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import json
 import uuid
@@ -37,7 +36,9 @@ from trainyard.runtime.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from trainyard.runtime.pagination import checked_page_size
 from trainyard.runtime.storage import BlobNotFound, BlobStorage, BlobWriter, is_disk_full
+from trainyard.runtime.untrusted import decode_json_cursor
 from trainyard.upload.filenames import UniqueNames, sanitize_filename
 from trainyard.upload.models import Upload, UploadFile
 from trainyard.upload.multipart import (
@@ -294,12 +295,7 @@ class UploadStore:
         self, owner: str, page_size: int = 0, page_token: str = ""
     ) -> UploadPage:
         """The owner's uploads, newest first, one page at a time."""
-        if page_size < 0:
-            raise InvalidArgument(
-                f"page_size must not be negative, got {page_size}",
-                violations=[FieldViolation("page_size", "must be between 0 and 1000")],
-            )
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = checked_page_size(page_size, maximum=MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
         query = select(Upload).where(Upload.owner == owner)
         if page_token:
             created, last_id = _decode_token(page_token)
@@ -378,11 +374,10 @@ def _encode_token(row: Upload) -> str:
 
 
 def _decode_token(token: str) -> tuple[datetime, str]:
+    data = decode_json_cursor(token)
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
         return datetime.fromisoformat(data["c"]), str(data["i"])
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise InvalidArgument(
             "invalid page_token: pass the next_page_token of a previous response unchanged",
             violations=[FieldViolation("page_token", "is not a token this service issued")],

@@ -52,8 +52,11 @@ class AuthServiceServicer:
         """IssueToken exchanges client credentials for an access token, as POST /connect/token.
         The body is `application/x-www-form-urlencoded` (grant_type=client_credentials, client_id,
         client_secret; HTTP Basic client authentication is accepted too) or the same fields as JSON.
-        Errors: INVALID_ARGUMENT for a missing field or an unsupported grant_type, UNAUTHENTICATED for
-        unknown client credentials.
+        The body is at most 16 KiB (JSON at most 32 levels deep). Errors: INVALID_ARGUMENT for a
+        missing field, a malformed body or an unsupported grant_type, UNAUTHENTICATED for unknown
+        client credentials, RESOURCE_EXHAUSTED (HTTP 429 with Retry-After, google.rpc.RetryInfo) once a
+        client_id or a source address has failed 30 times within a minute (settings
+        TRAINYARD_ORCHESTRATOR_TOKEN_*); successful requests are never limited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,8 +39,11 @@ class AuthServiceStub:
     """IssueToken exchanges client credentials for an access token, as POST /connect/token.
     The body is `application/x-www-form-urlencoded` (grant_type=client_credentials, client_id,
     client_secret; HTTP Basic client authentication is accepted too) or the same fields as JSON.
-    Errors: INVALID_ARGUMENT for a missing field or an unsupported grant_type, UNAUTHENTICATED for
-    unknown client credentials.
+    The body is at most 16 KiB (JSON at most 32 levels deep). Errors: INVALID_ARGUMENT for a
+    missing field, a malformed body or an unsupported grant_type, UNAUTHENTICATED for unknown
+    client credentials, RESOURCE_EXHAUSTED (HTTP 429 with Retry-After, google.rpc.RetryInfo) once a
+    client_id or a source address has failed 30 times within a minute (settings
+    TRAINYARD_ORCHESTRATOR_TOKEN_*); successful requests are never limited.
     """
 
 @_typing.type_check_only
@@ -54,8 +57,11 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """IssueToken exchanges client credentials for an access token, as POST /connect/token.
     The body is `application/x-www-form-urlencoded` (grant_type=client_credentials, client_id,
     client_secret; HTTP Basic client authentication is accepted too) or the same fields as JSON.
-    Errors: INVALID_ARGUMENT for a missing field or an unsupported grant_type, UNAUTHENTICATED for
-    unknown client credentials.
+    The body is at most 16 KiB (JSON at most 32 levels deep). Errors: INVALID_ARGUMENT for a
+    missing field, a malformed body or an unsupported grant_type, UNAUTHENTICATED for unknown
+    client credentials, RESOURCE_EXHAUSTED (HTTP 429 with Retry-After, google.rpc.RetryInfo) once a
+    client_id or a source address has failed 30 times within a minute (settings
+    TRAINYARD_ORCHESTRATOR_TOKEN_*); successful requests are never limited.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -72,8 +78,11 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """IssueToken exchanges client credentials for an access token, as POST /connect/token.
         The body is `application/x-www-form-urlencoded` (grant_type=client_credentials, client_id,
         client_secret; HTTP Basic client authentication is accepted too) or the same fields as JSON.
-        Errors: INVALID_ARGUMENT for a missing field or an unsupported grant_type, UNAUTHENTICATED for
-        unknown client credentials.
+        The body is at most 16 KiB (JSON at most 32 levels deep). Errors: INVALID_ARGUMENT for a
+        missing field, a malformed body or an unsupported grant_type, UNAUTHENTICATED for unknown
+        client credentials, RESOURCE_EXHAUSTED (HTTP 429 with Retry-After, google.rpc.RetryInfo) once a
+        client_id or a source address has failed 30 times within a minute (settings
+        TRAINYARD_ORCHESTRATOR_TOKEN_*); successful requests are never limited.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

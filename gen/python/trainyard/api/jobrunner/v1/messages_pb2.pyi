@@ -536,9 +536,13 @@ class ListJobsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """page_size is the most jobs to return; 0 means 100, at most 1000."""
+    """page_size is the most jobs to return; 0 means 100, at most 1000; negative is
+    INVALID_ARGUMENT.
+    """
     page_token: _builtins.str
-    """page_token is a next_page_token from a previous response."""
+    """page_token is a next_page_token from a previous response, unchanged; anything else is
+    INVALID_ARGUMENT.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """labels keep only jobs carrying every one of these labels."""
@@ -831,7 +835,9 @@ class CreateTrainingJobRequest(_message.Message):
     PIPELINE_STEP_FIELD_NUMBER: _builtins.int
     HYPERPARAMETERS_FIELD_NUMBER: _builtins.int
     pipeline: _builtins.str
-    """pipeline names the pipeline; its image is "model-training-<pipeline>"."""
+    """pipeline names the pipeline; its image is "model-training-<pipeline>". Required (the alias
+    pipeline_step may stand in for it).
+    """
     pipeline_step: _builtins.str
     """pipeline_step is accepted as an alias of pipeline, as the reference implementation does."""
     @_builtins.property
@@ -849,6 +855,7 @@ class CreateTrainingJobRequest(_message.Message):
         - a key or value containing a NUL byte;
         - a value over 131072 bytes (128 KiB, UTF-8; objects and arrays count as their JSON);
         - all variables together over 1048576 bytes (1 MiB), counting NAME=value plus one byte each.
+        The REST body is at most 64 KiB and nests at most 32 JSON levels (deeper is INVALID_ARGUMENT).
         """
 
     def __init__(
@@ -1014,9 +1021,11 @@ class ListTrainingJobsRequest(_message.Message):
     pipeline: _builtins.str
     """pipeline keeps only this pipeline's jobs; empty means all."""
     page_size: _builtins.int
-    """page_size is the most jobs to return; 0 means all of them."""
+    """page_size is the most jobs to return; 0 means all of them; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
-    """page_token is a cursor from the x-next-page-token response header."""
+    """page_token is a cursor from the x-next-page-token response header, unchanged; anything
+    else is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,

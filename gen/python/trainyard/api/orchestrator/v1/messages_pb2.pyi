@@ -1180,7 +1180,9 @@ class UpdateTrainStatusRequest(_message.Message):
     """status is "starting", "in_progress", "complete", "failed" or "stopped"."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
-        """metadata, if given, is stored as the model's metadata."""
+        """metadata, if given, is stored as the model's metadata. The REST body is at most 64 KiB and
+        nests at most 32 JSON levels, metadata included (deeper is INVALID_ARGUMENT).
+        """
 
     def __init__(
         self,

@@ -196,9 +196,13 @@ class ListUploadsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """page_size is the most uploads to return; 0 means 50, at most 1000."""
+    """page_size is the most uploads to return; 0 means 50, at most 1000; negative is
+    INVALID_ARGUMENT.
+    """
     page_token: _builtins.str
-    """page_token is a next_page_token from a previous response."""
+    """page_token is a next_page_token from a previous response, unchanged; anything else is
+    INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
