@@ -64,6 +64,23 @@ EXTRA_STATUSES: dict[str, dict[str, str]] = {
         "507": "the storage is full",
     },
 }
+#: What a create RPC's answer names, for OpenAPI links to the routes of that object: the path
+#: parameter it fills and the runtime expression that reads it from the 200 body.
+CREATES: dict[str, tuple[str, str]] = {
+    "UploadService/UploadData": ("upload_id", "$response.body#/upload_id"),
+    "TrainingJobsService/CreateTrainingJob": ("name", "$response.body"),
+}
+#: The form fields of multipart routes, by RPC (the body streams to the service as it comes).
+MULTIPART_FORMS: dict[str, dict[str, Any]] = {
+    "UploadService/UploadData": {
+        "type": "object",
+        "description": "one or more file parts (any field name); each is stored under its "
+        "sanitized file name",
+        "properties": {"file": {"type": "string", "format": "binary"}},
+        "required": ["file"],
+        "additionalProperties": {"type": "string", "format": "binary"},
+    },
+}
 STATUS_TEXT = {
     "400": "invalid request: malformed JSON, an unknown query parameter, an invalid field "
     "(google.rpc.BadRequest names it), JSON nested deeper than 32 levels",
@@ -332,7 +349,7 @@ def build(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             "gateway and an empty key is refused. Errors may also be 500 (an internal error, "
             "with a correlation id) or 503 (a service is unavailable).",
         },
-        "paths": dict(sorted(paths.items())),
+        "paths": _with_links(dict(sorted(paths.items()))),
         "components": {
             "responses": {f"E{code}": _error_response(text) for code, text in STATUS_TEXT.items()},
             "securitySchemes": {
@@ -353,6 +370,28 @@ def build(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             },
         },
     }
+
+
+def _with_links(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Link each create RPC's 200 answer to every route of the object it created (OpenAPI
+    links: clients and stateful fuzzers follow them from a new object to its reads/deletes)."""
+    for ops in paths.values():
+        for op in ops.values():
+            created = CREATES.get(op["operationId"].replace("_", "/", 1))
+            if created is None:
+                continue
+            parameter, expression = created
+            links = {
+                other["operationId"]: {
+                    "operationId": other["operationId"],
+                    "parameters": {parameter: expression},
+                }
+                for template, other_ops in paths.items()
+                if "{" + parameter + "}" in template
+                for other in other_ops.values()
+            }
+            op["responses"]["200"]["links"] = dict(sorted(links.items()))
+    return paths
 
 
 def _verb(binding: http_pb2.HttpRule) -> tuple[str, str]:
@@ -410,9 +449,12 @@ def _operation(
                 if method.client_streaming
                 else "application/x-www-form-urlencoded"
             )
+            form = MULTIPART_FORMS.get(f"{service}/{method.name}", {"type": "object"})
             op["requestBody"] = {
                 "required": True,
-                "content": {media: {"schema": {"type": "object"}}},
+                "content": {
+                    media: {"schema": form if method.client_streaming else {"type": "object"}}
+                },
             }
         else:
             op["requestBody"] = {
@@ -438,10 +480,19 @@ def _operation(
     if method.server_streaming:
         content = {
             "text/event-stream": {
+                # Each Server-Sent Event of the stream (OpenAPI 3.0 has no way to type the JSON
+                # inside `data`; its shape is the message named in the description).
                 "schema": {
-                    "type": "string",
-                    "description": "one `data: <json>` event per message of "
-                    + response_type.lstrip("."),
+                    "type": "object",
+                    "description": "one event per message of "
+                    + response_type.lstrip(".")
+                    + "; `data` is the message as JSON",
+                    "properties": {
+                        "data": {"type": "string"},
+                        "event": {"type": "string"},
+                        "id": {"type": "string"},
+                    },
+                    "required": ["data"],
                 }
             }
         }
