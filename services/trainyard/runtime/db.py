@@ -45,6 +45,15 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def engine_of(sessions: async_sessionmaker[Any]) -> AsyncEngine:
+    """The engine behind a sessionmaker: hot read paths that want plain rows run their Core
+    statement on a connection of it, without a Session's unit-of-work bookkeeping."""
+    engine = sessions.kw.get("bind")
+    if not isinstance(engine, AsyncEngine):
+        raise TypeError("the sessionmaker is not bound to an AsyncEngine")
+    return engine
+
+
 def _upgrade(connection: Connection, script_location: str, version_table: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", script_location)
