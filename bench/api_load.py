@@ -9,8 +9,9 @@ Each case runs --clients clients for --seconds (after a short warm-up), spread o
 --client-procs processes so that one Python client process is not the bottleneck; every client
 has its own connection (gRPC: its own channel; REST: one keep-alive HTTP/1.1 connection).
 Responses are not parsed during the run (each target is checked once before). Printed per case:
-req/s, p50/p99 latency, the ratio to the same service's health check, and the clients' CPU per
-request (the clients share the machine's cores with the services and Envoy).
+req/s, p50/p99 latency, the ratio to the same service's health check, and the CPU time per
+request of the service, of Envoy and of the clients (all share the machine's cores, so the CPU
+figures say where the time goes even when the rates are noisy).
 
 The list is measured for two users with --jobs jobs each: one whose job specs are ~1 KiB and one
 whose specs are inflated to --spec-kib KiB (environment variables), to show that a list's cost
@@ -40,6 +41,7 @@ from typing import Literal
 import aiohttp
 import grpc
 import httpx
+import psutil
 from grpc_health.v1 import health_pb2
 
 from trainyard.api.jobrunner.v1 import messages_pb2 as jobs_msgs
@@ -105,6 +107,8 @@ class Row:
     p99: float
     errors: int
     client_cpu_us: float
+    service_cpu_us: float
+    envoy_cpu_us: float
     first_error: str = ""
 
 
@@ -233,6 +237,15 @@ class Stack:
             child.stop()
         if self.schema:
             asyncio.run(_postgres(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+
+    def process(self, service: str) -> psutil.Process:
+        proc = self.children[service].proc
+        assert proc is not None
+        return psutil.Process(proc.pid)
+
+    def envoy_process(self) -> psutil.Process:
+        assert self.envoy is not None and self.envoy.proc is not None
+        return psutil.Process(self.envoy.proc.pid)
 
     def address(self, service: str) -> str:
         return self.children[service].address or ""
@@ -425,10 +438,27 @@ def check(target: Target) -> str:
     return f"{len(raw)} bytes"
 
 
-def measure(pool: ProcessPoolExecutor, procs: int, case: Case, clients: int, seconds: float) -> Row:
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def measure(
+    pool: ProcessPoolExecutor,
+    procs: int,
+    case: Case,
+    clients: int,
+    seconds: float,
+    stack: Stack,
+) -> Row:
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     start = time.monotonic() + 0.3 + WARMUP_SECONDS  # the same moment in every worker
     futures = [pool.submit(worker, case.target, n, start, seconds) for n in per if n]
+    service, envoy = stack.process(case.service), stack.envoy_process()
+    time.sleep(max(0.0, start - time.monotonic()))
+    service_cpu, envoy_cpu = _cpu(service), _cpu(envoy)
+    time.sleep(max(0.0, start + seconds - time.monotonic()))
+    service_cpu, envoy_cpu = _cpu(service) - service_cpu, _cpu(envoy) - envoy_cpu
     results = [f.result() for f in futures]
     count = sum(r.count for r in results)
     lat = [x for r in results for x in r.latencies_ms]
@@ -441,6 +471,8 @@ def measure(pool: ProcessPoolExecutor, procs: int, case: Case, clients: int, sec
         p99=_percentile(lat, 0.99),
         errors=sum(r.errors for r in results),
         client_cpu_us=cpu / total * 1e6 * (seconds / (seconds + WARMUP_SECONDS)),
+        service_cpu_us=service_cpu / max(count, 1) * 1e6,
+        envoy_cpu_us=envoy_cpu / max(count, 1) * 1e6,
         first_error=next((r.first_error for r in results if r.first_error), ""),
     )
 
@@ -453,7 +485,7 @@ def report(database: str, rows: list[Row], ns: argparse.Namespace, skipped: dict
     )
     print(
         f"{'case':<28} {'path':<12} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'/health':>8} {'client µs/req':>13}"
+        f"{'/health':>8}   CPU µs/req: {'service':>7} {'Envoy':>6} {'clients':>7}"
     )
     for r in rows:
         ratio = r.rate / health[r.case.service] if health.get(r.case.service) else float("nan")
@@ -461,7 +493,8 @@ def report(database: str, rows: list[Row], ns: argparse.Namespace, skipped: dict
         err = f"  ({r.errors} errors: {r.first_error})" if r.errors else ""
         print(
             f"{name:<28} {r.case.path:<12} {r.rate:>8,.0f} {r.p50:>7.2f} {r.p99:>7.2f} "
-            f"{ratio:>7.0%} {r.client_cpu_us:>13,.0f}{err}"
+            f"{ratio:>7.0%} {'':>12} {r.service_cpu_us:>7,.0f} {r.envoy_cpu_us:>6,.0f} "
+            f"{r.client_cpu_us:>7,.0f}{err}"
         )
     by = {(r.case.read, r.case.path): r.rate for r in rows}
     for read in dict.fromkeys(r.case.read for r in rows if r.case.path == "REST"):
@@ -470,7 +503,7 @@ def report(database: str, rows: list[Row], ns: argparse.Namespace, skipped: dict
             print(f"REST/direct gRPC   {read:<28} {by[(read, 'REST')] / direct:>6.0%}")
     small, big = "training-jobs list 1 KiB", f"training-jobs list {ns.spec_kib:g} KiB"
     for path in ("direct gRPC", "REST"):
-        if by.get((small, path)):
+        if by.get((small, path)) and by.get((big, path)):
             ratio = by[(big, path)] / by[(small, path)]
             print(f"{ns.spec_kib:g} KiB/1 KiB specs {path:<28} {ratio:>6.0%}")
     for what, why in skipped.items():
@@ -517,7 +550,7 @@ def main() -> None:
                     if ns.only and ns.only not in case.read and case.path != "health":
                         continue
                     check(case.target)
-                    rows.append(measure(pool, procs, case, ns.clients, ns.seconds))
+                    rows.append(measure(pool, procs, case, ns.clients, ns.seconds, stack))
                 report(database, rows, ns, stack.skipped)
 
 
