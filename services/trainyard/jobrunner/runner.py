@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
 from trainyard.jobrunner.logfile import LogReader, Record
 from trainyard.jobrunner.models import Job, JobLabel, utcnow
-from trainyard.runtime.db import engine_of
+from trainyard.runtime.db import reader_of
 from trainyard.runtime.errors import (
     AlreadyExists,
     FieldViolation,
@@ -190,7 +190,7 @@ class JobRunner:
         archive: BlobStorage | None = None,
     ) -> None:
         self._sessions = sessions
-        self._engine = engine_of(sessions)
+        self._reader = reader_of(sessions)
         self.backend = backend
         self.log_root = log_root
         #: Where finished jobs' logs are kept beyond this machine's disk (S3 in production).
@@ -331,7 +331,7 @@ class JobRunner:
         stmt = _summary_statement(
             len(labels), bool(name_prefix), owner is not None, bool(page_token), page_size > 0
         )
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(stmt, params)).all()
         out: list[JobSummary] = []
         for row in rows:
