@@ -12,7 +12,8 @@ from sqlalchemy import text
 
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.backends.local import LocalBackend
-from trainyard.jobrunner.runner import JobRunner, _summary_statement
+from trainyard.jobrunner.models import Job
+from trainyard.jobrunner.runner import JobRunner, SummaryCache, _summary_statement
 from trainyard.runtime.db import Database
 
 KIND = "trainyard.dev/kind"
@@ -140,3 +141,62 @@ async def test_sqlite_answers_a_users_list_from_the_covering_index(tmp_path: Pat
         assert "ix_jobrunner_jobs_owner_summary" in {row[1] for row in names}
     finally:
         await db.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_write_is_seen_by_the_next_list(runner: tuple[JobRunner, Database]) -> None:
+    jr, _ = runner
+    labels = {KIND: "training-job"}
+    assert (await jr.summaries(labels, 0, "", "", "bob"))[0] == []
+    assert (await jr.summaries(labels, 0, "", "", "bob"))[0] == []  # now cached
+    await _submit(jr, "model-training-w-1", "bob", "w")
+    (job,), _ = await jr.summaries(labels, 0, "", "", "bob")
+    assert job.state == "PENDING"
+    await jr.cancel(job.id)
+    (job,), _ = await jr.summaries(labels, 0, "", "", "bob")
+    assert job.state == "CANCELLED"
+    await jr.delete(job.id)
+    assert (await jr.summaries(labels, 0, "", "", "bob"))[0] == []
+
+
+async def test_a_foreign_write_is_seen_within_max_age(
+    runner: tuple[JobRunner, Database],
+) -> None:
+    jr, db = runner
+    clock = Clock()
+    jr._summary_cache = SummaryCache(clock=clock)
+    await _submit(jr, "model-training-f-1", "bob", "f")
+    (job,), _ = await jr.summaries({}, 0, "", "", "bob")
+    async with db.sessions.begin() as session:  # a write this runner did not make
+        row = await session.get(Job, job.id)
+        assert row is not None
+        row.state = "RUNNING"
+    (cached,), _ = await jr.summaries({}, 0, "", "", "bob")
+    assert cached.state == "PENDING"
+    clock.now += jr._summary_cache.max_age
+    (fresh,), _ = await jr.summaries({}, 0, "", "", "bob")
+    assert fresh.state == "RUNNING"
+
+
+def test_a_read_that_overlapped_a_write_is_not_kept() -> None:
+    cache = SummaryCache()
+    generation = cache.generation  # a read starts
+    cache.invalidate()  # a write ends meanwhile
+    cache.put("k", generation, "maybe stale")
+    assert cache.get("k") is None
+    cache.put("k", cache.generation, "fresh")
+    assert cache.get("k") == "fresh"
+
+
+def test_the_summary_cache_is_bounded() -> None:
+    cache = SummaryCache(max_entries=2)
+    for key in ("a", "b", "c"):
+        cache.put(key, cache.generation, key)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, "b", "c")

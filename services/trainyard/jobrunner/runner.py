@@ -9,8 +9,10 @@ import contextlib
 import hashlib
 import json
 import shutil
+import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -104,6 +106,52 @@ class JobSummary:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class SummaryCache:
+    """Summary lists recently read, so that many clients polling the same list cost one query
+    per change rather than one per request. This runner is the only writer of its jobs (the
+    job-runner runs as one replica; a service owns its tables), and every write it makes
+    invalidates the whole cache once its transaction has ended: a list read after a write
+    always sees it. An entry also expires after `max_age` seconds, which bounds how stale a
+    list can be after a write this runner did not make (an old pod still draining during a
+    rolling update). A read stores its result only if no write ended while it ran."""
+
+    def __init__(
+        self,
+        max_entries: int = 1024,
+        max_age: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self._clock = clock
+        self.generation = 0
+        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: Hashable) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self._clock() >= entry[0]:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: Hashable, generation: int, value: Any) -> None:
+        """Keep `value`, read while the cache was at `generation`, unless a write has ended
+        since (then it may be stale)."""
+        if generation != self.generation or self.max_entries <= 0:
+            return
+        self._entries[key] = (self._clock() + self.max_age, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def invalidate(self) -> None:
+        self.generation += 1
+        self._entries.clear()
 
 
 #: The columns a summary reads; never the spec or handle JSON.
@@ -200,6 +248,18 @@ class JobRunner:
         self._subscribers: list[_Subscriber] = []
         self._schedule_lock = asyncio.Lock()
         self._closing = False
+        #: Recent summary lists, dropped by every write of this runner (see `summaries`).
+        self._summary_cache = SummaryCache()
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that changes jobs: once it has ended (committed or not), cached
+        summary lists are stale."""
+        try:
+            async with self._sessions.begin() as session:
+                yield session
+        finally:
+            self._summary_cache.invalidate()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -261,7 +321,7 @@ class JobRunner:
             labels=[JobLabel(key=k, value=v) for k, v in labels.items()],
         )
         try:
-            async with self._sessions.begin() as session:
+            async with self._write() as session:
                 session.add(job)
         except IntegrityError as exc:
             if idempotency_key:
@@ -315,8 +375,14 @@ class JobRunner:
         """As `list` (below), but summaries: one query reads the page's summary columns with
         their labels joined, as plain rows (no ORM objects, never the spec), so a list costs the
         same whatever the size of the jobs' specs. The statement is built once per shape (see
-        `_summary_statement`) and every value travels as a bound parameter."""
+        `_summary_statement`) and every value travels as a bound parameter. Results are kept in
+        a SummaryCache until this runner's next write (1 s at most): treat them as read-only."""
         labels = dict(labels or {})
+        cache_key = (tuple(sorted(labels.items())), page_size, page_token, name_prefix, owner)
+        cached = self._summary_cache.get(cache_key)
+        if cached is not None:
+            return list(cached[0]), cached[1]
+        generation = self._summary_cache.generation
         params: dict[str, Any] = {}
         for i, (key, value) in enumerate(labels.items()):
             params[f"label_key_{i}"], params[f"label_value_{i}"] = key, value
@@ -355,6 +421,7 @@ class JobRunner:
         if page_size > 0 and len(out) > page_size:
             out = out[:page_size]
             token = _encode_token(out[-1].created_at, out[-1].id)
+        self._summary_cache.put(cache_key, generation, (tuple(out), token))
         return out, token
 
     async def list(
@@ -399,7 +466,7 @@ class JobRunner:
         view = await self.get(job_id)
         if view.done:
             return view
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             job = await session.get(Job, job_id)
             assert job is not None
             job.cancel_requested = True
@@ -418,11 +485,11 @@ class JobRunner:
 
     async def delete(self, job_id: str) -> None:
         view = await self.cancel(job_id, "deleted")
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             job = await session.get(Job, job_id)
             handle = job.handle if job else None
         await self.backend.delete(self._workload(view), handle)
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             job = await session.get(Job, job_id)
             if job is not None:
                 await session.delete(job)
@@ -575,7 +642,7 @@ class JobRunner:
         job_id = view.id
 
         async def on_running(new_handle: dict[str, Any], attempt: int) -> None:
-            async with self._sessions.begin() as session:
+            async with self._write() as session:
                 job = await session.get(Job, job_id)
                 if job is None:
                     return
@@ -600,7 +667,7 @@ class JobRunner:
         await self._schedule()
 
     async def _finish(self, job_id: str, outcome: Outcome) -> None:
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             job = await session.get(Job, job_id)
             if job is None or job.state in TERMINAL:
                 return
