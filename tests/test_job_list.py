@@ -13,8 +13,9 @@ from sqlalchemy import text
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.backends.local import LocalBackend
 from trainyard.jobrunner.models import Job
-from trainyard.jobrunner.runner import JobRunner, SummaryCache, _summary_statement
+from trainyard.jobrunner.runner import JobRunner, _summary_statement
 from trainyard.runtime.db import Database
+from trainyard.runtime.readcache import ReadCache
 
 KIND = "trainyard.dev/kind"
 PIPELINE = "trainyard.dev/pipeline"
@@ -171,7 +172,7 @@ async def test_a_foreign_write_is_seen_within_max_age(
 ) -> None:
     jr, db = runner
     clock = Clock()
-    jr._summary_cache = SummaryCache(clock=clock)
+    jr._summary_cache = ReadCache(clock=clock)
     await _submit(jr, "model-training-f-1", "bob", "f")
     (job,), _ = await jr.summaries({}, 0, "", "", "bob")
     async with db.sessions.begin() as session:  # a write this runner did not make
@@ -186,7 +187,7 @@ async def test_a_foreign_write_is_seen_within_max_age(
 
 
 def test_a_read_that_overlapped_a_write_is_not_kept() -> None:
-    cache = SummaryCache()
+    cache = ReadCache()
     generation = cache.generation  # a read starts
     cache.invalidate()  # a write ends meanwhile
     cache.put("k", generation, "maybe stale")
@@ -196,7 +197,7 @@ def test_a_read_that_overlapped_a_write_is_not_kept() -> None:
 
 
 def test_the_summary_cache_is_bounded() -> None:
-    cache = SummaryCache(max_entries=2)
+    cache = ReadCache(max_entries=2)
     for key in ("a", "b", "c"):
         cache.put(key, cache.generation, key)
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, "b", "c")

@@ -54,3 +54,12 @@ async def test_list_matches_get_for_every_upload(store: UploadStore) -> None:
 def test_the_list_statement_is_built_once() -> None:
     assert _list_statement(True) is _list_statement(True)
     assert _list_statement(False) is not _list_statement(True)
+
+
+async def test_a_write_is_seen_by_the_next_list(store: UploadStore) -> None:
+    assert (await store.list_uploads("carol")).uploads == []
+    assert (await store.list_uploads("carol")).uploads == []  # now cached
+    record = await store.ingest("carol", stream([NamedChunk("c.csv", b"c")]))
+    assert [u.upload_id for u in (await store.list_uploads("carol")).uploads] == [record.upload_id]
+    await store.delete(record.upload_id, "carol")
+    assert (await store.list_uploads("carol")).uploads == []

@@ -9,10 +9,8 @@ import contextlib
 import hashlib
 import json
 import shutil
-import time
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -35,6 +33,7 @@ from trainyard.runtime.errors import (
     NotFound,
     Unavailable,
 )
+from trainyard.runtime.readcache import ReadCache
 from trainyard.runtime.storage import BlobNotFound, BlobStorage
 
 log = structlog.get_logger("trainyard.jobrunner")
@@ -106,52 +105,6 @@ class JobSummary:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-
-
-class SummaryCache:
-    """Summary lists recently read, so that many clients polling the same list cost one query
-    per change rather than one per request. This runner is the only writer of its jobs (the
-    job-runner runs as one replica; a service owns its tables), and every write it makes
-    invalidates the whole cache once its transaction has ended: a list read after a write
-    always sees it. An entry also expires after `max_age` seconds, which bounds how stale a
-    list can be after a write this runner did not make (an old pod still draining during a
-    rolling update). A read stores its result only if no write ended while it ran."""
-
-    def __init__(
-        self,
-        max_entries: int = 1024,
-        max_age: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_entries = max_entries
-        self.max_age = max_age
-        self._clock = clock
-        self.generation = 0
-        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
-
-    def get(self, key: Hashable) -> Any:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if self._clock() >= entry[0]:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
-
-    def put(self, key: Hashable, generation: int, value: Any) -> None:
-        """Keep `value`, read while the cache was at `generation`, unless a write has ended
-        since (then it may be stale)."""
-        if generation != self.generation or self.max_entries <= 0:
-            return
-        self._entries[key] = (self._clock() + self.max_age, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def invalidate(self) -> None:
-        self.generation += 1
-        self._entries.clear()
 
 
 #: The columns a summary reads; never the spec or handle JSON.
@@ -249,7 +202,7 @@ class JobRunner:
         self._schedule_lock = asyncio.Lock()
         self._closing = False
         #: Recent summary lists, dropped by every write of this runner (see `summaries`).
-        self._summary_cache = SummaryCache()
+        self._summary_cache = ReadCache()
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -376,7 +329,7 @@ class JobRunner:
         their labels joined, as plain rows (no ORM objects, never the spec), so a list costs the
         same whatever the size of the jobs' specs. The statement is built once per shape (see
         `_summary_statement`) and every value travels as a bound parameter. Results are kept in
-        a SummaryCache until this runner's next write (1 s at most): treat them as read-only."""
+        a ReadCache until this runner's next write (1 s at most): treat them as read-only."""
         labels = dict(labels or {})
         cache_key = (tuple(sorted(labels.items())), page_size, page_token, name_prefix, owner)
         cached = self._summary_cache.get(cache_key)

@@ -40,6 +40,7 @@ from trainyard.runtime.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from trainyard.runtime.readcache import ReadCache
 from trainyard.runtime.storage import BlobNotFound, BlobStorage, BlobWriter, is_disk_full
 from trainyard.upload.filenames import UniqueNames, sanitize_filename
 from trainyard.upload.models import Upload, UploadFile
@@ -143,6 +144,8 @@ class UploadStore:
     ) -> None:
         self._sessions = sessions
         self._reader = reader_of(sessions)
+        #: Recent list pages, dropped by every write of this store (see ReadCache).
+        self._lists = ReadCache()
         self.storage = storage
         self.limits = limits
         self.orphan_grace = orphan_grace
@@ -297,13 +300,19 @@ class UploadStore:
     async def list_uploads(
         self, owner: str, page_size: int = 0, page_token: str = ""
     ) -> UploadPage:
-        """The owner's uploads, newest first, one page at a time."""
+        """The owner's uploads, newest first, one page at a time. Pages are kept in a ReadCache
+        until this store's next write (1 s at most)."""
         if page_size < 0:
             raise InvalidArgument(
                 f"page_size must not be negative, got {page_size}",
                 violations=[FieldViolation("page_size", "must be between 0 and 1000")],
             )
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        cache_key = (owner, size, page_token)
+        cached: UploadPage | None = self._lists.get(cache_key)
+        if cached is not None:
+            return UploadPage(list(cached.uploads), cached.next_page_token)
+        generation = self._lists.generation
         params: dict[str, Any] = {"owner": owner, "limit": size + 1}
         if page_token:
             params["cursor_created"], params["cursor_id"] = _decode_token(page_token)
@@ -328,7 +337,17 @@ class UploadStore:
         more = len(records) > size
         records = records[:size]
         token = _encode_cursor(records[-1].created_at, records[-1].upload_id) if more else ""
+        self._lists.put(cache_key, generation, UploadPage(list(records), token))
         return UploadPage(records, token)
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that changes uploads: once it has ended, cached lists are stale."""
+        try:
+            async with self._sessions.begin() as session:
+                yield session
+        finally:
+            self._lists.invalidate()
 
     # deleting -----------------------------------------------------------------------------
 
@@ -339,7 +358,7 @@ class UploadStore:
         self._active.add(upload_id)
         try:
             await self._write_marker(upload_id, "delete", owner)
-            async with self._sessions.begin() as session:
+            async with self._write() as session:
                 await session.execute(
                     sql_delete(UploadFile).where(UploadFile.upload_id == upload_id)
                 )
@@ -609,7 +628,7 @@ class _Ingest:
             for i, (name, key, size, digest) in enumerate(self.files)
         ]
         self.insert_attempted = True
-        async with self.store._sessions.begin() as session:
+        async with self.store._write() as session:
             session.add(row)
         await self.stop_heartbeat()
         try:
@@ -635,7 +654,7 @@ class _Ingest:
             if self.insert_attempted:
                 # The insert may have committed before failing: only a confirmed absence of
                 # the record allows deleting its files.
-                async with self.store._sessions.begin() as session:
+                async with self.store._write() as session:
                     await session.execute(sql_delete(Upload).where(Upload.id == self.upload_id))
             if self.marker_written:
                 await self.storage.delete_prefix(f"{self.upload_id}/")
