@@ -19,7 +19,22 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "jobrunner_jobs"
-    __table_args__ = (Index("ix_jobrunner_jobs_created", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_jobrunner_jobs_created", "created_at", "id"),
+        # Covers the summary columns of a user's list (migration 0002): a list never reads
+        # the rows themselves, so it costs the same whatever the size of the specs.
+        Index(
+            "ix_jobrunner_jobs_owner_summary",
+            "owner",
+            "created_at",
+            "id",
+            "name",
+            "state",
+            "reason",
+            "started_at",
+            "finished_at",
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)

@@ -13,11 +13,12 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +26,7 @@ from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
 from trainyard.jobrunner.logfile import LogReader, Record
 from trainyard.jobrunner.models import Job, JobLabel, utcnow
 from trainyard.jobrunner.workload_env import env_violations
+from trainyard.runtime.db import reader_of
 from trainyard.runtime.errors import (
     AlreadyExists,
     FieldViolation,
@@ -33,6 +35,7 @@ from trainyard.runtime.errors import (
     Unavailable,
 )
 from trainyard.runtime.pagination import checked_page_size
+from trainyard.runtime.readcache import ReadCache
 from trainyard.runtime.storage import BlobNotFound, BlobStorage
 from trainyard.runtime.untrusted import decode_cursor
 
@@ -89,6 +92,35 @@ class JobView:
             started_at=_aware(job.started_at),
             finished_at=_aware(job.finished_at),
         )
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What a list shows of a job: its state, labels and times, without the spec (which may be
+    large) or the backend's handle."""
+
+    id: str
+    name: str
+    owner: str
+    state: str
+    reason: str
+    labels: dict[str, str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+#: The columns a summary reads; never the spec or handle JSON.
+SUMMARY_COLUMNS = (
+    Job.id,
+    Job.name,
+    Job.owner,
+    Job.state,
+    Job.reason,
+    Job.created_at,
+    Job.started_at,
+    Job.finished_at,
+)
 
 
 @dataclass(frozen=True)
@@ -167,6 +199,7 @@ class JobRunner:
         archive: BlobStorage | None = None,
     ) -> None:
         self._sessions = sessions
+        self._reader = reader_of(sessions)
         self.backend = backend
         self.log_root = log_root
         #: Where finished jobs' logs are kept beyond this machine's disk (S3 in production).
@@ -176,6 +209,18 @@ class JobRunner:
         self._subscribers: list[_Subscriber] = []
         self._schedule_lock = asyncio.Lock()
         self._closing = False
+        #: Recent summary lists, dropped by every write of this runner (see `summaries`).
+        self._summary_cache = ReadCache()
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that changes jobs: once it has ended (committed or not), cached
+        summary lists are stale."""
+        try:
+            async with self._sessions.begin() as session:
+                yield session
+        finally:
+            self._summary_cache.invalidate()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -237,7 +282,7 @@ class JobRunner:
             labels=[JobLabel(key=k, value=v) for k, v in labels.items()],
         )
         try:
-            async with self._sessions.begin() as session:
+            async with self._write() as session:
                 session.add(job)
         except IntegrityError as exc:
             if idempotency_key:
@@ -280,6 +325,67 @@ class JobRunner:
                 raise NotFound(f"job {name!r} does not exist", reason="JOB_NOT_FOUND")
             return JobView.of(job)
 
+    async def summaries(
+        self,
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        name_prefix: str = "",
+        owner: str | None = None,
+    ) -> tuple[list[JobSummary], str]:
+        """As `list` (below), but summaries: one query reads the page's summary columns with
+        their labels joined, as plain rows (no ORM objects, never the spec), so a list costs the
+        same whatever the size of the jobs' specs. The statement is built once per shape (see
+        `_summary_statement`) and every value travels as a bound parameter. Results are kept in
+        a ReadCache until this runner's next write (1 s at most): treat them as read-only."""
+        page_size = checked_page_size(page_size)
+        labels = dict(labels or {})
+        cache_key = (tuple(sorted(labels.items())), page_size, page_token, name_prefix, owner)
+        cached = self._summary_cache.get(cache_key)
+        if cached is not None:
+            return list(cached[0]), cached[1]
+        generation = self._summary_cache.generation
+        params: dict[str, Any] = {}
+        for i, (key, value) in enumerate(labels.items()):
+            params[f"label_key_{i}"], params[f"label_value_{i}"] = key, value
+        if name_prefix:
+            params["name_pattern"] = _like_prefix(name_prefix)
+        if owner is not None:
+            params["owner"] = owner
+        if page_token:
+            params["cursor_created"], params["cursor_id"] = _decode_token(page_token)
+        if page_size > 0:
+            params["limit"] = page_size + 1
+        stmt = _summary_statement(
+            len(labels), bool(name_prefix), owner is not None, bool(page_token), page_size > 0
+        )
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(stmt, params)).all()
+        out: list[JobSummary] = []
+        for row in rows:
+            if not out or out[-1].id != row.id:
+                out.append(
+                    JobSummary(
+                        id=row.id,
+                        name=row.name,
+                        owner=row.owner,
+                        state=row.state,
+                        reason=row.reason,
+                        labels={},
+                        created_at=_aware(row.created_at) or utcnow(),
+                        started_at=_aware(row.started_at),
+                        finished_at=_aware(row.finished_at),
+                    )
+                )
+            if row.key is not None:
+                out[-1].labels[row.key] = row.value
+        token = ""
+        if page_size > 0 and len(out) > page_size:
+            out = out[:page_size]
+            token = _encode_token(out[-1].created_at, out[-1].id)
+        self._summary_cache.put(cache_key, generation, (tuple(out), token))
+        return out, token
+
     async def list(
         self,
         labels: Mapping[str, str] | None = None,
@@ -289,7 +395,8 @@ class JobRunner:
         owner: str | None = None,
     ) -> tuple[list[JobView], str]:
         """Jobs carrying every label, newest first; (page, next_page_token). page_size 0 means
-        everything; a negative one is INVALID_ARGUMENT."""
+        everything; a negative one is INVALID_ARGUMENT. Whole jobs, specs included: `summaries`
+        is the cheap list."""
         page_size = checked_page_size(page_size)
         stmt = select(Job)
         for key, value in (labels or {}).items():
@@ -323,7 +430,7 @@ class JobRunner:
         view = await self.get(job_id)
         if view.done:
             return view
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             job = await session.get(Job, job_id)
             assert job is not None
             job.cancel_requested = True
@@ -342,11 +449,11 @@ class JobRunner:
 
     async def delete(self, job_id: str) -> None:
         view = await self.cancel(job_id, "deleted")
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             job = await session.get(Job, job_id)
             handle = job.handle if job else None
         await self.backend.delete(self._workload(view), handle)
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             job = await session.get(Job, job_id)
             if job is not None:
                 await session.delete(job)
@@ -499,7 +606,7 @@ class JobRunner:
         job_id = view.id
 
         async def on_running(new_handle: dict[str, Any], attempt: int) -> None:
-            async with self._sessions.begin() as session:
+            async with self._write() as session:
                 job = await session.get(Job, job_id)
                 if job is None:
                     return
@@ -526,7 +633,7 @@ class JobRunner:
         await self._schedule()
 
     async def _finish(self, job_id: str, outcome: Outcome) -> None:
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             job = await session.get(Job, job_id)
             if job is None or job.state in TERMINAL:
                 return
@@ -573,6 +680,52 @@ class JobRunner:
             tmp.replace(path)
         except BlobNotFound:
             tmp.unlink(missing_ok=True)
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching names that start with `prefix` (escape character '/')."""
+    escaped = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return escaped + "%"
+
+
+@cache
+def _summary_statement(
+    label_count: int, by_prefix: bool, by_owner: bool, after_cursor: bool, limited: bool
+) -> Select[Any]:
+    """The summary list's statement for one shape of request, built once: constructing a
+    SELECT and its cache key costs more CPU than running it on a small table. The page of jobs
+    (newest first, one more row than a page) is a subquery, so its LIMIT counts jobs, not
+    labels; the labels are joined to it. Bound parameters: label_key_<i>/label_value_<i>,
+    name_pattern, owner, cursor_created/cursor_id and limit, as the shape has them."""
+    page = select(*SUMMARY_COLUMNS)
+    for i in range(label_count):
+        page = page.where(
+            Job.id.in_(
+                select(JobLabel.job_id).where(
+                    JobLabel.key == bindparam(f"label_key_{i}"),
+                    JobLabel.value == bindparam(f"label_value_{i}"),
+                )
+            )
+        )
+    if by_prefix:
+        page = page.where(Job.name.like(bindparam("name_pattern"), escape="/"))
+    if by_owner:
+        page = page.where(Job.owner == bindparam("owner"))
+    if after_cursor:
+        created = bindparam("cursor_created", type_=Job.created_at.type)
+        last_id = bindparam("cursor_id", type_=Job.id.type)
+        page = page.where(
+            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < last_id))
+        )
+    page = page.order_by(Job.created_at.desc(), Job.id.desc())
+    if limited:
+        page = page.limit(bindparam("limit", type_=Job.attempts.type))
+    rows = page.subquery("page")
+    return (
+        select(rows, JobLabel.key, JobLabel.value)
+        .outerjoin(JobLabel, JobLabel.job_id == rows.c.id)
+        .order_by(rows.c.created_at.desc(), rows.c.id.desc())
+    )
 
 
 def _encode_token(created: datetime, job_id: str) -> str:

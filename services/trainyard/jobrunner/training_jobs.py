@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from trainyard.jobrunner.logfile import Record
-from trainyard.jobrunner.runner import JobRunner, JobView
+from trainyard.jobrunner.runner import JobRunner, JobSummary, JobView
 from trainyard.jobrunner.settings import JobrunnerSettings, Pipeline
 from trainyard.jobrunner.workload_env import env_violations
 from trainyard.runtime.errors import FieldViolation, InvalidArgument, NotFound
@@ -96,7 +96,7 @@ def _check_pipeline_name(pipeline: str) -> None:
         )
 
 
-def summary(view: JobView) -> dict[str, str]:
+def summary(view: JobSummary | JobView) -> dict[str, str]:
     return {
         "name": view.name,
         "pipeline": view.labels.get(PIPELINE_LABEL, ""),
@@ -170,7 +170,7 @@ class TrainingJobs:
         labels = {KIND_LABEL: KIND}
         if pipeline:
             labels[PIPELINE_LABEL] = pipeline
-        views, token = await self._runner.list(
+        views, token = await self._runner.summaries(
             labels, page_size, page_token, name_prefix=PREFIX, owner=owner
         )
         return [summary(v) for v in views], token

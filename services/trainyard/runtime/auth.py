@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +64,59 @@ def reset_identity(token: contextvars.Token[Identity | None]) -> None:
     _current.reset(token)
 
 
+class VerifiedTokens:
+    """A bounded LRU of tokens that passed verification, keyed by the token string: a client
+    polling with the same bearer token pays for the signature check once per `max_age`, not per
+    request. An entry is dropped at the token's `exp` (so an expired token is refused exactly
+    when it would be without the cache) and after `max_age` seconds at the latest (so a change
+    of keys or of the verification rules reaches cached tokens within that time). Only successes
+    are kept: a bad token is verified, and refused, every time."""
+
+    def __init__(
+        self,
+        max_entries: int = 4096,
+        max_age: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Identity | None:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            if self._clock() >= entry[0]:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return entry[1]
+
+    def put(self, token: str, ident: Identity) -> None:
+        now = self._clock()
+        expires = now + self.max_age
+        exp = ident.claims.get("exp")
+        if isinstance(exp, (int, float)):
+            expires = min(expires, float(exp))
+        if expires <= now or self.max_entries <= 0:
+            return
+        with self._lock:
+            self._entries[token] = (expires, ident)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class TokenAuthority:
     """Mints and verifies Trainyard tokens."""
 
@@ -81,6 +136,8 @@ class TokenAuthority:
         self._audience = audience
         self._default_ttl = default_ttl
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
+        #: Tokens verified recently (see VerifiedTokens); used by `verify_async`.
+        self.verified = VerifiedTokens()
 
     @property
     def default_ttl(self) -> int:
@@ -160,9 +217,17 @@ class TokenAuthority:
         )
 
     async def verify_async(self, token: str) -> Identity:
+        """`verify`, remembered: the interceptor's entry point. A token verified in the last
+        minute (and not yet expired) is not verified again; the same Identity comes back."""
+        ident = self.verified.get(token)
+        if ident is not None:
+            return ident
         if self._jwks is not None:
-            return await asyncio.to_thread(self.verify, token)
-        return self.verify(token)
+            ident = await asyncio.to_thread(self.verify, token)
+        else:
+            ident = self.verify(token)
+        self.verified.put(token, ident)
+        return ident
 
 
 def _plain(exc: Exception) -> str:

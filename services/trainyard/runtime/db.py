@@ -12,7 +12,11 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+#: Connections a service's engine keeps and may open at most.
+POOL_SIZE = 15
 
 
 def _private_sqlite_file(path: Path) -> None:
@@ -30,11 +34,20 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
     """An async engine for `url`. SQLite gets WAL, foreign keys and a busy timeout; PostgreSQL
     may be confined to `schema` (its search_path)."""
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # The pool keeps as many connections as it may ever open (the old 5 + 10 overflow): with
+    # overflow, every burst above 5 concurrent requests opened and closed connections (on
+    # SQLite a thread, a file open and the pragmas each time) under a steady load of reads.
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": POOL_SIZE, "max_overflow": 0}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             _private_sqlite_file(Path(parsed.database))
         kwargs["connect_args"] = {"timeout": 30}
+        # A local file does not go away like a server's connection: no ping round trip (a
+        # thread hop on aiosqlite) per checkout.
+        kwargs["pool_pre_ping"] = False
+        if not parsed.database or parsed.database == ":memory:":
+            kwargs.pop("pool_size")
+            kwargs.pop("max_overflow")
         engine = create_async_engine(url, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -51,11 +64,43 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
             parsed = parsed.set(drivername="postgresql+asyncpg")
         if schema:
             kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+        if parsed.get_driver_name() == "asyncpg":
+            # SQLAlchemy's asyncpg ping is BEGIN, ";" and ROLLBACK: three round trips on every
+            # checkout, more than a cheap read itself. asyncpg already knows when the server
+            # closed a connection (a restart, pg_terminate_backend): its protocol sees the EOF.
+            # Checking that on checkout costs nothing and swaps the dead connection for a
+            # fresh one, as the ping did.
+            kwargs["pool_pre_ping"] = False
+            engine = create_async_engine(parsed, **kwargs)
+            event.listen(engine.sync_engine, "checkout", _refuse_closed_asyncpg)
+            return engine
     return create_async_engine(parsed, **kwargs)
+
+
+def _refuse_closed_asyncpg(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout hook: a connection the server has closed is a disconnect, so the pool
+    discards it and checks out (or opens) another."""
+    driver = getattr(dbapi_conn, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def reader_of(sessions: async_sessionmaker[Any]) -> AsyncEngine:
+    """The engine behind a sessionmaker, for hot read paths that run one Core statement and want
+    plain rows, without a Session's unit-of-work bookkeeping. On PostgreSQL its connections are
+    in autocommit: a single SELECT reads one snapshot anyway, and it saves the BEGIN and
+    ROLLBACK round trips. (SQLite's driver emits no BEGIN for a read, and switching its
+    isolation level would cost more than it saves.) Use it only for single-statement reads."""
+    engine = sessions.kw.get("bind")
+    if not isinstance(engine, AsyncEngine):
+        raise TypeError("the sessionmaker is not bound to an AsyncEngine")
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
 
 
 def _upgrade(connection: Connection, script_location: str, version_table: str) -> None:

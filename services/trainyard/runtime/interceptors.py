@@ -55,8 +55,16 @@ _PUBLIC_SERVICES = (
 )
 
 
+_POLICIES: dict[str, int] = {}
+
+
 def auth_policy_of(full_method: str) -> int:
-    """The AuthPolicy of `/pkg.Service/Method` from the contract (default USER)."""
+    """The AuthPolicy of `/pkg.Service/Method` from the contract (default USER). Remembered
+    per method once the method is found in the descriptor pool (a contract does not change
+    while the process runs)."""
+    policy = _POLICIES.get(full_method)
+    if policy is not None:
+        return policy
     service, _, method = full_method.lstrip("/").partition("/")
     if service in _PUBLIC_SERVICES:
         return options_pb2.AUTH_POLICY_PUBLIC
@@ -64,8 +72,29 @@ def auth_policy_of(full_method: str) -> int:
         desc = descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
     except KeyError:
         return options_pb2.AUTH_POLICY_USER
-    policy: int = desc.GetOptions().Extensions[options_pb2.auth_policy]
-    return policy or options_pb2.AUTH_POLICY_USER
+    policy = desc.GetOptions().Extensions[options_pb2.auth_policy] or options_pb2.AUTH_POLICY_USER
+    if len(_POLICIES) < 10_000:  # bounded: method names come from callers
+        _POLICIES[full_method] = policy
+    return policy
+
+
+_OK_COUNTERS: dict[tuple[str, str], Any] = {}
+_TIMERS: dict[tuple[str, str], Any] = {}
+
+
+def _ok_counter(service: str, method: str) -> Any:
+    """RPC_TOTAL's OK child for a method (labels() takes a lock and builds a key each call)."""
+    child = _OK_COUNTERS.get((service, method))
+    if child is None:
+        child = _OK_COUNTERS[(service, method)] = RPC_TOTAL.labels(service, method, "OK")
+    return child
+
+
+def _timer(service: str, method: str) -> Any:
+    child = _TIMERS.get((service, method))
+    if child is None:
+        child = _TIMERS[(service, method)] = RPC_SECONDS.labels(service, method)
+    return child
 
 
 def authorize(policy: int, ident: Identity | None) -> None:
@@ -172,13 +201,13 @@ class _Call:
             if request is not None:
                 self.owner.validate(request)
             yield
-            RPC_TOTAL.labels(self.service, self.name, "OK").inc()
+            _ok_counter(self.service, self.name).inc()
         except (GeneratorExit, KeyboardInterrupt, SystemExit, asyncio.CancelledError):
             raise
         except BaseException as exc:  # mapped to a status; fail() always raises
             await self.fail(context, exc)
         finally:
-            RPC_SECONDS.labels(self.service, self.name).observe(time.perf_counter() - started)
+            _timer(self.service, self.name).observe(time.perf_counter() - started)
             if token is not None:
                 reset_identity(token)
 
