@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -343,3 +344,28 @@ async def test_a_watcher_that_falls_behind_is_told_so(
             pass
     for view in views:
         await runner.wait(view.id, 30)
+
+
+class _BrokenBackend(LocalBackend):
+    """A backend whose run fails as a real one can: with server details in the exception."""
+
+    async def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("HTTP 500 from https://10.0.0.1:6443 (Set-Cookie: session=s3cr3t)")
+
+
+async def test_a_backend_failure_tells_the_owner_a_reference_not_the_details(
+    tmp_path: Path,
+) -> None:
+    db = Database("jobrunner", f"sqlite+aiosqlite:///{tmp_path / 'jr.db'}", MIGRATIONS)
+    await db.start()
+    runner = JobRunner(db.sessions, _BrokenBackend(tmp_path / "jobs", 1.0), tmp_path / "jobs", 1)
+    await runner.start()
+    try:
+        view = await runner.submit({"command": ["true"]}, "alice")
+        done = await runner.wait(view.id, 30)
+        assert (done.state, done.reason) == ("FAILED", "LOST")
+        assert "s3cr3t" not in done.message and "10.0.0.1" not in done.message
+        assert "correlation id" in done.message
+    finally:
+        await runner.close()
+        await db.close()

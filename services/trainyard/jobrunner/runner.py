@@ -623,11 +623,17 @@ class JobRunner:
             outcome = await self.backend.run(self._workload(view), handle, on_running)
         except asyncio.CancelledError:
             raise  # runner shutdown: the next runner re-attaches
-        except Exception as exc:  # a backend failure fails the job, not the runner
-            log.exception("job.backend_error", job_id=job_id)
-            # An OSError's text names server paths: say only what went wrong.
-            said = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            outcome = Outcome("FAILED", "LOST", f"the backend failed: {said}")
+        except Exception:  # a backend failure fails the job, not the runner
+            # The exception's text (server paths, an API server's response headers) is for the
+            # operators' log, never for the job's owner: they get a reference to it.
+            reference = uuid.uuid4().hex[:12]
+            log.exception("job.backend_error", job_id=job_id, correlation_id=reference)
+            outcome = Outcome(
+                "FAILED",
+                "LOST",
+                f"the {self.backend.name} backend failed to run the job (correlation id "
+                f"{reference}; the operators can find it in the job-runner log)",
+            )
         self._monitors.pop(job_id, None)
         await self._finish(job_id, outcome)
         await self._schedule()
