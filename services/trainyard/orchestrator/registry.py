@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trainyard.orchestrator.models import TRAIN_STATUSES, Model, ModelMessage
+from trainyard.runtime.db import reader_of
 from trainyard.runtime.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from trainyard.runtime.readcache import ReadCache
 
 CALLBACK_STATUSES = ("starting", "in_progress", "complete", "failed", "stopped")
 MESSAGE_LEVELS = ("warning", "error")
@@ -26,6 +31,18 @@ class TrainStatus:
 class ModelRegistry:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._reader = reader_of(sessions)
+        #: Recent status reads by model id, dropped by every write (all go through `_write`).
+        self._statuses = ReadCache()
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that changes models: once it has ended, cached reads are stale."""
+        try:
+            async with self._sessions.begin() as session:
+                yield session
+        finally:
+            self._statuses.invalidate()
 
     async def create(
         self,
@@ -36,7 +53,7 @@ class ModelRegistry:
         base_model_id: str | None = None,
         train_config: dict[str, Any] | None = None,
     ) -> Model:
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             model = Model(
                 owner=owner,
                 name=name,
@@ -60,20 +77,26 @@ class ModelRegistry:
         return model
 
     async def train_status(self, model_id: str, user: str) -> TrainStatus:
-        async with self._sessions() as session:
-            model = await self._readable(session, model_id, user)
-            rows = (
-                await session.scalars(
-                    select(ModelMessage)
-                    .where(ModelMessage.model_id == model.id)
-                    .order_by(ModelMessage.id)
-                )
-            ).all()
-            return TrainStatus(
-                status=model.status,
-                errors=[r.message for r in rows if r.level == "error"],
-                warnings=[r.message for r in rows if r.level == "warning"],
+        """A status poll: one prepared Core query (the model's status and its messages joined),
+        no ORM objects, so many clients polling cost little more than a health check."""
+        rows = self._statuses.get(model_id)
+        if rows is None:
+            generation = self._statuses.generation
+            async with self._reader.connect() as conn:
+                rows = (await conn.execute(_status_statement(), {"model_id": model_id})).all()
+            self._statuses.put(model_id, generation, rows)
+        if not rows:
+            raise NotFound(f"model {model_id!r} does not exist", reason="MODEL_NOT_FOUND")
+        first = rows[0]
+        if first.owner != user and first.access != "public":
+            raise PermissionDenied(
+                f"you do not have read access to model {model_id!r}", reason="MODEL_ACCESS_DENIED"
             )
+        return TrainStatus(
+            status=first.status,
+            errors=[r.message for r in rows if r.level == "error"],
+            warnings=[r.message for r in rows if r.level == "warning"],
+        )
 
     async def update_status(
         self, model_id: str, status: str, metadata: dict[str, Any] | None
@@ -87,7 +110,7 @@ class ModelRegistry:
                 ],
                 http_status=422,
             )
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             model = await session.get(Model, model_id)
             if model is None:
                 raise NotFound(f"model {model_id!r} does not exist", reason="MODEL_NOT_FOUND")
@@ -103,10 +126,22 @@ class ModelRegistry:
             violations.append(FieldViolation("message", "must not be empty"))
         if violations:
             raise InvalidArgument("invalid log message", violations=violations, http_status=422)
-        async with self._sessions.begin() as session:
+        async with self._write() as session:
             if await session.get(Model, model_id) is None:
                 raise NotFound(f"model {model_id!r} does not exist", reason="MODEL_NOT_FOUND")
             session.add(ModelMessage(model_id=model_id, level=level, message=message))
+
+
+@cache
+def _status_statement() -> Select[str, str, str, str, str]:
+    """A model's owner, access and status with its messages in order (bound `model_id`), built
+    once; a model without messages is one row with a NULL message."""
+    return (
+        select(Model.owner, Model.access, Model.status, ModelMessage.level, ModelMessage.message)
+        .outerjoin(ModelMessage, ModelMessage.model_id == Model.id)
+        .where(Model.id == bindparam("model_id"))
+        .order_by(ModelMessage.id)
+    )
 
 
 assert set(CALLBACK_STATUSES) <= set(TRAIN_STATUSES)
