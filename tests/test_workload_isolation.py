@@ -25,6 +25,7 @@ import pytest
 
 from tests.support.harness import Harness, eventually
 from tests.support.jobs import gone, lines, until
+from trainyard.blobs import LocalBlobStorage
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.app import build as build_jobrunner
 from trainyard.jobrunner.backends.local import (
@@ -38,7 +39,6 @@ from trainyard.jobrunner.settings import JobrunnerSettings, Pipeline
 from trainyard.runtime.auth import TokenAuthority
 from trainyard.runtime.db import Database, create_engine
 from trainyard.runtime.settings import CommonSettings, ensure_local_secret
-from trainyard.runtime.storage import LocalBlobStorage
 from trainyard.suite import client_credentials
 from trainyard.upload.app import build as build_upload
 from trainyard.upload.settings import UploadSettings

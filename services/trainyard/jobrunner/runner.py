@@ -21,6 +21,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from trainyard.blobs import BlobNotFound, BlobStorage
 from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
 from trainyard.jobrunner.logfile import LogReader, Record
 from trainyard.jobrunner.models import Job, JobLabel, utcnow
@@ -32,7 +33,6 @@ from trainyard.runtime.errors import (
     NotFound,
     Unavailable,
 )
-from trainyard.runtime.storage import BlobNotFound, BlobStorage
 
 log = structlog.get_logger("trainyard.jobrunner")
 

@@ -30,6 +30,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from trainyard.blobs import BlobNotFound, BlobStorage, BlobWriter, is_disk_full
 from trainyard.runtime.errors import (
     FieldViolation,
     InvalidArgument,
@@ -37,7 +38,6 @@ from trainyard.runtime.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from trainyard.runtime.storage import BlobNotFound, BlobStorage, BlobWriter, is_disk_full
 from trainyard.upload.filenames import UniqueNames, sanitize_filename
 from trainyard.upload.models import Upload, UploadFile
 from trainyard.upload.multipart import (
