@@ -25,6 +25,7 @@ from trainyard.blobs import BlobNotFound, BlobStorage
 from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
 from trainyard.jobrunner.logfile import LogReader, Record
 from trainyard.jobrunner.models import Job, JobLabel, utcnow
+from trainyard.jobrunner.workload_config import config_violations
 from trainyard.jobrunner.workload_env import env_violations
 from trainyard.runtime.errors import (
     AlreadyExists,
@@ -141,6 +142,7 @@ def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
             "spec.env",
         )
     )
+    problems.extend(config_violations(spec))
     if problems:
         raise InvalidArgument(
             "invalid job spec: " + "; ".join(f"{p.field} {p.description}" for p in problems),
@@ -468,6 +470,8 @@ class JobRunner:
             labels=view.labels,
             log_path=self.log_path(view.id),
             started_at=view.started_at,
+            config_json=str(spec.get("config_json") or ""),
+            config_uri=str(spec.get("config_uri") or ""),
         )
 
     async def _schedule(self) -> None:

@@ -1,0 +1,71 @@
+"""What a caller may hand a workload as its configuration: the one definition of the rules.
+
+A job spec carries the config inline (`config_json`, written by the backend to a file only the
+workload reads, whose path it gets in TRAINYARD_CONFIG) or by reference (`config_uri`, a
+`file://` or `s3://` URI passed as TRAINYARD_CONFIG_URI). The rules:
+
+- at most one of the two;
+- `config_json` is a JSON object of at most MAX_CONFIG_BYTES (UTF-8);
+- `config_uri` is a `file:///absolute/path` or `s3://bucket/key` of at most MAX_URI_BYTES.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from trainyard.runtime.errors import FieldViolation
+
+#: The largest inline config: 1 MiB. Bigger inputs belong in blob storage (config_uri).
+MAX_CONFIG_BYTES = 1024 * 1024
+#: The longest config URI.
+MAX_URI_BYTES = 2048
+#: The URI schemes a workload can read (trainyard.workload.config).
+URI_SCHEMES = ("file://", "s3://")
+#: The environment variables that tell a workload where its config is.
+CONFIG_PATH_VAR = "TRAINYARD_CONFIG"
+CONFIG_URI_VAR = "TRAINYARD_CONFIG_URI"
+
+
+def config_violations(spec: Mapping[str, Any]) -> list[FieldViolation]:
+    """Every rule the spec's config fields break (field names as `spec.config_json`, ...)."""
+    problems: list[FieldViolation] = []
+    text = str(spec.get("config_json") or "")
+    uri = str(spec.get("config_uri") or "")
+    if text and uri:
+        problems.append(
+            FieldViolation("spec.config_json", "give config_json or config_uri, not both")
+        )
+    if text:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_CONFIG_BYTES:
+            problems.append(
+                FieldViolation(
+                    "spec.config_json",
+                    f"is {size} bytes; at most {MAX_CONFIG_BYTES} (1 MiB) are allowed: "
+                    "put a bigger config in blob storage and pass config_uri",
+                )
+            )
+        else:
+            try:
+                parsed = json.loads(text)
+            except ValueError as exc:
+                problems.append(FieldViolation("spec.config_json", f"is not JSON: {exc}"))
+            else:
+                if not isinstance(parsed, dict):
+                    problems.append(
+                        FieldViolation("spec.config_json", "must be a JSON object ({...})")
+                    )
+    if uri:
+        if len(uri.encode("utf-8", "surrogatepass")) > MAX_URI_BYTES:
+            problems.append(
+                FieldViolation("spec.config_uri", f"is longer than {MAX_URI_BYTES} bytes")
+            )
+        elif "\0" in uri or not uri.startswith(URI_SCHEMES) or uri in URI_SCHEMES:
+            problems.append(
+                FieldViolation(
+                    "spec.config_uri", "must be a file:///absolute/path or s3://bucket/key URI"
+                )
+            )
+    return problems
