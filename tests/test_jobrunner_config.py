@@ -18,7 +18,7 @@ import pytest
 from tests.support.jobs import lines
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.backends.local import LocalBackend
-from trainyard.jobrunner.runner import JobRunner
+from trainyard.jobrunner.runner import JobRunner, validate_spec
 from trainyard.jobrunner.shim import CONFIG_FILE_NAME
 from trainyard.jobrunner.workload_config import MAX_CONFIG_BYTES
 from trainyard.runtime.db import Database
@@ -169,3 +169,14 @@ async def test_configs_a_workload_cannot_be_given_are_refused(
     finally:
         await r.close()
         await db.close()
+
+
+def test_a_backend_that_cannot_deliver_a_config_refuses_it() -> None:
+    for extra, field in (
+        ({"config_json": "{}"}, "spec.config_json"),
+        ({"config_uri": "s3://b/k"}, "spec.config_uri"),
+    ):
+        with pytest.raises(InvalidArgument, match="kubernetes backend cannot hand") as caught:
+            validate_spec({"image": "trainer:1", **extra}, "kubernetes")
+        assert [v.field for v in caught.value.violations] == [field]
+    validate_spec({"image": "trainer:1"}, "kubernetes")

@@ -142,7 +142,7 @@ def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
             "spec.env",
         )
     )
-    problems.extend(config_violations(spec))
+    problems.extend(config_violations(spec, backend))
     if problems:
         raise InvalidArgument(
             "invalid job spec: " + "; ".join(f"{p.field} {p.description}" for p in problems),

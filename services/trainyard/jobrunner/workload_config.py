@@ -4,7 +4,7 @@ A job spec carries the config inline (`config_json`, written by the backend to a
 workload reads, whose path it gets in TRAINYARD_CONFIG) or by reference (`config_uri`, a
 `file://` or `s3://` URI passed as TRAINYARD_CONFIG_URI). The rules:
 
-- at most one of the two;
+- at most one of the two, and only on a backend that delivers it (DELIVERING_BACKENDS);
 - `config_json` is a JSON object of at most MAX_CONFIG_BYTES (UTF-8);
 - `config_uri` is a `file:///absolute/path` or `s3://bucket/key` of at most MAX_URI_BYTES.
 """
@@ -23,16 +23,24 @@ MAX_CONFIG_BYTES = 1024 * 1024
 MAX_URI_BYTES = 2048
 #: The URI schemes a workload can read (trainyard.workload.config).
 URI_SCHEMES = ("file://", "s3://")
+#: The backends that deliver a config. Another one refuses a spec with a config rather than run
+#: the workload without it (the Kubernetes backend joins once it mounts the config).
+DELIVERING_BACKENDS = frozenset({"local"})
 #: The environment variables that tell a workload where its config is.
 CONFIG_PATH_VAR = "TRAINYARD_CONFIG"
 CONFIG_URI_VAR = "TRAINYARD_CONFIG_URI"
 
 
-def config_violations(spec: Mapping[str, Any]) -> list[FieldViolation]:
+def config_violations(spec: Mapping[str, Any], backend: str) -> list[FieldViolation]:
     """Every rule the spec's config fields break (field names as `spec.config_json`, ...)."""
     problems: list[FieldViolation] = []
     text = str(spec.get("config_json") or "")
     uri = str(spec.get("config_uri") or "")
+    if (text or uri) and backend not in DELIVERING_BACKENDS:
+        field = "spec.config_json" if text else "spec.config_uri"
+        problems.append(
+            FieldViolation(field, f"the {backend} backend cannot hand a workload its config yet")
+        )
     if text and uri:
         problems.append(
             FieldViolation("spec.config_json", "give config_json or config_uri, not both")
