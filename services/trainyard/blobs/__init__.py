@@ -25,6 +25,7 @@ from trainyard.blobs.settings import (
     create_blob_storage,
     overlay,
 )
+from trainyard.blobs.uris import BlobUri, parse_blob_uri, read_uri, storage_at
 
 __all__ = [
     "READ_CHUNK_BYTES",
@@ -32,6 +33,7 @@ __all__ = [
     "BlobInfo",
     "BlobNotFound",
     "BlobStorage",
+    "BlobUri",
     "BlobWriter",
     "LocalBlobStorage",
     "S3BlobStorage",
@@ -43,4 +45,7 @@ __all__ = [
     "create_blob_storage",
     "is_disk_full",
     "overlay",
+    "parse_blob_uri",
+    "read_uri",
+    "storage_at",
 ]

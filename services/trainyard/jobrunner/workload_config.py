@@ -15,20 +15,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from trainyard.blobs import parse_blob_uri
 from trainyard.runtime.errors import FieldViolation
 
 #: The largest inline config: 1 MiB. Bigger inputs belong in blob storage (config_uri).
 MAX_CONFIG_BYTES = 1024 * 1024
 #: The longest config URI.
 MAX_URI_BYTES = 2048
-#: The URI schemes a workload can read (trainyard.workload.config).
-URI_SCHEMES = ("file://", "s3://")
 #: The backends that deliver a config. Another one refuses a spec with a config rather than run
 #: the workload without it (the Kubernetes backend joins once it mounts the config).
 DELIVERING_BACKENDS = frozenset({"local"})
-#: The environment variables that tell a workload where its config is.
-CONFIG_PATH_VAR = "TRAINYARD_CONFIG"
-CONFIG_URI_VAR = "TRAINYARD_CONFIG_URI"
 
 
 def config_violations(spec: Mapping[str, Any], backend: str) -> list[FieldViolation]:
@@ -70,10 +66,18 @@ def config_violations(spec: Mapping[str, Any], backend: str) -> list[FieldViolat
             problems.append(
                 FieldViolation("spec.config_uri", f"is longer than {MAX_URI_BYTES} bytes")
             )
-        elif "\0" in uri or not uri.startswith(URI_SCHEMES) or uri in URI_SCHEMES:
-            problems.append(
-                FieldViolation(
-                    "spec.config_uri", "must be a file:///absolute/path or s3://bucket/key URI"
+        else:
+            try:
+                parsed = parse_blob_uri(uri)
+            except ValueError as exc:
+                parsed = None
+                reason = str(exc)
+            if parsed is None or (parsed.scheme == "s3" and not parsed.key):
+                problems.append(
+                    FieldViolation(
+                        "spec.config_uri",
+                        "must be a file:///absolute/path or s3://bucket/key URI"
+                        + (f" ({reason})" if parsed is None else ""),
+                    )
                 )
-            )
     return problems

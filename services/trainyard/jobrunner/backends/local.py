@@ -30,7 +30,7 @@ import structlog
 from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workload
 from trainyard.jobrunner.logfile import last_seq
 from trainyard.jobrunner.shim import config_path, env_path, exit_path, work_dir
-from trainyard.jobrunner.workload_config import CONFIG_PATH_VAR, CONFIG_URI_VAR
+from trainyard.workload.config import CONFIG_PATH_VAR, CONFIG_URI_VAR
 
 log = structlog.get_logger("trainyard.jobrunner.local")
 
