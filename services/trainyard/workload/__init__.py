@@ -7,7 +7,7 @@ token, `artifacts` writes and reads the workload's artifacts in blob storage, al
 A workload is an untrusted neighbour of the platform, run the same as a local process or in a
 Kubernetes pod: this package imports nothing from any service (upload, orchestrator,
 jobrunner, finetuning, clustering) nor any database module, only the blob library and the
-generated contracts (tests/test_workload_package.py checks it).
+generated contracts (tests/workload/test_isolation.py checks it).
 """
 
 from trainyard.workload.artifacts import (
