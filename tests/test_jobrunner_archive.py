@@ -10,11 +10,11 @@ import pytest
 
 from tests.support.jobs import lines
 from tests.support.upload_service import MotoServer
+from trainyard.blobs import S3BlobStorage
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.backends.local import LocalBackend
 from trainyard.jobrunner.runner import JobRunner
 from trainyard.runtime.db import Database
-from trainyard.runtime.storage import S3BlobStorage
 
 BUCKET = "trainyard-job-logs"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_upload_store import LIMITS, stream
+from trainyard.blobs import LocalBlobStorage
 from trainyard.runtime.db import Database
-from trainyard.runtime.storage import LocalBlobStorage
 from trainyard.upload.app import MIGRATIONS
 from trainyard.upload.store import NamedChunk, UploadStore, _list_statement
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from trainyard.blobs import LocalBlobStorage
 from trainyard.runtime.db import Database
 from trainyard.runtime.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from trainyard.runtime.storage import LocalBlobStorage
 from trainyard.upload.app import MIGRATIONS
 from trainyard.upload.store import BodyChunk, NamedChunk, UploadLimits, UploadStore
 

@@ -28,6 +28,7 @@ from tests.support.harness import Harness, eventually
 from tests.support.jobs import gone, lines, until
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
+from trainyard.blobs import LocalBlobStorage
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.app import build as build_jobrunner
 from trainyard.jobrunner.backends.local import (
@@ -41,7 +42,6 @@ from trainyard.jobrunner.settings import JobrunnerSettings, Pipeline
 from trainyard.runtime.auth import TokenAuthority
 from trainyard.runtime.db import Database, create_engine
 from trainyard.runtime.settings import CommonSettings, ensure_local_secret
-from trainyard.runtime.storage import LocalBlobStorage
 from trainyard.suite import client_credentials
 from trainyard.upload.app import build as build_upload
 from trainyard.upload.settings import UploadSettings

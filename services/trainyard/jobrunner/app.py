@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
+from trainyard.blobs import BlobStorage, create_blob_storage
 from trainyard.jobrunner.backends.base import Backend
 from trainyard.jobrunner.runner import JobRunner
 from trainyard.jobrunner.servicer import JobRunnerServicer, TrainingJobsServicer
@@ -13,7 +14,6 @@ from trainyard.jobrunner.training_jobs import TrainingJobs
 from trainyard.runtime.db import Database
 from trainyard.runtime.server import App, Registration
 from trainyard.runtime.settings import CommonSettings, database_url_for
-from trainyard.runtime.storage import BlobStorage, StorageSettings, create_blob_storage
 
 NAME = "jobrunner"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,7 +33,7 @@ def make_backend(own: JobrunnerSettings, log_root: Path) -> Backend:
 async def build(common: CommonSettings, own: JobrunnerSettings) -> App:
     db = Database(NAME, database_url_for(NAME, common, own), MIGRATIONS, common.database_schema)
     log_root = (own.log_dir or common.data_dir / "jobs").resolve()
-    storage = StorageSettings()
+    storage = own.storage_settings()
     # Locally the log files already live in the data dir; with S3 they are archived there too.
     archive: BlobStorage | None = (
         create_blob_storage(storage, namespace="job-logs", local_root=log_root)

@@ -22,9 +22,11 @@ from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from trainyard.blobs import BlobNotFound, BlobStorage
 from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
 from trainyard.jobrunner.logfile import LogReader, Record
 from trainyard.jobrunner.models import Job, JobLabel, utcnow
+from trainyard.jobrunner.workload_config import config_violations
 from trainyard.jobrunner.workload_env import env_violations
 from trainyard.runtime.db import reader_of
 from trainyard.runtime.errors import (
@@ -36,7 +38,6 @@ from trainyard.runtime.errors import (
 )
 from trainyard.runtime.pagination import checked_page_size
 from trainyard.runtime.readcache import ReadCache
-from trainyard.runtime.storage import BlobNotFound, BlobStorage
 from trainyard.runtime.untrusted import decode_cursor
 
 log = structlog.get_logger("trainyard.jobrunner")
@@ -175,6 +176,7 @@ def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
             "spec.env",
         )
     )
+    problems.extend(config_violations(spec, backend))
     if problems:
         raise InvalidArgument(
             "invalid job spec: " + "; ".join(f"{p.field} {p.description}" for p in problems),
@@ -578,6 +580,8 @@ class JobRunner:
             labels=view.labels,
             log_path=self.log_path(view.id),
             started_at=view.started_at,
+            config_json=str(spec.get("config_json") or ""),
+            config_uri=str(spec.get("config_uri") or ""),
         )
 
     async def _schedule(self) -> None:

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from trainyard.blobs import StorageOverrides
 from trainyard.runtime.settings import ServiceSettings
 
 
@@ -21,7 +22,10 @@ class Pipeline(BaseModel):
     memory_mb: int = 0
 
 
-class JobrunnerSettings(ServiceSettings):
+class JobrunnerSettings(ServiceSettings, StorageOverrides):
+    """TRAINYARD_JOBRUNNER_*; TRAINYARD_JOBRUNNER_STORAGE_BACKEND, _S3_* override where the
+    job-runner archives logs (see trainyard.blobs.settings.StorageOverrides)."""
+
     model_config = SettingsConfigDict(env_prefix="TRAINYARD_JOBRUNNER_", extra="ignore")
 
     backend: Literal["local", "kubernetes"] = "local"

@@ -4,7 +4,9 @@ The runner starts one shim per attempt in a new session, isolated (`-I`) and wit
 environment of its own: the user's variables never reach it. They come in `--env-file`, the
 workload's whole environment, and are applied to the workload's process only. With `--uid`
 (the job-runner runs as root) the workload runs as that unprivileged user, in `work/` of its
-job directory, the only place it owns; the shim's own files stay the shim's (mode 0600).
+job directory, the only place it owns; the shim's own files stay the shim's (mode 0600). A job's
+inline config (`config_json` in the env file) is written to work/trainyard-config.json before
+the workload starts, mode 0600 and the workload's own.
 
 The shim owns the workload's pipes, writes every output line to the sequenced job log,
 enforces the deadline and the memory/CPU limits, and records how the workload ended in
@@ -16,6 +18,7 @@ the exit file when the shim is gone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -60,6 +63,44 @@ def env_path(job_dir: Path, attempt: int) -> Path:
     return job_dir / f"env-{attempt}.json"
 
 
+#: The file in work/ that holds the job's config (its path is the workload's TRAINYARD_CONFIG).
+CONFIG_FILE_NAME = "trainyard-config.json"
+
+
+def config_path(job_dir: Path) -> Path:
+    return work_dir(job_dir) / CONFIG_FILE_NAME
+
+
+def write_config(cwd: Path, text: str, uid: int | None, gid: int | None) -> None:
+    """Write the job's config into the workload's directory `cwd`, mode 0600, owned by uid:gid
+    when given. The workload owns `cwd` and may have planted links there (an earlier attempt),
+    so nothing is followed: a fresh temp file (O_EXCL, O_NOFOLLOW) renamed over the name, all
+    relative to a descriptor of `cwd` opened without following a link either."""
+    dir_fd = os.open(cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        tmp = f".{CONFIG_FILE_NAME}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+        try:
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as fh:
+                    fh.write(text.encode("utf-8", "surrogatepass"))
+                    fh.flush()
+                    os.fsync(fd)
+                os.fchmod(fd, 0o600)
+                if uid is not None:
+                    os.fchown(fd, uid, gid if gid is not None else uid)
+            finally:
+                os.close(fd)
+            os.replace(tmp, CONFIG_FILE_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
+
+
 def _limits(memory_mb: int, cores: float) -> Any:
     def apply() -> None:
         if memory_mb > 0:
@@ -92,6 +133,23 @@ def _user_args(uid: int | None, gid: int | None) -> dict[str, Any]:
     return {"user": uid, "group": group, "extra_groups": [group]}
 
 
+def _not_started(writer: LogWriter, job_dir: Path, attempt: int, message: str) -> int:
+    """Record an attempt whose workload could not be started (exit code 127)."""
+    writer.write(STDERR, f"trainyard: {message}")
+    writer.close()
+    write_json(
+        exit_path(job_dir, attempt),
+        {
+            "exit_code": 127,
+            "signal": None,
+            "reason": "EXIT_CODE",
+            "message": message,
+            "finished": time.time(),
+        },
+    )
+    return 0
+
+
 def run(ns: argparse.Namespace) -> int:
     job_dir: Path = ns.dir
     os.umask(0o077)  # the log and the exit/shim files are the platform's, not the workload's
@@ -105,8 +163,11 @@ def run(ns: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     env: dict[str, str] | None = None
+    config_json: str | None = None
     if ns.env_file is not None:
-        env = {str(k): str(v) for k, v in json.loads(ns.env_file.read_text())["env"].items()}
+        payload = json.loads(ns.env_file.read_text())
+        env = {str(k): str(v) for k, v in payload["env"].items()}
+        config_json = payload.get("config_json")
     cwd = work_dir(job_dir)
     cwd.mkdir(mode=0o700, exist_ok=True)
     if ns.uid is not None:
@@ -117,6 +178,16 @@ def run(ns: argparse.Namespace) -> int:
     started = time.time()
     # The name the pipeline gave, never the server path it resolved to (that is the user's to see).
     shown = os.path.basename(ns.command[0])
+    if config_json is not None:
+        try:
+            write_config(cwd, config_json, ns.uid, ns.gid)
+        except OSError as exc:
+            return _not_started(
+                writer,
+                job_dir,
+                ns.attempt,
+                f"cannot write its config ({CONFIG_FILE_NAME}): {exc.strerror}",
+            )
     try:
         child = subprocess.Popen(
             ns.command,
@@ -129,19 +200,7 @@ def run(ns: argparse.Namespace) -> int:
             **_user_args(ns.uid, ns.gid),
         )
     except OSError as exc:
-        writer.write(STDERR, f"trainyard: cannot start {shown!r}: {exc.strerror}")
-        writer.close()
-        write_json(
-            exit_path(job_dir, ns.attempt),
-            {
-                "exit_code": 127,
-                "signal": None,
-                "reason": "EXIT_CODE",
-                "message": f"cannot start {shown!r}: {exc.strerror}",
-                "finished": time.time(),
-            },
-        )
-        return 0
+        return _not_started(writer, job_dir, ns.attempt, f"cannot start {shown!r}: {exc.strerror}")
     me = psutil.Process()
     write_json(
         shim_path(job_dir, ns.attempt),

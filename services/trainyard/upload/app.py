@@ -6,10 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from trainyard.api.upload.v1 import service_pb2_grpc as svc
+from trainyard.blobs import create_blob_storage
 from trainyard.runtime.db import Database
 from trainyard.runtime.server import App, Registration
 from trainyard.runtime.settings import CommonSettings, database_url_for
-from trainyard.runtime.storage import create_blob_storage
 from trainyard.upload.servicer import UploadServicer
 from trainyard.upload.settings import UploadSettings
 from trainyard.upload.store import UploadLimits, UploadStore

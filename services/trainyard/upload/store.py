@@ -31,6 +31,7 @@ from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from trainyard.blobs import BlobNotFound, BlobStorage, BlobWriter, is_disk_full
 from trainyard.runtime.db import reader_of
 from trainyard.runtime.errors import (
     FieldViolation,
@@ -39,21 +40,20 @@ from trainyard.runtime.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from trainyard.runtime.multipart import MultipartDecoder, PartData, PartEnd, PartStart
 from trainyard.runtime.pagination import checked_page_size
 from trainyard.runtime.readcache import ReadCache
-from trainyard.runtime.storage import BlobNotFound, BlobStorage, BlobWriter, is_disk_full
 from trainyard.runtime.untrusted import decode_json_cursor
 from trainyard.upload.filenames import UniqueNames, sanitize_filename
 from trainyard.upload.models import Upload, UploadFile
-from trainyard.upload.multipart import (
-    MULTIPART_HINT,
-    MultipartDecoder,
-    PartData,
-    PartEnd,
-    PartStart,
-)
 
 log = structlog.get_logger("trainyard.upload")
+
+#: How to send an upload right; ends every message about a malformed body.
+MULTIPART_HINT = (
+    "send a multipart/form-data body with one file part per file, e.g. "
+    "`curl -F file=@train.csv ...`"
+)
 
 PENDING = ".pending/"
 MAX_FIELD_BYTES = 64 * 1024
@@ -489,7 +489,7 @@ class _Ingest:
                 if decoder is None:
                     if not chunk.content_type and not chunk.data:
                         continue  # an empty first message: wait for the body
-                    decoder = MultipartDecoder(chunk.content_type)
+                    decoder = MultipartDecoder(chunk.content_type, MULTIPART_HINT)
                     mode = BodyChunk
                 for event in decoder.feed(chunk.data):
                     if isinstance(event, PartData):

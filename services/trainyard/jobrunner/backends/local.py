@@ -3,10 +3,11 @@
 Nothing of the user's reaches platform code: the shim starts isolated (`python -I`) with a
 minimal environment of its own, and gets the workload's environment in a file it applies to the
 workload's process only. That environment is built here from scratch (a fixed PATH, HOME = the
-job's work directory, the job's id and name, the user's variables): nothing of the job-runner's
-own environment (settings, secrets) leaks into it. When the job-runner runs as root, workloads
-run as an unprivileged user (TRAINYARD_JOBRUNNER_WORKLOAD_USER) that owns only its work
-directory.
+job's work directory, the job's id and name, where its config is, the user's variables):
+nothing of the job-runner's own environment (settings, secrets) leaks into it. A job's inline
+config travels in the same file; the shim writes it into the work directory for the workload.
+When the job-runner runs as root, workloads run as an unprivileged user
+(TRAINYARD_JOBRUNNER_WORKLOAD_USER) that owns only its work directory.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import structlog
 
 from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workload
 from trainyard.jobrunner.logfile import last_seq
-from trainyard.jobrunner.shim import env_path, exit_path, work_dir
+from trainyard.jobrunner.shim import config_path, env_path, exit_path, work_dir
+from trainyard.workload.config import CONFIG_PATH_VAR, CONFIG_URI_VAR
 
 log = structlog.get_logger("trainyard.jobrunner.local")
 
@@ -149,6 +151,11 @@ class LocalBackend(Backend):
             "TRAINYARD_JOB_ID": wl.job_id,
             "TRAINYARD_JOB_NAME": wl.name,
         }
+        if wl.config_json:
+            # The shim writes the file (the workload's own, 0600) before the workload starts.
+            env[CONFIG_PATH_VAR] = str(config_path(wl.log_path.parent))
+        if wl.config_uri:
+            env[CONFIG_URI_VAR] = wl.config_uri
         # The reserved names were refused on submit; the platform's values win regardless.
         env.update({k: v for k, v in wl.env.items() if k not in env})
         return env
@@ -158,7 +165,10 @@ class LocalBackend(Backend):
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"env": self._env(wl)}, fh)
+            payload: dict[str, Any] = {"env": self._env(wl)}
+            if wl.config_json:
+                payload["config_json"] = wl.config_json
+            json.dump(payload, fh)
         tmp.replace(path)
         return path
 

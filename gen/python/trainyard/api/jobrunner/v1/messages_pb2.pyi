@@ -208,12 +208,27 @@ class JobSpec(_message.Message):
     RETRIES_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    CONFIG_JSON_FIELD_NUMBER: _builtins.int
+    CONFIG_URI_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """image is the container image (Kubernetes backend); the local backend ignores it."""
     retries: _builtins.int
     """retries is how many times a failed workload is started again; default 0."""
     name: _builtins.str
     """name is the job's name; empty means "job-<uuid>". Must be a DNS-1123 label."""
+    config_json: _builtins.str
+    """config_json is the job's configuration, a JSON object of at most 1 MiB (UTF-8). The platform
+    writes it to a file only the workload can read (local backend: mode 0600 in its working
+    directory, rewritten for every attempt) and gives the workload that file's path in
+    TRAINYARD_CONFIG. Empty means none. Text that is not a JSON object, is larger, or comes with
+    config_uri is refused with INVALID_ARGUMENT naming spec.config_json.
+    """
+    config_uri: _builtins.str
+    """config_uri names the job's configuration in blob storage (`file:///...` or `s3://bucket/key`,
+    at most 2048 bytes); the workload gets it in TRAINYARD_CONFIG_URI and reads it itself.
+    Empty means none. Any other scheme, or a longer one, is refused with INVALID_ARGUMENT naming
+    spec.config_uri.
+    """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """command is the program and its leading arguments; "python" runs the runner's own interpreter
@@ -255,10 +270,12 @@ class JobSpec(_message.Message):
         retries: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         name: _builtins.str = ...,
+        config_json: _builtins.str = ...,
+        config_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "deadline", b"deadline", "env", b"env", "image", b"image", "labels", b"labels", "name", b"name", "resources", b"resources", "retries", b"retries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "config_json", b"config_json", "config_uri", b"config_uri", "deadline", b"deadline", "env", b"env", "image", b"image", "labels", b"labels", "name", b"name", "resources", b"resources", "retries", b"retries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

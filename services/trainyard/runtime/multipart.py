@@ -1,7 +1,10 @@
 """Incremental multipart/form-data decoding (python-multipart) into part events.
 
+Shared by every service that takes a multipart body (uploads, clustering training requests).
 `feed()` takes the body chunk by chunk and returns what it found in that chunk; part data comes
-as views of the fed bytes, so nothing is copied or buffered beyond the chunk at hand.
+as views of the fed bytes, so nothing is copied or buffered beyond the chunk at hand. Malformed
+bodies are INVALID_ARGUMENT; each service passes the `hint` its callers should read (how to
+send the body right), appended to those messages.
 """
 
 from __future__ import annotations
@@ -13,10 +16,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 
 from trainyard.runtime.errors import InvalidArgument
 
-MULTIPART_HINT = (
-    "send a multipart/form-data body with one file part per file, e.g. "
-    "`curl -F file=@train.csv ...`"
-)
+DEFAULT_HINT = "send a multipart/form-data body, e.g. `curl -F name=value -F file=@data.csv ...`"
 
 
 @dataclass(frozen=True)
@@ -40,23 +40,20 @@ class PartEnd:
 Event = PartStart | PartData | PartEnd
 
 
-def boundary_of(content_type: str) -> bytes:
+def boundary_of(content_type: str, hint: str = DEFAULT_HINT) -> bytes:
     """The boundary of a multipart/form-data content type; INVALID_ARGUMENT for anything else."""
     if not content_type.strip():
-        raise InvalidArgument(
-            "the request has no content type; " + MULTIPART_HINT, reason="NOT_MULTIPART"
-        )
+        raise InvalidArgument("the request has no content type; " + hint, reason="NOT_MULTIPART")
     media, params = parse_options_header(content_type)
     if media != b"multipart/form-data":
         raise InvalidArgument(
-            f"expected a multipart/form-data body, got {media.decode('latin-1')!r}; "
-            + MULTIPART_HINT,
+            f"expected a multipart/form-data body, got {media.decode('latin-1')!r}; " + hint,
             reason="NOT_MULTIPART",
         )
     boundary = params.get(b"boundary")
     if not boundary:
         raise InvalidArgument(
-            "the multipart/form-data content type has no boundary parameter; " + MULTIPART_HINT,
+            "the multipart/form-data content type has no boundary parameter; " + hint,
             reason="NOT_MULTIPART",
         )
     return boundary
@@ -70,8 +67,11 @@ def _header_text(raw: bytes) -> str:
 
 
 class MultipartDecoder:
-    def __init__(self, content_type: str) -> None:
-        boundary = boundary_of(content_type)
+    """Decodes one body; `hint` ends the message of every INVALID_ARGUMENT it raises."""
+
+    def __init__(self, content_type: str, hint: str = DEFAULT_HINT) -> None:
+        self._hint = hint
+        boundary = boundary_of(content_type, hint)
         self._events: list[Event] = []
         self._field = bytearray()
         self._value = bytearray()
@@ -136,7 +136,7 @@ class MultipartDecoder:
             self._parser.write(chunk)
         except MultipartParseError as exc:
             raise InvalidArgument(
-                f"malformed multipart body: {exc}; " + MULTIPART_HINT, reason="MALFORMED_MULTIPART"
+                f"malformed multipart body: {exc}; " + self._hint, reason="MALFORMED_MULTIPART"
             ) from exc
         events, self._events = self._events, []
         return events

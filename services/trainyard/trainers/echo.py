@@ -1,0 +1,147 @@
+"""The example trainer: `python -m trainyard.trainers.echo`.
+
+It does what every trainer does, with no ML in between: loads its config, reports
+in_progress and its progress, prints its message, records a warning if asked, writes an
+artifact (`models/<model_id>/echo`: message.txt and the config it ran with), reports complete
+and exits 0. A bad config exits 2 and a failure 1, each with one clear line on stderr.
+
+Config (a JSON object):
+    message        text to print and store (required, non-empty)
+    repeat         how many times, 1..1000 (default 1)
+    warning        a warning to record on the model (optional)
+    model_id       where the artifact goes (default TRAINYARD_JOB_ID, else "echo")
+    artifacts_uri  folder URI of the artifact storage (default file://<cwd>/artifacts/)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+from trainyard.blobs import check_key, storage_at
+from trainyard.workload import Artifacts, ConfigError, Reporter, ReportError, load_config
+
+PROG = "trainyard.trainers.echo"
+MAX_REPEAT = 1000
+ARTIFACT = "echo"
+
+
+@dataclass(frozen=True)
+class EchoConfig:
+    message: str
+    repeat: int
+    warning: str
+    model_id: str
+    artifacts_uri: str
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], environ: Mapping[str, str]) -> EchoConfig:
+        """The config's fields; ConfigError listing every problem at once."""
+        problems: list[str] = []
+        message = raw.get("message")
+        if not isinstance(message, str) or not message.strip():
+            problems.append("message must be a non-empty string")
+        repeat = raw.get("repeat", 1)
+        if isinstance(repeat, bool) or not isinstance(repeat, int):
+            problems.append("repeat must be an integer")
+        elif not 1 <= repeat <= MAX_REPEAT:
+            problems.append(f"repeat must be from 1 to {MAX_REPEAT}")
+        warning = raw.get("warning", "")
+        if not isinstance(warning, str):
+            problems.append("warning must be a string")
+        model_id = raw.get("model_id") or environ.get("TRAINYARD_JOB_ID") or "echo"
+        if not isinstance(model_id, str) or "/" in model_id or not _is_key(model_id):
+            problems.append("model_id must be one path segment (no '/', '.', '..')")
+        default_uri = PurePath(os.path.abspath("artifacts")).as_uri() + "/"
+        artifacts_uri = raw.get("artifacts_uri", default_uri)
+        if not isinstance(artifacts_uri, str) or not artifacts_uri.endswith("/"):
+            problems.append("artifacts_uri must be a folder URI ending in '/'")
+        unknown = sorted(set(raw) - {"message", "repeat", "warning", "model_id", "artifacts_uri"})
+        if unknown:
+            problems.append(f"unknown field(s): {', '.join(unknown)}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return cls(str(message), int(repeat), str(warning), str(model_id), str(artifacts_uri))
+
+
+def _is_key(text: str) -> bool:
+    try:
+        check_key(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+async def run(environ: Mapping[str, str]) -> int:
+    try:
+        config = EchoConfig.parse(await load_config(environ), environ)
+    except ConfigError as exc:
+        _fail(f"bad config: {exc}")
+        return 2
+    try:
+        reporter = Reporter.from_env(environ)
+    except ValueError as exc:
+        _fail(str(exc))
+        return 1
+    async with reporter:
+        try:
+            await reporter.status("in_progress")
+            for i in range(config.repeat):
+                print(config.message, flush=True)
+                await reporter.progress((i + 1) / config.repeat, "echo")
+            if config.warning:
+                await reporter.log("warning", config.warning)
+            storage = storage_at(config.artifacts_uri)
+            await storage.start()
+            try:
+                artifacts = Artifacts(storage, f"models/{config.model_id}/")
+                manifest = await artifacts.write(
+                    ARTIFACT,
+                    {
+                        "message.txt": ((config.message + "\n") * config.repeat).encode(),
+                        "config.json": json.dumps(config.__dict__, sort_keys=True).encode(),
+                    },
+                    metadata={"repeat": config.repeat},
+                )
+                where = artifacts.uri(ARTIFACT)
+            finally:
+                await storage.close()
+            await reporter.status(
+                "complete", {"artifact": where, "artifact_version": manifest.version}
+            )
+        except ReportError as exc:
+            _fail(f"cannot report: {exc}")
+            return 1
+        except Exception as exc:
+            _fail(f"failed: {type(exc).__name__}: {exc}")
+            await _report_failure(reporter, exc)
+            return 1
+    print(f"{PROG}: wrote {where} (version {manifest.version})", flush=True)
+    return 0
+
+
+async def _report_failure(reporter: Reporter, exc: Exception) -> None:
+    """Tell the orchestrator, if it can still be told; the exit code says it regardless."""
+    try:
+        await reporter.log("error", f"{type(exc).__name__}: {exc}")
+        await reporter.status("failed")
+    except (ReportError, ValueError) as report_exc:
+        _fail(f"cannot report the failure either: {report_exc}")
+
+
+def main() -> int:
+    return asyncio.run(run(os.environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

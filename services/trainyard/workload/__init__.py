@@ -1,0 +1,55 @@
+"""What code running *inside* a workload (a trainer) uses to talk to the platform.
+
+`config` loads the job's config (TRAINYARD_CONFIG file or TRAINYARD_CONFIG_URI blob URI),
+`reporter` reports status, progress, warnings and errors to the orchestrator with the job's
+token, `artifacts` writes and reads the workload's artifacts in blob storage, all or nothing.
+
+A workload is an untrusted neighbour of the platform, run the same as a local process or in a
+Kubernetes pod: this package imports nothing from any service (upload, orchestrator,
+jobrunner, finetuning, clustering) nor any database module, only the blob library and the
+generated contracts (tests/workload/test_isolation.py checks it).
+"""
+
+from trainyard.workload.artifacts import (
+    ArtifactCorrupt,
+    ArtifactFile,
+    ArtifactNotFound,
+    Artifacts,
+    ArtifactWriter,
+    Manifest,
+)
+from trainyard.workload.config import (
+    CONFIG_PATH_VAR,
+    CONFIG_URI_VAR,
+    ConfigError,
+    load_config,
+    parse_config,
+    read_config_file,
+    read_config_uri,
+)
+from trainyard.workload.reporter import (
+    JOB_TOKEN_VAR,
+    ORCHESTRATOR_ADDRESS_VAR,
+    Reporter,
+    ReportError,
+)
+
+__all__ = [
+    "CONFIG_PATH_VAR",
+    "CONFIG_URI_VAR",
+    "JOB_TOKEN_VAR",
+    "ORCHESTRATOR_ADDRESS_VAR",
+    "ArtifactCorrupt",
+    "ArtifactFile",
+    "ArtifactNotFound",
+    "ArtifactWriter",
+    "Artifacts",
+    "ConfigError",
+    "Manifest",
+    "ReportError",
+    "Reporter",
+    "load_config",
+    "parse_config",
+    "read_config_file",
+    "read_config_uri",
+]

@@ -1,0 +1,93 @@
+"""The job's config, as the platform hands it to a workload.
+
+The job-runner sets one of two variables: TRAINYARD_CONFIG, the path of a JSON file it wrote
+for the workload (the job spec's `config_json`), or TRAINYARD_CONFIG_URI, a `file://` or
+`s3://` URI (the spec's `config_uri`) read here through trainyard.blobs. Either way the config
+is one JSON object; anything else is a `ConfigError` that says what is wrong and where, never
+what the config holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any
+
+from trainyard.blobs import BlobNotFound, StorageSettings, read_uri
+
+#: The path of the job's config file.
+CONFIG_PATH_VAR = "TRAINYARD_CONFIG"
+#: The blob URI of the job's config.
+CONFIG_URI_VAR = "TRAINYARD_CONFIG_URI"
+#: The largest config a workload reads (the inline one is at most 1 MiB; one in blob storage
+#: may be bigger, within reason: it is read whole into memory).
+MAX_READ_BYTES = 64 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """The job's config is missing, unreadable or not a JSON object."""
+
+
+async def load_config(
+    environ: Mapping[str, str] | None = None, settings: StorageSettings | None = None
+) -> dict[str, Any]:
+    """The job's config, from the file named by TRAINYARD_CONFIG or the URI in
+    TRAINYARD_CONFIG_URI (exactly one of them must be set)."""
+    env = os.environ if environ is None else environ
+    path = env.get(CONFIG_PATH_VAR, "")
+    uri = env.get(CONFIG_URI_VAR, "")
+    if path and uri:
+        raise ConfigError(f"both {CONFIG_PATH_VAR} and {CONFIG_URI_VAR} are set; expected one")
+    if path:
+        return await read_config_file(Path(path))
+    if uri:
+        return await read_config_uri(uri, settings)
+    raise ConfigError(
+        f"no config: neither {CONFIG_PATH_VAR} (a file) nor {CONFIG_URI_VAR} (a blob URI) is "
+        "set; submit the job with spec.config_json or spec.config_uri"
+    )
+
+
+async def read_config_file(path: Path) -> dict[str, Any]:
+    """The JSON object in a local file."""
+    return await read_config_uri(_file_uri(path), None, shown=str(path))
+
+
+def _file_uri(path: Path) -> str:
+    """file:// URI of a path, relative ones taken from the working directory."""
+    return PurePath(os.path.abspath(path)).as_uri()
+
+
+async def read_config_uri(
+    uri: str, settings: StorageSettings | None = None, *, shown: str | None = None
+) -> dict[str, Any]:
+    """The JSON object a `file://` or `s3://` URI names."""
+    where = shown or uri
+    try:
+        raw = await read_uri(uri, MAX_READ_BYTES, settings)
+    except BlobNotFound as exc:
+        raise ConfigError(f"the config {where} does not exist") from exc
+    except ValueError as exc:
+        raise ConfigError(f"cannot read the config {where}: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config {where}: {exc.strerror or exc}") from exc
+    except RuntimeError as exc:  # S3: bucket not reachable
+        raise ConfigError(f"cannot read the config {where}: {exc}") from exc
+    return parse_config(raw, where)
+
+
+def parse_config(raw: bytes, where: str = "config") -> dict[str, Any]:
+    """A config's bytes as a JSON object; ConfigError naming the line and column otherwise."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the config {where} is not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"the config {where} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"the config {where} must be a JSON object, not {type(value).__name__}")
+    return value

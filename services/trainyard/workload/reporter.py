@@ -1,0 +1,172 @@
+"""Reports from inside a workload to the training orchestrator, with the job's token.
+
+`status()` and `progress()` call UpdateTrainStatus, `log()` calls LogTrainMessage, over gRPC
+with `authorization: Bearer <job token>`. The platform gives a workload its token in
+TRAINYARD_JOB_TOKEN and the orchestrator's address in TRAINYARD_ORCHESTRATOR_ADDRESS. Without
+either (a job run by hand, a /training-jobs pipeline) the reporter is offline: every report is
+one line on stderr, which the job's log keeps. A refused report raises `ReportError` naming
+the RPC, the gRPC code and the orchestrator's message; nothing is dropped silently.
+
+The orchestrator stores a model's metadata whole on each update, so the reporter sends all the
+metadata reported so far with every call (progress sits in it as `progress`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, TextIO
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
+from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
+
+#: The workload's job token (a JWT naming its model).
+JOB_TOKEN_VAR = "TRAINYARD_JOB_TOKEN"
+#: host:port of the training orchestrator's gRPC server.
+ORCHESTRATOR_ADDRESS_VAR = "TRAINYARD_ORCHESTRATOR_ADDRESS"
+#: What UpdateTrainStatus accepts.
+STATUSES = ("starting", "in_progress", "complete", "failed", "stopped")
+#: What LogTrainMessage accepts.
+LEVELS = ("warning", "error")
+
+
+class ReportError(Exception):
+    """The orchestrator refused or never got a report."""
+
+    def __init__(self, rpc: str, code: grpc.StatusCode, details: str, address: str) -> None:
+        hint = ""
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            hint = f" (the orchestrator at {address} does not implement {rpc})"
+        elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            hint = f" (is the orchestrator at {address} reachable? {ORCHESTRATOR_ADDRESS_VAR})"
+        elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            hint = f" (check the job token in {JOB_TOKEN_VAR})"
+        super().__init__(f"{rpc} failed: {code.name}: {details}{hint}")
+        self.rpc = rpc
+        self.code = code
+        self.details = details
+
+
+class Reporter:
+    """One workload's reports. Use as `async with Reporter.from_env() as report: ...`."""
+
+    def __init__(
+        self,
+        address: str | None,
+        token: str | None,
+        *,
+        timeout: float = 30.0,
+        stream: TextIO | None = None,
+    ) -> None:
+        if bool(address) != bool(token):
+            missing = ORCHESTRATOR_ADDRESS_VAR if not address else JOB_TOKEN_VAR
+            raise ValueError(f"{missing} is not set: a reporter needs an address and a token")
+        self.address = address or ""
+        self._token = token or ""
+        self.timeout = timeout
+        self._stream = stream
+        self._metadata: dict[str, Any] = {}
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: svc.TrainServiceStub | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Reporter:
+        """Connected with TRAINYARD_ORCHESTRATOR_ADDRESS and TRAINYARD_JOB_TOKEN, offline
+        without both; ValueError when only one is set (a platform mistake worth stopping for)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            env.get(ORCHESTRATOR_ADDRESS_VAR) or None, env.get(JOB_TOKEN_VAR) or None, **kwargs
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether reports go to an orchestrator (else only to stderr)."""
+        return bool(self.address)
+
+    async def __aenter__(self) -> Reporter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+            self._channel = None
+            self._stub = None
+
+    # ---- reports ---------------------------------------------------------------------------
+
+    async def status(self, status: str, metadata: Mapping[str, Any] | None = None) -> None:
+        """Set the model's status; `metadata` is merged into what was reported before."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+        if metadata is not None:
+            self._metadata.update(metadata)
+        await self._update(status)
+
+    async def progress(self, fraction: float, phase: str = "") -> None:
+        """How far the training is (0..1) and in which phase; the status becomes in_progress."""
+        if not (isinstance(fraction, int | float) and math.isfinite(fraction)):
+            raise ValueError(f"progress must be a number from 0 to 1, not {fraction!r}")
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"progress must be from 0 to 1, not {fraction}")
+        self._metadata["progress"] = {"fraction": float(fraction), "phase": phase}
+        await self._update("in_progress")
+
+    async def log(self, level: str, message: str) -> None:
+        """Record a warning or an error on the model (what its owner sees in the status)."""
+        if level not in LEVELS:
+            raise ValueError(f"unknown level {level!r}; one of {', '.join(LEVELS)}")
+        if not message.strip():
+            raise ValueError("a log message must not be empty")
+        if not self.connected:
+            self._offline("log", {"level": level, "message": message})
+            return
+        request = msgs.LogTrainMessageRequest(level=level, message=message)
+        await self._call("LogTrainMessage", self._service().LogTrainMessage, request)
+
+    # ---------------------------------------------------------------------------------------
+
+    async def _update(self, status: str) -> None:
+        if not self.connected:
+            self._offline("status", {"status": status, "metadata": self._metadata})
+            return
+        request = msgs.UpdateTrainStatusRequest(status=status)
+        if self._metadata:
+            request.metadata.CopyFrom(json_format.ParseDict(self._metadata, struct_pb2.Struct()))
+        await self._call("UpdateTrainStatus", self._service().UpdateTrainStatus, request)
+
+    def _service(self) -> svc.TrainServiceStub:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+            self._stub = svc.TrainServiceStub(self._channel)
+        return self._stub
+
+    async def _call(self, rpc: str, method: Any, request: Any) -> None:
+        try:
+            await method(
+                request,
+                metadata=(("authorization", f"Bearer {self._token}"),),
+                timeout=self.timeout,
+                wait_for_ready=True,  # ride out a moment of the orchestrator (re)starting
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ReportError(rpc, exc.code(), exc.details() or "", self.address) from exc
+
+    def _offline(self, kind: str, body: Mapping[str, Any]) -> None:
+        stream = self._stream if self._stream is not None else sys.stderr
+        stream.write(f"trainyard-report {kind} {json.dumps(body, sort_keys=True)}\n")
+        stream.flush()
