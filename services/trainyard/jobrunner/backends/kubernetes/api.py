@@ -134,7 +134,9 @@ class KubernetesApi:
 
     async def delete_pod(self, namespace: str, name: str, uid: str) -> bool:
         """Delete this pod (never a same-named successor); False if it was already gone."""
-        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        body = client.V1DeleteOptions(
+            propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid)
+        )
         try:
             await self.call_json(self.core.delete_namespaced_pod, name, namespace, body=body)
         except ApiException as exc:

@@ -457,7 +457,8 @@ class KubernetesBackend(Backend):
                             cursor.close()
                     finally:
                         cursor.lock.release()
-            if not run.ctl.stopped and not pod.gone and pod_finished(pod.obj):
+            cancelled = run.wl.job_id in self._cancelled  # the Job's deletion takes them
+            if not run.ctl.stopped and not cancelled and not pod.gone and pod_finished(pod.obj):
                 try:
                     await self.kube.delete_pod(run.namespace, pod.name, pod.uid)
                 except Exception as exc:  # the safety-net ttl takes it
