@@ -87,11 +87,19 @@ async def run_jobs(count: int, timeout: float, data: Path) -> dict[str, Any]:
             return await runner.submit(dict(spec), "bench")
 
     began = time.monotonic()
-    views = await asyncio.gather(*(submit() for _ in range(count)))
+    submits = [asyncio.ensure_future(submit()) for _ in range(count)]
+    await asyncio.wait(submits, timeout=timeout)  # the per-N budget covers submission too
+    views = [task.result() for task in submits if task.done() and task.exception() is None]
+    for task in submits:
+        task.cancel()
     submitted = time.monotonic() - began
     remaining = max(1.0, timeout - submitted)
-    waits = [asyncio.ensure_future(runner.wait(view.id, remaining)) for view in views]
-    done, _pending = await asyncio.wait(waits, timeout=remaining)
+    waits: list[asyncio.Task[Any]] = [
+        asyncio.ensure_future(runner.wait(view.id, remaining)) for view in views
+    ]
+    done: set[asyncio.Task[Any]] = set()
+    if waits:
+        done, _pending = await asyncio.wait(waits, timeout=remaining)
     wall = time.monotonic() - began
     finished = [task.result() for task in done if task.exception() is None]
     succeeded = [view for view in finished if view.state == "SUCCEEDED"]
@@ -108,6 +116,7 @@ async def run_jobs(count: int, timeout: float, data: Path) -> dict[str, Any]:
         "n": count,
         "wall_s": wall,
         "submit_s": submitted,
+        "submitted": len(views),
         "finished": len(finished),
         "succeeded": len(succeeded),
         "logged": with_line,
@@ -225,7 +234,7 @@ def main() -> None:
     for count in (int(part) for part in args.sizes.split(",") if part):
         row = measure(count, args.timeout)
         wall = f"{row['wall_s']:.2f}" if row.get("wall_s") is not None else "-"
-        flag = " (timed out)" if row.get("timed_out") else ""
+        flag = f" (timed out: {row.get('submitted', 0)} submitted)" if row.get("timed_out") else ""
         print(
             f"{count:>5} {wall:>8} {row.get('succeeded', 0):>4}/{count:<4} "
             f"{row.get('logged', 0):>6} {row['threads']:>8} {row['connections']:>9} "
