@@ -25,11 +25,12 @@ from trainyard.jobrunner.backends.kubernetes import (
     LABELS_ANNOTATION,
     MANAGED_BY,
     KubernetesBackend,
-    _Cursor,
-    _log_tail,
     label_value,
     sanitize_labels,
 )
+from trainyard.jobrunner.backends.kubernetes.backend import SAFETY_TTL_SECONDS
+from trainyard.jobrunner.backends.kubernetes.logs import LogCursor, log_tail
+from trainyard.jobrunner.backends.kubernetes.manifests import MANAGED_SELECTOR
 from trainyard.jobrunner.logfile import iter_records
 from trainyard.jobrunner.runner import JobRunner
 from trainyard.jobrunner.settings import JobrunnerSettings
@@ -159,8 +160,9 @@ async def test_job_manifest(runner: JobRunner, k8s: FakeKubernetes) -> None:
     }
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["TRAINYARD_JOB_ID"] == view.id and env["TRAINYARD_JOB_NAME"] == "train-m1"
-    [pod] = k8s.pods(NS, job="train-m1")
-    assert pod["metadata"]["labels"][JOB_ID_LABEL] == view.id
+    # The runner deleted the pod once its log was read: ask the kubelet what it ran.
+    [pod] = [runtime for runtime in k8s.kubelet.runtimes() if runtime.job_name == "train-m1"]
+    assert pod.labels[JOB_ID_LABEL] == view.id
 
 
 async def test_the_pod_gets_no_platform_secret_and_runs_non_root(
@@ -211,7 +213,7 @@ async def test_failure_exit_code_and_retries(runner: JobRunner, k8s: FakeKuberne
     done = await runner.wait(view.id, 30)
     assert (done.state, done.reason, done.exit_code, done.attempts) == ("FAILED", "EXIT_CODE", 7, 3)
     assert "code 7" in done.message
-    assert len(k8s.pods(NS, job=view.name)) == 3  # backoffLimit 2: three pods
+    assert len(k8s.pod_pids(view.name, NS)) == 3  # backoffLimit 2: three pods
     recs = await lines(runner, view.id)
     assert [(r.seq, r.attempt, r.text) for r in recs] == [
         (1, 1, "try"),
@@ -580,6 +582,13 @@ async def test_watch_expiry_relists(tmp_path: Path) -> None:
                 "a",
             )
             await wait_state(runner, view.id, "RUNNING")
+            listed = len(
+                [
+                    r
+                    for r in k.requests
+                    if r.method == "GET" and r.path.endswith("/jobs") and "watch" not in r.query
+                ]
+            )
             batch = batch_api(k)
             for i in range(3):  # churn, so that the history our watches resume from is gone
                 batch.create_namespaced_job(
@@ -611,15 +620,103 @@ async def test_watch_expiry_relists(tmp_path: Path) -> None:
                         if r.method == "GET"
                         and r.path.endswith("/jobs")
                         and "watch" not in r.query
-                        and r.query.get("fieldSelector") == [f"metadata.name={view.name}"]
+                        and r.query.get("labelSelector") == [MANAGED_SELECTOR]
                     ]
                 )
 
-            await until(lambda: relists() >= 2, "the Job watch re-lists after 410 Gone")
+            await until(lambda: relists() > listed, "the Job watch re-lists after 410 Gone")
             gate.touch()
             done = await runner.wait(view.id, 30)
             assert done.state == "SUCCEEDED"
             assert [r.text for r in await lines(runner, view.id)] == ["a", "b"]
+        finally:
+            await stop_runner(runner, db)
+
+
+async def test_informer_relists_after_410_gone_and_the_job_finishes(
+    tmp_path: Path, k8s: FakeKubernetes
+) -> None:
+    """The history both namespace-wide watches resume from is compacted away while a job
+    runs: each gets 410 Gone, lists again, and the job is still seen to its end."""
+    runner, db = await make_runner(tmp_path, k8s)
+    gate = tmp_path / "gate"
+    try:
+        view = await runner.submit(
+            py(
+                "import os, time\nprint('a', flush=True)\n"
+                f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\nprint('b')"
+            ),
+            "a",
+        )
+        await wait_state(runner, view.id, "RUNNING")
+
+        def lists(kind: str) -> int:
+            return sum(
+                1
+                for r in k8s.requests
+                if r.method == "GET"
+                and r.path.endswith("/" + kind)
+                and "watch" not in r.query
+                and r.query.get("labelSelector") == [MANAGED_SELECTOR]
+            )
+
+        jobs, pods = lists("jobs"), lists("pods")  # the orphan sweep's, the informer's
+        k8s.expire_watch_history()
+        await until(
+            lambda: lists("jobs") > jobs and lists("pods") > pods, "both re-list on 410 Gone"
+        )
+        gate.touch()
+        done = await runner.wait(view.id, 30)
+        assert (done.state, done.attempts) == ("SUCCEEDED", 1)
+        assert [r.text for r in await lines(runner, view.id)] == ["a", "b"]
+        assert len(k8s.watch_requests("jobs")) >= 2 and len(k8s.watch_requests("pods")) >= 2
+    finally:
+        await stop_runner(runner, db)
+
+
+async def test_watch_connections_stay_constant_as_jobs_grow(
+    runner: JobRunner, k8s: FakeKubernetes
+) -> None:
+    """Two watches per namespace (Jobs, Pods), however many jobs run; no per-job watch."""
+    first = await runner.submit(py("print('one')"), "a")
+    assert (await runner.wait(first.id, 30)).state == "SUCCEEDED"
+    assert (len(k8s.watch_requests("jobs")), len(k8s.watch_requests("pods"))) == (1, 1)
+    views = [await runner.submit(py(f"print({i})"), "a") for i in range(20)]
+    for view in views:
+        assert (await runner.wait(view.id, 60)).state == "SUCCEEDED"
+    assert (len(k8s.watch_requests("jobs")), len(k8s.watch_requests("pods"))) == (1, 1)
+    assert all("labelSelector" in r.query for r in k8s.watch_requests())
+    assert not [r for r in k8s.requests if "fieldSelector" in r.query], "no per-job selectors"
+    for i, view in enumerate(views):
+        assert [r.text for r in await lines(runner, view.id)] == [str(i)]
+
+
+async def test_ttl_zero_and_fast_retries_lose_no_line(tmp_path: Path) -> None:
+    """Every attempt fails at once and the next starts at once (retry back-off 0); with a
+    ttl of 0 the Job would be deleted, pods with it, the moment the last attempt fails. The
+    runner reads each pod's log to the end before it deletes that pod itself, and applies
+    the ttl of 0 only then: the manifest's ttl is just a safety net."""
+    with FakeKubernetes(known_images=[IMAGE], retry_backoff_seconds=0) as k:
+        runner, db = await make_runner(tmp_path, k, ttl_seconds_after_finished=0)
+        try:
+            view = await runner.submit(
+                py("import sys\nfor i in range(300): print('line', i)\nsys.exit(1)", retries=4),
+                "a",
+            )
+            done = await runner.wait(view.id, 60)
+            assert (done.state, done.reason, done.attempts) == ("FAILED", "EXIT_CODE", 5)
+            recs = await lines(runner, view.id)
+            assert [(r.attempt, r.text) for r in recs] == [
+                (attempt, f"line {i}") for attempt in range(1, 6) for i in range(300)
+            ]
+            assert [r.seq for r in recs] == list(range(1, 1501))
+            assert len(k.pod_pids(view.name, NS)) == 5
+            await until(lambda: k.job(view.name, NS) is None, "the runner applies ttl 0")
+            assert k.pods(NS, job=view.name) == []
+            pod_deletes = [r for r in k.requests if r.method == "DELETE" and "/pods/" in r.path]
+            assert len(pod_deletes) == 5, "each pod deleted by the runner once read"
+            [create] = [r for r in k.requests if r.method == "POST"]
+            assert create.body["spec"]["ttlSecondsAfterFinished"] == SAFETY_TTL_SECONDS
         finally:
             await stop_runner(runner, db)
 
@@ -681,14 +778,14 @@ def test_cursor_skips_exactly_what_was_written(tmp_path: Path) -> None:
     same = "2024-05-01T10:00:00.123456000Z"
     later = "2024-05-01T10:00:01.000000001Z"
     stream = [f"{same} a", f"{same} b", f"{same} c", f"{later} d"]
-    first = _Cursor(path, 1)
+    first = LogCursor(path, 1)
     first.connect()
     for line in stream[:2]:
         first.feed(line.encode())
     first.close()
-    attempt, stamp, ties = _log_tail(path)
+    attempt, stamp, ties = log_tail(path)
     assert (attempt, ties) == (1, 2) and stamp is not None
-    again = _Cursor(path, attempt, stamp, ties)  # e.g. a new runner, reading from the start
+    again = LogCursor(path, attempt, stamp, ties)  # e.g. a new runner, reading from the start
     again.connect()
     for line in stream:
         again.feed(line.encode())

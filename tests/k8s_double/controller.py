@@ -23,7 +23,7 @@ from .apiserver import (
     ORPHAN_FINALIZER,
     Cluster,
 )
-from .kubelet import PODS
+from .kubelet import PODS, PodRuntime
 
 _log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class JobController:
         self.kubelet = cluster.kubelet
         self.retry_backoff = retry_backoff
         self._tracking: dict[str, _Tracking] = {}
+        self._by_owner: dict[str, list[PodRuntime]] = {}  # rebuilt by every sync_all pass
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="job-controller", daemon=True)
 
@@ -103,9 +104,21 @@ class JobController:
     def sync_all(self) -> None:
         with self.store.lock:
             jobs, _ = self.store.list(JOBS)
+            # Index pod runtimes by owner once per pass, not once per job: with a thousand
+            # jobs a per-job scan of every runtime made each pass quadratic.
+            self._by_owner = {}
+            for runtime in self.kubelet.runtimes():
+                if runtime.owner_uid is not None:
+                    self._by_owner.setdefault(runtime.owner_uid, []).append(runtime)
             for job in jobs:
                 self._sync_job(job)
             self._collect_garbage()
+
+    def _owned_runtimes(self, uid: str, rescan: bool = False) -> list[PodRuntime]:
+        """This job's pod runtimes (`rescan`: after creating pods in this pass)."""
+        if rescan:
+            return [rt for rt in self.kubelet.runtimes() if rt.owner_uid == uid]
+        return list(self._by_owner.get(uid, []))
 
     # -- job controller ----------------------------------------------------------
 
@@ -132,7 +145,7 @@ class JobController:
         status = job.get("status") or {}
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         tracking = self._tracking.setdefault(uid, _Tracking())
-        runtimes = [rt for rt in self.kubelet.runtimes() if rt.owner_uid == uid]
+        runtimes = self._owned_runtimes(uid)
 
         for runtime in runtimes:
             if runtime.done.is_set() and runtime.uid not in tracking.counted:
@@ -187,6 +200,7 @@ class JobController:
                 tracking.finishing = finishing
                 tracking.finishing_at = rfc3339(now())
 
+        created = False
         if tracking.finishing is not None or suspended:
             for runtime in active:
                 self.kubelet.delete_pod(runtime.namespace, runtime.name)
@@ -202,8 +216,9 @@ class JobController:
             if time.monotonic() >= tracking.last_failure + delay:
                 for _ in range(max(0, wanted - len(active))):
                     self.cluster.create_pod_for_job(job)
+                    created = True
 
-        runtimes = [rt for rt in self.kubelet.runtimes() if rt.owner_uid == uid]
+        runtimes = self._owned_runtimes(uid, rescan=created)
         active = [rt for rt in runtimes if not rt.done.is_set() and not rt.deletion_requested]
         terminating = [rt for rt in runtimes if not rt.done.is_set() and rt.deletion_requested]
         ready = sum(1 for rt in active if rt.containers and all(c.ready for c in rt.containers))

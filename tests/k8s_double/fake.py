@@ -163,6 +163,20 @@ class FakeKubernetes:
         with self.server._requests_lock:
             return list(self.server.requests)
 
+    def expire_watch_history(self) -> None:
+        """Compact the history: watches resuming from before now get 410 Gone (open ones
+        too, within a second), so clients must re-list."""
+        self.store.compact()
+
+    def watch_requests(self, resource: str = "") -> list[RecordedRequest]:
+        """The watch requests received so far (`resource`: "jobs" or "pods" for one kind)."""
+        return [
+            r
+            for r in self.requests
+            if (r.query.get("watch") or [""])[-1].lower() in ("true", "1")
+            and (not resource or r.path.endswith("/" + resource))
+        ]
+
     @property
     def resource_version(self) -> int:
         return self.store.revision

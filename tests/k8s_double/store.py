@@ -92,6 +92,17 @@ class Store:
             self.closed = True
             self.changed.notify_all()
 
+    def compact(self) -> None:
+        """Forget the whole event history, as etcd compaction does: every watch at an older
+        resourceVersion (open ones included, at their next wake-up) gets 410 Gone; a list
+        returns a resourceVersion a new watch can start from."""
+        with self.lock:
+            self._revision += 1
+            self._compacted = self._revision
+            self._events.clear()
+            self._event_revisions.clear()
+            self.changed.notify_all()
+
     def poke(self) -> None:
         """Wake every waiter (used for time-based conditions)."""
         with self.lock:
