@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.harness import eventually
+from tests.support.up import running_up, user_token
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -34,29 +33,12 @@ expected-statuses = ["2xx", "3xx", "4xx", "501"]
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
     data = tmp_path_factory.mktemp("fuzz")
-    env = {
-        **os.environ,
-        "TRAINYARD_JOBRUNNER_PIPELINES": json.dumps({PIPELINE: {"command": ["echo", "trained"]}}),
-    }
-    proc = subprocess.Popen(
-        [str(BIN / "trainyard"), "up", "--data-dir", str(data / "data"), "--http-port", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        endpoints = eventually(
-            lambda: (
-                (data / "data" / "endpoints.json").exists()
-                and json.loads((data / "data" / "endpoints.json").read_text())
-            ),
-            timeout=120,
-            message="trainyard up never wrote endpoints.json",
-        )
+    pipelines = {PIPELINE: {"command": ["echo", "trained"]}}
+    with running_up(data / "data", {"TRAINYARD_JOBRUNNER_PIPELINES": json.dumps(pipelines)}) as (
+        _,
+        endpoints,
+    ):
         yield data, endpoints
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
 
 
 def _document_for_this_instance(out: Path) -> Path:
@@ -75,12 +57,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     up: tuple[Path, dict[str, Any]],
 ) -> None:
     work, endpoints = up
-    token = subprocess.run(
-        [str(BIN / "trainyard"), "token", "--data-dir", str(work / "data"), "--user", "fuzzer"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    token = user_token(work / "data", "fuzzer")
     config = work / "schemathesis.toml"
     config.write_text(CONFIG)
     report = work / "report"

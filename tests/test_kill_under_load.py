@@ -24,6 +24,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.harness import eventually
+from tests.support.up import running_up, user_token
 from trainyard.runtime.settings import SERVICE_NAMES
 
 BIN = Path(sys.executable).parent
@@ -45,35 +46,13 @@ class Suite:
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     data = tmp_path_factory.mktemp("kill")
-    env = {
-        **os.environ,
-        "TRAINYARD_JOBRUNNER_PIPELINES": json.dumps({"quick": {"command": ["echo", "trained"]}}),
-    }
-    proc = subprocess.Popen(
-        [str(BIN / "trainyard"), "up", "--data-dir", str(data), "--http-port", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        endpoints = eventually(
-            lambda: (
-                (data / "endpoints.json").exists()
-                and json.loads((data / "endpoints.json").read_text())
-            ),
-            timeout=120,
-            message="trainyard up never wrote endpoints.json",
-        )
-        token = subprocess.run(
-            [str(BIN / "trainyard"), "token", "--data-dir", str(data), "--user", "loader"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+    pipelines = {"quick": {"command": ["echo", "trained"]}}
+    with running_up(data, {"TRAINYARD_JOBRUNNER_PIPELINES": json.dumps(pipelines)}) as (
+        proc,
+        endpoints,
+    ):
+        token = user_token(data, "loader")
         yield Suite(proc, data, endpoints["http"], {"authorization": f"Bearer {token}"})
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from tests.support.harness import eventually
+from tests.support.up import running_up
 
 SERVICES = {
     "upload": "trainyard.api.upload.v1.UploadService",
@@ -30,27 +31,9 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     data = tmp_path_factory.mktemp("up")
-    proc = subprocess.Popen(
-        [str(BIN / "trainyard"), "up", "--data-dir", str(data), "--http-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ},
-    )
-    try:
-        endpoints = eventually(
-            lambda: (
-                (data / "endpoints.json").exists()
-                and json.loads((data / "endpoints.json").read_text())
-            ),
-            timeout=120,
-            message="trainyard up never wrote endpoints.json",
-        )
+    with running_up(data, stdout=subprocess.PIPE) as (proc, endpoints):
         assert proc.poll() is None
         yield proc, data, endpoints
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
 
 
 def test_up_answers_documented_paths_with_json(suite) -> None:  # type: ignore[no-untyped-def]

@@ -214,15 +214,9 @@ class JobRunner:
         #: Recent summary lists, dropped by every write of this runner (see `summaries`).
         self._summary_cache = ReadCache()
 
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction that changes jobs: once it has ended (committed or not), cached
-        summary lists are stale."""
-        try:
-            async with self._sessions.begin() as session:
-                yield session
-        finally:
-            self._summary_cache.invalidate()
+    def _write(self) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        """A transaction that changes what `_summary_cache` caches (see ReadCache.writing)."""
+        return self._summary_cache.writing(self._sessions)
 
     # ---- lifecycle -------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -35,14 +34,9 @@ class ModelRegistry:
         #: Recent status reads by model id, dropped by every write (all go through `_write`).
         self._statuses = ReadCache()
 
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction that changes models: once it has ended, cached reads are stale."""
-        try:
-            async with self._sessions.begin() as session:
-                yield session
-        finally:
-            self._statuses.invalidate()
+    def _write(self) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        """A transaction that changes what `_statuses` caches (see ReadCache.writing)."""
+        return self._statuses.writing(self._sessions)
 
     async def create(
         self,

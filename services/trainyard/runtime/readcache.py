@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
 class ReadCache:
@@ -55,3 +58,15 @@ class ReadCache:
     def invalidate(self) -> None:
         self.generation += 1
         self._entries.clear()
+
+    @contextlib.asynccontextmanager
+    async def writing(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> AsyncIterator[AsyncSession]:
+        """A transaction of the owner that changes what is cached: once it has ended
+        (committed or not), cached reads are stale and are dropped."""
+        try:
+            async with sessions.begin() as session:
+                yield session
+        finally:
+            self.invalidate()

@@ -336,14 +336,9 @@ class UploadStore:
         self._lists.put(cache_key, generation, UploadPage(list(records), token))
         return UploadPage(records, token)
 
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction that changes uploads: once it has ended, cached lists are stale."""
-        try:
-            async with self._sessions.begin() as session:
-                yield session
-        finally:
-            self._lists.invalidate()
+    def _write(self) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        """A transaction that changes what `_lists` caches (see ReadCache.writing)."""
+        return self._lists.writing(self._sessions)
 
     # deleting -----------------------------------------------------------------------------
 
