@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from trainyard.api.clustering.v1 import messages_pb2 as trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2
+from trainyard.api.options.v1 import options_pb2 as trainyard_dot_api_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)trainyard/api/clustering/v1/service.proto\x12\x1btrainyard.api.clustering.v1\x1a\x1cgoogle/api/annotations.proto\x1a*trainyard/api/clustering/v1/messages.proto2\x96\x07\n\x19\x43lusteringTrainingService\x12\x9c\x01\n\x05Train\x12).trainyard.api.clustering.v1.TrainRequest\x1a\'.trainyard.api.clustering.v1.Experiment\"=\x82\xd3\xe4\x93\x02\x37\"*/sestekai-api/api/external/trainings/train:\thttp_body(\x01\x12\xb4\x01\n\x0fTrainDeprecated\x12\x33.trainyard.api.clustering.v1.TrainDeprecatedRequest\x1a\'.trainyard.api.clustering.v1.Experiment\"A\x82\xd3\xe4\x93\x02;\"./sestekai-api/api/app/external-trainings/train:\thttp_body(\x01\x12\xb1\x01\n\x0bGetProgress\x12/.trainyard.api.clustering.v1.GetProgressRequest\x1a\x30.trainyard.api.clustering.v1.GetProgressResponse\"?\x82\xd3\xe4\x93\x02\x39\x12\x37/sestekai-api/api/external/trainings/{modelId}/progress\x12\xb0\x01\n\x08GetReady\x12,.trainyard.api.clustering.v1.GetReadyRequest\x1a-.trainyard.api.clustering.v1.GetReadyResponse\"G\x82\xd3\xe4\x93\x02\x41\x12\x34/sestekai-api/api/external/trainings/{modelId}/readyb\thttp_body\x12\xbb\x01\n\x0e\x41ssignClusters\x12\x32.trainyard.api.clustering.v1.AssignClustersRequest\x1a\x33.trainyard.api.clustering.v1.AssignClustersResponse\"@\x82\xd3\xe4\x93\x02:\"5/sestekai-api/api/external/trainings/{modelId}/assign:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)trainyard/api/clustering/v1/service.proto\x12\x1btrainyard.api.clustering.v1\x1a\x1cgoogle/api/annotations.proto\x1a*trainyard/api/clustering/v1/messages.proto\x1a&trainyard/api/options/v1/options.proto2\xc0\x08\n\x19\x43lusteringTrainingService\x12\xf1\x01\n\x05Train\x12).trainyard.api.clustering.v1.TrainRequest\x1a\'.trainyard.api.clustering.v1.Experiment\"\x91\x01\xe2\xf3\x18P\x08\xca\x01\x12Ka training of the same modelId is still in progress: the running Experiment\x82\xd3\xe4\x93\x02\x37\"*/sestekai-api/api/external/trainings/train:\thttp_body(\x01\x12\x89\x02\n\x0fTrainDeprecated\x12\x33.trainyard.api.clustering.v1.TrainDeprecatedRequest\x1a\'.trainyard.api.clustering.v1.Experiment\"\x95\x01\xe2\xf3\x18P\x08\xca\x01\x12Ka training of the same modelId is still in progress: the running Experiment\x82\xd3\xe4\x93\x02;\"./sestekai-api/api/app/external-trainings/train:\thttp_body(\x01\x12\xb1\x01\n\x0bGetProgress\x12/.trainyard.api.clustering.v1.GetProgressRequest\x1a\x30.trainyard.api.clustering.v1.GetProgressResponse\"?\x82\xd3\xe4\x93\x02\x39\x12\x37/sestekai-api/api/external/trainings/{modelId}/progress\x12\xb0\x01\n\x08GetReady\x12,.trainyard.api.clustering.v1.GetReadyRequest\x1a-.trainyard.api.clustering.v1.GetReadyResponse\"G\x82\xd3\xe4\x93\x02\x41\x12\x34/sestekai-api/api/external/trainings/{modelId}/readyb\thttp_body\x12\xbb\x01\n\x0e\x41ssignClusters\x12\x32.trainyard.api.clustering.v1.AssignClustersRequest\x1a\x33.trainyard.api.clustering.v1.AssignClustersResponse\"@\x82\xd3\xe4\x93\x02:\"5/sestekai-api/api/external/trainings/{modelId}/assign:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +35,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trainyard.api.clustering.v1
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['Train']._loaded_options = None
-  _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['Train']._serialized_options = b'\202\323\344\223\0027\"*/sestekai-api/api/external/trainings/train:\thttp_body'
+  _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['Train']._serialized_options = b'\342\363\030P\010\312\001\022Ka training of the same modelId is still in progress: the running Experiment\202\323\344\223\0027\"*/sestekai-api/api/external/trainings/train:\thttp_body'
   _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['TrainDeprecated']._loaded_options = None
-  _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['TrainDeprecated']._serialized_options = b'\202\323\344\223\002;\"./sestekai-api/api/app/external-trainings/train:\thttp_body'
+  _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['TrainDeprecated']._serialized_options = b'\342\363\030P\010\312\001\022Ka training of the same modelId is still in progress: the running Experiment\202\323\344\223\002;\"./sestekai-api/api/app/external-trainings/train:\thttp_body'
   _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['GetProgress']._loaded_options = None
   _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['GetProgress']._serialized_options = b'\202\323\344\223\0029\0227/sestekai-api/api/external/trainings/{modelId}/progress'
   _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['GetReady']._loaded_options = None
   _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['GetReady']._serialized_options = b'\202\323\344\223\002A\0224/sestekai-api/api/external/trainings/{modelId}/readyb\thttp_body'
   _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['AssignClusters']._loaded_options = None
   _globals['_CLUSTERINGTRAININGSERVICE'].methods_by_name['AssignClusters']._serialized_options = b'\202\323\344\223\002:\"5/sestekai-api/api/external/trainings/{modelId}/assign:\001*'
-  _globals['_CLUSTERINGTRAININGSERVICE']._serialized_start=149
-  _globals['_CLUSTERINGTRAININGSERVICE']._serialized_end=1067
+  _globals['_CLUSTERINGTRAININGSERVICE']._serialized_start=189
+  _globals['_CLUSTERINGTRAININGSERVICE']._serialized_end=1277
 # @@protoc_insertion_point(module_scope)

@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&trainyard/api/options/v1/options.proto\x12\x18trainyard.api.options.v1\x1a google/protobuf/descriptor.proto*\x85\x01\n\nAuthPolicy\x12\x1b\n\x17\x41UTH_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41UTH_POLICY_PUBLIC\x10\x01\x12\x14\n\x10\x41UTH_POLICY_USER\x10\x02\x12\x13\n\x0f\x41UTH_POLICY_JOB\x10\x03\x12\x17\n\x13\x41UTH_POLICY_SERVICE\x10\x04:[\n\x0b\x61uth_policy\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0e\x32$.trainyard.api.options.v1.AuthPolicyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&trainyard/api/options/v1/options.proto\x12\x18trainyard.api.options.v1\x1a google/protobuf/descriptor.proto\"(\n\nHttpStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0c\n\x04when\x18\x02 \x01(\t*\x85\x01\n\nAuthPolicy\x12\x1b\n\x17\x41UTH_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41UTH_POLICY_PUBLIC\x10\x01\x12\x14\n\x10\x41UTH_POLICY_USER\x10\x02\x12\x13\n\x0f\x41UTH_POLICY_JOB\x10\x03\x12\x17\n\x13\x41UTH_POLICY_SERVICE\x10\x04:[\n\x0b\x61uth_policy\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0e\x32$.trainyard.api.options.v1.AuthPolicy:=\n\x13success_http_status\x12\x1e.google.protobuf.MethodOptions\x18\xba\x8e\x03 \x01(\x05:@\n\x16validation_http_status\x12\x1e.google.protobuf.MethodOptions\x18\xbb\x8e\x03 \x01(\x05:]\n\rhttp_statuses\x12\x1e.google.protobuf.MethodOptions\x18\xbc\x8e\x03 \x03(\x0b\x32$.trainyard.api.options.v1.HttpStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trainyard.api.options.v1.options_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUTHPOLICY']._serialized_start=103
-  _globals['_AUTHPOLICY']._serialized_end=236
+  _globals['_AUTHPOLICY']._serialized_start=145
+  _globals['_AUTHPOLICY']._serialized_end=278
+  _globals['_HTTPSTATUS']._serialized_start=102
+  _globals['_HTTPSTATUS']._serialized_end=142
 # @@protoc_insertion_point(module_scope)

@@ -5,16 +5,18 @@ Package trainyard.api.options.v1 holds custom options that annotate Trainyard co
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
+from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf.internal import extension_dict as _extension_dict
 import builtins as _builtins
 import sys
 import typing as _typing
 
-if sys.version_info >= (3, 10):
-    from typing import TypeAlias as _TypeAlias
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
-    from typing_extensions import TypeAlias as _TypeAlias
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -52,6 +54,51 @@ AUTH_POLICY_SERVICE: AuthPolicy.ValueType  # 4
 """AUTH_POLICY_SERVICE needs a service token: RPCs only other Trainyard services may call."""
 Global___AuthPolicy: _TypeAlias = AuthPolicy  # noqa: Y015
 
+@_typing.final
+class HttpStatus(_message.Message):
+    """HttpStatus documents one HTTP status an RPC may answer through Envoy besides the one its gRPC
+    code maps to: a status for a particular outcome (202 while the same model is still training,
+    413 over an upload limit). The runtime sends such a status only when the RPC lists it here.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    WHEN_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """code is the HTTP status, 100-599."""
+    when: _builtins.str
+    """when says in which case the RPC answers with it; it becomes the OpenAPI description."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        when: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "when", b"when"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpStatus: _TypeAlias = HttpStatus  # noqa: Y015
+
 AUTH_POLICY_FIELD_NUMBER: _builtins.int
+SUCCESS_HTTP_STATUS_FIELD_NUMBER: _builtins.int
+VALIDATION_HTTP_STATUS_FIELD_NUMBER: _builtins.int
+HTTP_STATUSES_FIELD_NUMBER: _builtins.int
 auth_policy: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___AuthPolicy.ValueType]
 """auth_policy is the AuthPolicy of the RPC; unset means AUTH_POLICY_USER."""
+success_http_status: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
+"""success_http_status is the HTTP status of a successful answer (201 for a create that the
+public API documents so); unset means 200.
+"""
+validation_http_status: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
+"""validation_http_status is the HTTP status of a request that breaks field rules
+(INVALID_ARGUMENT with google.rpc.BadRequest violations); unset means 400. 422 where the
+public API documents it.
+"""
+http_statuses: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _containers.RepeatedCompositeFieldContainer[Global___HttpStatus]]
+"""http_statuses are the other statuses the RPC may answer with for particular outcomes; a
+status a service asks for that is not listed here is never sent.
+"""

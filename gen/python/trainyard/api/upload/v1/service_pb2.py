@@ -27,7 +27,7 @@ from trainyard.api.options.v1 import options_pb2 as trainyard_dot_api_dot_option
 from trainyard.api.upload.v1 import messages_pb2 as trainyard_dot_api_dot_upload_dot_v1_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%trainyard/api/upload/v1/service.proto\x12\x17trainyard.api.upload.v1\x1a\x1cgoogle/api/annotations.proto\x1a&trainyard/api/options/v1/options.proto\x1a&trainyard/api/upload/v1/messages.proto2\xcb\x06\n\rUploadService\x12\x95\x01\n\nUploadData\x12*.trainyard.api.upload.v1.UploadDataRequest\x1a+.trainyard.api.upload.v1.UploadDataResponse\",\x82\xd3\xe4\x93\x02&\"\x19/api/v2/train/upload-data:\thttp_body(\x01\x12\x87\x01\n\x0bListUploads\x12+.trainyard.api.upload.v1.ListUploadsRequest\x1a,.trainyard.api.upload.v1.ListUploadsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v2/train/uploads\x12\x8d\x01\n\tGetUpload\x12).trainyard.api.upload.v1.GetUploadRequest\x1a*.trainyard.api.upload.v1.GetUploadResponse\")\x82\xd3\xe4\x93\x02#\x12!/api/v2/train/uploads/{upload_id}\x12\x96\x01\n\x0c\x44\x65leteUpload\x12,.trainyard.api.upload.v1.DeleteUploadRequest\x1a-.trainyard.api.upload.v1.DeleteUploadResponse\")\x82\xd3\xe4\x93\x02#*!/api/v2/train/uploads/{upload_id}\x12t\n\rResolveUpload\x12-.trainyard.api.upload.v1.ResolveUploadRequest\x1a..trainyard.api.upload.v1.ResolveUploadResponse\"\x04\xc8\xf3\x18\x04\x12y\n\x0eReadUploadFile\x12..trainyard.api.upload.v1.ReadUploadFileRequest\x1a/.trainyard.api.upload.v1.ReadUploadFileResponse\"\x04\xc8\xf3\x18\x04\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%trainyard/api/upload/v1/service.proto\x12\x17trainyard.api.upload.v1\x1a\x1cgoogle/api/annotations.proto\x1a&trainyard/api/options/v1/options.proto\x1a&trainyard/api/upload/v1/messages.proto2\xb3\x07\n\rUploadService\x12\xfd\x01\n\nUploadData\x12*.trainyard.api.upload.v1.UploadDataRequest\x1a+.trainyard.api.upload.v1.UploadDataResponse\"\x93\x01\xe2\xf3\x18G\x08\x9d\x03\x12\x42\x61 file, the file count or the total size is over the upload limits\xe2\xf3\x18\x18\x08\xfb\x03\x12\x13the storage is full\x82\xd3\xe4\x93\x02&\"\x19/api/v2/train/upload-data:\thttp_body(\x01\x12\x87\x01\n\x0bListUploads\x12+.trainyard.api.upload.v1.ListUploadsRequest\x1a,.trainyard.api.upload.v1.ListUploadsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v2/train/uploads\x12\x8d\x01\n\tGetUpload\x12).trainyard.api.upload.v1.GetUploadRequest\x1a*.trainyard.api.upload.v1.GetUploadResponse\")\x82\xd3\xe4\x93\x02#\x12!/api/v2/train/uploads/{upload_id}\x12\x96\x01\n\x0c\x44\x65leteUpload\x12,.trainyard.api.upload.v1.DeleteUploadRequest\x1a-.trainyard.api.upload.v1.DeleteUploadResponse\")\x82\xd3\xe4\x93\x02#*!/api/v2/train/uploads/{upload_id}\x12t\n\rResolveUpload\x12-.trainyard.api.upload.v1.ResolveUploadRequest\x1a..trainyard.api.upload.v1.ResolveUploadResponse\"\x04\xc8\xf3\x18\x04\x12y\n\x0eReadUploadFile\x12..trainyard.api.upload.v1.ReadUploadFileRequest\x1a/.trainyard.api.upload.v1.ReadUploadFileResponse\"\x04\xc8\xf3\x18\x04\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trainyard.api.upload.v1.ser
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_UPLOADSERVICE'].methods_by_name['UploadData']._loaded_options = None
-  _globals['_UPLOADSERVICE'].methods_by_name['UploadData']._serialized_options = b'\202\323\344\223\002&\"\031/api/v2/train/upload-data:\thttp_body'
+  _globals['_UPLOADSERVICE'].methods_by_name['UploadData']._serialized_options = b'\342\363\030G\010\235\003\022Ba file, the file count or the total size is over the upload limits\342\363\030\030\010\373\003\022\023the storage is full\202\323\344\223\002&\"\031/api/v2/train/upload-data:\thttp_body'
   _globals['_UPLOADSERVICE'].methods_by_name['ListUploads']._loaded_options = None
   _globals['_UPLOADSERVICE'].methods_by_name['ListUploads']._serialized_options = b'\202\323\344\223\002\027\022\025/api/v2/train/uploads'
   _globals['_UPLOADSERVICE'].methods_by_name['GetUpload']._loaded_options = None
@@ -47,5 +47,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADSERVICE'].methods_by_name['ReadUploadFile']._loaded_options = None
   _globals['_UPLOADSERVICE'].methods_by_name['ReadUploadFile']._serialized_options = b'\310\363\030\004'
   _globals['_UPLOADSERVICE']._serialized_start=177
-  _globals['_UPLOADSERVICE']._serialized_end=1020
+  _globals['_UPLOADSERVICE']._serialized_end=1124
 # @@protoc_insertion_point(module_scope)
