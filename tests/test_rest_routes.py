@@ -13,6 +13,7 @@ from google.protobuf import json_format
 
 from tests.support.harness import Harness
 from tests.support.recording import Recorder
+from trainyard.runtime.http import http_statuses_of
 
 ORCH = "trainyard.api.orchestrator.v1.TrainService"
 UPL = "trainyard.api.upload.v1.UploadService"
@@ -320,7 +321,9 @@ def test_route_reaches_rpc_with_fields_bound(
     harness, recorder = recording_gateway
     recorder.clear()
     resp = _send(harness, row, _headers(harness, row.auth))
-    assert resp.status_code == 200, resp.text
+    service, _, rpc = row.rpc.rpartition(".")
+    # 200, or the RPC's success_http_status (201 for finetunings), sent by the runtime.
+    assert resp.status_code == http_statuses_of(f"/{service}/{rpc}").success, resp.text
     call = recorder.last()
     assert call.method == row.rpc
     got = json_format.MessageToDict(
@@ -491,3 +494,52 @@ def test_healthz_reports_all_upstreams(recording_gateway: tuple[Harness, Recorde
     resp = httpx.get(harness.http + "/healthz")
     assert resp.status_code == 200
     assert resp.json() == {"status": "SERVING"}
+
+
+def test_success_status_comes_from_the_contract(
+    recording_gateway: tuple[Harness, Recorder],
+) -> None:
+    """CreateFinetuning's success_http_status is 201: the runtime sends it, the servicer not."""
+    harness, _ = recording_gateway
+    resp = httpx.post(
+        harness.http + "/api/v1/finetunings",
+        content=json.dumps(FT_BODY),
+        headers=harness.user_headers(),
+    )
+    assert resp.status_code == 201
+    assert "x-http-status" not in resp.headers
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/api/v2/train/ndb", NDB_BODY, 422),  # validation_http_status = 422
+        ("/api/v1/finetunings", FT_BODY, 400),  # no option: 400
+    ],
+)
+def test_validation_status_comes_from_the_contract(
+    recording_gateway: tuple[Harness, Recorder], path: str, body: Any, status: int
+) -> None:
+    harness, _ = recording_gateway
+    resp = httpx.post(
+        harness.http + path,
+        content=json.dumps(body),
+        headers={**harness.user_headers(), "x-test-fail": "violation"},
+    )
+    assert resp.status_code == status, resp.text
+    assert resp.json()["code"] == 3
+
+
+def test_undocumented_error_status_is_not_sent(
+    recording_gateway: tuple[Harness, Recorder],
+) -> None:
+    """A status the RPC's contract does not list never reaches the client: the code's own
+    mapping applies (INVALID_ARGUMENT -> 400), the answer does not become INTERNAL."""
+    harness, _ = recording_gateway
+    resp = httpx.post(
+        harness.http + "/api/v1/finetunings",
+        content=json.dumps(FT_BODY),
+        headers={**harness.user_headers(), "x-test-fail": "418"},
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["code"] == 3

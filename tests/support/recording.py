@@ -17,7 +17,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from trainyard.gateway.descriptors import SERVICES, service_descriptor
 from trainyard.runtime.auth import current_identity
 from trainyard.runtime.errors import FieldViolation, InvalidArgument
-from trainyard.runtime.http import json_body, set_http_status
+from trainyard.runtime.http import HTTP_STATUS_HEADER, json_body
 from trainyard.runtime.server import Registration
 
 
@@ -62,6 +62,8 @@ def _response_for(method: MethodDescriptor) -> Any:
 
 def _make_handler(method: MethodDescriptor, recorder: Recorder) -> Any:
     async def hooks(context: grpc.aio.ServicerContext[Any, Any], md: dict[str, str]) -> None:
+        if md.get("x-test-fail") == "violation":  # the RPC's contract picks the status
+            raise InvalidArgument("test failure", violations=[FieldViolation("field", "is wrong")])
         if "x-test-fail" in md:
             raise InvalidArgument(
                 "test failure",
@@ -69,7 +71,8 @@ def _make_handler(method: MethodDescriptor, recorder: Recorder) -> Any:
                 http_status=int(md["x-test-fail"]),
             )
         if "x-test-http-status" in md:
-            await set_http_status(context, int(md["x-test-http-status"]))
+            # Raw, past the contract check of set_http_status: this tests the Envoy mechanism.
+            await context.send_initial_metadata(((HTTP_STATUS_HEADER, md["x-test-http-status"]),))
 
     def record(requests: list[Any], context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
         md = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}

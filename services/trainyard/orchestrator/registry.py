@@ -102,7 +102,6 @@ class ModelRegistry:
                 violations=[
                     FieldViolation("status", f"must be one of {', '.join(CALLBACK_STATUSES)}")
                 ],
-                http_status=422,
             )
         async with self._write() as session:
             model = await session.get(Model, model_id)
@@ -119,7 +118,7 @@ class ModelRegistry:
         if not message.strip():
             violations.append(FieldViolation("message", "must not be empty"))
         if violations:
-            raise InvalidArgument("invalid log message", violations=violations, http_status=422)
+            raise InvalidArgument("invalid log message", violations=violations)
         async with self._write() as session:
             if await session.get(Model, model_id) is None:
                 raise NotFound(f"model {model_id!r} does not exist", reason="MODEL_NOT_FOUND")

@@ -41,6 +41,8 @@ class DomainError(Exception):
         self.reason = reason or self.default_reason
         self.violations = tuple(violations)
         self.metadata = dict(metadata or {})
+        #: A particular HTTP status for this outcome; sent only when the RPC's contract lists it
+        #: (http_statuses option), checked by the interceptor.
         self.http_status = http_status
         #: When to try again: a google.rpc.RetryInfo detail and a `retry-after` header.
         self.retry_after_seconds = retry_after_seconds
@@ -83,8 +85,6 @@ class DomainError(Exception):
         md: list[tuple[str, str | bytes]] = [
             ("grpc-status-details-bin", self.to_status_proto().SerializeToString())
         ]
-        if self.http_status is not None:
-            md.append(("x-http-status", str(self.http_status)))
         if self.retry_after_seconds is not None:
             md.append(("retry-after", str(self.retry_after_seconds)))
         return tuple(md)

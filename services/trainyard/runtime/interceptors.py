@@ -39,6 +39,13 @@ from trainyard.runtime.errors import (
     Unauthenticated,
     Unimplemented,
 )
+from trainyard.runtime.http import (
+    HTTP_STATUS_HEADER,
+    HttpStatuses,
+    bind_http_statuses,
+    documented,
+    http_statuses_of,
+)
 from trainyard.runtime.untrusted import MAX_JSON_DEPTH
 
 log = structlog.get_logger("trainyard.rpc")
@@ -163,9 +170,22 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         violations = list(validator(request))
         if violations:
             summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
-            raise InvalidArgument(
-                f"invalid request: {summary}", violations=violations, http_status=422
-            )
+            raise InvalidArgument(f"invalid request: {summary}", violations=violations)
+
+
+def http_status_for(exc: DomainError, statuses: HttpStatuses) -> int | None:
+    """The `x-http-status` an error leaves with, from the RPC's contract: its validation status
+    for field violations (when not 400), or the particular status the error names when the RPC
+    documents it. An undocumented one is logged and not sent (the code's mapping applies)."""
+    if exc.http_status is not None and exc.http_status != 400:
+        if documented(exc.http_status, statuses) or (
+            isinstance(exc, InvalidArgument) and exc.http_status == statuses.validation
+        ):
+            return exc.http_status
+        log.warning("rpc.undocumented_http_status", status=exc.http_status, reason=exc.reason)
+    if isinstance(exc, InvalidArgument) and exc.violations and statuses.validation != 400:
+        return statuses.validation
+    return None
 
 
 class _Call:
@@ -178,6 +198,7 @@ class _Call:
         service, _, name = method.lstrip("/").rpartition("/")
         self.service = service.rsplit(".", 1)[-1]
         self.name = name
+        self.statuses = http_statuses_of(method)
         raw_id = metadata.get("x-request-id")
         self.request_id = (
             raw_id.decode() if isinstance(raw_id, bytes) else raw_id
@@ -196,6 +217,7 @@ class _Call:
             if ident is not None:
                 structlog.contextvars.bind_contextvars(principal=ident.subject)
             token = bind_identity(ident)
+            bind_http_statuses(self.statuses)
             if isinstance(request, _Undecodable):
                 raise request.error()
             if request is not None:
@@ -226,7 +248,19 @@ class _Call:
             )
         RPC_TOTAL.labels(self.service, self.name, exc.code.name).inc()
         log.info("rpc.error", code=exc.code.name, message=exc.message)
-        await context.abort(exc.code, exc.message, trailing_metadata=exc.trailing_metadata())
+        metadata = exc.trailing_metadata()
+        status = http_status_for(exc, self.statuses)
+        if status is not None:
+            metadata = (*metadata, (HTTP_STATUS_HEADER, str(status)))
+        await context.abort(exc.code, exc.message, trailing_metadata=metadata)
+
+    async def succeed(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Send the RPC's success status (e.g. 201) unless the servicer already sent its initial
+        metadata (a documented other status such as 202, chosen by the servicer)."""
+        if self.statuses.success == 200:
+            return
+        with contextlib.suppress(grpc.aio.UsageError):
+            await context.send_initial_metadata(((HTTP_STATUS_HEADER, str(self.statuses.success)),))
 
 
 class _Undecodable:
@@ -288,7 +322,11 @@ def _wrap(handler: Any, call: _Call) -> Any:
         ) -> AsyncIterator[Any]:
             async with call.guard(context, request if unary_request else None):
                 incoming = request if unary_request else _checked_stream(request)
+                first = True
                 async for item in await _call_servicer(inner, incoming, context):
+                    if first:
+                        await call.succeed(context)
+                        first = False
                     yield item
 
         if unary_request:
@@ -300,7 +338,9 @@ def _wrap(handler: Any, call: _Call) -> Any:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async with call.guard(context, request if unary_request else None):
             incoming = request if unary_request else _checked_stream(request)
-            return await _call_servicer(inner_unary, incoming, context)
+            result = await _call_servicer(inner_unary, incoming, context)
+            await call.succeed(context)
+            return result
 
     if unary_request:
         return grpc.unary_unary_rpc_method_handler(unary, **options)
