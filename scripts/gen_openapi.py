@@ -50,19 +50,16 @@ SERVICERS = {
         "trainyard.jobrunner.servicer:TrainingJobsServicer"
     ),
 }
-#: Statuses particular to one RPC, beyond those every route of its kind can return.
+#: Error descriptions particular to one RPC, beyond those every route of its kind can return.
+#: HTTP statuses that are not the gRPC code's mapping (201, 202, 413, 422, 507) are not listed
+#: here: they come from the RPC's options (success_http_status, validation_http_status,
+#: http_statuses in trainyard/api/options/v1/options.proto), which the services obey too.
 EXTRA_STATUSES: dict[str, dict[str, str]] = {
     "AuthService/IssueToken": {
         "401": "unknown client_id or wrong client_secret",
         "429": "too many failed attempts for this client_id or source address; see Retry-After",
     },
-    "TrainService/UpdateTrainStatus": {"422": "an unknown status or metadata value"},
-    "TrainService/LogTrainMessage": {"422": "an unknown level or an empty message"},
     "TrainingJobsService/CreateTrainingJob": {"404": "no such pipeline is registered"},
-    "UploadService/UploadData": {
-        "413": "a file, the file count or the total size is over the upload limits",
-        "507": "the storage is full",
-    },
 }
 #: What a create RPC's answer names, for OpenAPI links to the routes of that object: the path
 #: parameter it fills and the runtime expression that reads it from the 200 body.
@@ -267,11 +264,19 @@ def _implemented(service_full_name: str, method: str) -> bool:
 
 
 def _responses(
-    service: str, method: str, policy: int, template: str, has_body: bool, implemented: bool
+    service: str,
+    method_proto: descriptor_pb2.MethodDescriptorProto,
+    policy: int,
+    template: str,
+    has_body: bool,
+    implemented: bool,
 ) -> dict[str, Any]:
-    """The error statuses a route can return: every route 400/414/431 (the edge checks), 413
+    """The other statuses a route can return: every route 400/414/431 (the edge checks), 413
     when it takes a body, 401/403 unless public, 404 with a path parameter or a job token's
-    model, the RPC's own (EXTRA_STATUSES), 501 while unimplemented."""
+    model, the RPC's own (its validation_http_status and http_statuses options, and
+    EXTRA_STATUSES), 501 while unimplemented."""
+    method = method_proto.name
+    opts = method_proto.options
     codes = {"400", "414", "431"}
     if has_body:
         codes.add("413")
@@ -279,7 +284,12 @@ def _responses(
         codes |= {"401", "403"}
     if _path_params(template) or policy == options_pb2.AUTH_POLICY_JOB:
         codes.add("404")
-    extra = EXTRA_STATUSES.get(f"{service}/{method}", {})
+    extra = dict(EXTRA_STATUSES.get(f"{service}/{method}", {}))
+    validation = opts.Extensions[options_pb2.validation_http_status]
+    if validation and validation != 400:
+        extra[str(validation)] = "the request breaks field rules: every violation at once"
+    for status in opts.Extensions[options_pb2.http_statuses]:
+        extra[str(status.code)] = status.when
     codes |= set(extra)
     if not implemented:
         codes.add("501")
@@ -390,7 +400,8 @@ def _with_links(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 if "{" + parameter + "}" in template
                 for other in other_ops.values()
             }
-            op["responses"]["200"]["links"] = dict(sorted(links.items()))
+            ok = next(code for code in op["responses"] if code.startswith("2"))
+            op["responses"][ok]["links"] = dict(sorted(links.items()))
     return paths
 
 
@@ -504,7 +515,8 @@ def _operation(
         }
     else:
         content = {"application/json": {"schema": b.ref(response_type)}}
-    op["responses"]["200"] = {"description": "success", "content": content}
+    success = method.options.Extensions[options_pb2.success_http_status] or 200
+    op["responses"][str(success)] = {"description": "success", "content": content}
     limit = body_limit(
         HttpRoute(
             verb="",
@@ -522,13 +534,16 @@ def _operation(
     op["responses"].update(
         _responses(
             service,
-            method.name,
+            method,
             policy,
             template,
             "requestBody" in op,
             _implemented(f"{package}.{service}", method.name),
         )
     )
+    for code, answer in op["responses"].items():
+        if code.startswith("2") and code != str(success):  # e.g. 202: the same answer body
+            answer["content"] = content
     return op
 
 

@@ -85,6 +85,14 @@ def test_the_document_says_what_the_server_enforces() -> None:
         "422",
     }
     assert "501" in statuses("/api/v1/finetunings", "post")
+    # The REST statuses of the contract's options (success/validation_http_status, http_statuses).
+    assert "201" in paths["/api/v1/finetunings"]["post"]["responses"]
+    assert "200" not in paths["/api/v1/finetunings"]["post"]["responses"]
+    assert "422" in statuses("/api/v2/train/ndb", "post")
+    assert "422" not in statuses("/training-jobs", "post")
+    assert {"413", "507"} <= statuses("/api/v2/train/upload-data", "post")
+    train = paths["/sestekai-api/api/external/trainings/train"]["post"]["responses"]
+    assert train["202"]["content"] == train["200"]["content"]
     assert "501" not in statuses("/training-jobs", "post")
     assert not any(
         "429" in op["responses"]
