@@ -543,3 +543,20 @@ def test_undocumented_error_status_is_not_sent(
     )
     assert resp.status_code == 400, resp.text
     assert resp.json()["code"] == 3
+
+
+def test_validator_returns_every_violation_at_once() -> None:
+    """The interceptor answers a request with three bad fields with three field violations."""
+    from trainyard.api.orchestrator.v1 import messages_pb2
+    from trainyard.runtime.errors import FieldViolation, InvalidArgument
+    from trainyard.runtime.interceptors import ServiceInterceptor
+
+    def three(request: Any) -> list[FieldViolation]:
+        return [FieldViolation(name, "is wrong") for name in ("a", "b", "c")]
+
+    name = messages_pb2.LogTrainMessageRequest.DESCRIPTOR.full_name
+    interceptor = ServiceInterceptor(None, {name: three})  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument) as err:
+        interceptor.validate(messages_pb2.LogTrainMessageRequest())
+    assert [v.field for v in err.value.violations] == ["a", "b", "c"]
+    assert err.value.http_status is None  # the RPC's contract picks it, not the validator

@@ -11,6 +11,7 @@ from trainyard.jobrunner.runner import JobRunner
 from trainyard.jobrunner.servicer import JobRunnerServicer, TrainingJobsServicer
 from trainyard.jobrunner.settings import JobrunnerSettings
 from trainyard.jobrunner.training_jobs import TrainingJobs
+from trainyard.jobrunner.validation import VALIDATORS
 from trainyard.runtime.db import Database
 from trainyard.runtime.server import App, Registration
 from trainyard.runtime.settings import CommonSettings, database_url_for
@@ -57,6 +58,7 @@ async def build(common: CommonSettings, own: JobrunnerSettings) -> App:
         await db.close()
 
     app = App(
+        validators=VALIDATORS,
         name=NAME,
         registrations=[
             Registration(

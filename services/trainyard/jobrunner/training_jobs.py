@@ -82,18 +82,19 @@ def job_name(pipeline: str) -> str:
     return f"{PREFIX}{pipeline[:room].rstrip('-')}-{suffix}"
 
 
-def _check_pipeline_name(pipeline: str) -> None:
+def pipeline_violations(pipeline: str) -> list[FieldViolation]:
+    """The field rule of a pipeline name (checked by the request validator, at the edge)."""
     if not pipeline:
-        raise InvalidArgument(
-            "name the pipeline: POST /training-jobs?pipeline=NAME",
-            violations=[FieldViolation("pipeline", "is required")],
-        )
+        return [FieldViolation("pipeline", "is required: POST /training-jobs?pipeline=NAME")]
     if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", pipeline) or len(pipeline) > 40:
-        raise InvalidArgument(
-            f"pipeline {pipeline!r} is not a valid name: lowercase letters, digits and inner "
-            "hyphens, at most 40 characters",
-            violations=[FieldViolation("pipeline", "must be a DNS-1123 label")],
-        )
+        return [
+            FieldViolation(
+                "pipeline",
+                f"{pipeline[:100]!r} is not a DNS-1123 label: lowercase letters, digits and "
+                "inner hyphens, at most 40 characters",
+            )
+        ]
+    return []
 
 
 def summary(view: JobSummary | JobView) -> dict[str, str]:
@@ -112,7 +113,6 @@ class TrainingJobs:
         self._settings = settings
 
     def _pipeline(self, name: str) -> Pipeline:
-        _check_pipeline_name(name)
         pipeline = self._settings.pipelines.get(name)
         image = f"{PREFIX}{name}"
         if pipeline is None:

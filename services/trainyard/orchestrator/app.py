@@ -9,6 +9,7 @@ from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
 from trainyard.orchestrator.registry import ModelRegistry
 from trainyard.orchestrator.servicer import AuthServicer, TrainServicer
 from trainyard.orchestrator.settings import OrchestratorSettings
+from trainyard.orchestrator.validation import VALIDATORS
 from trainyard.runtime.db import Database
 from trainyard.runtime.ratelimit import FailureLimiter
 from trainyard.runtime.server import App, Registration, authority_from
@@ -22,6 +23,7 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
     db = Database(NAME, database_url_for(NAME, common, own), MIGRATIONS, common.database_schema)
     registry = ModelRegistry(db.sessions)
     return App(
+        validators=VALIDATORS,
         name=NAME,
         registrations=[
             Registration(

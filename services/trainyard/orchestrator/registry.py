@@ -112,13 +112,7 @@ class ModelRegistry:
                 model.model_metadata = json.dumps(metadata, sort_keys=True)
 
     async def add_message(self, model_id: str, level: str, message: str) -> None:
-        violations = []
-        if level not in MESSAGE_LEVELS:
-            violations.append(FieldViolation("level", "must be 'warning' or 'error'"))
-        if not message.strip():
-            violations.append(FieldViolation("message", "must not be empty"))
-        if violations:
-            raise InvalidArgument("invalid log message", violations=violations)
+        """Record a warning or error (its fields checked by the request validator)."""
         async with self._write() as session:
             if await session.get(Model, model_id) is None:
                 raise NotFound(f"model {model_id!r} does not exist", reason="MODEL_NOT_FOUND")

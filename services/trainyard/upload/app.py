@@ -13,6 +13,7 @@ from trainyard.runtime.settings import CommonSettings, database_url_for
 from trainyard.upload.servicer import UploadServicer
 from trainyard.upload.settings import UploadSettings
 from trainyard.upload.store import UploadLimits, UploadStore
+from trainyard.upload.validation import VALIDATORS
 
 NAME = "upload"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -46,6 +47,7 @@ async def build(common: CommonSettings, own: UploadSettings) -> App:
             await db.close()
 
     return App(
+        validators=VALIDATORS,
         name=NAME,
         registrations=[
             Registration(
