@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,13 @@ def test_unknown_service_names_the_known_ones() -> None:
         service("nope")
     with pytest.raises(KeyError):
         services.builder("nope")
+
+
+def test_deploy_manifests_are_generated_from_the_catalogue() -> None:
+    """deploy/<service>.yaml is what scripts/gen_deploy.py writes (./dev gen)."""
+    import runpy
+
+    root = Path(__file__).resolve().parent.parent
+    gen = runpy.run_path(str(root / "scripts" / "gen_deploy.py"))
+    for s in CATALOGUE:
+        assert gen["manifest"](s) == (root / "deploy" / f"{s.name}.yaml").read_text(), s.name
