@@ -48,6 +48,7 @@ def steps() -> list[tuple[str, list[str]]]:
     out += [
         ("generated code drift", [sys.executable, "scripts/gen_protos.py", "--check"]),
         ("OpenAPI drift", [sys.executable, "scripts/gen_openapi.py", "--check"]),
+        ("deploy/ drift", [sys.executable, "scripts/gen_deploy.py", "--check"]),
         ("ruff check", [str(BIN / "ruff"), "check", "services", "tests", "scripts", "bench"]),
         (
             "ruff format",

@@ -1,4 +1,4 @@
-"""The five services by name: how to build each one's App and its settings."""
+"""The services by name (trainyard/catalogue.py): how to build each one's App and settings."""
 
 from __future__ import annotations
 
@@ -8,16 +8,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from trainyard.catalogue import service
 from trainyard.runtime.server import App
-from trainyard.runtime.settings import DEFAULT_PORTS, SERVICE_NAMES, CommonSettings, ServiceSettings
-
-_SETTINGS = {
-    "upload": "trainyard.upload.settings:UploadSettings",
-    "orchestrator": "trainyard.orchestrator.settings:OrchestratorSettings",
-    "jobrunner": "trainyard.jobrunner.settings:JobrunnerSettings",
-    "finetuning": "trainyard.finetuning.settings:FinetuningSettings",
-    "clustering": "trainyard.clustering.settings:ClusteringSettings",
-}
+from trainyard.runtime.settings import CommonSettings, ServiceSettings
 
 
 def _load(ref: str) -> Any:
@@ -26,19 +19,17 @@ def _load(ref: str) -> Any:
 
 
 def settings_class(name: str) -> type[ServiceSettings]:
-    cls: type[ServiceSettings] = _load(_SETTINGS[name])
+    cls: type[ServiceSettings] = _load(service(name).settings)
     return cls
 
 
 def builder(name: str) -> Callable[[CommonSettings, Any], Awaitable[App]]:
-    if name not in SERVICE_NAMES:
-        raise KeyError(f"unknown service {name!r}; one of {', '.join(SERVICE_NAMES)}")
-    build: Callable[[CommonSettings, Any], Awaitable[App]] = _load(f"trainyard.{name}.app:build")
+    build: Callable[[CommonSettings, Any], Awaitable[App]] = _load(service(name).builder)
     return build
 
 
 def default_port(name: str) -> int:
-    return DEFAULT_PORTS[name]
+    return service(name).default_port
 
 
 def serve(

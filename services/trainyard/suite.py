@@ -1,4 +1,4 @@
-"""`trainyard up`: the five services and Envoy on embedded defaults, supervised.
+"""`trainyard up`: every service of the catalogue and Envoy on embedded defaults, supervised.
 
 Services start on free ports (port 0) and report their address in a ready file; services that
 others call start first. Envoy is configured with the real addresses. A service that dies is
@@ -19,13 +19,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from trainyard.catalogue import phases
 from trainyard.gateway.config import render
 from trainyard.gateway.process import EnvoyProcess
 from trainyard.runtime.children import die_with_parent
 from trainyard.runtime.settings import ensure_local_secret, make_data_dir, make_private
 
-# Services others call start first.
-PHASES = (("upload", "jobrunner"), ("orchestrator", "finetuning", "clustering"))
+# Services others call start first (the catalogue's start phases).
+PHASES = phases()
 CLI_CLIENT_ID = "trainyard-cli"
 
 

@@ -1,15 +1,23 @@
 """Renders the Envoy configuration: one listener, the JSON transcoder, the edge Lua filter
 (request limits, 405, status fix-ups), JSON local replies, /healthz, and one HTTP/2 cluster per
-service with gRPC health checks."""
+service with gRPC health checks.
+
+The static parts live in envoy/bootstrap.yaml and the filter's code in envoy/status.lua at the
+top of the repository (envoy/README.md); render() fills the template's ${...} values and its
+slots with what is generated from the catalogue and the contract. The package finds them as
+trainyard/gateway/envoy, a symlink to the top-level folder that the wheel ships as data."""
 
 from __future__ import annotations
 
 import base64
 import ipaddress
 import re
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from trainyard.gateway.descriptors import (
     SERVICES,
@@ -21,7 +29,12 @@ from trainyard.gateway.descriptors import (
 from trainyard.runtime.http import CLIENT_ADDRESS_HEADER
 from trainyard.runtime.untrusted import MAX_JSON_DEPTH
 
-LUA_STATUS = (Path(__file__).parent / "status.lua").read_text()
+#: envoy/ at the top of the repository (a symlink here; a copy in an installed wheel).
+ENVOY_DIR = Path(__file__).parent / "envoy"
+LUA_STATUS = (ENVOY_DIR / "status.lua").read_text()
+BOOTSTRAP_TEMPLATE = (ENVOY_DIR / "bootstrap.yaml").read_text()
+_SLOT = "slot: "
+_MERGE_SLOT = "slot+: "
 
 # Edge limits of REST requests, stated once (the README's "Limits" lists them). Envoy refuses
 # anything beyond them before a service sees it; the gRPC servers accept more than these
@@ -256,6 +269,39 @@ def _local_reply_config() -> dict[str, Any]:
     }
 
 
+def fill_template(template: str, values: Mapping[str, Any], slots: Mapping[str, Any]) -> Any:
+    """envoy/bootstrap.yaml with its ${name} `values` substituted, then every "slot: name" value
+    replaced by slots[name] and every "slot+: name" key by the entries of slots[name]. Every
+    slot must be used exactly as given; a missing or unused one is an error."""
+    tree = yaml.safe_load(string.Template(template).substitute(values))
+    used: set[str] = set()
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, str) and node.startswith(_SLOT):
+            name = node.removeprefix(_SLOT)
+            used.add(name)
+            return slots[name]
+        if isinstance(node, list):
+            return [fill(item) for item in node]
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                if isinstance(key, str) and key.startswith(_MERGE_SLOT):
+                    name = key.removeprefix(_MERGE_SLOT)
+                    used.add(name)
+                    out.update(slots[name])
+                else:
+                    out[key] = fill(value)
+            return out
+        return node
+
+    filled = fill(tree)
+    unused = set(slots) - used
+    if unused:
+        raise ValueError(f"slots not in the template: {sorted(unused)}")
+    return filled
+
+
 def render(
     upstreams: Mapping[str, str],
     *,
@@ -273,107 +319,31 @@ def render(
     unknown = set(upstreams) - set(SERVICES)
     if unknown:
         raise ValueError(f"unknown services: {sorted(unknown)}")
-    transcoded = [name for svc in upstreams for name in SERVICES[svc]]
-    transcoder: dict[str, Any] = {
-        "@type": _T + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-        "services": transcoded,
-        "print_options": {
-            "add_whitespace": False,
-            "always_print_primitive_fields": True,
-            "always_print_enums_as_ints": False,
-            "preserve_proto_field_names": True,
-            "stream_sse_style_delimited": True,
+    descriptor: dict[str, str] = (
+        {"proto_descriptor": str(descriptor_path)}
+        if descriptor_path is not None
+        else {"proto_descriptor_bin": base64.b64encode(descriptor_set()).decode()}
+    )
+    bootstrap: dict[str, Any] = fill_template(
+        BOOTSTRAP_TEMPLATE,
+        {
+            "http_host": http_host,
+            "http_port": int(http_port),
+            "admin_host": admin_host,
+            "admin_port": int(admin_port),
+            "xff_trusted_hops": int(xff_trusted_hops),
+            "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
+            "edge_buffer_bytes": EDGE_BUFFER_BYTES,
+            "client_address_header": CLIENT_ADDRESS_HEADER,
         },
-        "convert_grpc_status": True,
-        "request_validation_options": {
-            "reject_unknown_method": True,
-            "reject_unknown_query_parameters": True,
-        },
-        # The Lua filter refuses bodies over their route's limit first; this is a backstop.
-        "max_request_body_size": EDGE_BUFFER_BYTES,
-        "max_response_body_size": 64 * 1024 * 1024,
-    }
-    if descriptor_path is not None:
-        transcoder["proto_descriptor"] = str(descriptor_path)
-    else:
-        transcoder["proto_descriptor_bin"] = base64.b64encode(descriptor_set()).decode()
-    hcm = {
-        "@type": _T + "filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "ingress",
-        "codec_type": "AUTO",
-        "generate_request_id": True,
-        # The client's address, as Envoy works it out (the peer, or the entry `xff_trusted_hops`
-        # from the right of x-forwarded-for), reaches the services as CLIENT_ADDRESS_HEADER,
-        # overwriting whatever a client sent: e.g. the failed-login limit of /connect/token.
-        "use_remote_address": True,
-        "xff_num_trusted_hops": xff_trusted_hops,
-        "stream_idle_timeout": "3600s",
-        "request_timeout": "0s",
-        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
-        "common_http_protocol_options": {"idle_timeout": "3600s"},
-        "http2_protocol_options": {
-            "initial_stream_window_size": 16 * 1024 * 1024,
-            "initial_connection_window_size": 32 * 1024 * 1024,
-        },
-        "local_reply_config": _local_reply_config(),
-        "route_config": {
-            "name": "trainyard",
-            "request_headers_to_add": [
-                {
-                    "header": {
-                        "key": CLIENT_ADDRESS_HEADER,
-                        "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-                    },
-                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                }
-            ],
-            "virtual_hosts": [
-                {"name": "trainyard", "domains": ["*"], "routes": _routes(upstreams)}
-            ],
-        },
-        "http_filters": [
-            {
-                "name": "envoy.filters.http.health_check",
-                "typed_config": {
-                    "@type": _T + "filters.http.health_check.v3.HealthCheck",
-                    "pass_through_mode": False,
-                    "headers": [{"name": ":path", "string_match": {"exact": "/healthz"}}],
-                    "cluster_min_healthy_percentages": {svc: {"value": 100.0} for svc in upstreams},
-                },
-            },
-            {
-                "name": "envoy.filters.http.lua",
-                "typed_config": {
-                    "@type": _T + "filters.http.lua.v3.Lua",
-                    "default_source_code": {"inline_string": lua_source(upstreams)},
-                },
-            },
-            {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
-            },
-        ],
-    }
-    return {
-        "admin": {"address": {"socket_address": {"address": admin_host, "port_value": admin_port}}},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "http",
-                    "address": {"socket_address": {"address": http_host, "port_value": http_port}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": hcm,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
+        {
+            "local_reply_config": _local_reply_config(),
+            "routes": _routes(upstreams),
+            "cluster_min_healthy_percentages": {svc: {"value": 100.0} for svc in upstreams},
+            "lua_source": lua_source(upstreams),
+            "transcoded_services": [name for svc in upstreams for name in SERVICES[svc]],
+            "descriptor": descriptor,
             "clusters": [_cluster(svc, addr) for svc, addr in upstreams.items()],
         },
-    }
+    )
+    return bootstrap

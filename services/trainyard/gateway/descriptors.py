@@ -10,28 +10,13 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
-# Every public service Envoy transcodes, by owning process.
-SERVICES: dict[str, tuple[str, ...]] = {
-    "upload": ("trainyard.api.upload.v1.UploadService",),
-    "orchestrator": (
-        "trainyard.api.orchestrator.v1.TrainService",
-        "trainyard.api.auth.v1.AuthService",
-    ),
-    "jobrunner": (
-        "trainyard.api.jobrunner.v1.TrainingJobsService",
-        "trainyard.api.jobrunner.v1.JobRunnerService",
-    ),
-    "finetuning": ("trainyard.api.finetuning.v1.FinetuningService",),
-    "clustering": ("trainyard.api.clustering.v1.ClusteringTrainingService",),
-}
+from trainyard.catalogue import CATALOGUE
+
+# Every public service Envoy transcodes, by owning process (from the catalogue).
+SERVICES: dict[str, tuple[str, ...]] = {s.name: s.proto_services for s in CATALOGUE}
 
 _MODULES = (
-    "trainyard.api.upload.v1.service_pb2",
-    "trainyard.api.orchestrator.v1.service_pb2",
-    "trainyard.api.auth.v1.service_pb2",
-    "trainyard.api.jobrunner.v1.service_pb2",
-    "trainyard.api.finetuning.v1.service_pb2",
-    "trainyard.api.clustering.v1.service_pb2",
+    *(module for s in CATALOGUE for module in s.proto_modules),
     # Without these Envoy returns an empty body for errors that carry details.
     "google.rpc.status_pb2",
     "google.rpc.error_details_pb2",

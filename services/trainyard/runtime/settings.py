@@ -10,15 +10,12 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICE_NAMES = ("upload", "orchestrator", "jobrunner", "finetuning", "clustering")
+from trainyard.catalogue import CATALOGUE
 
-DEFAULT_PORTS = {
-    "upload": 50051,
-    "orchestrator": 50052,
-    "jobrunner": 50053,
-    "finetuning": 50054,
-    "clustering": 50055,
-}
+# Derived from the one list of services (trainyard/catalogue.py).
+SERVICE_NAMES = tuple(s.name for s in CATALOGUE)
+
+DEFAULT_PORTS = {s.name: s.default_port for s in CATALOGUE}
 
 
 class CommonSettings(BaseSettings):
@@ -52,6 +49,7 @@ class CommonSettings(BaseSettings):
     )
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "info"
+    # One per catalogue entry (tests/test_catalogue.py checks): typed fields, not generated.
     upload_address: str = f"127.0.0.1:{DEFAULT_PORTS['upload']}"
     orchestrator_address: str = f"127.0.0.1:{DEFAULT_PORTS['orchestrator']}"
     jobrunner_address: str = f"127.0.0.1:{DEFAULT_PORTS['jobrunner']}"
