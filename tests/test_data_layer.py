@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect
 
 from trainyard.orchestrator.registry import ModelRegistry
 from trainyard.runtime.db import Database
-from trainyard.runtime.errors import InvalidArgument, NotFound, PermissionDenied
+from trainyard.runtime.errors import NotFound, PermissionDenied
 from trainyard.runtime.settings import SERVICE_NAMES
 
 EXPECTED_TABLES = {
@@ -83,9 +84,21 @@ async def test_registry(database: tuple[str, str | None]) -> None:
             await registry.train_status(model.id, "bob")
         with pytest.raises(NotFound):
             await registry.train_status("missing", "alice")
-        with pytest.raises(InvalidArgument):
-            await registry.update_status(model.id, "exploded", None)
         with pytest.raises(Exception, match=r"(?i)unique"):
             await registry.create(owner="alice", name="m1", type="ndb")
     finally:
         await db.close()
+
+
+def test_callback_field_rules_are_request_validators() -> None:
+    """The callback field rules live at the edge (App.validators), every violation at once."""
+    from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
+    from trainyard.orchestrator.validation import VALIDATORS
+
+    def check(request: Any) -> list[str]:
+        return [v.field for v in VALIDATORS[request.DESCRIPTOR.full_name](request)]
+
+    assert check(msgs.UpdateTrainStatusRequest(status="exploded")) == ["status"]
+    assert check(msgs.UpdateTrainStatusRequest(status="complete")) == []
+    assert check(msgs.LogTrainMessageRequest(level="info", message=" ")) == ["level", "message"]
+    assert check(msgs.LogTrainMessageRequest(level="error", message="x")) == []

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trainyard.orchestrator.models import TRAIN_STATUSES, Model, ModelMessage
 from trainyard.runtime.db import reader_of
-from trainyard.runtime.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from trainyard.runtime.errors import NotFound, PermissionDenied
 from trainyard.runtime.readcache import ReadCache
 
 CALLBACK_STATUSES = ("starting", "in_progress", "complete", "failed", "stopped")
@@ -95,14 +95,8 @@ class ModelRegistry:
     async def update_status(
         self, model_id: str, status: str, metadata: dict[str, Any] | None
     ) -> None:
-        """Set a model's status (and metadata). Idempotent: the same update twice is one."""
-        if status not in CALLBACK_STATUSES:
-            raise InvalidArgument(
-                f"unknown status {status!r}",
-                violations=[
-                    FieldViolation("status", f"must be one of {', '.join(CALLBACK_STATUSES)}")
-                ],
-            )
+        """Set a model's status (and metadata). Idempotent: the same update twice is one. The
+        status value is checked by the request validator (orchestrator/validation.py)."""
         async with self._write() as session:
             model = await session.get(Model, model_id)
             if model is None:
