@@ -3,15 +3,20 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.support.harness import Harness
 from tests.support.recording import Recorder, recording_registrations
-from tests.support.upload_service import AWS_ENV, MotoServer
+from tests.support.upload_service import AWS_ENV, STORE_LIMITS, MotoServer
+from trainyard.blobs import LocalBlobStorage
+from trainyard.runtime.db import Database
 from trainyard.runtime.settings import SERVICE_NAMES
+from trainyard.upload.app import MIGRATIONS
+from trainyard.upload.store import UploadStore
 
 POSTGRES_URL = os.environ.get(
     "TRAINYARD_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -113,3 +118,20 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture
+async def store(database: tuple[str, str | None], tmp_path: Path) -> AsyncIterator[UploadStore]:
+    """An upload store on each database, with local blobs and STORE_LIMITS."""
+    url, schema = database
+    db = Database("upload", url, MIGRATIONS, schema)
+    await db.start()
+    store = UploadStore(
+        db.sessions, LocalBlobStorage(tmp_path / "blobs"), STORE_LIMITS, orphan_grace=timedelta(0)
+    )
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+        await db.close()

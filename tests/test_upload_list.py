@@ -3,33 +3,8 @@ order, exactly as GetUpload returns each, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import timedelta
-from pathlib import Path
-
-import pytest
-
-from tests.test_upload_store import LIMITS, stream
-from trainyard.blobs import LocalBlobStorage
-from trainyard.runtime.db import Database
-from trainyard.upload.app import MIGRATIONS
+from tests.test_upload_store import stream
 from trainyard.upload.store import NamedChunk, UploadStore, _list_statement
-
-
-@pytest.fixture
-async def store(database: tuple[str, str | None], tmp_path: Path) -> AsyncIterator[UploadStore]:
-    url, schema = database
-    db = Database("upload", url, MIGRATIONS, schema)
-    await db.start()
-    store = UploadStore(
-        db.sessions, LocalBlobStorage(tmp_path / "blobs"), LIMITS, orphan_grace=timedelta(0)
-    )
-    await store.start()
-    try:
-        yield store
-    finally:
-        await store.close()
-        await db.close()
 
 
 async def test_list_matches_get_for_every_upload(store: UploadStore) -> None:

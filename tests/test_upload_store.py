@@ -11,29 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from trainyard.blobs import LocalBlobStorage
-from trainyard.runtime.db import Database
+from tests.support.upload_service import STORE_LIMITS
 from trainyard.runtime.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from trainyard.upload.app import MIGRATIONS
-from trainyard.upload.store import BodyChunk, NamedChunk, UploadLimits, UploadStore
+from trainyard.upload.store import BodyChunk, NamedChunk, UploadStore
 
-LIMITS = UploadLimits(max_file_bytes=4 << 20, max_files=5, max_total_bytes=6 << 20)
-
-
-@pytest.fixture
-async def store(database: tuple[str, str | None], tmp_path: Path) -> AsyncIterator[UploadStore]:
-    url, schema = database
-    db = Database("upload", url, MIGRATIONS, schema)
-    await db.start()
-    store = UploadStore(
-        db.sessions, LocalBlobStorage(tmp_path / "blobs"), LIMITS, orphan_grace=timedelta(0)
-    )
-    await store.start()
-    try:
-        yield store
-    finally:
-        await store.close()
-        await db.close()
+LIMITS = STORE_LIMITS
 
 
 def files_under(root: Path) -> list[str]:

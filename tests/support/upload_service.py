@@ -12,6 +12,7 @@ from typing import Any
 
 from tests.support.harness import TEST_SECRET, eventually
 from trainyard.suite import ServiceProcess
+from trainyard.upload.store import UploadLimits
 
 BIN = Path(sys.executable).parent
 AWS_ENV = {
@@ -87,3 +88,7 @@ class MotoServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)
+
+
+#: Small upload limits for store-level tests (the `store` fixture in conftest.py).
+STORE_LIMITS = UploadLimits(max_file_bytes=4 << 20, max_files=5, max_total_bytes=6 << 20)
