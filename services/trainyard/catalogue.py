@@ -77,6 +77,7 @@ CATALOGUE: tuple[Service, ...] = (
         phase=1,
         proto_services=(
             "trainyard.api.orchestrator.v1.TrainService",
+            "trainyard.api.orchestrator.v1.ModelService",
             "trainyard.api.auth.v1.AuthService",
         ),
         proto_modules=(

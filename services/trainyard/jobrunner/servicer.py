@@ -50,7 +50,9 @@ def line_proto(rec: Record) -> msgs.LogLine:
     ts = timestamp_pb2.Timestamp()
     ts.FromNanoseconds(rec.time_ns)
     stream = msgs.LOG_STREAM_STDERR if rec.stream == STDERR else msgs.LOG_STREAM_STDOUT
-    return msgs.LogLine(sequence=rec.seq, stream=stream, text=rec.text, time=ts)
+    return msgs.LogLine(
+        sequence=rec.seq, stream=stream, text=rec.text, time=ts, attempt=rec.attempt
+    )
 
 
 def _spec_dict(spec: msgs.JobSpec) -> dict[str, Any]:

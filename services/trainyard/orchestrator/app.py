@@ -1,15 +1,21 @@
-"""Assembles the orchestrator process."""
+"""Assembles the orchestrator process: registry, trainings, models and their servicers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 from trainyard.api.auth.v1 import service_pb2_grpc as auth_grpc
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
+from trainyard.blobs import create_blob_storage
+from trainyard.orchestrator.inference import Models
+from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry
-from trainyard.orchestrator.servicer import AuthServicer, TrainServicer
+from trainyard.orchestrator.servicer import AuthServicer, ModelServicer, TrainServicer
 from trainyard.orchestrator.settings import OrchestratorSettings
-from trainyard.orchestrator.validation import VALIDATORS
+from trainyard.orchestrator.training import Trainings
+from trainyard.orchestrator.validation import Limits, validators
 from trainyard.runtime.db import Database
 from trainyard.runtime.ratelimit import FailureLimiter
 from trainyard.runtime.server import App, Registration, authority_from
@@ -19,22 +25,69 @@ NAME = "orchestrator"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def callback_address(own: OrchestratorSettings, listening: str) -> str:
+    """Where trainers reach this process."""
+    if own.advertise_address:
+        return own.advertise_address
+    host, _, port = listening.rpartition(":")
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
 async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
     db = Database(NAME, database_url_for(NAME, common, own), MIGRATIONS, common.database_schema)
+    authority = authority_from(common)
     registry = ModelRegistry(db.sessions)
+    storage = create_blob_storage(
+        own.storage_settings(), namespace="artifacts", local_root=own.artifacts_root_for(common)
+    )
+    peers = Peers(authority, common.upload_address, common.jobrunner_address)
+    trainings = Trainings(registry, peers, storage, authority, own)
+    models = Models(
+        storage,
+        cache_bytes=own.predict_cache_bytes,
+        workers=own.predict_workers,
+        max_model_bytes=own.max_model_bytes,
+    )
+    follower: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        await db.start()
+        await storage.start()
+
+    async def serving(address: str) -> None:
+        trainings.address = callback_address(own, address)
+        follower.append(asyncio.create_task(trainings.follow_jobs(), name="follow-jobs"))
+
+    async def stop() -> None:
+        for task in follower:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        models.close()
+        await peers.close()
+        await storage.close()
+        await db.close()
+
     return App(
-        validators=VALIDATORS,
+        validators=validators(Limits(own.max_allocation_cores, own.max_allocation_memory_mb)),
         name=NAME,
         registrations=[
             Registration(
                 svc.add_TrainServiceServicer_to_server,
-                TrainServicer(registry),  # type: ignore[abstract]
+                TrainServicer(registry, trainings, models),
                 "trainyard.api.orchestrator.v1.TrainService",
+            ),
+            Registration(
+                svc.add_ModelServiceServicer_to_server,
+                ModelServicer(registry, trainings, models),
+                "trainyard.api.orchestrator.v1.ModelService",
             ),
             Registration(
                 auth_grpc.add_AuthServiceServicer_to_server,
                 AuthServicer(
-                    authority_from(common),
+                    authority,
                     common.auth_clients,
                     FailureLimiter(
                         own.token_max_failures,
@@ -45,6 +98,8 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
                 "trainyard.api.auth.v1.AuthService",
             ),
         ],
-        on_start=db.start,
-        on_stop=db.close,
+        on_start=start,
+        on_serving=serving,
+        on_stop=stop,
+        state={"registry": registry, "trainings": trainings, "models": models},
     )

@@ -6,7 +6,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -19,13 +29,18 @@ class Base(DeclarativeBase):
 
 
 TRAIN_STATUSES = ("not_started", "starting", "in_progress", "complete", "failed", "stopped")
+#: Statuses a training never leaves.
+FINAL_STATUSES = ("complete", "failed", "stopped")
 
 
 class Model(Base):
     """A Model Bazaar model: its owner, type, train status and lineage."""
 
     __tablename__ = "orchestrator_models"
-    __table_args__ = (UniqueConstraint("owner", "name", name="uq_orchestrator_models_owner_name"),)
+    __table_args__ = (
+        UniqueConstraint("owner", "name", name="uq_orchestrator_models_owner_name"),
+        Index("ix_orchestrator_models_access_created", "access", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
     owner: Mapped[str] = mapped_column(String(255), index=True)
@@ -37,7 +52,10 @@ class Model(Base):
     train_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     model_metadata: Mapped[str | None] = mapped_column("metadata", Text, nullable=True)
     report: Mapped[str | None] = mapped_column(Text, nullable=True)
-    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    #: Folder URI of the model's artifacts (`.../models/<id>/`), set when the training starts.
+    artifact_uri: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now
@@ -56,3 +74,13 @@ class ModelMessage(Base):
     level: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Cursor(Base):
+    """A named position in another service's event stream (the job-runner's WatchJobs
+    revision), so a restarted orchestrator resumes where it stopped."""
+
+    __tablename__ = "orchestrator_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 
 from trainyard.api.auth.v1 import messages_pb2 as auth_msgs
 from trainyard.api.auth.v1 import service_pb2_grpc as auth_grpc
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
-from trainyard.orchestrator.registry import ModelRegistry
+from trainyard.orchestrator.inference import Models
+from trainyard.orchestrator.registry import ModelRegistry, ModelView
 from trainyard.orchestrator.tokens import issue_token, parse_token_request
+from trainyard.orchestrator.training import Trainings
 from trainyard.runtime.auth import TokenAuthority, current_identity, current_user
 from trainyard.runtime.errors import PermissionDenied, ResourceExhausted, Unauthenticated
-from trainyard.runtime.http import CLIENT_ADDRESS_HEADER
+from trainyard.runtime.http import CLIENT_ADDRESS_HEADER, json_body
 from trainyard.runtime.ratelimit import FailureLimiter
 from trainyard.runtime.untrusted import struct_to_dict
 
@@ -29,11 +34,77 @@ def _job_model(expected_kind: str = "job") -> str:
     return ident.model_id
 
 
-class TrainServicer(svc.TrainServiceServicer):
-    """Model Bazaar train API. Train/retrain RPCs arrive with the job-runner integration."""
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
-    def __init__(self, registry: ModelRegistry) -> None:
+
+def _model_info(model: ModelView) -> msgs.ModelInfo:
+    metadata = dict(model.metadata)
+    progress = metadata.pop("progress", None)
+    info = msgs.ModelInfo(
+        model_id=model.id,
+        model_name=model.name,
+        type=model.type,
+        access=model.access,
+        train_status=model.status,
+        username=model.owner,
+        base_model_id=model.base_model_id or "",
+        publish_date=_rfc3339(model.created_at),
+    )
+    info.attributes.update(metadata)
+    if isinstance(progress, dict):
+        fraction = progress.get("fraction")
+        info.progress.fraction = float(fraction) if isinstance(fraction, int | float) else 0.0
+        info.progress.phase = str(progress.get("phase") or "")
+    elif model.status == "complete":
+        info.progress.fraction = 1.0
+    else:
+        info.progress.SetInParent()
+    return info
+
+
+class TrainServicer(svc.TrainServiceServicer):
+    """The Model Bazaar train API: proto <-> trainings/registry mapping only."""
+
+    def __init__(self, registry: ModelRegistry, trainings: Trainings, models: Models) -> None:
         self._registry = registry
+        self._trainings = trainings
+        self._models = models
+
+    async def _start(self, kind: str, request: Any) -> str:
+        return await self._trainings.start(kind, request, current_user())
+
+    async def TrainNdb(
+        self, request: msgs.TrainNdbRequest, context: Context
+    ) -> msgs.TrainNdbResponse:
+        return msgs.TrainNdbResponse(model_id=await self._start("ndb", request))
+
+    async def RetrainNdb(
+        self, request: msgs.RetrainNdbRequest, context: Context
+    ) -> msgs.RetrainNdbResponse:
+        return msgs.RetrainNdbResponse(model_id=await self._start("ndb-retrain", request))
+
+    async def TrainNlpToken(
+        self, request: msgs.TrainNlpTokenRequest, context: Context
+    ) -> msgs.TrainNlpTokenResponse:
+        return msgs.TrainNlpTokenResponse(model_id=await self._start("nlp-token", request))
+
+    async def TrainNlpText(
+        self, request: msgs.TrainNlpTextRequest, context: Context
+    ) -> msgs.TrainNlpTextResponse:
+        return msgs.TrainNlpTextResponse(model_id=await self._start("nlp-text", request))
+
+    async def TrainNlpDatagen(
+        self, request: msgs.TrainNlpDatagenRequest, context: Context
+    ) -> msgs.TrainNlpDatagenResponse:
+        return msgs.TrainNlpDatagenResponse(model_id=await self._start("nlp-datagen", request))
+
+    async def RetrainNlpToken(
+        self, request: msgs.RetrainNlpTokenRequest, context: Context
+    ) -> msgs.RetrainNlpTokenResponse:
+        return msgs.RetrainNlpTokenResponse(
+            model_id=await self._start("nlp-token-retrain", request)
+        )
 
     async def GetTrainStatus(
         self, request: msgs.GetTrainStatusRequest, context: Context
@@ -42,6 +113,41 @@ class TrainServicer(svc.TrainServiceServicer):
         return msgs.GetTrainStatusResponse(
             status=status.status, errors=status.errors, warnings=status.warnings
         )
+
+    async def GetTrainLogs(
+        self, request: msgs.GetTrainLogsRequest, context: Context
+    ) -> msgs.GetTrainLogsResponse:
+        logs = await self._trainings.logs(request.model_id, current_user())
+        return msgs.GetTrainLogsResponse(
+            logs=[msgs.AllocationLogs(**entry) for entry in logs], http_body=json_body(logs)
+        )
+
+    async def FollowTrainLogs(
+        self, request: msgs.FollowTrainLogsRequest, context: Context
+    ) -> AsyncIterator[msgs.FollowTrainLogsResponse]:
+        async for message in self._trainings.follow(
+            request.model_id, current_user(), max(request.from_sequence, 0)
+        ):
+            yield message
+
+    async def GetTrainReport(
+        self, request: msgs.GetTrainReportRequest, context: Context
+    ) -> msgs.GetTrainReportResponse:
+        model = await self._registry.readable(request.model_id, current_user())
+        raw = await self._models.report(model)
+        response = msgs.GetTrainReportResponse(
+            http_body=httpbody_pb2.HttpBody(content_type="application/json", data=raw)
+        )
+        value = json.loads(raw)
+        if isinstance(value, dict):
+            response.report.update(value)
+        return response
+
+    async def StopTraining(
+        self, request: msgs.StopTrainingRequest, context: Context
+    ) -> msgs.StopTrainingResponse:
+        await self._trainings.stop(request.model_id, current_user())
+        return msgs.StopTrainingResponse()
 
     async def UpdateTrainStatus(
         self, request: msgs.UpdateTrainStatusRequest, context: Context
@@ -60,6 +166,80 @@ class TrainServicer(svc.TrainServiceServicer):
     ) -> msgs.LogTrainMessageResponse:
         await self._registry.add_message(_job_model(), request.level, request.message)
         return msgs.LogTrainMessageResponse()
+
+
+class ModelServicer(svc.ModelServiceServicer):
+    """Model management and predictions: proto <-> registry/models mapping only."""
+
+    def __init__(self, registry: ModelRegistry, trainings: Trainings, models: Models) -> None:
+        self._registry = registry
+        self._trainings = trainings
+        self._models = models
+
+    async def ListModels(
+        self, request: msgs.ListModelsRequest, context: Context
+    ) -> msgs.ListModelsResponse:
+        page = await self._registry.list(
+            current_user(),
+            page_size=request.page_size,
+            page_token=request.page_token,
+            type=request.type,
+            status=request.status,
+        )
+        return msgs.ListModelsResponse(
+            models=[_model_info(m) for m in page.models], next_page_token=page.next_page_token
+        )
+
+    async def GetModel(self, request: msgs.GetModelRequest, context: Context) -> msgs.ModelInfo:
+        return _model_info(await self._registry.readable(request.model_id, current_user()))
+
+    async def DeleteModel(
+        self, request: msgs.DeleteModelRequest, context: Context
+    ) -> msgs.DeleteModelResponse:
+        await self._trainings.delete(request.model_id, current_user())
+        self._models.forget(request.model_id)
+        return msgs.DeleteModelResponse()
+
+    async def SetModelAccess(
+        self, request: msgs.SetModelAccessRequest, context: Context
+    ) -> msgs.SetModelAccessResponse:
+        await self._registry.set_access(request.model_id, current_user(), request.access)
+        return msgs.SetModelAccessResponse()
+
+    async def GetModelPermissions(
+        self, request: msgs.GetModelPermissionsRequest, context: Context
+    ) -> msgs.GetModelPermissionsResponse:
+        user = current_user()
+        model = await self._registry.readable(request.model_id, user)
+        owner = model.owner == user
+        return msgs.GetModelPermissionsResponse(read=True, write=owner, owner=owner)
+
+    async def DownloadModel(
+        self, request: msgs.DownloadModelRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        model = await self._registry.readable(request.model_id, current_user())
+        manifest = await self._models.manifest(model)
+        first = True
+        async for chunk in self._models.zipped(model, manifest):
+            if first:
+                yield httpbody_pb2.HttpBody(content_type="application/zip", data=chunk)
+                first = False
+            else:
+                yield httpbody_pb2.HttpBody(data=chunk)
+
+    async def Predict(self, request: msgs.PredictRequest, context: Context) -> msgs.PredictResponse:
+        model = await self._registry.readable(request.model_id, current_user())
+        queries = [request.query] if request.HasField("query") else list(request.queries)
+        top_k = request.top_k if request.HasField("top_k") else 5
+        results = await self._models.predict(model, queries, top_k)
+        response = msgs.PredictResponse(http_body=json_body({"predictions": results}))
+        for result in results:
+            prediction = response.predictions.add(query=str(result.get("query", "")))
+            for label, score in result.get("predicted_classes", ()):
+                prediction.predicted_classes.add(label=str(label), score=float(score))
+            prediction.tokens.extend(str(t) for t in result.get("tokens", ()))
+            prediction.predicted_tags.extend(str(t) for t in result.get("predicted_tags", ()))
+        return response
 
 
 def _source_address(md: Mapping[str, str | bytes], context: Context) -> str:

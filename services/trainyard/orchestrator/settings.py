@@ -1,14 +1,21 @@
-"""Settings of the training-orchestrator (TRAINYARD_ORCHESTRATOR_*)."""
+"""Settings of the training-orchestrator (TRAINYARD_ORCHESTRATOR_*).
+
+Artifacts (trained models, reports) live in blob storage: the shared TRAINYARD_STORAGE_BACKEND /
+TRAINYARD_S3_* settings, each overridable here (TRAINYARD_ORCHESTRATOR_STORAGE_BACKEND, ...).
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from trainyard.runtime.settings import ServiceSettings
+from trainyard.blobs import StorageOverrides
+from trainyard.runtime.settings import CommonSettings, ServiceSettings
 
 
-class OrchestratorSettings(ServiceSettings):
+class OrchestratorSettings(ServiceSettings, StorageOverrides):
     model_config = SettingsConfigDict(env_prefix="TRAINYARD_ORCHESTRATOR_", extra="ignore")
 
     token_max_failures: int = Field(
@@ -21,3 +28,73 @@ class OrchestratorSettings(ServiceSettings):
     token_failure_max_keys: int = Field(
         default=10_000, ge=1, description="Clients and sources tracked at once (bounded memory)."
     )
+
+    local_roots: list[Path] = Field(
+        default_factory=list,
+        description='Folders whose files a train request may name with {"location": "local"} '
+        "(a JSON list). Empty by default: local paths are refused until an operator allows a "
+        "root. Paths are resolved (symlinks followed) and must stay inside a root.",
+    )
+    artifacts_root: Path | None = Field(
+        default=None,
+        description="Local storage backend: where models' artifacts live; default "
+        "DATA_DIR/artifacts.",
+    )
+    max_allocation_cores: int = Field(
+        default=16, ge=1, description="Largest job_options.allocation_cores a request may ask."
+    )
+    max_allocation_memory_mb: int = Field(
+        default=65_536, ge=1, description="Largest job_options.allocation_memory (MB)."
+    )
+    default_allocation_cores: int = Field(default=1, ge=1)
+    default_allocation_memory_mb: int = Field(default=2000, ge=1)
+    trainer_image: str = Field(
+        default="trainyard:latest",
+        description="Container image of the trainers (Kubernetes backend): deploy/ builds one "
+        "image holding the services and the trainers.",
+    )
+    trainer_python: str = Field(
+        default="python",
+        description="The interpreter that runs `-m trainyard.trainers.<kind>`; `python` is the "
+        "job-runner's own on the local backend, the image's on Kubernetes.",
+    )
+    training_deadline_seconds: int = Field(
+        default=24 * 3600, ge=60, description="A training workload is stopped after this long."
+    )
+    advertise_address: str | None = Field(
+        default=None,
+        description="The address trainers call back (host:port); default the address this "
+        "process listens on (0.0.0.0 read as 127.0.0.1). In Kubernetes: the Service's DNS name.",
+    )
+    log_tail_lines: int = Field(
+        default=100, ge=1, le=10_000, description="GET .../logs: lines per allocation."
+    )
+    predict_cache_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=0,
+        description="Memory bound of the loaded-model cache for predict (least recently used "
+        "models are dropped first).",
+    )
+    predict_workers: int = Field(
+        default=2, ge=1, description="Threads that load models and answer predict calls."
+    )
+    max_model_bytes: int = Field(
+        default=2 * 1024 * 1024 * 1024,
+        ge=1,
+        description="Largest model artifact predict loads (bigger answers 422).",
+    )
+
+    @field_validator("local_roots", mode="after")
+    @classmethod
+    def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
+        for root in roots:
+            if not root.is_absolute():
+                raise ValueError(f"local root {str(root)!r} must be an absolute path")
+        return roots
+
+    def artifacts_root_for(self, common: CommonSettings) -> Path:
+        return (
+            self.artifacts_root
+            if self.artifacts_root is not None
+            else common.data_dir / "artifacts"
+        )

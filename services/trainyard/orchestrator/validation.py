@@ -1,14 +1,404 @@
 """Field rules of the orchestrator's requests, checked once at the edge by the interceptor
-(App.validators): each returns every violation at once. Rules that need state stay in the domain."""
+(App.validators): each returns every violation at once. Rules that need state (does the upload
+exist, may the caller read the base model, is the name free) stay in the domain (training.py).
+
+The train endpoints answer a broken request with 422 and the Model Bazaar message
+`unable to start <type> training, found the following errors: <problems joined by "; ">`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
 
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
-from trainyard.orchestrator.registry import CALLBACK_STATUSES, MESSAGE_LEVELS
+from trainyard.orchestrator.registry import CALLBACK_STATUSES, MESSAGE_LEVELS, TRAIN_STATUSES
 from trainyard.runtime.errors import FieldViolation
 from trainyard.runtime.interceptors import Validator
+
+#: Where a file of a train request may live ("nfs" is a path under a configured root, as "local").
+FILE_LOCATIONS = ("upload", "local", "nfs", "s3")
+MODEL_TYPES = ("ndb", "nlp-token", "nlp-text", "nlp-datagen")
+ACCESS_LEVELS = ("private", "public")
+LLM_PROVIDERS = ("openai",)
+MAX_NAME_CHARS = 255
+MAX_FILES = 10_000
+MAX_PATH_CHARS = 4096
+MAX_EPOCHS = 1000
+MAX_PREDICT_QUERIES = 1000
+MAX_QUERY_CHARS = 100_000
+MAX_TOP_K = 100
+MAX_LABELS = 10_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The settings a stateless rule needs (resource maxima)."""
+
+    max_cores: int = 16
+    max_memory_mb: int = 65_536
+
+
+class TrainRule:
+    """A train endpoint's rules, worded as Model Bazaar words them."""
+
+    def __init__(
+        self, kind: str, check: Callable[[Any, Limits], list[FieldViolation]], limits: Limits
+    ) -> None:
+        self.kind = kind
+        self._check = check
+        self._limits = limits
+
+    def __call__(self, request: Any) -> list[FieldViolation]:
+        return self._check(request, self._limits)
+
+    def summary(self, violations: Sequence[FieldViolation]) -> str:
+        problems = "; ".join(v.description for v in violations)
+        return f"unable to start {self.kind} training, found the following errors: {problems}"
+
+
+# ---- pieces ------------------------------------------------------------------------------
+
+
+def _name(request: Any) -> list[FieldViolation]:
+    name = request.model_name
+    if not name.strip():
+        return [FieldViolation("model_name", "model_name is required")]
+    problems = []
+    if len(name) > MAX_NAME_CHARS:
+        problems.append(
+            FieldViolation("model_name", f"model_name must be at most {MAX_NAME_CHARS} characters")
+        )
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        problems.append(
+            FieldViolation("model_name", "model_name must not contain control characters")
+        )
+    return problems
+
+
+def _base_model(request: Any, *, required: bool) -> list[FieldViolation]:
+    has = request.HasField("base_model_id") if _is_optional(request, "base_model_id") else True
+    value = request.base_model_id if has else ""
+    if required and not value.strip():
+        return [FieldViolation("base_model_id", "base_model_id is required")]
+    if has and not value.strip() and not required:
+        return [FieldViolation("base_model_id", "base_model_id must not be empty when given")]
+    if len(value) > MAX_NAME_CHARS:
+        return [FieldViolation("base_model_id", "base_model_id is not a model id")]
+    return []
+
+
+def _is_optional(message: Message, field: str) -> bool:
+    descriptor = message.DESCRIPTOR.fields_by_name[field]
+    return bool(descriptor.has_presence)
+
+
+def _files(files: Iterable[msgs.FileInfo], where: str) -> list[FieldViolation]:
+    problems: list[FieldViolation] = []
+    items = list(files)
+    if len(items) > MAX_FILES:
+        return [FieldViolation(where, f"{where} may list at most {MAX_FILES} files")]
+    for i, info in enumerate(items):
+        path = f"{where}[{i}]"
+        if info.location not in FILE_LOCATIONS:
+            allowed = ", ".join(FILE_LOCATIONS)
+            problems.append(
+                FieldViolation(
+                    f"{path}.location",
+                    f"{path}.location {info.location!r} is not supported: use one of {allowed}",
+                )
+            )
+        if not info.path.strip():
+            problems.append(FieldViolation(f"{path}.path", f"{path}.path is required"))
+        elif len(info.path) > MAX_PATH_CHARS or "\x00" in info.path:
+            problems.append(FieldViolation(f"{path}.path", f"{path}.path is not a valid path"))
+        elif info.location == "s3" and not _is_s3_uri(info.path):
+            problems.append(
+                FieldViolation(f"{path}.path", f"{path}.path must be s3://<bucket>/<key or prefix>")
+            )
+    return problems
+
+
+def _is_s3_uri(path: str) -> bool:
+    if not path.startswith("s3://"):
+        return False
+    bucket, _, key = path[5:].partition("/")
+    return bool(bucket) and bool(key)
+
+
+def _job_options(request: Any, limits: Limits) -> list[FieldViolation]:
+    if not request.HasField("job_options"):
+        return []
+    opts = request.job_options
+    problems = []
+    if opts.HasField("allocation_cores"):
+        if opts.allocation_cores < 1:
+            problems.append(
+                FieldViolation(
+                    "job_options.allocation_cores",
+                    "job_options.allocation_cores must be at least 1",
+                )
+            )
+        elif opts.allocation_cores > limits.max_cores:
+            problems.append(
+                FieldViolation(
+                    "job_options.allocation_cores",
+                    f"job_options.allocation_cores must be at most {limits.max_cores}",
+                )
+            )
+    if opts.HasField("allocation_memory"):
+        if opts.allocation_memory < 1:
+            problems.append(
+                FieldViolation(
+                    "job_options.allocation_memory",
+                    "job_options.allocation_memory must be at least 1 (MB)",
+                )
+            )
+        elif opts.allocation_memory > limits.max_memory_mb:
+            problems.append(
+                FieldViolation(
+                    "job_options.allocation_memory",
+                    f"job_options.allocation_memory must be at most {limits.max_memory_mb} (MB)",
+                )
+            )
+    return problems
+
+
+def _train_options(request: Any) -> list[FieldViolation]:
+    if not request.HasField("train_options"):
+        return []
+    opts = request.train_options
+    problems = []
+
+    def bad(field: str, text: str) -> None:
+        problems.append(FieldViolation(f"train_options.{field}", f"train_options.{field} {text}"))
+
+    if opts.HasField("epochs") and not 1 <= opts.epochs <= MAX_EPOCHS:
+        bad("epochs", f"must be from 1 to {MAX_EPOCHS}")
+    if opts.HasField("learning_rate") and not (
+        math.isfinite(opts.learning_rate) and opts.learning_rate > 0
+    ):
+        bad("learning_rate", "must be a number greater than 0")
+    if opts.HasField("batch_size") and opts.batch_size < 1:
+        bad("batch_size", "must be at least 1")
+    if opts.HasField("max_in_memory_batches") and opts.max_in_memory_batches < 1:
+        bad("max_in_memory_batches", "must be at least 1")
+    if opts.HasField("test_split") and not (
+        math.isfinite(opts.test_split) and 0 <= opts.test_split < 1
+    ):
+        bad("test_split", "must be in [0, 1)")
+    return problems
+
+
+def _test_size(request: Any) -> list[FieldViolation]:
+    if request.HasField("test_size") and not (
+        math.isfinite(request.test_size) and 0 <= request.test_size < 1
+    ):
+        return [FieldViolation("test_size", "test_size must be in [0, 1)")]
+    return []
+
+
+def _llm_provider(request: Any) -> list[FieldViolation]:
+    if request.HasField("llm_provider") and request.llm_provider not in LLM_PROVIDERS:
+        allowed = ", ".join(LLM_PROVIDERS)
+        return [
+            FieldViolation(
+                "llm_provider", f"llm_provider {request.llm_provider!r} is not one of {allowed}"
+            )
+        ]
+    return []
+
+
+def _label(value: str, field: str) -> list[FieldViolation]:
+    if not value.strip():
+        return [FieldViolation(field, f"{field} must not be empty")]
+    if len(value) > MAX_NAME_CHARS or any(c.isspace() for c in value):
+        return [
+            FieldViolation(field, f"{field} must be one word of at most {MAX_NAME_CHARS} chars")
+        ]
+    return []
+
+
+# ---- the endpoints -----------------------------------------------------------------------
+
+
+def _ndb(request: msgs.TrainNdbRequest, limits: Limits) -> list[FieldViolation]:
+    problems = _name(request) + _base_model(request, required=False)
+    if request.HasField("model_options") and request.HasField("base_model_id"):
+        problems.append(
+            FieldViolation(
+                "model_options", "model_options cannot be specified together with base_model_id"
+            )
+        )
+    data = request.data
+    if not data.unsupervised_files and not data.supervised_files:
+        problems.append(
+            FieldViolation("data", "unsupervised_files and supervised_files cannot both be empty")
+        )
+    problems += _files(data.unsupervised_files, "data.unsupervised_files")
+    problems += _files(data.supervised_files, "data.supervised_files")
+    for i, doc_id in enumerate(data.deletions):
+        if not doc_id.strip() or len(doc_id) > MAX_PATH_CHARS:
+            problems.append(
+                FieldViolation(f"data.deletions[{i}]", f"data.deletions[{i}] is not a doc id")
+            )
+    return problems + _job_options(request, limits)
+
+
+def _ndb_retrain(request: msgs.RetrainNdbRequest, limits: Limits) -> list[FieldViolation]:
+    return _name(request) + _base_model(request, required=True) + _job_options(request, limits)
+
+
+def _nlp_token(request: msgs.TrainNlpTokenRequest, limits: Limits) -> list[FieldViolation]:
+    problems = _name(request) + _base_model(request, required=False)
+    opts = request.model_options
+    if not opts.source_column.strip():
+        problems.append(
+            FieldViolation("model_options.source_column", "source_column must be specified")
+        )
+    if not opts.target_column.strip():
+        problems.append(
+            FieldViolation("model_options.target_column", "target_column must be specified")
+        )
+    if len(opts.target_labels) > MAX_LABELS:
+        problems.append(
+            FieldViolation(
+                "model_options.target_labels", f"target_labels may list at most {MAX_LABELS}"
+            )
+        )
+    for i, label in enumerate(opts.target_labels):
+        problems += _label(label, f"model_options.target_labels[{i}]")
+    if opts.HasField("default_tag"):
+        problems += _label(opts.default_tag, "model_options.default_tag")
+        if opts.default_tag in opts.target_labels:
+            problems.append(
+                FieldViolation(
+                    "model_options.default_tag", "default_tag must not be one of target_labels"
+                )
+            )
+    problems += _nlp_data(request.data)
+    return problems + _train_options(request) + _job_options(request, limits)
+
+
+def _nlp_data(data: msgs.NlpData) -> list[FieldViolation]:
+    problems = []
+    if not data.supervised_files:
+        problems.append(
+            FieldViolation("data.supervised_files", "data.supervised_files cannot be empty")
+        )
+    problems += _files(data.supervised_files, "data.supervised_files")
+    problems += _files(data.test_files, "data.test_files")
+    return problems
+
+
+def _nlp_text(request: msgs.TrainNlpTextRequest, limits: Limits) -> list[FieldViolation]:
+    problems = _name(request) + _base_model(request, required=False)
+    opts = request.model_options
+    if not request.doc_classification:
+        if not opts.text_column.strip():
+            problems.append(
+                FieldViolation("model_options.text_column", "text_column must be specified")
+            )
+        if not opts.label_column.strip():
+            problems.append(
+                FieldViolation("model_options.label_column", "label_column must be specified")
+            )
+    if opts.n_target_classes == 0:
+        problems.append(
+            FieldViolation("model_options.n_target_classes", "n_target_classes must be specified")
+        )
+    elif not 2 <= opts.n_target_classes <= MAX_LABELS:
+        problems.append(
+            FieldViolation(
+                "model_options.n_target_classes",
+                f"n_target_classes must be from 2 to {MAX_LABELS}",
+            )
+        )
+    if opts.HasField("delimiter") and (len(opts.delimiter) != 1 or opts.delimiter in '\r\n"\x00'):
+        problems.append(
+            FieldViolation(
+                "model_options.delimiter",
+                "delimiter must be one character (not a quote or line break)",
+            )
+        )
+    problems += _nlp_data(request.data)
+    return problems + _train_options(request) + _job_options(request, limits)
+
+
+def _entities(entities: Sequence[msgs.LabelEntity], where: str) -> list[FieldViolation]:
+    problems = []
+    if not entities:
+        problems.append(FieldViolation(where, f"{where} cannot be empty"))
+    names = [e.name for e in entities]
+    for i, entity in enumerate(entities):
+        problems += _label(entity.name, f"{where}[{i}].name")
+    if len(set(names)) != len(names):
+        problems.append(FieldViolation(where, f"{where} must not repeat a name"))
+    return problems
+
+
+def _nlp_datagen(request: msgs.TrainNlpDatagenRequest, limits: Limits) -> list[FieldViolation]:
+    problems = _name(request) + _base_model(request, required=False)
+    token, text = request.HasField("token_options"), request.HasField("text_options")
+    if token == text:
+        problems.append(
+            FieldViolation(
+                "token_options", "exactly one of token_options and text_options must be given"
+            )
+        )
+    if not request.task_prompt.strip():
+        problems.append(FieldViolation("task_prompt", "task_prompt is required"))
+    if token:
+        opts = request.token_options
+        problems += _entities(opts.tags, "token_options.tags")
+        for field in ("num_sentences_to_generate", "num_samples_per_tag", "templates_per_sample"):
+            if opts.HasField(field) and getattr(opts, field) < 1:
+                problems.append(
+                    FieldViolation(
+                        f"token_options.{field}", f"token_options.{field} must be at least 1"
+                    )
+                )
+        for i, sample in enumerate(opts.samples):
+            if len(sample.tokens) != len(sample.tags):
+                problems.append(
+                    FieldViolation(
+                        f"token_options.samples[{i}]",
+                        f"token_options.samples[{i}] needs one tag per token",
+                    )
+                )
+    if text:
+        opts_text = request.text_options
+        problems += _entities(opts_text.labels, "text_options.labels")
+        if not opts_text.HasField("samples_per_label"):
+            problems.append(
+                FieldViolation(
+                    "text_options.samples_per_label", "text_options.samples_per_label is required"
+                )
+            )
+        elif opts_text.samples_per_label < 1:
+            problems.append(
+                FieldViolation(
+                    "text_options.samples_per_label",
+                    "text_options.samples_per_label must be at least 1",
+                )
+            )
+    problems += _test_size(request) + _llm_provider(request)
+    return problems + _train_options(request) + _job_options(request, limits)
+
+
+def _nlp_token_retrain(
+    request: msgs.RetrainNlpTokenRequest, limits: Limits
+) -> list[FieldViolation]:
+    problems = _name(request) + _base_model(request, required=True)
+    problems += _test_size(request) + _llm_provider(request)
+    return problems + _train_options(request) + _job_options(request, limits)
+
+
+# ---- the rest ----------------------------------------------------------------------------
 
 
 def _update_train_status(request: msgs.UpdateTrainStatusRequest) -> list[FieldViolation]:
@@ -29,7 +419,67 @@ def _log_train_message(request: msgs.LogTrainMessageRequest) -> list[FieldViolat
     return violations
 
 
-VALIDATORS: Mapping[str, Validator] = {
-    msgs.UpdateTrainStatusRequest.DESCRIPTOR.full_name: _update_train_status,
-    msgs.LogTrainMessageRequest.DESCRIPTOR.full_name: _log_train_message,
-}
+def _set_access(request: msgs.SetModelAccessRequest) -> list[FieldViolation]:
+    if request.access in ACCESS_LEVELS:
+        return []
+    return [FieldViolation("access", "access must be 'private' or 'public'")]
+
+
+def _list_models(request: msgs.ListModelsRequest) -> list[FieldViolation]:
+    problems = []
+    if request.type and request.type not in MODEL_TYPES:
+        problems.append(FieldViolation("type", f"type must be one of {', '.join(MODEL_TYPES)}"))
+    if request.status and request.status not in TRAIN_STATUSES:
+        problems.append(
+            FieldViolation("status", f"status must be one of {', '.join(TRAIN_STATUSES)}")
+        )
+    return problems
+
+
+def _predict(request: msgs.PredictRequest) -> list[FieldViolation]:
+    problems = []
+    has_query = request.HasField("query")
+    if has_query == bool(request.queries):
+        problems.append(FieldViolation("query", "give either query or queries (not both)"))
+    if len(request.queries) > MAX_PREDICT_QUERIES:
+        problems.append(
+            FieldViolation("queries", f"queries may hold at most {MAX_PREDICT_QUERIES} entries")
+        )
+    texts = [request.query] if has_query else list(request.queries)
+    if any(len(q) > MAX_QUERY_CHARS for q in texts):
+        problems.append(
+            FieldViolation("queries", f"a query must be at most {MAX_QUERY_CHARS} characters")
+        )
+    if request.HasField("top_k") and not 1 <= request.top_k <= MAX_TOP_K:
+        problems.append(FieldViolation("top_k", f"top_k must be from 1 to {MAX_TOP_K}"))
+    return problems
+
+
+def validators(limits: Limits | None = None) -> Mapping[str, Validator]:
+    """The request rules by message name, with the resource maxima from settings."""
+    lim = limits or Limits()
+    train: list[tuple[type[Message], str, Callable[[Any, Limits], list[FieldViolation]]]] = [
+        (msgs.TrainNdbRequest, "ndb", _ndb),
+        (msgs.RetrainNdbRequest, "ndb", _ndb_retrain),
+        (msgs.TrainNlpTokenRequest, "nlp-token", _nlp_token),
+        (msgs.TrainNlpTextRequest, "nlp-text", _nlp_text),
+        (msgs.TrainNlpDatagenRequest, "nlp-datagen", _nlp_datagen),
+        (msgs.RetrainNlpTokenRequest, "nlp-token", _nlp_token_retrain),
+    ]
+    rules: dict[str, Validator] = {
+        message.DESCRIPTOR.full_name: TrainRule(kind, check, lim) for message, kind, check in train
+    }
+    rules.update(
+        {
+            msgs.UpdateTrainStatusRequest.DESCRIPTOR.full_name: _update_train_status,
+            msgs.LogTrainMessageRequest.DESCRIPTOR.full_name: _log_train_message,
+            msgs.SetModelAccessRequest.DESCRIPTOR.full_name: _set_access,
+            msgs.ListModelsRequest.DESCRIPTOR.full_name: _list_models,
+            msgs.PredictRequest.DESCRIPTOR.full_name: _predict,
+        }
+    )
+    return rules
+
+
+#: The rules with the default limits (tests, tools); the app builds its own from settings.
+VALIDATORS: Mapping[str, Validator] = validators()

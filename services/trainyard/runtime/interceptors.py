@@ -169,8 +169,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return
         violations = list(validator(request))
         if violations:
-            summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
-            raise InvalidArgument(f"invalid request: {summary}", violations=violations)
+            # A validator may word the whole message (a public API's documented text).
+            summarize = getattr(validator, "summary", None)
+            if callable(summarize):
+                message = str(summarize(violations))
+            else:
+                message = "invalid request: " + "; ".join(
+                    f"{v.field}: {v.description}" for v in violations
+                )
+            raise InvalidArgument(message, violations=violations)
 
 
 def http_status_for(exc: DomainError, statuses: HttpStatuses) -> int | None:

@@ -67,6 +67,8 @@ class App:
     validators: Mapping[str, Validator] = field(default_factory=dict)
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
+    #: Called once the server is serving, with the address it listens on (host:port).
+    on_serving: Callable[[str], Awaitable[None]] | None = None
     #: The service's domain objects, for introspection by tests and tools.
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -152,6 +154,8 @@ async def run_app(
     await server.start()
     address = f"{own.host}:{bound}"
     log.info("service.started", service=app.name, address=address, metrics_port=metrics_port)
+    if app.on_serving is not None:
+        await app.on_serving(address)
     if ready_file is not None:
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"service": app.name, "address": address, "pid": os.getpid()}))

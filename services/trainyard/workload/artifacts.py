@@ -33,6 +33,8 @@ from trainyard.blobs import (
 )
 
 MANIFEST_NAME = "MANIFEST.json"
+#: Largest manifest read (a manifest lists files; a bigger one is not one this library wrote).
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 FORMAT = 1
 
 
@@ -128,7 +130,12 @@ class Artifacts:
         return self._folder(name) + MANIFEST_NAME
 
     def _file_key(self, name: str, version: str, path: str) -> str:
+        # Both come from a manifest, which whoever wrote the artifact controls: keep them inside
+        # the artifact's folder.
         check_key(path)
+        if "/" in version or not version:
+            raise ArtifactCorrupt(f"artifact {name!r} names a bad version {version[:80]!r}")
+        check_key(version)
         return f"{self._folder(name)}versions/{version}/{path}"
 
     def uri(self, name: str) -> str:
@@ -155,11 +162,22 @@ class Artifacts:
 
     async def manifest(self, name: str) -> Manifest:
         """The committed artifact's manifest; ArtifactNotFound when there is none."""
+        chunks: list[bytes] = []
+        size = 0
         try:
-            raw = b"".join([c async for c in self.storage.read(self._manifest_key(name))])
+            async for chunk in self.storage.read(self._manifest_key(name)):
+                size += len(chunk)
+                if size > MAX_MANIFEST_BYTES:
+                    raise ArtifactCorrupt(
+                        f"the manifest of artifact {name!r} is over {MAX_MANIFEST_BYTES} bytes"
+                    )
+                chunks.append(chunk)
         except BlobNotFound as exc:
             raise ArtifactNotFound(f"no complete artifact {name!r} under {self.prefix!r}") from exc
-        return Manifest.from_json(raw)
+        found = Manifest.from_json(b"".join(chunks))
+        if found.name != name:
+            raise ArtifactCorrupt(f"the manifest of artifact {name!r} names {found.name[:80]!r}")
+        return found
 
     async def read_bytes(self, name: str, path: str) -> bytes:
         """One file of the committed artifact, checked against its manifest."""
@@ -172,6 +190,20 @@ class Artifacts:
             digest.update(chunk)
         _check(entry, len(data), digest.hexdigest(), name)
         return bytes(data)
+
+    async def stream(self, manifest: Manifest, path: str) -> AsyncIterator[bytes]:
+        """One file of a committed artifact (of `manifest`, from `manifest()`) in chunks,
+        checked against the manifest at its end (ArtifactCorrupt when it differs)."""
+        entry = manifest.file(path)
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in self._chunks(manifest.name, manifest.version, entry):
+            size += len(chunk)
+            if size > entry.size:
+                break
+            digest.update(chunk)
+            yield chunk
+        _check(entry, size, digest.hexdigest(), manifest.name)
 
     async def download(self, name: str, dest: Path) -> Manifest:
         """Every file of the committed artifact into folder `dest`, each checked."""

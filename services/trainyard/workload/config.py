@@ -5,6 +5,12 @@ for the workload (the job spec's `config_json`), or TRAINYARD_CONFIG_URI, a `fil
 `s3://` URI (the spec's `config_uri`) read here through trainyard.blobs. Either way the config
 is one JSON object; anything else is a `ConfigError` that says what is wrong and where, never
 what the config holds.
+
+A config the orchestrator writes carries a `platform` section (the orchestrator's address and
+the workload's job token): `load_config` takes it out, so a trainer never sees it, and keeps it
+for `Reporter.from_env` (this process is the one workload the config belongs to). It travels in
+the config file (mode 0600, the workload's own; a per-job Secret on Kubernetes), not in the
+environment, so it shows in no process listing or pod spec.
 """
 
 from __future__ import annotations
@@ -24,6 +30,28 @@ CONFIG_URI_VAR = "TRAINYARD_CONFIG_URI"
 #: The largest config a workload reads (the inline one is at most 1 MiB; one in blob storage
 #: may be bigger, within reason: it is read whole into memory).
 MAX_READ_BYTES = 64 * 1024 * 1024
+#: The key of the platform's own part of a config.
+PLATFORM_KEY = "platform"
+_PLATFORM_FIELDS = ("orchestrator_address", "job_token")
+_platform: dict[str, str] = {}
+
+
+def platform_settings() -> dict[str, str]:
+    """The platform section of the config `load_config` read last (empty when none)."""
+    return dict(_platform)
+
+
+def _take_platform(config: dict[str, Any]) -> dict[str, Any]:
+    section = config.pop(PLATFORM_KEY, None)
+    if section is None:
+        return config
+    if not isinstance(section, dict) or not all(
+        isinstance(section.get(k, ""), str) for k in _PLATFORM_FIELDS
+    ):
+        raise ConfigError(f"the config's {PLATFORM_KEY!r} section is malformed")
+    _platform.clear()
+    _platform.update({k: str(section[k]) for k in _PLATFORM_FIELDS if section.get(k)})
+    return config
 
 
 class ConfigError(Exception):
@@ -41,9 +69,9 @@ async def load_config(
     if path and uri:
         raise ConfigError(f"both {CONFIG_PATH_VAR} and {CONFIG_URI_VAR} are set; expected one")
     if path:
-        return await read_config_file(Path(path))
+        return _take_platform(await read_config_file(Path(path)))
     if uri:
-        return await read_config_uri(uri, settings)
+        return _take_platform(await read_config_uri(uri, settings))
     raise ConfigError(
         f"no config: neither {CONFIG_PATH_VAR} (a file) nor {CONFIG_URI_VAR} (a blob URI) is "
         "set; submit the job with spec.config_json or spec.config_uri"

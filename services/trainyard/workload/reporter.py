@@ -26,6 +26,7 @@ from google.protobuf import json_format, struct_pb2
 
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
+from trainyard.workload.config import platform_settings
 
 #: The workload's job token (a JWT naming its model).
 JOB_TOKEN_VAR = "TRAINYARD_JOB_TOKEN"
@@ -78,12 +79,18 @@ class Reporter:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Reporter:
-        """Connected with TRAINYARD_ORCHESTRATOR_ADDRESS and TRAINYARD_JOB_TOKEN, offline
-        without both; ValueError when only one is set (a platform mistake worth stopping for)."""
+        """Connected with TRAINYARD_ORCHESTRATOR_ADDRESS and TRAINYARD_JOB_TOKEN (else the
+        platform section of the config `load_config` read), offline without both; ValueError
+        when only one is set (a platform mistake worth stopping for)."""
         env = os.environ if environ is None else environ
-        return cls(
-            env.get(ORCHESTRATOR_ADDRESS_VAR) or None, env.get(JOB_TOKEN_VAR) or None, **kwargs
-        )
+        address = env.get(ORCHESTRATOR_ADDRESS_VAR) or None
+        token = env.get(JOB_TOKEN_VAR) or None
+        if address is None and token is None:
+            # The orchestrator's trainers get both in their config (see workload.config).
+            platform = platform_settings()
+            address = platform.get("orchestrator_address") or None
+            token = platform.get("job_token") or None
+        return cls(address, token, **kwargs)
 
     @property
     def connected(self) -> bool:

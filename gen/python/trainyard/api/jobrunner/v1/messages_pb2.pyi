@@ -399,12 +399,15 @@ class LogLine(_message.Message):
     STREAM_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """sequence numbers a job's lines from 1 without gaps, across streams and attempts."""
     stream: Global___LogStream.ValueType
     """stream is the output stream the line was written to."""
     text: _builtins.str
     """text is the line without its trailing newline."""
+    attempt: _builtins.int
+    """attempt is the workload attempt that wrote the line, from 1."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """time is when the runner read the line."""
@@ -416,10 +419,11 @@ class LogLine(_message.Message):
         stream: Global___LogStream.ValueType = ...,
         text: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequence", b"sequence", "stream", b"stream", "text", b"text", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "sequence", b"sequence", "stream", b"stream", "text", b"text", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

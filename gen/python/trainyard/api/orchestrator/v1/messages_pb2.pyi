@@ -69,9 +69,13 @@ class JobOptions(_message.Message):
     ALLOCATION_CORES_FIELD_NUMBER: _builtins.int
     ALLOCATION_MEMORY_FIELD_NUMBER: _builtins.int
     allocation_cores: _builtins.int
-    """allocation_cores is the number of CPU cores; default 1."""
+    """allocation_cores is the number of CPU cores, 1 or more; default 1, at most the orchestrator's
+    max_allocation_cores setting (more is 422).
+    """
     allocation_memory: _builtins.int
-    """allocation_memory is the memory in MB; default 8000."""
+    """allocation_memory is the memory limit in MB, 1 or more; default 2000, at most the orchestrator's
+    max_allocation_memory_mb setting (more is 422).
+    """
     def __init__(
         self,
         *,
@@ -105,15 +109,21 @@ class TrainOptions(_message.Message):
     MAX_IN_MEMORY_BATCHES_FIELD_NUMBER: _builtins.int
     TEST_SPLIT_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
-    """epochs is the number of passes over the data; default 1."""
+    """epochs is the number of passes over the data, 1 to 1000; default 5."""
     learning_rate: _builtins.float
-    """learning_rate is the optimizer's learning rate; default 0.0001."""
+    """learning_rate is the optimizer's learning rate, greater than 0; default 0.0001. Each trainer
+    documents how it maps to its optimizer.
+    """
     batch_size: _builtins.int
-    """batch_size is the number of samples per batch; default 2048."""
+    """batch_size is the number of samples per batch, 1 or more; default 1000."""
     max_in_memory_batches: _builtins.int
-    """max_in_memory_batches bounds how many batches are held in memory; default unbounded."""
+    """max_in_memory_batches bounds how many batches are held in memory, 1 or more; default 20. Data
+    larger than batch_size * max_in_memory_batches rows is streamed.
+    """
     test_split: _builtins.float
-    """test_split is the fraction of data held out for testing; default 0."""
+    """test_split is the fraction of the supervised data held out for the report, in [0, 1); default
+    0 (no held-out split; test_files, when given, are used for the report).
+    """
     def __init__(
         self,
         *,
@@ -502,7 +512,7 @@ class NlpTextModelOptions(_message.Message):
     n_target_classes: _builtins.int
     """n_target_classes is the number of classes; required."""
     delimiter: _builtins.str
-    """delimiter separates labels in label_column; default ","."""
+    """delimiter is the CSV files' field delimiter, one character; default ","."""
     def __init__(
         self,
         *,
@@ -1257,3 +1267,511 @@ class LogTrainMessageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogTrainMessageResponse: _TypeAlias = LogTrainMessageResponse  # noqa: Y015
+
+@_typing.final
+class StopTrainingRequest(_message.Message):
+    """StopTrainingRequest names a model whose training to stop."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model's id."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopTrainingRequest: _TypeAlias = StopTrainingRequest  # noqa: Y015
+
+@_typing.final
+class StopTrainingResponse(_message.Message):
+    """StopTrainingResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopTrainingResponse: _TypeAlias = StopTrainingResponse  # noqa: Y015
+
+@_typing.final
+class Progress(_message.Message):
+    """Progress is how far a training has got, as its trainer last reported."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRACTION_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    fraction: _builtins.float
+    """fraction is the share of the work done, 0 to 1."""
+    phase: _builtins.str
+    """phase is what the trainer is doing: "reading", "training", "evaluating", ..."""
+    def __init__(
+        self,
+        *,
+        fraction: _builtins.float = ...,
+        phase: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "phase", b"phase"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Progress: _TypeAlias = Progress  # noqa: Y015
+
+@_typing.final
+class ModelInfo(_message.Message):
+    """ModelInfo describes a model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
+    TRAIN_STATUS_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    BASE_MODEL_ID_FIELD_NUMBER: _builtins.int
+    PUBLISH_DATE_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model's id."""
+    model_name: _builtins.str
+    """model_name is the model's name, unique per owner."""
+    type: _builtins.str
+    """type is "ndb", "nlp-token", "nlp-text" or "nlp-datagen"."""
+    access: _builtins.str
+    """access is "private" (the owner only) or "public" (anyone may read and use it)."""
+    train_status: _builtins.str
+    """train_status is the model's train status (see GetTrainStatusResponse.status)."""
+    username: _builtins.str
+    """username is the owner's user name."""
+    base_model_id: _builtins.str
+    """base_model_id is the model it was trained from; empty when none."""
+    publish_date: _builtins.str
+    """publish_date is when the model was created (RFC 3339)."""
+    @_builtins.property
+    def attributes(self) -> _struct_pb2.Struct:
+        """attributes are what its training reported (the update-status metadata): metrics, artifact."""
+
+    @_builtins.property
+    def progress(self) -> Global___Progress:
+        """progress is the training's last reported progress."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        access: _builtins.str = ...,
+        train_status: _builtins.str = ...,
+        username: _builtins.str = ...,
+        base_model_id: _builtins.str = ...,
+        publish_date: _builtins.str = ...,
+        attributes: _struct_pb2.Struct | None = ...,
+        progress: Global___Progress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "attributes", b"attributes", "base_model_id", b"base_model_id", "model_id", b"model_id", "model_name", b"model_name", "progress", b"progress", "publish_date", b"publish_date", "train_status", b"train_status", "type", b"type", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class ListModelsRequest(_message.Message):
+    """ListModelsRequest filters and pages the models the caller may read (their own and public ones)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """page_size is the most models to return; 0 means 100, at most 1000."""
+    page_token: _builtins.str
+    """page_token is a next_page_token from a previous response, unchanged."""
+    type: _builtins.str
+    """type keeps only models of this type; empty means any."""
+    status: _builtins.str
+    """status keeps only models with this train status; empty means any."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        type: _builtins.str = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
+
+@_typing.final
+class ListModelsResponse(_message.Message):
+    """ListModelsResponse is one page of models, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """next_page_token fetches the next page; empty on the last page."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]:
+        """models are the page's models."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelInfo] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class GetModelRequest(_message.Message):
+    """GetModelRequest names a model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model's id."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelRequest: _TypeAlias = GetModelRequest  # noqa: Y015
+
+@_typing.final
+class DeleteModelRequest(_message.Message):
+    """DeleteModelRequest names a model to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model's id."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelRequest: _TypeAlias = DeleteModelRequest  # noqa: Y015
+
+@_typing.final
+class DeleteModelResponse(_message.Message):
+    """DeleteModelResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelResponse: _TypeAlias = DeleteModelResponse  # noqa: Y015
+
+@_typing.final
+class SetModelAccessRequest(_message.Message):
+    """SetModelAccessRequest changes who may read a model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model's id."""
+    access: _builtins.str
+    """access is "private" or "public"."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        access: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetModelAccessRequest: _TypeAlias = SetModelAccessRequest  # noqa: Y015
+
+@_typing.final
+class SetModelAccessResponse(_message.Message):
+    """SetModelAccessResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetModelAccessResponse: _TypeAlias = SetModelAccessResponse  # noqa: Y015
+
+@_typing.final
+class GetModelPermissionsRequest(_message.Message):
+    """GetModelPermissionsRequest names a model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model's id."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelPermissionsRequest: _TypeAlias = GetModelPermissionsRequest  # noqa: Y015
+
+@_typing.final
+class GetModelPermissionsResponse(_message.Message):
+    """GetModelPermissionsResponse says what the caller may do with the model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READ_FIELD_NUMBER: _builtins.int
+    WRITE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    read: _builtins.bool
+    """read is true when the caller may read and use the model."""
+    write: _builtins.bool
+    """write is true when the caller may change it (owner only)."""
+    owner: _builtins.bool
+    """owner is true when the caller owns it."""
+    def __init__(
+        self,
+        *,
+        read: _builtins.bool = ...,
+        write: _builtins.bool = ...,
+        owner: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "read", b"read", "write", b"write"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelPermissionsResponse: _TypeAlias = GetModelPermissionsResponse  # noqa: Y015
+
+@_typing.final
+class DownloadModelRequest(_message.Message):
+    """DownloadModelRequest names a model whose artifact to download."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model's id."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadModelRequest: _TypeAlias = DownloadModelRequest  # noqa: Y015
+
+@_typing.final
+class PredictRequest(_message.Message):
+    """PredictRequest asks a complete model for predictions: one query or a list of them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    QUERIES_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model's id."""
+    query: _builtins.str
+    """query is one query; give query or queries, not both."""
+    top_k: _builtins.int
+    """top_k is how many classes to return per query (nlp-text), 1 to 100; default 5. Token models
+    tag every token and ignore it.
+    """
+    @_builtins.property
+    def queries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """queries are up to 1,000 queries."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        query: _builtins.str | None = ...,
+        queries: _abc.Iterable[_builtins.str] | None = ...,
+        top_k: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_query", b"_query", "_top_k", b"_top_k", "query", b"query", "top_k", b"top_k"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_query", b"_query", "_top_k", b"_top_k", "model_id", b"model_id", "queries", b"queries", "query", b"query", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__query: _TypeAlias = _typing.Literal["query"]  # noqa: Y015
+    _WhichOneofArgType__query: _TypeAlias = _typing.Literal["_query", b"_query"]  # noqa: Y015
+    _WhichOneofReturnType__top_k: _TypeAlias = _typing.Literal["top_k"]  # noqa: Y015
+    _WhichOneofArgType__top_k: _TypeAlias = _typing.Literal["_top_k", b"_top_k"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__query) -> _WhichOneofReturnType__query | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_k) -> _WhichOneofReturnType__top_k | None: ...
+
+Global___PredictRequest: _TypeAlias = PredictRequest  # noqa: Y015
+
+@_typing.final
+class ClassScore(_message.Message):
+    """ClassScore is one predicted class of a text model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    """label is the class."""
+    score: _builtins.float
+    """score is its probability, 0 to 1."""
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClassScore: _TypeAlias = ClassScore  # noqa: Y015
+
+@_typing.final
+class Prediction(_message.Message):
+    """Prediction is a model's answer to one query."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    PREDICTED_CLASSES_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    PREDICTED_TAGS_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """query is the query."""
+    @_builtins.property
+    def predicted_classes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClassScore]:
+        """predicted_classes are a text model's classes, best first (REST: [["label", score], ...])."""
+
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """tokens are the query split on whitespace (token models)."""
+
+    @_builtins.property
+    def predicted_tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """predicted_tags are one tag per token (token models)."""
+
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        predicted_classes: _abc.Iterable[Global___ClassScore] | None = ...,
+        tokens: _abc.Iterable[_builtins.str] | None = ...,
+        predicted_tags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["predicted_classes", b"predicted_classes", "predicted_tags", b"predicted_tags", "query", b"query", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Prediction: _TypeAlias = Prediction  # noqa: Y015
+
+@_typing.final
+class PredictResponse(_message.Message):
+    """PredictResponse holds one prediction per query, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREDICTIONS_FIELD_NUMBER: _builtins.int
+    HTTP_BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Prediction]:
+        """predictions are the answers."""
+
+    @_builtins.property
+    def http_body(self) -> _httpbody_pb2.HttpBody:
+        """http_body is the REST response: {"predictions": [...]} shaped as the model type documents."""
+
+    def __init__(
+        self,
+        *,
+        predictions: _abc.Iterable[Global___Prediction] | None = ...,
+        http_body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["http_body", b"http_body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["http_body", b"http_body", "predictions", b"predictions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictResponse: _TypeAlias = PredictResponse  # noqa: Y015

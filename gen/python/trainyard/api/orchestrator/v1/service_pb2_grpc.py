@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from trainyard.api.orchestrator.v1 import messages_pb2 as trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -86,6 +87,11 @@ class TrainServiceStub:
                 '/trainyard.api.orchestrator.v1.TrainService/GetTrainReport',
                 request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetTrainReportRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetTrainReportResponse.FromString,
+                _registered_method=True)
+        self.StopTraining = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.TrainService/StopTraining',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.StopTrainingRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.StopTrainingResponse.FromString,
                 _registered_method=True)
         self.UpdateTrainStatus = channel.unary_unary(
                 '/trainyard.api.orchestrator.v1.TrainService/UpdateTrainStatus',
@@ -172,7 +178,17 @@ class TrainServiceServicer:
 
     def GetTrainReport(self, request, context):
         """GetTrainReport returns the report JSON of the model's most recent training. Errors:
-        NOT_FOUND when the training wrote no report.
+        FAILED_PRECONDITION (422) while the training has not completed; NOT_FOUND when a complete
+        training wrote no report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopTraining(self, request, context):
+        """StopTraining stops a model's running training: its workload is cancelled and gone, and the
+        model's status becomes "stopped". Owner only. Stopping a training that has ended is
+        FAILED_PRECONDITION (422).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -246,6 +262,11 @@ def add_TrainServiceServicer_to_server(servicer, server):
                     servicer.GetTrainReport,
                     request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetTrainReportRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetTrainReportResponse.SerializeToString,
+            ),
+            'StopTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopTraining,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.StopTrainingRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.StopTrainingResponse.SerializeToString,
             ),
             'UpdateTrainStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateTrainStatus,
@@ -542,6 +563,33 @@ class TrainService:
             _registered_method=True)
 
     @staticmethod
+    def StopTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.TrainService/StopTraining',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.StopTrainingRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.StopTrainingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def UpdateTrainStatus(request,
             target,
             options=(),
@@ -585,6 +633,350 @@ class TrainService:
             '/trainyard.api.orchestrator.v1.TrainService/LogTrainMessage',
             trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageRequest.SerializeToString,
             trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ModelServiceStub:
+    """ModelService manages models and serves predictions from the trained ones. Reads need read
+    access (owner, or a public model); changes are the owner's only.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListModels = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/ListModels',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/GetModel',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ModelInfo.FromString,
+                _registered_method=True)
+        self.DeleteModel = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/DeleteModel',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteModelRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteModelResponse.FromString,
+                _registered_method=True)
+        self.SetModelAccess = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/SetModelAccess',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SetModelAccessRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SetModelAccessResponse.FromString,
+                _registered_method=True)
+        self.GetModelPermissions = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/GetModelPermissions',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetModelPermissionsRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetModelPermissionsResponse.FromString,
+                _registered_method=True)
+        self.DownloadModel = channel.unary_stream(
+                '/trainyard.api.orchestrator.v1.ModelService/DownloadModel',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DownloadModelRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.Predict = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/Predict',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictResponse.FromString,
+                _registered_method=True)
+
+
+class ModelServiceServicer:
+    """ModelService manages models and serves predictions from the trained ones. Reads need read
+    access (owner, or a public model); changes are the owner's only.
+    """
+
+    def ListModels(self, request, context):
+        """ListModels lists the caller's models and the public ones, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """GetModel describes a model, with its training's progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModel(self, request, context):
+        """DeleteModel deletes a model: stops its training if running and deletes its artifacts. Owner only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetModelAccess(self, request, context):
+        """SetModelAccess makes a model private or public. Owner only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelPermissions(self, request, context):
+        """GetModelPermissions says what the caller may do with a model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadModel(self, request, context):
+        """DownloadModel streams the model's artifact as a zip archive. The model must be complete (422).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Predict(self, request, context):
+        """Predict answers queries with a complete model (422 otherwise): nlp-text models return their
+        best classes, nlp-token models a tag per token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ModelServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListModelsRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetModelRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ModelInfo.SerializeToString,
+            ),
+            'DeleteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModel,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteModelRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'SetModelAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelAccess,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SetModelAccessRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SetModelAccessResponse.SerializeToString,
+            ),
+            'GetModelPermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelPermissions,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetModelPermissionsRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetModelPermissionsResponse.SerializeToString,
+            ),
+            'DownloadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadModel,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DownloadModelRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'Predict': grpc.unary_unary_rpc_method_handler(
+                    servicer.Predict,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'trainyard.api.orchestrator.v1.ModelService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('trainyard.api.orchestrator.v1.ModelService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ModelService:
+    """ModelService manages models and serves predictions from the trained ones. Reads need read
+    access (owner, or a public model); changes are the owner's only.
+    """
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/ListModels',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListModelsRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/GetModel',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetModelRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/DeleteModel',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteModelRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/SetModelAccess',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SetModelAccessRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SetModelAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelPermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/GetModelPermissions',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetModelPermissionsRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetModelPermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/DownloadModel',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DownloadModelRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Predict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/Predict',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ isort:skip_file
 Package trainyard.api.orchestrator.v1 is the Model Bazaar train API."""
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
 from trainyard.api.orchestrator.v1 import messages_pb2 as _messages_pb2
 import abc as _abc_1
@@ -60,7 +61,13 @@ class TrainServiceStub:
     """
     GetTrainReport: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetTrainReportRequest, _messages_pb2.GetTrainReportResponse]
     """GetTrainReport returns the report JSON of the model's most recent training. Errors:
-    NOT_FOUND when the training wrote no report.
+    FAILED_PRECONDITION (422) while the training has not completed; NOT_FOUND when a complete
+    training wrote no report.
+    """
+    StopTraining: _grpc.UnaryUnaryMultiCallable[_messages_pb2.StopTrainingRequest, _messages_pb2.StopTrainingResponse]
+    """StopTraining stops a model's running training: its workload is cancelled and gone, and the
+    model's status becomes "stopped". Owner only. Stopping a training that has ended is
+    FAILED_PRECONDITION (422).
     """
     UpdateTrainStatus: _grpc.UnaryUnaryMultiCallable[_messages_pb2.UpdateTrainStatusRequest, _messages_pb2.UpdateTrainStatusResponse]
     """UpdateTrainStatus sets the status (and optionally metadata) of the model named by the job token.
@@ -103,7 +110,13 @@ class TrainServiceAsyncStub(TrainServiceStub):
     """
     GetTrainReport: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetTrainReportRequest, _messages_pb2.GetTrainReportResponse]  # type: ignore[assignment]
     """GetTrainReport returns the report JSON of the model's most recent training. Errors:
-    NOT_FOUND when the training wrote no report.
+    FAILED_PRECONDITION (422) while the training has not completed; NOT_FOUND when a complete
+    training wrote no report.
+    """
+    StopTraining: _aio.UnaryUnaryMultiCallable[_messages_pb2.StopTrainingRequest, _messages_pb2.StopTrainingResponse]  # type: ignore[assignment]
+    """StopTraining stops a model's running training: its workload is cancelled and gone, and the
+    model's status becomes "stopped". Owner only. Stopping a training that has ended is
+    FAILED_PRECONDITION (422).
     """
     UpdateTrainStatus: _aio.UnaryUnaryMultiCallable[_messages_pb2.UpdateTrainStatusRequest, _messages_pb2.UpdateTrainStatusResponse]  # type: ignore[assignment]
     """UpdateTrainStatus sets the status (and optionally metadata) of the model named by the job token.
@@ -203,7 +216,19 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.GetTrainReportResponse, _abc.Awaitable[_messages_pb2.GetTrainReportResponse]]:
         """GetTrainReport returns the report JSON of the model's most recent training. Errors:
-        NOT_FOUND when the training wrote no report.
+        FAILED_PRECONDITION (422) while the training has not completed; NOT_FOUND when a complete
+        training wrote no report.
+        """
+
+    @_abc_1.abstractmethod
+    def StopTraining(
+        self,
+        request: _messages_pb2.StopTrainingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.StopTrainingResponse, _abc.Awaitable[_messages_pb2.StopTrainingResponse]]:
+        """StopTraining stops a model's running training: its workload is cancelled and gone, and the
+        model's status becomes "stopped". Owner only. Stopping a training that has ended is
+        FAILED_PRECONDITION (422).
         """
 
     @_abc_1.abstractmethod
@@ -227,3 +252,118 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_TrainServiceServicer_to_server(servicer: TrainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class ModelServiceStub:
+    """ModelService manages models and serves predictions from the trained ones. Reads need read
+    access (owner, or a public model); changes are the owner's only.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> ModelServiceAsyncStub: ...
+    ListModels: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListModelsRequest, _messages_pb2.ListModelsResponse]
+    """ListModels lists the caller's models and the public ones, newest first."""
+    GetModel: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetModelRequest, _messages_pb2.ModelInfo]
+    """GetModel describes a model, with its training's progress."""
+    DeleteModel: _grpc.UnaryUnaryMultiCallable[_messages_pb2.DeleteModelRequest, _messages_pb2.DeleteModelResponse]
+    """DeleteModel deletes a model: stops its training if running and deletes its artifacts. Owner only."""
+    SetModelAccess: _grpc.UnaryUnaryMultiCallable[_messages_pb2.SetModelAccessRequest, _messages_pb2.SetModelAccessResponse]
+    """SetModelAccess makes a model private or public. Owner only."""
+    GetModelPermissions: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetModelPermissionsRequest, _messages_pb2.GetModelPermissionsResponse]
+    """GetModelPermissions says what the caller may do with a model."""
+    DownloadModel: _grpc.UnaryStreamMultiCallable[_messages_pb2.DownloadModelRequest, _httpbody_pb2.HttpBody]
+    """DownloadModel streams the model's artifact as a zip archive. The model must be complete (422)."""
+    Predict: _grpc.UnaryUnaryMultiCallable[_messages_pb2.PredictRequest, _messages_pb2.PredictResponse]
+    """Predict answers queries with a complete model (422 otherwise): nlp-text models return their
+    best classes, nlp-token models a tag per token.
+    """
+
+@_typing.type_check_only
+class ModelServiceAsyncStub(ModelServiceStub):
+    """ModelService manages models and serves predictions from the trained ones. Reads need read
+    access (owner, or a public model); changes are the owner's only.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListModels: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListModelsRequest, _messages_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """ListModels lists the caller's models and the public ones, newest first."""
+    GetModel: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetModelRequest, _messages_pb2.ModelInfo]  # type: ignore[assignment]
+    """GetModel describes a model, with its training's progress."""
+    DeleteModel: _aio.UnaryUnaryMultiCallable[_messages_pb2.DeleteModelRequest, _messages_pb2.DeleteModelResponse]  # type: ignore[assignment]
+    """DeleteModel deletes a model: stops its training if running and deletes its artifacts. Owner only."""
+    SetModelAccess: _aio.UnaryUnaryMultiCallable[_messages_pb2.SetModelAccessRequest, _messages_pb2.SetModelAccessResponse]  # type: ignore[assignment]
+    """SetModelAccess makes a model private or public. Owner only."""
+    GetModelPermissions: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetModelPermissionsRequest, _messages_pb2.GetModelPermissionsResponse]  # type: ignore[assignment]
+    """GetModelPermissions says what the caller may do with a model."""
+    DownloadModel: _aio.UnaryStreamMultiCallable[_messages_pb2.DownloadModelRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """DownloadModel streams the model's artifact as a zip archive. The model must be complete (422)."""
+    Predict: _aio.UnaryUnaryMultiCallable[_messages_pb2.PredictRequest, _messages_pb2.PredictResponse]  # type: ignore[assignment]
+    """Predict answers queries with a complete model (422 otherwise): nlp-text models return their
+    best classes, nlp-token models a tag per token.
+    """
+
+class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
+    """ModelService manages models and serves predictions from the trained ones. Reads need read
+    access (owner, or a public model); changes are the owner's only.
+    """
+
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _messages_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ListModelsResponse, _abc.Awaitable[_messages_pb2.ListModelsResponse]]:
+        """ListModels lists the caller's models and the public ones, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetModel(
+        self,
+        request: _messages_pb2.GetModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ModelInfo, _abc.Awaitable[_messages_pb2.ModelInfo]]:
+        """GetModel describes a model, with its training's progress."""
+
+    @_abc_1.abstractmethod
+    def DeleteModel(
+        self,
+        request: _messages_pb2.DeleteModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.DeleteModelResponse, _abc.Awaitable[_messages_pb2.DeleteModelResponse]]:
+        """DeleteModel deletes a model: stops its training if running and deletes its artifacts. Owner only."""
+
+    @_abc_1.abstractmethod
+    def SetModelAccess(
+        self,
+        request: _messages_pb2.SetModelAccessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.SetModelAccessResponse, _abc.Awaitable[_messages_pb2.SetModelAccessResponse]]:
+        """SetModelAccess makes a model private or public. Owner only."""
+
+    @_abc_1.abstractmethod
+    def GetModelPermissions(
+        self,
+        request: _messages_pb2.GetModelPermissionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.GetModelPermissionsResponse, _abc.Awaitable[_messages_pb2.GetModelPermissionsResponse]]:
+        """GetModelPermissions says what the caller may do with a model."""
+
+    @_abc_1.abstractmethod
+    def DownloadModel(
+        self,
+        request: _messages_pb2.DownloadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """DownloadModel streams the model's artifact as a zip archive. The model must be complete (422)."""
+
+    @_abc_1.abstractmethod
+    def Predict(
+        self,
+        request: _messages_pb2.PredictRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.PredictResponse, _abc.Awaitable[_messages_pb2.PredictResponse]]:
+        """Predict answers queries with a complete model (422 otherwise): nlp-text models return their
+        best classes, nlp-token models a tag per token.
+        """
+
+def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

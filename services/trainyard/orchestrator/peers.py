@@ -1,0 +1,177 @@
+"""The orchestrator's calls to other Trainyard services (upload, job-runner), with a service
+token, deadlines, and gRPC errors turned into the domain's errors with the user's wording."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from trainyard.api.jobrunner.v1 import messages_pb2 as jr
+from trainyard.api.jobrunner.v1 import service_pb2_grpc as jr_grpc
+from trainyard.api.upload.v1 import messages_pb2 as up
+from trainyard.api.upload.v1 import service_pb2_grpc as up_grpc
+from trainyard.runtime.auth import TokenAuthority
+from trainyard.runtime.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+
+#: Default deadline of a unary call to a peer.
+CALL_SECONDS = 15.0
+_TOKEN_TTL = 3600
+
+
+class Peers:
+    """Channels to the upload service and the job-runner, opened lazily, closed on stop."""
+
+    def __init__(self, authority: TokenAuthority, upload_address: str, jobrunner_address: str):
+        self._authority = authority
+        self._addresses = {"upload": upload_address, "jobrunner": jobrunner_address}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._token = ""
+        self._token_until = 0.0
+
+    def _channel(self, name: str) -> grpc.aio.Channel:
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(self._addresses[name])
+            self._channels[name] = channel
+        return channel
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        now = time.monotonic()
+        if now >= self._token_until:
+            self._token = self._authority.mint_service("orchestrator", ttl=_TOKEN_TTL)
+            self._token_until = now + _TOKEN_TTL / 2
+        return (("authorization", f"Bearer {self._token}"),)
+
+    @property
+    def jobs(self) -> Any:  # the aio stub (its generated types are the sync ones)
+        return jr_grpc.JobRunnerServiceStub(self._channel("jobrunner"))
+
+    @property
+    def uploads(self) -> Any:
+        return up_grpc.UploadServiceStub(self._channel("upload"))
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close(grace=None)
+        self._channels.clear()
+
+    # ---- calls -----------------------------------------------------------------------------
+
+    async def resolve_upload(self, upload_id: str, owner: str, where: str) -> up.Upload:
+        try:
+            response = await self.uploads.ResolveUpload(
+                up.ResolveUploadRequest(upload_id=upload_id, owner=owner),
+                metadata=self.metadata(),
+                timeout=CALL_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(
+                    f"{where}: upload {upload_id!r} does not exist", reason="UPLOAD_NOT_FOUND"
+                ) from exc
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                raise PermissionDenied(
+                    f"{where}: upload {upload_id!r} is not yours", reason="UPLOAD_ACCESS_DENIED"
+                ) from exc
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise NotFound(
+                    f"{where}: upload {upload_id!r} does not exist", reason="UPLOAD_NOT_FOUND"
+                ) from exc
+            raise _unavailable("upload", exc) from exc
+        upload: up.Upload = response.upload
+        return upload
+
+    async def submit(self, spec: jr.JobSpec, idempotency_key: str) -> jr.Job:
+        try:
+            response = await self.jobs.SubmitJob(
+                jr.SubmitJobRequest(spec=spec, idempotency_key=idempotency_key),
+                metadata=self.metadata(),
+                timeout=CALL_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _job_error(exc) from exc
+        job: jr.Job = response.job
+        return job
+
+    async def get_job(self, job_id: str) -> jr.Job | None:
+        try:
+            response = await self.jobs.GetJob(
+                jr.GetJobRequest(job_id=job_id), metadata=self.metadata(), timeout=CALL_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise _job_error(exc) from exc
+        job: jr.Job = response.job
+        return job
+
+    async def cancel_job(self, job_id: str, reason: str) -> jr.Job | None:
+        try:
+            response = await self.jobs.CancelJob(
+                jr.CancelJobRequest(job_id=job_id, reason=reason),
+                metadata=self.metadata(),
+                timeout=CALL_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                return await self.get_job(job_id)
+            raise _job_error(exc) from exc
+        job: jr.Job = response.job
+        return job
+
+    async def log_lines(
+        self, job_id: str, *, follow: bool = False, from_sequence: int = 0
+    ) -> AsyncIterator[jr.StreamJobLogsResponse]:
+        """The job's log, batched (follow=False) or line by line as written (follow=True)."""
+        call: Any = self.jobs.StreamJobLogs(
+            jr.StreamJobLogsRequest(
+                job_id=job_id,
+                follow=follow,
+                from_sequence=from_sequence,
+                max_batch=0 if follow else 1000,
+            ),
+            metadata=self.metadata(),
+            timeout=None if follow else 60.0,
+        )
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return
+            raise _job_error(exc) from exc
+        finally:
+            call.cancel()
+
+    def watch(self, labels: dict[str, str]) -> Any:
+        """A WatchJobs stream (the caller iterates and cancels it)."""
+        return self.jobs.WatchJobs(jr.WatchJobsRequest(labels=labels), metadata=self.metadata())
+
+
+def _unavailable(service: str, exc: grpc.aio.AioRpcError) -> DomainError:
+    return Unavailable(
+        f"the {service} service is not reachable right now; try again shortly",
+        reason=f"{service.upper()}_UNAVAILABLE",
+    )
+
+
+def _job_error(exc: grpc.aio.AioRpcError) -> DomainError:
+    code = exc.code()
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(f"the workload was refused: {exc.details()}")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(exc.details() or "the job-runner refused the request")
+    return _unavailable("job-runner", exc)

@@ -1,0 +1,467 @@
+"""Trainings: a train request becomes a model in the registry and a trainer workload in the
+job-runner; the workload's end (reported or not) becomes the model's final status.
+
+The request's files are resolved here, for the caller only: an upload they own (through the
+upload service), a path under a configured local root, or an S3 key or prefix. The trainer gets
+the resolved URIs in its config, never another user's data. A model is created before its
+workload is submitted and the submission is idempotent (keyed by the model id), so a crash in
+between loses nothing: `reconcile()` (run on start and periodically) submits what was not, and
+ends the models whose workloads ended while nobody was watching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import duration_pb2, json_format
+from google.protobuf.message import Message
+
+from trainyard.api.jobrunner.v1 import messages_pb2 as jr
+from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
+from trainyard.blobs import BlobStorage
+from trainyard.orchestrator.peers import Peers
+from trainyard.orchestrator.registry import ModelRegistry, ModelView
+from trainyard.orchestrator.settings import OrchestratorSettings
+from trainyard.runtime.auth import TokenAuthority
+from trainyard.runtime.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+
+log = structlog.get_logger("trainyard.orchestrator.training")
+
+#: Labels of every training workload (the watch filters on the first).
+CREATED_BY = ("created-by", "trainyard-orchestrator")
+MODEL_LABEL = "model-id"
+#: Trainer module of each model type; types without one run the `unsupported` trainer, which
+#: fails with a clear message (their trainers come with a later version).
+TRAINERS = {"nlp-text": "nlp_text", "nlp-token": "nlp_token"}
+CURSOR = "jobrunner-events"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a train request asks for, as the registry and the trainer need it."""
+
+    kind: str  # the endpoint: ndb, ndb-retrain, nlp-token, nlp-text, nlp-datagen, ...
+    type: str  # the model's type
+    name: str
+    base_model_id: str | None
+    files: dict[str, list[msgs.FileInfo]]  # config key -> the request's files
+    options: dict[str, Any]  # trainer options besides the files
+    cores: int
+    memory_mb: int
+
+
+def _dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def plan_of(kind: str, request: Any, settings: OrchestratorSettings) -> Plan:
+    """The plan of a validated train request."""
+    has_base = request.HasField("base_model_id") if kind not in _RETRAIN else True
+    base = request.base_model_id if has_base and request.base_model_id else None
+    cores = settings.default_allocation_cores
+    memory = settings.default_allocation_memory_mb
+    if request.HasField("job_options"):
+        if request.job_options.HasField("allocation_cores"):
+            cores = request.job_options.allocation_cores
+        if request.job_options.HasField("allocation_memory"):
+            memory = request.job_options.allocation_memory
+    files: dict[str, list[msgs.FileInfo]] = {}
+    options: dict[str, Any] = {}
+    if hasattr(request, "train_options"):
+        options["train_options"] = _dict(request.train_options)
+    if kind == "ndb":
+        files = {
+            "unsupervised_files": list(request.data.unsupervised_files),
+            "supervised_files": list(request.data.supervised_files),
+        }
+        options["model_options"] = _dict(request.model_options)
+        options["deletions"] = list(request.data.deletions)
+        type_ = "ndb"
+    elif kind in ("nlp-token", "nlp-text"):
+        files = {
+            "supervised_files": list(request.data.supervised_files),
+            "test_files": list(request.data.test_files),
+        }
+        options["model_options"] = _dict(request.model_options)
+        if kind == "nlp-text":
+            options["doc_classification"] = request.doc_classification
+        type_ = kind
+    elif kind == "nlp-datagen":
+        options.update(
+            {
+                k: v
+                for k, v in _dict(request).items()
+                if k not in ("model_name", "base_model_id", "job_options", "train_options")
+            }
+        )
+        type_ = "nlp-token" if request.HasField("token_options") else "nlp-text"
+    else:  # the retrain endpoints: the type is the base model's, checked against it
+        options.update(
+            {
+                k: v
+                for k, v in _dict(request).items()
+                if k not in ("model_name", "base_model_id", "job_options", "train_options")
+            }
+        )
+        type_ = _RETRAIN[kind]
+    return Plan(kind, type_, request.model_name, base, files, options, cores, memory)
+
+
+_RETRAIN = {"ndb-retrain": "ndb", "nlp-token-retrain": "nlp-token"}
+
+
+class Trainings:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        peers: Peers,
+        artifacts: BlobStorage,
+        authority: TokenAuthority,
+        settings: OrchestratorSettings,
+        orchestrator_address: str = "",
+    ) -> None:
+        self._registry = registry
+        self._peers = peers
+        self._artifacts = artifacts
+        self._authority = authority
+        self._settings = settings
+        #: Where trainers call back; set once the server listens (see app.py).
+        self.address = orchestrator_address
+        self._roots = [Path(os.path.realpath(root)) for root in settings.local_roots]
+
+    # ---- starting --------------------------------------------------------------------------
+
+    async def start(self, kind: str, request: Any, user: str) -> str:
+        """Create the model and start its trainer; the new model's id."""
+        plan = plan_of(kind, request, self._settings)
+        if plan.base_model_id:
+            await self._check_base(plan, user)
+        resolved = {
+            key: [
+                uri
+                for i, info in enumerate(infos)
+                for uri in await self._resolve(info, f"data.{key}[{i}]", user)
+            ]
+            for key, infos in plan.files.items()
+        }
+        model_id = str(uuid.uuid4())
+        folder = f"models/{model_id}/"
+        config: dict[str, Any] = {"model_id": model_id, **resolved, **plan.options}
+        config["artifacts_uri"] = _folder_uri(self._artifacts, "")
+        config["base_model"] = (
+            {"model_id": plan.base_model_id, "artifacts_uri": config["artifacts_uri"]}
+            if plan.base_model_id
+            else None
+        )
+        train_config = {
+            "kind": plan.kind,
+            "trainer": TRAINERS.get(plan.type) if plan.kind not in _UNSUPPORTED else None,
+            "cores": plan.cores,
+            "memory_mb": plan.memory_mb,
+            "config": config,
+        }
+        model = await self._registry.create(
+            owner=user,
+            name=plan.name,
+            type=plan.type,
+            base_model_id=plan.base_model_id,
+            train_config=train_config,
+            artifact_uri=_folder_uri(self._artifacts, folder),
+            model_id=model_id,
+        )
+        try:
+            await self._submit(model)
+        except Unavailable:
+            # Accepted: the model waits as not_started and reconcile() submits it later.
+            log.warning("training.submit_deferred", model_id=model_id)
+        return model_id
+
+    async def _check_base(self, plan: Plan, user: str) -> None:
+        base = await self._registry.readable(str(plan.base_model_id), user)
+        problems = []
+        if base.type != plan.type:
+            problems.append(
+                f"base model {base.id!r} is a {base.type} model, not a {plan.type} model"
+            )
+        if base.status != "complete":
+            problems.append(f"base model {base.id!r} is not complete (status {base.status})")
+        if problems:
+            raise FailedPrecondition(
+                f"unable to start {plan.type} training, found the following errors: "
+                + "; ".join(problems),
+                reason="BASE_MODEL_UNUSABLE",
+                http_status=422,
+            )
+
+    async def _resolve(self, info: msgs.FileInfo, where: str, user: str) -> list[str]:
+        """The URIs a file entry names, for this user only."""
+        if info.location == "upload":
+            upload = await self._peers.resolve_upload(info.path, user, where)
+            return [f.uri for f in upload.files]
+        if info.location in ("local", "nfs"):
+            return [self._local_uri(info.path, where)]
+        return [info.path]  # s3://bucket/key-or-prefix/ (checked by the validator)
+
+    def _local_uri(self, path: str, where: str) -> str:
+        if not self._roots:
+            raise PermissionDenied(
+                f"{where}: local files are not enabled on this server; upload the file and use "
+                '{"location": "upload"}',
+                reason="LOCAL_FILES_DISABLED",
+            )
+        raw = Path(path)
+        if not raw.is_absolute():
+            raise PermissionDenied(
+                f"{where}: a local path must be absolute", reason="LOCAL_PATH_DENIED"
+            )
+        real = Path(os.path.realpath(raw))
+        if not any(real == root or real.is_relative_to(root) for root in self._roots):
+            raise PermissionDenied(
+                f"{where}: {path!r} is outside the allowed local folders",
+                reason="LOCAL_PATH_DENIED",
+            )
+        if not real.exists():
+            raise NotFound(f"{where}: {path!r} does not exist", reason="LOCAL_FILE_NOT_FOUND")
+        uri = real.as_uri()
+        return uri + "/" if real.is_dir() else uri
+
+    async def _submit(self, model: ModelView) -> None:
+        """Submit the model's trainer (idempotent: keyed by the model id)."""
+        plan = model.train_config
+        config = dict(plan["config"])
+        config["platform"] = {
+            "orchestrator_address": self.address,
+            "job_token": self._authority.mint_job(
+                model.owner,
+                model_id=model.id,
+                job=f"train-{model.id}",
+                ttl=self._settings.training_deadline_seconds + 3600,
+            ),
+        }
+        module = plan.get("trainer")
+        args = ["--kind", str(plan["kind"])] if module is None else []
+        spec = jr.JobSpec(
+            image=self._settings.trainer_image,
+            command=[
+                self._settings.trainer_python,
+                "-m",
+                f"trainyard.trainers.{module or 'unsupported'}",
+            ],
+            args=args,
+            resources=jr.Resources(cores=float(plan["cores"]), memory_mb=int(plan["memory_mb"])),
+            deadline=duration_pb2.Duration(seconds=self._settings.training_deadline_seconds),
+            labels={
+                CREATED_BY[0]: CREATED_BY[1],
+                MODEL_LABEL: model.id,
+                "model-type": model.type,
+            },
+            name=f"train-{model.id}",
+            config_json=json.dumps(config),
+        )
+        job = await self._peers.submit(spec, idempotency_key=f"model:{model.id}")
+        await self._registry.set_job(model.id, job.job_id)
+        log.info("training.submitted", model_id=model.id, job_id=job.job_id, type=model.type)
+
+    # ---- stopping and deleting -------------------------------------------------------------
+
+    async def stop(self, model_id: str, user: str) -> None:
+        model = await self._registry.owned(model_id, user)
+        if model.final:
+            raise FailedPrecondition(
+                f"the training of model {model_id!r} has already ended ({model.status})",
+                reason="TRAINING_ENDED",
+                http_status=422,
+            )
+        if model.job_id:
+            await self._peers.cancel_job(model.job_id, f"stopped by {user}")
+        await self._registry.finish(model_id, "stopped")
+
+    async def delete(self, model_id: str, user: str) -> None:
+        model = await self._registry.owned(model_id, user)
+        if not model.final and model.job_id:
+            await self._peers.cancel_job(model.job_id, f"model deleted by {user}")
+        await self._artifacts.delete_prefix(f"models/{model_id}/")
+        await self._registry.delete(model_id)
+
+    # ---- logs ------------------------------------------------------------------------------
+
+    async def logs(self, model_id: str, user: str) -> list[dict[str, str]]:
+        """One {stdout, stderr} per workload attempt, the recent tail of each."""
+        model = await self._registry.readable(model_id, user)
+        if not model.job_id:
+            return []
+        tail = self._settings.log_tail_lines
+        attempts: dict[int, dict[str, list[str]]] = {}
+        async for message in self._peers.log_lines(model.job_id):
+            lines = list(message.lines) or ([message.line] if message.HasField("line") else [])
+            for line in lines:
+                streams = attempts.setdefault(max(line.attempt, 1), {"o": [], "e": []})
+                key = "e" if line.stream == jr.LOG_STREAM_STDERR else "o"
+                bucket = streams[key]
+                bucket.append(line.text)
+                if len(bucket) > tail:
+                    del bucket[: len(bucket) - tail]
+        return [
+            {"stdout": "\n".join(s["o"]), "stderr": "\n".join(s["e"])}
+            for _, s in sorted(attempts.items())
+        ]
+
+    async def follow(
+        self, model_id: str, user: str, from_sequence: int
+    ) -> AsyncIterator[msgs.FollowTrainLogsResponse]:
+        model = await self._registry.readable(model_id, user)
+        if model.job_id:
+            async for message in self._peers.log_lines(
+                model.job_id, follow=True, from_sequence=from_sequence
+            ):
+                if message.HasField("line"):
+                    line = message.line
+                    yield msgs.FollowTrainLogsResponse(
+                        sequence=line.sequence,
+                        stream="stderr" if line.stream == jr.LOG_STREAM_STDERR else "stdout",
+                        text=line.text,
+                    )
+                if message.done:
+                    break
+        await self._settle(model_id)
+        final = await self._registry.get(model_id)
+        yield msgs.FollowTrainLogsResponse(done=True, status=final.status)
+
+    # ---- following the workloads -----------------------------------------------------------
+
+    async def on_job(self, job: jr.Job) -> None:
+        """A job event: end the model when its workload ended without saying so."""
+        model_id = dict(job.spec.labels).get(MODEL_LABEL) or ""
+        if not model_id:
+            return
+        if job.state not in (jr.JOB_STATE_SUCCEEDED, jr.JOB_STATE_FAILED, jr.JOB_STATE_CANCELLED):
+            return
+        try:
+            model = await self._registry.get(model_id)
+        except NotFound:
+            return
+        if model.final:
+            return
+        status, error = _outcome(job, model)
+        if await self._registry.finish(model_id, status, error, job_id=None):
+            log.info("training.ended", model_id=model_id, status=status, error=error)
+
+    async def _settle(self, model_id: str) -> None:
+        """Apply the workload's end now, if it ended (a follower waits for nothing)."""
+        model = await self._registry.get(model_id)
+        if model.final or not model.job_id:
+            return
+        with contextlib.suppress(Unavailable):
+            job = await self._peers.get_job(model.job_id)
+            if job is not None:
+                await self.on_job(job)
+
+    async def reconcile(self) -> None:
+        """Submit what was accepted but not submitted; end what ended unseen."""
+        for model in await self._registry.unfinished():
+            try:
+                if model.job_id is None:
+                    if model.status == "not_started" and model.train_config:
+                        await self._submit(model)
+                    continue
+                job = await self._peers.get_job(model.job_id)
+                if job is None:
+                    await self._registry.finish(
+                        model.id,
+                        "failed",
+                        "the training workload was lost (the job-runner no longer knows it)",
+                    )
+                else:
+                    await self.on_job(job)
+            except Unavailable:
+                return  # the job-runner is away: next round
+
+    async def follow_jobs(self, interval: float = 30.0) -> None:
+        """Run until cancelled: watch the job-runner's events, reconciling on every
+        (re)connection and every `interval` seconds as a safety net."""
+        while True:
+            call = self._peers.watch({CREATED_BY[0]: CREATED_BY[1]})
+            try:
+                await self.reconcile()
+                last = asyncio.get_running_loop().time()
+                async for response in _with_ticks(call, interval):
+                    if response is None or asyncio.get_running_loop().time() - last > interval:
+                        await self.reconcile()
+                        last = asyncio.get_running_loop().time()
+                    if response is not None:
+                        await self.on_job(response.event.job)
+            except grpc.aio.AioRpcError as exc:
+                log.info("training.watch_lost", code=exc.code().name)
+            except Unavailable:
+                pass
+            finally:
+                call.cancel()
+            await asyncio.sleep(1.0)  # reconnect pacing: the job-runner is restarting
+
+
+async def _with_ticks(call: Any, interval: float) -> AsyncIterator[Any]:
+    """The stream's messages, with None whenever `interval` passes without one."""
+    iterator = call.__aiter__()
+    pending: asyncio.Task[Any] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(iterator.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield None
+                continue
+            task, pending = pending, None
+            try:
+                yield task.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+def _outcome(job: jr.Job, model: ModelView) -> tuple[str, str | None]:
+    """The final status and error of a model whose workload ended without reporting its end."""
+    if job.state == jr.JOB_STATE_CANCELLED:
+        return "stopped", None
+    if job.state == jr.JOB_STATE_SUCCEEDED:
+        return "failed", "the trainer exited without reporting the training complete"
+    reason = job.reason
+    memory = model.train_config.get("memory_mb")
+    if reason == jr.JOB_REASON_OOM_KILLED:
+        return "failed", f"the trainer ran out of memory (limit {memory} MB); ask for more "
+        "with job_options.allocation_memory"
+    if reason == jr.JOB_REASON_DEADLINE_EXCEEDED:
+        return "failed", "the training ran past its deadline and was stopped"
+    if reason == jr.JOB_REASON_LOST:
+        return "failed", "the training workload was lost"
+    if reason == jr.JOB_REASON_SIGNALED:
+        return "failed", f"the trainer was killed ({job.message or 'by a signal'})"
+    if reason == jr.JOB_REASON_IMAGE_NOT_FOUND:
+        return "failed", "the trainer image could not be pulled"
+    return "failed", f"the trainer exited with code {job.exit_code}"
+
+
+_UNSUPPORTED = ("ndb", "ndb-retrain", "nlp-datagen", "nlp-token-retrain")
+
+
+def _folder_uri(storage: BlobStorage, folder: str) -> str:
+    """The URI of a folder of the storage (ending in '/')."""
+    uri = storage.uri(folder + "_")
+    return uri[:-1]
