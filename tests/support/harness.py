@@ -85,6 +85,8 @@ class Harness:
                 "127.0.0.1:0", app.registrations, self.authority, app.validators
             )
             await server.start()
+            if app.on_serving is not None:
+                await app.on_serving(f"127.0.0.1:{port}")
             return RunningServer(server, port, app)
 
         running = self.loop.run(go())
