@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from trainyard.orchestrator.models import (
     FINAL_STATUSES,
@@ -194,13 +195,16 @@ class ModelRegistry:
 
     async def set_job(self, model_id: str, job_id: str) -> None:
         """Record the workload that trains the model; the status becomes `starting`."""
-        async with self._write() as session:
-            model = await session.get(Model, model_id)
-            if model is None:
-                raise _not_found(model_id)
-            model.job_id = job_id
-            if model.status == "not_started":
-                model.status = "starting"
+        try:
+            async with self._write() as session:
+                model = await session.get(Model, model_id)
+                if model is None:
+                    raise _not_found(model_id)
+                model.job_id = job_id
+                if model.status == "not_started":
+                    model.status = "starting"
+        except StaleDataError as exc:
+            raise _not_found(model_id) from exc
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -343,24 +347,31 @@ class ModelRegistry:
                 model.model_metadata = json.dumps(metadata, sort_keys=True)
             if status in FINAL_STATUSES and model.finished_at is None:
                 model.finished_at = datetime.now(UTC)
+            try:
+                await session.flush()
+            except StaleDataError as exc:
+                raise _not_found(model_id) from exc
 
     async def finish(
         self, model_id: str, status: str, error: str | None = None, *, job_id: str | None = None
     ) -> bool:
         """End a training from the platform's side (workload gone, stopped): set a final status
         and record `error`, unless it already ended or moved on to another job. True when it
-        changed anything."""
-        async with self._write() as session:
-            model = await session.get(Model, model_id)
-            if model is None or model.status in FINAL_STATUSES:
-                return False
-            if job_id is not None and model.job_id not in (None, job_id):
-                return False
-            model.status = status
-            model.finished_at = datetime.now(UTC)
-            if error:
-                session.add(ModelMessage(model_id=model_id, level="error", message=error))
-            return True
+        changed anything (False too when the model was deleted meanwhile)."""
+        try:
+            async with self._write() as session:
+                model = await session.get(Model, model_id)
+                if model is None or model.status in FINAL_STATUSES:
+                    return False
+                if job_id is not None and model.job_id not in (None, job_id):
+                    return False
+                model.status = status
+                model.finished_at = datetime.now(UTC)
+                if error:
+                    session.add(ModelMessage(model_id=model_id, level="error", message=error))
+                return True
+        except (StaleDataError, IntegrityError):
+            return False  # deleted while we looked
 
     async def add_message(
         self, model_id: str, level: str, message: str, *, job_id: str | None = None

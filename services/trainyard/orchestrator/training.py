@@ -409,6 +409,8 @@ class Trainings:
                 log.info("training.watch_lost", code=exc.code().name)
             except Unavailable:
                 pass
+            except Exception:  # never let one bad event stop the following
+                log.exception("training.follow_failed")
             finally:
                 call.cancel()
             await asyncio.sleep(1.0)  # reconnect pacing: the job-runner is restarting
