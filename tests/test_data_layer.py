@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 
 from trainyard.orchestrator.registry import ModelRegistry
 from trainyard.runtime.db import Database
-from trainyard.runtime.errors import NotFound, PermissionDenied
+from trainyard.runtime.errors import AlreadyExists, NotFound, PermissionDenied
 from trainyard.runtime.settings import SERVICE_NAMES
 
 EXPECTED_TABLES = {
@@ -84,8 +84,10 @@ async def test_registry(database: tuple[str, str | None]) -> None:
             await registry.train_status(model.id, "bob")
         with pytest.raises(NotFound):
             await registry.train_status("missing", "alice")
-        with pytest.raises(Exception, match=r"(?i)unique"):
+        with pytest.raises(AlreadyExists, match="already have a model named 'm1'"):
             await registry.create(owner="alice", name="m1", type="ndb")
+        other = await registry.create(owner="bob", name="m1", type="ndb")
+        assert other.id != model.id
     finally:
         await db.close()
 
