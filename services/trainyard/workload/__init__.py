@@ -2,7 +2,7 @@
 
 `config` loads the job's config (TRAINYARD_CONFIG file or TRAINYARD_CONFIG_URI blob URI),
 `reporter` reports status, progress, warnings and errors to the orchestrator with the job's
-token, `artifacts` writes and reads the workload's artifacts in blob storage, all or nothing.
+token, `inputs` makes the job's input files readable on local disk, `artifacts` writes and reads the workload's artifacts in blob storage, all or nothing.
 
 A workload is an untrusted neighbour of the platform, run the same as a local process or in a
 Kubernetes pod: this package imports nothing from any service (upload, orchestrator,
@@ -27,6 +27,7 @@ from trainyard.workload.config import (
     read_config_file,
     read_config_uri,
 )
+from trainyard.workload.inputs import InputError, InputFile, fetch_inputs
 from trainyard.workload.reporter import (
     JOB_TOKEN_VAR,
     ORCHESTRATOR_ADDRESS_VAR,
@@ -45,9 +46,12 @@ __all__ = [
     "ArtifactWriter",
     "Artifacts",
     "ConfigError",
+    "InputError",
+    "InputFile",
     "Manifest",
     "ReportError",
     "Reporter",
+    "fetch_inputs",
     "load_config",
     "parse_config",
     "read_config_file",
