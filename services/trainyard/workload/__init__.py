@@ -2,7 +2,8 @@
 
 `config` loads the job's config (TRAINYARD_CONFIG file or TRAINYARD_CONFIG_URI blob URI),
 `reporter` reports status, progress, warnings and errors to the orchestrator with the job's
-token, `inputs` makes the job's input files readable on local disk, `artifacts` writes and reads the workload's artifacts in blob storage, all or nothing.
+token, `inputs` makes the job's input files readable on local disk, `artifacts` writes
+and reads the workload's artifacts in blob storage, all or nothing.
 
 A workload is an untrusted neighbour of the platform, run the same as a local process or in a
 Kubernetes pod: this package imports nothing from any service (upload, orchestrator,

@@ -12,6 +12,7 @@ folder's content is what lies in it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,9 +88,12 @@ async def _s3(
             local.parent.mkdir(parents=True, exist_ok=True)
             partial = local.with_name(local.name + ".part")
             try:
-                with open(partial, "wb") as fh:
+                fh = await asyncio.to_thread(open, partial, "wb")
+                try:
                     async for chunk in storage.read(item):
-                        fh.write(chunk)
+                        await asyncio.to_thread(fh.write, chunk)
+                finally:
+                    fh.close()
             except BlobNotFound as exc:
                 partial.unlink(missing_ok=True)
                 raise InputError(f"s3://{bucket}/{item}: no such object") from exc
