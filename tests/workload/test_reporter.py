@@ -3,6 +3,7 @@ orchestrator's RPCs (messages and the job token), and how refusals surface."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -101,14 +102,43 @@ async def test_an_orchestrator_without_the_rpcs_answers_unimplemented_clearly() 
     )
 
 
-async def test_an_unreachable_orchestrator_fails_within_the_timeout() -> None:
+async def test_an_unreachable_orchestrator_delays_no_training_but_fails_its_end() -> None:
     server, address = await serve(svc.TrainServiceServicer())
     await server.stop(0)  # the port is now closed
-    async with Reporter(address, "t", timeout=0.5) as report:
+    out = io.StringIO()
+    async with Reporter(address, "t", timeout=0.3, final_timeout=1.0, stream=out) as report:
+        await report.progress(0.5)  # not worth stopping a training for: logged, not raised
         with pytest.raises(ReportError) as caught:
-            await report.progress(0.5)
+            await report.status("complete")
+    undelivered = json.loads(out.getvalue().splitlines()[0].split(" ", 2)[2])
+    assert undelivered["rpc"] == "UpdateTrainStatus"
+    assert undelivered["request"]["status"] == "in_progress"
     assert caught.value.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
     assert "TRAINYARD_ORCHESTRATOR_ADDRESS" in str(caught.value)
+
+
+async def test_the_final_report_waits_for_an_orchestrator_that_comes_back() -> None:
+    first, address = await serve(svc.TrainServiceServicer())
+    await first.stop(0)
+    servicer = RecordingTrainService()
+
+    async def come_back() -> grpc.aio.Server:
+        await asyncio.sleep(1.0)
+        server = grpc.aio.server()
+        svc.add_TrainServiceServicer_to_server(servicer, server)
+        server.add_insecure_port(address)
+        await server.start()
+        return server
+
+    returning = asyncio.ensure_future(come_back())
+    try:
+        async with Reporter(address, "t", timeout=0.3, final_timeout=30.0) as report:
+            await report.status("complete", {"accuracy": 0.5})
+        assert [(r.method, r.request["status"]) for r in servicer.received] == [
+            ("UpdateTrainStatus", "complete")
+        ]
+    finally:
+        await (await returning).stop(0)
 
 
 async def test_offline_reports_go_to_the_log_and_bad_reports_are_refused_first() -> None:

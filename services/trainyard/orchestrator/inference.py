@@ -23,13 +23,12 @@ import structlog
 
 from trainyard.blobs import BlobStorage
 from trainyard.orchestrator.registry import ModelView
-from trainyard.orchestrator.training import TRAINERS
+from trainyard.orchestrator.training import MODEL_ARTIFACT, TRAINERS
 from trainyard.runtime.errors import FailedPrecondition, NotFound
 from trainyard.workload import ArtifactCorrupt, ArtifactNotFound, Artifacts, Manifest
 
 log = structlog.get_logger("trainyard.orchestrator.inference")
 
-MODEL_ARTIFACT = "model"
 REPORT_ARTIFACT = "report"
 REPORT_FILE = "report.json"
 MAX_REPORT_BYTES = 16 * 1024 * 1024

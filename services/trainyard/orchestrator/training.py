@@ -39,6 +39,7 @@ from trainyard.runtime.errors import (
     PermissionDenied,
     Unavailable,
 )
+from trainyard.workload import ArtifactCorrupt, ArtifactNotFound, Artifacts
 
 log = structlog.get_logger("trainyard.orchestrator.training")
 
@@ -49,6 +50,8 @@ MODEL_LABEL = "model-id"
 #: fails with a clear message (their trainers come with a later version).
 TRAINERS = {"nlp-text": "nlp_text", "nlp-token": "nlp_token"}
 CURSOR = "jobrunner-events"
+#: The artifact a trainer writes its model to (models/<model_id>/model); see inference.py.
+MODEL_ARTIFACT = "model"
 
 
 @dataclass(frozen=True)
@@ -358,8 +361,19 @@ class Trainings:
         if model.final:
             return
         status, error = _outcome(job, model)
+        if job.state == jr.JOB_STATE_SUCCEEDED and await self._has_model_artifact(model_id):
+            # It wrote its model and exited 0, but its last report never arrived (the
+            # orchestrator was away, say): the training is complete all the same.
+            status, error = "complete", None
         if await self._registry.finish(model_id, status, error, job_id=None):
             log.info("training.ended", model_id=model_id, status=status, error=error)
+
+    async def _has_model_artifact(self, model_id: str) -> bool:
+        try:
+            await Artifacts(self._artifacts, f"models/{model_id}/").manifest(MODEL_ARTIFACT)
+        except (ArtifactNotFound, ArtifactCorrupt, ValueError):
+            return False
+        return True
 
     async def _settle(self, model_id: str) -> None:
         """Apply the workload's end now, if it ended (a follower waits for nothing)."""

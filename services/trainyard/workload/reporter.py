@@ -7,6 +7,12 @@ either (a job run by hand, a /training-jobs pipeline) the reporter is offline: e
 one line on stderr, which the job's log keeps. A refused report raises `ReportError` naming
 the RPC, the gRPC code and the orchestrator's message; nothing is dropped silently.
 
+An orchestrator that is away for a moment (restarting, say) does not fail the training: a
+progress or in_progress report that cannot be delivered is written to stderr and the training
+goes on, while the reports that end it (a final status, an error) are retried with backoff
+for up to `final_timeout` seconds. Even when the final report is lost, the orchestrator ends
+the model from the job's exit (and finds the model artifact of a trainer that exited 0).
+
 The orchestrator stores a model's metadata whole on each update, so the reporter sends all the
 metadata reported so far with every call (progress sits in it as `progress`).
 """
@@ -22,6 +28,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 import grpc
+import tenacity
 from google.protobuf import json_format, struct_pb2
 
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
@@ -36,6 +43,10 @@ ORCHESTRATOR_ADDRESS_VAR = "TRAINYARD_ORCHESTRATOR_ADDRESS"
 STATUSES = ("starting", "in_progress", "complete", "failed", "stopped")
 #: What LogTrainMessage accepts.
 LEVELS = ("warning", "error")
+#: Statuses that end a training: their reports are retried until delivered or given up on.
+FINAL_STATUSES = ("complete", "failed", "stopped")
+#: Codes worth another try: the orchestrator is away or slow, not refusing.
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class ReportError(Exception):
@@ -63,7 +74,8 @@ class Reporter:
         address: str | None,
         token: str | None,
         *,
-        timeout: float = 30.0,
+        timeout: float = 10.0,
+        final_timeout: float = 300.0,
         stream: TextIO | None = None,
     ) -> None:
         if bool(address) != bool(token):
@@ -72,6 +84,7 @@ class Reporter:
         self.address = address or ""
         self._token = token or ""
         self.timeout = timeout
+        self.final_timeout = final_timeout
         self._stream = stream
         self._metadata: dict[str, Any] = {}
         self._channel: grpc.aio.Channel | None = None
@@ -143,7 +156,9 @@ class Reporter:
             self._offline("log", {"level": level, "message": message})
             return
         request = msgs.LogTrainMessageRequest(level=level, message=message)
-        await self._call("LogTrainMessage", self._service().LogTrainMessage, request)
+        await self._call(
+            "LogTrainMessage", self._service().LogTrainMessage, request, essential=level == "error"
+        )
 
     # ---------------------------------------------------------------------------------------
 
@@ -154,7 +169,12 @@ class Reporter:
         request = msgs.UpdateTrainStatusRequest(status=status)
         if self._metadata:
             request.metadata.CopyFrom(json_format.ParseDict(self._metadata, struct_pb2.Struct()))
-        await self._call("UpdateTrainStatus", self._service().UpdateTrainStatus, request)
+        await self._call(
+            "UpdateTrainStatus",
+            self._service().UpdateTrainStatus,
+            request,
+            essential=status in FINAL_STATUSES,
+        )
 
     def _service(self) -> svc.TrainServiceStub:
         if self._stub is None:
@@ -162,18 +182,43 @@ class Reporter:
             self._stub = svc.TrainServiceStub(self._channel)
         return self._stub
 
-    async def _call(self, rpc: str, method: Any, request: Any) -> None:
-        try:
+    async def _call(self, rpc: str, method: Any, request: Any, *, essential: bool) -> None:
+        """Deliver one report. An essential one is retried on transient codes for up to
+        final_timeout seconds; any other that meets a transient code goes to stderr only."""
+
+        async def once() -> None:
             await method(
                 request,
                 metadata=(("authorization", f"Bearer {self._token}"),),
                 timeout=self.timeout,
                 wait_for_ready=True,  # ride out a moment of the orchestrator (re)starting
             )
+
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, grpc.aio.AioRpcError) and e.code() in _TRANSIENT
+            ),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
+            stop=tenacity.stop_after_delay(self.final_timeout if essential else 0),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await once()
         except grpc.aio.AioRpcError as exc:
+            if not essential and exc.code() in _TRANSIENT:
+                self._offline(
+                    "undelivered", {"rpc": rpc, "code": exc.code().name, "request": _json(request)}
+                )
+                return
             raise ReportError(rpc, exc.code(), exc.details() or "", self.address) from exc
 
     def _offline(self, kind: str, body: Mapping[str, Any]) -> None:
         stream = self._stream if self._stream is not None else sys.stderr
         stream.write(f"trainyard-report {kind} {json.dumps(body, sort_keys=True)}\n")
         stream.flush()
+
+
+def _json(request: Any) -> Any:
+    return json_format.MessageToDict(request, preserving_proto_field_name=True)
