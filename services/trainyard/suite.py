@@ -22,7 +22,7 @@ from typing import Any
 from trainyard.catalogue import phases
 from trainyard.gateway.config import render
 from trainyard.gateway.process import EnvoyProcess
-from trainyard.runtime.children import die_with_parent
+from trainyard.runtime.children import with_parent_death
 from trainyard.runtime.settings import ensure_local_secret, make_data_dir, make_private
 
 # Services others call start first (the catalogue's start phases).
@@ -95,21 +95,22 @@ class ServiceProcess:
         self.ready_file.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    f"trainyard.{self.name}",
-                    "--host",
-                    self.host,
-                    "--port",
-                    str(self.port),
-                    "--ready-file",
-                    str(self.ready_file),
-                ],
+                with_parent_death(
+                    [
+                        sys.executable,
+                        "-m",
+                        f"trainyard.{self.name}",
+                        "--host",
+                        self.host,
+                        "--port",
+                        str(self.port),
+                        "--ready-file",
+                        str(self.ready_file),
+                    ]
+                ),
                 env=dict(self.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
             )
 
     def await_ready(self, timeout: float = 60.0) -> str:

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from trainyard.runtime.children import die_with_parent
+from trainyard.runtime.children import with_parent_death
 
 
 def envoy_binary() -> Path:
@@ -53,21 +53,22 @@ class EnvoyProcess:
         admin_path.unlink(missing_ok=True)
         log = open(self.workdir / "envoy.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [
-                str(envoy_binary()),
-                "-c",
-                str(cfg),
-                "--disable-hot-restart",
-                "--admin-address-path",
-                str(admin_path),
-                "-l",
-                self.log_level,
-                "--drain-time-s",
-                "5",
-            ],
+            with_parent_death(
+                [
+                    str(envoy_binary()),
+                    "-c",
+                    str(cfg),
+                    "--disable-hot-restart",
+                    "--admin-address-path",
+                    str(admin_path),
+                    "-l",
+                    self.log_level,
+                    "--drain-time-s",
+                    "5",
+                ]
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -1,30 +1,25 @@
-"""Child processes that never outlive their parent (Linux PR_SET_PDEATHSIG)."""
+"""Child processes that never outlive their parent (Linux PR_SET_PDEATHSIG).
+
+The parent death signal is set by `setpriv --pdeathsig` (util-linux) between our fork and the
+child's program, never by Python code in the child: a `preexec_fn` makes subprocess fork the
+whole multithreaded interpreter and run Python there, and with gRPC's threads about that child
+crashed now and then before its exec (Envoy "exited with -6/-11"). Without preexec_fn,
+subprocess uses vfork/posix_spawn and runs nothing of ours in between.
+"""
 
 from __future__ import annotations
 
-import ctypes
-import signal
+import shutil
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., Any] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    # Looked up once, in the parent: the child between fork and exec of a process with other
-    # threads (gRPC's) may only do what is safe there. `ctypes.util.find_library` runs
-    # `ldconfig` in a subprocess, which crashed such children (Envoy "exited with -11").
-    return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-_prctl = _load_prctl()
-
-
-def die_with_parent() -> None:
-    """preexec_fn: deliver SIGTERM to this child when the parent dies (no-op off Linux). It
-    does nothing but one system call, so it is safe in the child of a multithreaded parent."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def with_parent_death(command: Sequence[str], signal_name: str = "TERM") -> list[str]:
+    """`command`, started so that it gets SIG<signal_name> when its parent dies (Linux with
+    util-linux's setpriv; elsewhere the command as it is, and the parent's own shutdown
+    stops its children)."""
+    if _SETPRIV is None:
+        return list(command)
+    return [_SETPRIV, "--pdeathsig", signal_name, "--", *command]
