@@ -87,8 +87,20 @@ CATALOGUE: tuple[Service, ...] = (
         settings="trainyard.orchestrator.settings:OrchestratorSettings",
         builder="trainyard.orchestrator.app:build",
         kubernetes=Kubernetes(
-            summary="gRPC orchestrator (pipelines, job lifecycle). Training pods in\n"
-            "trainyard-jobs call back to it (see networkpolicies.yaml).",
+            summary="gRPC orchestrator (model registry, trainings, predictions). Training pods\n"
+            "in trainyard-jobs call back to it (see networkpolicies.yaml).",
+            env=(
+                (
+                    "TRAINYARD_ORCHESTRATOR_ADVERTISE_ADDRESS",
+                    "orchestrator.trainyard.svc.cluster.local:50052",
+                    "Where trainer pods (namespace trainyard-jobs) call back.",
+                ),
+                (
+                    "TRAINYARD_ORCHESTRATOR_TRAINER_IMAGE",
+                    "trainyard:latest",
+                    "The image of deploy/Dockerfile: services and trainers in one.",
+                ),
+            ),
             called_by_jobs=True,
             called_by_services=True,
         ),
