@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from sqlalchemy import Select, and_, bindparam, or_, select
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trainyard.blobs import BlobNotFound, BlobStorage
 from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
+from trainyard.jobrunner.domain import TERMINAL, JobReason, JobSpec, JobState
 from trainyard.jobrunner.logfile import LogReader, Record
 from trainyard.jobrunner.models import Job, JobLabel, utcnow
 from trainyard.jobrunner.workload_config import config_violations
@@ -42,7 +43,6 @@ from trainyard.runtime.untrusted import decode_cursor
 
 log = structlog.get_logger("trainyard.jobrunner")
 
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 DNS1123 = "abcdefghijklmnopqrstuvwxyz0123456789-"
 
 
@@ -59,9 +59,9 @@ class JobView:
     id: str
     name: str
     owner: str
-    spec: dict[str, Any]
-    state: str
-    reason: str
+    spec: JobSpec
+    state: JobState
+    reason: JobReason
     message: str
     exit_code: int | None
     attempts: int
@@ -73,7 +73,7 @@ class JobView:
 
     @property
     def done(self) -> bool:
-        return self.state in TERMINAL
+        return self.state.terminal
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -103,8 +103,8 @@ class JobSummary:
     id: str
     name: str
     owner: str
-    state: str
-    reason: str
+    state: JobState
+    reason: JobReason
     labels: dict[str, str]
     created_at: datetime
     started_at: datetime | None
@@ -127,7 +127,8 @@ SUMMARY_COLUMNS = (
 @dataclass(frozen=True)
 class JobEvent:
     job: JobView
-    previous_state: str
+    #: "" for the first event of a job (its submission), as JobReason.NONE is "".
+    previous_state: JobState | Literal[""]
     time: datetime
 
 
@@ -143,10 +144,10 @@ class _Subscriber:
 WATCH_BUFFER = 10_000
 
 
-def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
+def validate_spec(spec: JobSpec, backend: str) -> None:
     """Every problem with a spec, at once."""
     problems: list[FieldViolation] = []
-    name = spec.get("name", "")
+    name = spec.name
     if name and (
         len(name) > 63 or not set(name) <= set(DNS1123) or name[0] == "-" or name[-1] == "-"
     ):
@@ -157,38 +158,23 @@ def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
                 "at most 63 characters, alphanumeric at both ends)",
             )
         )
-    if backend == "local" and not (spec.get("command") or spec.get("args")):
+    if backend == "local" and not (spec.command or spec.args):
         problems.append(FieldViolation("spec.command", "the local backend needs a command"))
-    if backend == "kubernetes" and not spec.get("image"):
+    if backend == "kubernetes" and not spec.image:
         problems.append(FieldViolation("spec.image", "the kubernetes backend needs an image"))
-    resources = spec.get("resources") or {}
-    if float(resources.get("cores", 0) or 0) < 0:
+    if spec.resources.cores < 0:
         problems.append(FieldViolation("spec.resources.cores", "must not be negative"))
-    if int(resources.get("memory_mb", 0) or 0) < 0:
+    if spec.resources.memory_mb < 0:
         problems.append(FieldViolation("spec.resources.memory_mb", "must not be negative"))
-    if int(spec.get("retries", 0) or 0) < 0:
+    if spec.retries < 0:
         problems.append(FieldViolation("spec.retries", "must not be negative"))
-    env = spec.get("env") or {}
-    problems.extend(
-        env_violations(
-            {str(k): str(v) for k, v in env.items()},
-            lambda key: f"spec.env[{key!r}]",
-            "spec.env",
-        )
-    )
-    problems.extend(config_violations(spec, backend))
+    problems.extend(env_violations(dict(spec.env), lambda key: f"spec.env[{key!r}]", "spec.env"))
+    problems.extend(config_violations(spec.config_json, spec.config_uri, backend))
     if problems:
         raise InvalidArgument(
             "invalid job spec: " + "; ".join(f"{p.field} {p.description}" for p in problems),
             violations=problems,
         )
-
-
-def _deadline_seconds(spec: Mapping[str, Any]) -> float | None:
-    raw = spec.get("deadline")
-    if not raw:
-        return None
-    return float(str(raw).rstrip("s"))
 
 
 class JobRunner:
@@ -228,10 +214,14 @@ class JobRunner:
             jobs = (await session.scalars(select(Job).where(Job.state.not_in(TERMINAL)))).all()
             known = set((await session.scalars(select(Job.id))).all())
         for job in jobs:
-            if job.state == "RUNNING" or job.handle:
+            if job.state.terminal:
+                continue  # a stored state this version does not know reads as ended (models)
+            if job.state == JobState.RUNNING or job.handle:
                 self._spawn_monitor(JobView.of(job), job.handle)
             elif job.cancel_requested:
-                await self._finish(job.id, Outcome("CANCELLED", "CANCELLED", "cancelled"))
+                await self._finish(
+                    job.id, Outcome(JobState.CANCELLED, JobReason.CANCELLED, "cancelled")
+                )
         stopped = await self.backend.orphans(known)
         if stopped:
             log.warning("jobs.orphans_stopped", job_ids=stopped)
@@ -250,17 +240,17 @@ class JobRunner:
 
     # ---- API -------------------------------------------------------------------------------
 
-    async def submit(self, spec: dict[str, Any], owner: str, idempotency_key: str = "") -> JobView:
+    async def submit(self, spec: JobSpec, owner: str, idempotency_key: str = "") -> JobView:
         validate_spec(spec, self.backend.name)
-        canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(spec.to_json(), sort_keys=True, separators=(",", ":"))
         spec_hash = hashlib.sha256(canonical.encode()).hexdigest()
         if idempotency_key:
             existing = await self._by_key(idempotency_key)
             if existing is not None:
                 return self._same_spec(existing, spec_hash, idempotency_key)
         job_id = str(uuid.uuid4())
-        name = spec.get("name") or f"job-{job_id}"
-        labels = dict(spec.get("labels") or {})
+        name = spec.name or f"job-{job_id}"
+        labels = dict(spec.labels)
         job = Job(
             id=job_id,
             name=name,
@@ -268,8 +258,8 @@ class JobRunner:
             idempotency_key=idempotency_key or None,
             spec_hash=spec_hash,
             spec=spec,
-            state="PENDING",
-            reason="",
+            state=JobState.PENDING,
+            reason=JobReason.NONE,
             message="queued",
             attempts=0,
             backend=self.backend.name,
@@ -434,7 +424,12 @@ class JobRunner:
         task = self._monitors.get(job_id)
         if task is None and not handle:
             await self._finish(
-                job_id, Outcome("CANCELLED", "CANCELLED", reason or "cancelled before it started")
+                job_id,
+                Outcome(
+                    JobState.CANCELLED,
+                    JobReason.CANCELLED,
+                    reason or "cancelled before it started",
+                ),
             )
             return await self.get(job_id)
         await self.backend.cancel(self._workload(view), handle)
@@ -546,7 +541,7 @@ class JobRunner:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _publish(self, view: JobView, previous: str) -> None:
+    def _publish(self, view: JobView, previous: JobState | Literal[""]) -> None:
         event = JobEvent(view, previous, utcnow())
         for sub in self._subscribers:
             if sub.overflowed or any(view.labels.get(k) != v for k, v in sub.labels.items()):
@@ -559,23 +554,22 @@ class JobRunner:
 
     def _workload(self, view: JobView) -> Workload:
         spec = view.spec
-        resources = spec.get("resources") or {}
         return Workload(
             job_id=view.id,
             name=view.name,
-            image=spec.get("image", ""),
-            command=list(spec.get("command") or []),
-            args=list(spec.get("args") or []),
-            env=dict(spec.get("env") or {}),
-            cores=float(resources.get("cores", 0) or 0),
-            memory_mb=int(resources.get("memory_mb", 0) or 0),
-            deadline_seconds=_deadline_seconds(spec),
-            retries=int(spec.get("retries", 0) or 0),
+            image=spec.image,
+            command=list(spec.command),
+            args=list(spec.args),
+            env=dict(spec.env),
+            cores=spec.resources.cores,
+            memory_mb=spec.resources.memory_mb,
+            deadline_seconds=spec.deadline_seconds,
+            retries=spec.retries,
             labels=view.labels,
             log_path=self.log_path(view.id),
             started_at=view.started_at,
-            config_json=str(spec.get("config_json") or ""),
-            config_uri=str(spec.get("config_uri") or ""),
+            config_json=spec.config_json,
+            config_uri=spec.config_uri,
         )
 
     async def _schedule(self) -> None:
@@ -583,7 +577,9 @@ class JobRunner:
             return
         async with self._schedule_lock:
             stmt = select(Job).where(
-                Job.state == "PENDING", Job.handle.is_(None), Job.cancel_requested.is_(False)
+                Job.state == JobState.PENDING,
+                Job.handle.is_(None),
+                Job.cancel_requested.is_(False),
             )
             if self.backend.runner_admission:
                 free = self.max_concurrent - len(self._monitors)
@@ -613,8 +609,9 @@ class JobRunner:
                 job.attempts = attempt
                 job.started_at = job.started_at or utcnow()
                 if not job.cancel_requested:
-                    job.state, job.reason, job.message = "RUNNING", "", f"attempt {attempt}"
-            if previous != "RUNNING":
+                    job.state, job.reason = JobState.RUNNING, JobReason.NONE
+                    job.message = f"attempt {attempt}"
+            if previous != JobState.RUNNING:
                 self._publish(await self.get(job_id), previous)
 
         try:
@@ -627,8 +624,8 @@ class JobRunner:
             reference = uuid.uuid4().hex[:12]
             log.exception("job.backend_error", job_id=job_id, correlation_id=reference)
             outcome = Outcome(
-                "FAILED",
-                "LOST",
+                JobState.FAILED,
+                JobReason.LOST,
                 f"the {self.backend.name} backend failed to run the job (correlation id "
                 f"{reference}; the operators can find it in the job-runner log)",
             )
@@ -639,12 +636,16 @@ class JobRunner:
     async def _finish(self, job_id: str, outcome: Outcome) -> None:
         async with self._write() as session:
             job = await session.get(Job, job_id)
-            if job is None or job.state in TERMINAL:
+            if job is None or job.state.terminal:
                 return
             previous = job.state
-            if job.cancel_requested and outcome.state != "SUCCEEDED":
+            if job.cancel_requested and outcome.state != JobState.SUCCEEDED:
                 outcome = Outcome(
-                    "CANCELLED", "CANCELLED", "cancelled", outcome.exit_code, outcome.attempts
+                    JobState.CANCELLED,
+                    JobReason.CANCELLED,
+                    "cancelled",
+                    outcome.exit_code,
+                    outcome.attempts,
                 )
             job.state, job.reason, job.message = outcome.state, outcome.reason, outcome.message
             job.exit_code = outcome.exit_code

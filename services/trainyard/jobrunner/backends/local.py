@@ -28,13 +28,14 @@ import psutil
 import structlog
 
 from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workload
+from trainyard.jobrunner.domain import JobReason, JobState, parse_reason
 from trainyard.jobrunner.logfile import last_seq
 from trainyard.jobrunner.shim import config_path, env_path, exit_path, work_dir
 from trainyard.workload.config import CONFIG_PATH_VAR, CONFIG_URI_VAR
 
 log = structlog.get_logger("trainyard.jobrunner.local")
 
-RETRYABLE = {"EXIT_CODE", "OOM_KILLED", "SIGNALED"}
+RETRYABLE = frozenset({JobReason.EXIT_CODE, JobReason.OOM_KILLED, JobReason.SIGNALED})
 #: The PATH of every workload (and shim): the job-runner's interpreter's bin first, so `python`
 #: and the tools installed beside it are found, then the system's.
 SAFE_PATH = os.pathsep.join(
@@ -227,22 +228,25 @@ class LocalBackend(Backend):
             result = _read_exit(job_dir, attempt)
             if result is None:
                 return Outcome(
-                    "FAILED",
-                    "LOST",
+                    JobState.FAILED,
+                    JobReason.LOST,
                     "the workload vanished while the job-runner was down and left no exit status",
                     attempts=attempt,
                 )
         while True:
             if result is not None:
                 outcome = self._outcome(wl, result, attempt)
-                if outcome.state != "FAILED" or outcome.reason not in RETRYABLE:
+                if outcome.state != JobState.FAILED or outcome.reason not in RETRYABLE:
                     return outcome
                 if attempt > wl.retries or wl.job_id in self._cancelled:
                     return outcome
                 log.info("job.retry", job_id=wl.job_id, attempt=attempt + 1, reason=outcome.reason)
             if wl.job_id in self._cancelled:
                 return Outcome(
-                    "CANCELLED", "CANCELLED", "cancelled before it started", attempts=attempt
+                    JobState.CANCELLED,
+                    JobReason.CANCELLED,
+                    "cancelled before it started",
+                    attempts=attempt,
                 )
             attempt += 1
             if first_start is None:
@@ -252,8 +256,8 @@ class LocalBackend(Backend):
                 remaining = wl.deadline_seconds - (time.time() - first_start)
                 if remaining <= 0:
                     return Outcome(
-                        "FAILED",
-                        "DEADLINE_EXCEEDED",
+                        JobState.FAILED,
+                        JobReason.DEADLINE_EXCEEDED,
                         f"ran past its deadline of {wl.deadline_seconds:g}s",
                         attempts=attempt - 1,
                     )
@@ -328,7 +332,7 @@ class LocalBackend(Backend):
             return {
                 "exit_code": None,
                 "signal": -(proc.returncode or 0) or None,
-                "reason": "CANCELLED" if stopped else "SIGNALED",
+                "reason": JobReason.CANCELLED if stopped else JobReason.SIGNALED,
                 "message": "stopped on request"
                 if stopped
                 else "the workload's supervisor was killed",
@@ -337,20 +341,24 @@ class LocalBackend(Backend):
 
     def _outcome(self, wl: Workload, result: dict[str, Any], attempt: int) -> Outcome:
         if wl.job_id in self._cancelled:
-            return Outcome("CANCELLED", "CANCELLED", "cancelled", result.get("exit_code"), attempt)
+            code = result.get("exit_code")
+            return Outcome(JobState.CANCELLED, JobReason.CANCELLED, "cancelled", code, attempt)
         if result.get("exit_code") == 0:
-            return Outcome("SUCCEEDED", "", "exited 0", 0, attempt)
-        if result.get("reason") == "DEADLINE_EXCEEDED" and wl.deadline_seconds:
+            return Outcome(JobState.SUCCEEDED, JobReason.NONE, "exited 0", 0, attempt)
+        # The exit file is the shim's, in a directory the workload can reach: a reason that is
+        # none of ours counts as a plain non-zero exit.
+        reason = parse_reason(str(result.get("reason") or "")) or JobReason.EXIT_CODE
+        if reason == JobReason.DEADLINE_EXCEEDED and wl.deadline_seconds:
             return Outcome(
-                "FAILED",
-                "DEADLINE_EXCEEDED",
+                JobState.FAILED,
+                JobReason.DEADLINE_EXCEEDED,
                 f"ran past its deadline of {wl.deadline_seconds:g}s",
                 result.get("exit_code"),
                 attempt,
             )
         return Outcome(
-            "FAILED",
-            str(result.get("reason") or "EXIT_CODE"),
+            JobState.FAILED,
+            reason,
             str(result.get("message") or ""),
             result.get("exit_code"),
             attempt,
