@@ -122,6 +122,8 @@ async def test_proto_json_specs_of_older_versions_are_migrated(
             retries=2,
             labels={"model": "m"},
         )
+        # 0004 gives jobs that predate revisions revision 1, so a watch since 0 replays them.
+        assert (view.revision, await runner.revision()) == (1, 1)
         # The migrated hash is the one the runner computes: the same spec under the same key is
         # the same job, a different one is refused.
         same = await runner.submit(job_spec(legacy), "alice", idempotency_key="key-1")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import Select, and_, bindparam, or_, select
+from sqlalchemy import Select, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,7 +26,7 @@ from trainyard.blobs import BlobNotFound, BlobStorage
 from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
 from trainyard.jobrunner.domain import TERMINAL, JobReason, JobSpec, JobState
 from trainyard.jobrunner.logfile import LogReader, Record
-from trainyard.jobrunner.models import Job, JobLabel, utcnow
+from trainyard.jobrunner.models import EventCounter, Job, JobLabel, utcnow
 from trainyard.jobrunner.workload_config import config_violations
 from trainyard.jobrunner.workload_env import env_violations
 from trainyard.runtime.db import reader_of
@@ -70,6 +70,8 @@ class JobView:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: The event revision of the job's last state change (see JobRunner.watch).
+    revision: int = 0
 
     @property
     def done(self) -> bool:
@@ -92,6 +94,7 @@ class JobView:
             created_at=_aware(job.created_at) or utcnow(),
             started_at=_aware(job.started_at),
             finished_at=_aware(job.finished_at),
+            revision=job.updated_seq,
         )
 
 
@@ -127,9 +130,14 @@ SUMMARY_COLUMNS = (
 @dataclass(frozen=True)
 class JobEvent:
     job: JobView
-    #: "" for the first event of a job (its submission), as JobReason.NONE is "".
+    #: "" for the first event of a job (its submission), as JobReason.NONE is "", and for a
+    #: replayed one (the watcher may not have seen the state before).
     previous_state: JobState | Literal[""]
     time: datetime
+
+    @property
+    def revision(self) -> int:
+        return self.job.revision
 
 
 @dataclass
@@ -269,6 +277,7 @@ class JobRunner:
         )
         try:
             async with self._write() as session:
+                job.updated_seq = await _next_revision(session)
                 session.add(job)
         except IntegrityError as exc:
             if idempotency_key:
@@ -498,24 +507,79 @@ class JobRunner:
             delay = min(delay * 2, 0.05)
         yield await self.get(job_id)
 
-    async def watch(self, labels: Mapping[str, str] | None = None) -> AsyncIterator[JobEvent]:
-        """Every state transition of jobs carrying `labels`, as it happens. A watcher that falls
-        WATCH_BUFFER events behind is ended with UNAVAILABLE rather than silently skipping
-        events: it should list again and watch anew."""
-        sub = _Subscriber(dict(labels or {}))
+    async def revision(self) -> int:
+        """The latest event revision issued: a list read after this call shows every change up
+        to it, so watching since it (see `watch`) misses nothing that came after the list."""
+        async with self._sessions() as session:
+            value = await session.scalar(select(EventCounter.value).where(EventCounter.id == 1))
+        return int(value or 0)
+
+    async def watch(
+        self, labels: Mapping[str, str] | None = None, since_revision: int | None = None
+    ) -> AsyncIterator[JobEvent]:
+        """Every state transition of jobs carrying `labels`, as it happens. With
+        `since_revision`, first one event per matching job changed after that revision (its
+        current state, oldest change first), then live events newer than what was replayed: at
+        least once, in revision order per job. A watcher that falls WATCH_BUFFER events behind
+        is ended with UNAVAILABLE rather than silently skipping events: it should watch again
+        since the last revision it saw."""
+        labels = dict(labels or {})
+        if since_revision is not None:
+            await self._check_revision(since_revision)
+        # Subscribe before reading the replay, so a change committed in between is in one or
+        # the other (or both: `seen` drops the repeat).
+        sub = _Subscriber(labels)
         self._subscribers.append(sub)
         try:
+            seen: dict[str, int] = {}
+            floor = since_revision if since_revision is not None else -1
+            if since_revision is not None:
+                for view in await self._changed_since(since_revision, labels):
+                    seen[view.id] = view.revision
+                    yield JobEvent(view, "", utcnow())
             while True:
                 event = await sub.queue.get()
                 if event is None:
                     raise Unavailable(
                         f"this watch fell more than {WATCH_BUFFER} events behind and was "
-                        "ended; list the jobs again and start a new watch",
+                        "ended; watch again since the last revision it delivered",
                         reason="WATCH_OVERFLOW",
                     )
+                if event.revision <= max(floor, seen.get(event.job.id, -1)):
+                    continue  # replayed already, or older than the resume point
+                seen[event.job.id] = event.revision
                 yield event
         finally:
             self._subscribers.remove(sub)
+
+    async def _check_revision(self, since: int) -> None:
+        latest = await self.revision()
+        if since < 0 or since > latest:
+            problem = (
+                "must not be negative"
+                if since < 0
+                else f"is ahead of the latest revision, {latest}: pass a revision this "
+                "job-runner returned (ListJobs, GetJob or a watch event)"
+            )
+            raise InvalidArgument(
+                f"since_revision {since} {problem}",
+                reason="INVALID_REVISION",
+                violations=[FieldViolation("since_revision", problem)],
+            )
+
+    async def _changed_since(self, since: int, labels: Mapping[str, str]) -> Sequence[JobView]:
+        """Jobs carrying `labels` whose last state change is after revision `since`, oldest
+        change first."""
+        stmt = select(Job).where(Job.updated_seq > since)
+        for key, value in labels.items():
+            stmt = stmt.where(
+                Job.id.in_(
+                    select(JobLabel.job_id).where(JobLabel.key == key, JobLabel.value == value)
+                )
+            )
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt.order_by(Job.updated_seq))).all()
+        return [JobView.of(job) for job in rows]
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobView:
         """Wait until the job ends (for callers and tests); returns its final view."""
@@ -611,6 +675,8 @@ class JobRunner:
                 if not job.cancel_requested:
                     job.state, job.reason = JobState.RUNNING, JobReason.NONE
                     job.message = f"attempt {attempt}"
+                    if previous != JobState.RUNNING:
+                        job.updated_seq = await _next_revision(session)
             if previous != JobState.RUNNING:
                 self._publish(await self.get(job_id), previous)
 
@@ -651,6 +717,7 @@ class JobRunner:
             job.exit_code = outcome.exit_code
             job.attempts = max(job.attempts, outcome.attempts if job.handle else 0)
             job.finished_at = utcnow()
+            job.updated_seq = await _next_revision(session)
         await self._archive_log(job_id)
         view = await self.get(job_id)
         log.info("job.finished", job_id=job_id, state=view.state, reason=view.reason)
@@ -685,6 +752,21 @@ class JobRunner:
             tmp.replace(path)
         except BlobNotFound:
             tmp.unlink(missing_ok=True)
+
+
+async def _next_revision(session: AsyncSession) -> int:
+    """The next event revision, taken in the caller's transaction: the counter row stays locked
+    until it commits, so revisions are committed in the order they are issued."""
+    value = await session.scalar(
+        update(EventCounter)
+        .where(EventCounter.id == 1)
+        .values(value=EventCounter.value + 1)
+        .returning(EventCounter.value)
+        .execution_options(synchronize_session=False)
+    )
+    if value is None:  # the row migration 0004 inserts is gone: the table was tampered with
+        raise RuntimeError("jobrunner_event_counter has no row 1; run the migrations")
+    return int(value)
 
 
 def _like_prefix(prefix: str) -> str:

@@ -93,6 +93,7 @@ def job_proto(view: JobView) -> msgs.Job:
         create_time=_ts(view.created_at),
         start_time=_ts(view.started_at),
         finish_time=_ts(view.finished_at),
+        revision=view.revision,
     )
 
 
@@ -124,10 +125,14 @@ class JobRunnerServicer(svc.JobRunnerServiceServicer):
         self, request: msgs.ListJobsRequest, context: Context
     ) -> msgs.ListJobsResponse:
         size = request.page_size or 100
+        # Read before the list: every change up to it is in the list (see JobRunner.revision).
+        revision = await self._runner.revision()
         views, token = await self._runner.list(
             dict(request.labels), min(size, 1000), request.page_token
         )
-        return msgs.ListJobsResponse(jobs=[job_proto(v) for v in views], next_page_token=token)
+        return msgs.ListJobsResponse(
+            jobs=[job_proto(v) for v in views], next_page_token=token, revision=revision
+        )
 
     async def CancelJob(
         self, request: msgs.CancelJobRequest, context: Context
@@ -162,7 +167,8 @@ class JobRunnerServicer(svc.JobRunnerServiceServicer):
     async def WatchJobs(
         self, request: msgs.WatchJobsRequest, context: Context
     ) -> AsyncIterator[msgs.WatchJobsResponse]:
-        async for event in self._runner.watch(dict(request.labels)):
+        since = request.since_revision if request.HasField("since_revision") else None
+        async for event in self._runner.watch(dict(request.labels), since):
             yield msgs.WatchJobsResponse(
                 event=msgs.JobEvent(
                     job=job_proto(event.job),
@@ -170,6 +176,7 @@ class JobRunnerServicer(svc.JobRunnerServiceServicer):
                     if event.previous_state
                     else msgs.JOB_STATE_UNSPECIFIED,
                     event_time=_ts(event.time),
+                    revision=event.revision,
                 )
             )
 
