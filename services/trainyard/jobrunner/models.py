@@ -6,7 +6,7 @@ and read back as its types, here and nowhere else.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -25,12 +25,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from trainyard.jobrunner.domain import JobReason, JobSpec, JobState, parse_reason, parse_state
+from trainyard.runtime.clock import utcnow
 
 log = structlog.get_logger("trainyard.jobrunner.models")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class StateColumn(TypeDecorator[JobState]):

@@ -4,7 +4,6 @@ nothing here knows about gRPC."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -12,7 +11,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +25,10 @@ from trainyard.blobs import BlobNotFound, BlobStorage
 from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
 from trainyard.jobrunner.domain import TERMINAL, JobReason, JobSpec, JobState
 from trainyard.jobrunner.logfile import LogReader, Record
-from trainyard.jobrunner.models import EventCounter, Job, JobLabel, utcnow
+from trainyard.jobrunner.models import EventCounter, Job, JobLabel
 from trainyard.jobrunner.workload_config import config_violations
 from trainyard.jobrunner.workload_env import env_violations
+from trainyard.runtime.clock import as_utc, utcnow
 from trainyard.runtime.db import reader_of
 from trainyard.runtime.errors import (
     AlreadyExists,
@@ -37,19 +37,12 @@ from trainyard.runtime.errors import (
     NotFound,
     Unavailable,
 )
-from trainyard.runtime.pagination import checked_page_size
+from trainyard.runtime.pagination import checked_page_size, decode_page_token, encode_page_token
 from trainyard.runtime.readcache import ReadCache
-from trainyard.runtime.untrusted import decode_cursor
 
 log = structlog.get_logger("trainyard.jobrunner")
 
 DNS1123 = "abcdefghijklmnopqrstuvwxyz0123456789-"
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @dataclass(frozen=True)
@@ -91,9 +84,9 @@ class JobView:
             attempts=job.attempts,
             backend=job.backend,
             labels={lbl.key: lbl.value for lbl in job.labels},
-            created_at=_aware(job.created_at) or utcnow(),
-            started_at=_aware(job.started_at),
-            finished_at=_aware(job.finished_at),
+            created_at=as_utc(job.created_at),
+            started_at=as_utc(job.started_at),
+            finished_at=as_utc(job.finished_at),
             revision=job.updated_seq,
         )
 
@@ -348,7 +341,7 @@ class JobRunner:
         if owner is not None:
             params["owner"] = owner
         if page_token:
-            params["cursor_created"], params["cursor_id"] = _decode_token(page_token)
+            params["cursor_created"], params["cursor_id"] = decode_page_token(page_token)
         if page_size > 0:
             params["limit"] = page_size + 1
         stmt = _summary_statement(
@@ -367,9 +360,9 @@ class JobRunner:
                         state=row.state,
                         reason=row.reason,
                         labels={},
-                        created_at=_aware(row.created_at) or utcnow(),
-                        started_at=_aware(row.started_at),
-                        finished_at=_aware(row.finished_at),
+                        created_at=as_utc(row.created_at),
+                        started_at=as_utc(row.started_at),
+                        finished_at=as_utc(row.finished_at),
                     )
                 )
             if row.key is not None:
@@ -377,7 +370,7 @@ class JobRunner:
         token = ""
         if page_size > 0 and len(out) > page_size:
             out = out[:page_size]
-            token = _encode_token(out[-1].created_at, out[-1].id)
+            token = encode_page_token(out[-1].created_at, out[-1].id)
         self._summary_cache.put(cache_key, generation, (tuple(out), token))
         return out, token
 
@@ -405,7 +398,7 @@ class JobRunner:
         if owner is not None:
             stmt = stmt.where(Job.owner == owner)
         if page_token:
-            created, job_id = _decode_token(page_token)
+            created, job_id = decode_page_token(page_token)
             stmt = stmt.where(
                 or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
             )
@@ -418,7 +411,7 @@ class JobRunner:
         if page_size > 0 and len(rows) > page_size:
             rows = rows[:page_size]
             last = rows[-1]
-            token = _encode_token(last.created_at, last.id)
+            token = encode_page_token(last.created_at, last.id)
         return [JobView.of(r) for r in rows], token
 
     async def cancel(self, job_id: str, reason: str = "") -> JobView:
@@ -813,19 +806,3 @@ def _summary_statement(
         .outerjoin(JobLabel, JobLabel.job_id == rows.c.id)
         .order_by(rows.c.created_at.desc(), rows.c.id.desc())
     )
-
-
-def _encode_token(created: datetime, job_id: str) -> str:
-    raw = f"{_aware(created).isoformat()}|{job_id}"  # type: ignore[union-attr]
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[datetime, str]:
-    try:
-        created, job_id = decode_cursor(token).decode().split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(
-            "page_token is not a token this service issued",
-            violations=[FieldViolation("page_token", "is malformed")],
-        ) from exc
