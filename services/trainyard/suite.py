@@ -23,6 +23,7 @@ from trainyard.catalogue import phases
 from trainyard.gateway.config import render
 from trainyard.gateway.process import EnvoyProcess
 from trainyard.runtime.children import with_parent_death
+from trainyard.runtime.files import atomic_write
 from trainyard.runtime.settings import ensure_local_secret, make_data_dir, make_private
 
 # Services others call start first (the catalogue's start phases).
@@ -243,9 +244,8 @@ class Suite:
     def write_endpoints(self) -> dict[str, Any]:
         """(Re)write DATA_DIR/endpoints.json atomically; called at start and after restarts."""
         endpoints = self.endpoints()
-        tmp = self.data_dir / "endpoints.json.tmp"
-        tmp.write_text(json.dumps(endpoints, indent=2))
-        tmp.replace(self.data_dir / "endpoints.json")
+        with atomic_write(self.data_dir / "endpoints.json", mode=0o644) as fh:
+            fh.write(json.dumps(endpoints, indent=2).encode())
         return endpoints
 
     def _start_envoy(self, http_port: int, timeout: float) -> None:

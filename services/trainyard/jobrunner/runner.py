@@ -37,6 +37,7 @@ from trainyard.runtime.errors import (
     NotFound,
     Unavailable,
 )
+from trainyard.runtime.files import atomic_write
 from trainyard.runtime.pagination import checked_page_size, decode_page_token, encode_page_token
 from trainyard.runtime.readcache import ReadCache
 
@@ -737,14 +738,9 @@ class JobRunner:
             return
         path = self.log_path(job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".restoring")
-        try:
-            with open(tmp, "wb") as fh:  # noqa: ASYNC230 - local file
-                async for chunk in self.archive.read(f"{job_id}/log"):
-                    fh.write(chunk)
-            tmp.replace(path)
-        except BlobNotFound:
-            tmp.unlink(missing_ok=True)
+        with contextlib.suppress(BlobNotFound), atomic_write(path) as fh:
+            async for chunk in self.archive.read(f"{job_id}/log"):
+                fh.write(chunk)
 
 
 async def _next_revision(session: AsyncSession) -> int:

@@ -34,6 +34,7 @@ import psutil
 
 from trainyard.jobrunner.domain import JobReason
 from trainyard.jobrunner.logfile import STDERR, STDOUT, LogWriter
+from trainyard.runtime.files import atomic_write
 
 OOM_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 
@@ -47,12 +48,8 @@ def shim_path(job_dir: Path, attempt: int) -> Path:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(data).encode())
 
 
 def work_dir(job_dir: Path) -> Path:

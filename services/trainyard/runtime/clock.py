@@ -20,7 +20,10 @@ def as_utc(value: datetime) -> datetime: ...
 @overload
 def as_utc(value: None) -> None: ...
 def as_utc(value: datetime | None) -> datetime | None:
-    """`value` as an aware datetime: a naive one (SQLite's, an SDK's) is taken to be UTC."""
-    if value is not None and value.tzinfo is None:
+    """`value` as an aware datetime in UTC: a naive one (SQLite's, an SDK's) is taken to be
+    UTC, an aware one is converted."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value
+    return value.astimezone(UTC)

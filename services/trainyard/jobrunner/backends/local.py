@@ -31,6 +31,7 @@ from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workl
 from trainyard.jobrunner.domain import JobReason, JobState, parse_reason
 from trainyard.jobrunner.logfile import last_seq
 from trainyard.jobrunner.shim import config_path, env_path, exit_path, work_dir
+from trainyard.runtime.files import atomic_write
 from trainyard.workload.config import CONFIG_PATH_VAR, CONFIG_URI_VAR
 
 log = structlog.get_logger("trainyard.jobrunner.local")
@@ -163,14 +164,11 @@ class LocalBackend(Backend):
 
     def _write_env(self, wl: Workload, attempt: int) -> Path:
         path = env_path(wl.log_path.parent, attempt)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            payload: dict[str, Any] = {"env": self._env(wl)}
-            if wl.config_json:
-                payload["config_json"] = wl.config_json
-            json.dump(payload, fh)
-        tmp.replace(path)
+        payload: dict[str, Any] = {"env": self._env(wl)}
+        if wl.config_json:
+            payload["config_json"] = wl.config_json
+        with atomic_write(path, mode=0o600) as fh:
+            fh.write(json.dumps(payload).encode())
         return path
 
     def _command(self, wl: Workload) -> list[str]:
