@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from trainyard.runtime.children import group_alive, stop_process_group, stop_processes
 from trainyard.runtime.clock import as_utc, utcnow
 from trainyard.runtime.errors import InvalidArgument
 from trainyard.runtime.files import atomic_write
@@ -61,3 +65,39 @@ def test_clock_is_aware_utc() -> None:
     assert utcnow().utcoffset() == timedelta(0)
     assert as_utc(None) is None
     assert as_utc(datetime(2026, 1, 1)).tzinfo is UTC
+
+
+#: A child that says it is ready, then ignores SIGTERM (as a stuck process would).
+STUBBORN = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def _started(code: str, **kw: object) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    return proc
+
+
+def test_stop_processes_terminates_then_kills() -> None:
+    polite = _started("import time; print('ready', flush=True); time.sleep(60)")
+    stubborn = _started(STUBBORN)
+    stop_processes([polite, stubborn], grace=0.5)
+    assert polite.returncode == -signal.SIGTERM
+    assert stubborn.returncode == -signal.SIGKILL
+
+
+async def test_stop_process_group_kills_the_whole_group() -> None:
+    leader = _started(
+        f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {STUBBORN!r}]).wait()\n",
+        start_new_session=True,
+    )
+    try:
+        await stop_process_group(leader.pid, grace=0.5)
+        assert not group_alive(leader.pid)
+        assert leader.wait(10) == -signal.SIGTERM
+    finally:
+        stop_processes([leader], grace=0)

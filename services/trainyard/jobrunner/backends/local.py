@@ -31,6 +31,7 @@ from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workl
 from trainyard.jobrunner.domain import JobReason, JobState, parse_reason
 from trainyard.jobrunner.logfile import last_seq
 from trainyard.jobrunner.shim import config_path, env_path, exit_path, work_dir
+from trainyard.runtime.children import stop_process_group
 from trainyard.runtime.files import atomic_write
 from trainyard.workload.config import CONFIG_PATH_VAR, CONFIG_URI_VAR
 
@@ -369,15 +370,7 @@ class LocalBackend(Backend):
         pid, create_time = int(handle["shim_pid"]), float(handle["create_time"])
         if not _alive(pid, create_time):
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
-        while time.monotonic() < deadline and _group_alive(pid):
-            await asyncio.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        while _group_alive(pid):
-            await asyncio.sleep(0.02)
+        await stop_process_group(pid, self.grace)  # the shim leads its session's group
 
     async def delete(self, wl: Workload, handle: dict[str, Any] | None) -> None:
         await self.cancel(wl, handle)
@@ -412,13 +405,3 @@ def _is_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _group_alive(pgid: int) -> bool:
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.info["pid"]) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, psutil.Error, OSError):
-            continue
-    return False
