@@ -21,15 +21,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import grpc_tools
 from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
-from grpc_tools import protoc
 
 # Registers the auth_policy extension, so the parsed MethodOptions carry it.
 from trainyard.api.options.v1 import options_pb2
 from trainyard.gateway.config import body_limit
 from trainyard.gateway.descriptors import HttpRoute
+from trainyard.runtime.protoc import run_protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
@@ -116,22 +115,13 @@ WELL_KNOWN: dict[str, dict[str, Any]] = {
 
 
 def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
-    wkt = Path(grpc_tools.__file__).parent / "_proto"
-    files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "set.pb"
-        args = [
-            "protoc",
-            f"-I{PROTOS}",
-            f"-I{GOOGLEAPIS}",
-            f"-I{wkt}",
-            "--include_imports",
-            "--include_source_info",
-            f"--descriptor_set_out={out}",
-            *files,
-        ]
-        if protoc.main(args) != 0:
-            raise SystemExit("protoc failed")
+        run_protoc(
+            PROTOS,
+            GOOGLEAPIS,
+            ["--include_imports", "--include_source_info", f"--descriptor_set_out={out}"],
+        )
         fds = descriptor_pb2.FileDescriptorSet()
         fds.ParseFromString(out.read_bytes())
     return fds

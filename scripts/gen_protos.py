@@ -19,8 +19,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-import grpc_tools
-from grpc_tools import protoc
+from trainyard.runtime.protoc import run_protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
@@ -31,23 +30,18 @@ BIN = Path(sysconfig.get_path("scripts"))
 
 def generate(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
-    wkt = Path(grpc_tools.__file__).parent / "_proto"
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PROTOS}",
-        f"-I{GOOGLEAPIS}",
-        f"-I{wkt}",
-        f"--plugin=protoc-gen-mypy={BIN / 'protoc-gen-mypy'}",
-        f"--plugin=protoc-gen-mypy_grpc={BIN / 'protoc-gen-mypy_grpc'}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        f"--mypy_out={out}",
-        f"--mypy_grpc_out={out}",
-        *files,
-    ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+    run_protoc(
+        PROTOS,
+        GOOGLEAPIS,
+        [
+            f"--plugin=protoc-gen-mypy={BIN / 'protoc-gen-mypy'}",
+            f"--plugin=protoc-gen-mypy_grpc={BIN / 'protoc-gen-mypy_grpc'}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            f"--mypy_out={out}",
+            f"--mypy_grpc_out={out}",
+        ],
+    )
     # PEP 561 marker so mypy reads the generated stubs.
     (out / "trainyard" / "api" / "py.typed").write_text("")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from tests.support.jobs import job_spec
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.backends.local import LocalBackend
 from trainyard.jobrunner.models import Job
@@ -44,7 +45,7 @@ async def _submit(runner: JobRunner, name: str, owner: str, pipeline: str, pad: 
         "args": ["x" * 65536] * (pad // 65536) + ["x" * (pad % 65536)],
         "labels": {KIND: "training-job", PIPELINE: pipeline},
     }
-    await runner.submit(spec, owner)
+    await runner.submit(job_spec(spec), owner)
 
 
 async def test_summaries_page_like_the_whole_list(runner: tuple[JobRunner, Database]) -> None:
@@ -52,7 +53,9 @@ async def test_summaries_page_like_the_whole_list(runner: tuple[JobRunner, Datab
     for i in range(7):
         await _submit(jr, f"model-training-p-{i}", "bob", "a" if i % 2 else "b")
     await _submit(jr, "model-training-p-alice", "alice", "a")
-    await jr.submit({"name": "other-bob", "command": ["true"], "labels": {KIND: "x"}}, "bob")
+    await jr.submit(
+        job_spec({"name": "other-bob", "command": ["true"], "labels": {KIND: "x"}}), "bob"
+    )
     for labels in ({KIND: "training-job"}, {KIND: "training-job", PIPELINE: "a"}, {}):
         for size in (0, 1, 3, 7, 10):
             pages: list[list[tuple[object, ...]]] = []

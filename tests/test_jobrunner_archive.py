@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.jobs import lines
+from tests.support.jobs import job_spec, lines
 from tests.support.upload_service import MotoServer
 from trainyard.blobs import S3BlobStorage
 from trainyard.jobrunner.app import MIGRATIONS
@@ -38,7 +38,7 @@ async def test_logs_outlive_the_runner_disk(moto: MotoServer, tmp_path: Path) ->
     await first.start()
     try:
         view = await first.submit(
-            {"command": ["python", "-c", "print('kept'); print('too')"]}, "alice"
+            job_spec({"command": ["python", "-c", "print('kept'); print('too')"]}), "alice"
         )
         assert (await first.wait(view.id, 30)).state == "SUCCEEDED"
         local = (tmp_path / "disk-1" / view.id / "log").read_bytes()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.jobs import lines
+from tests.support.jobs import job_spec, lines
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.backends.local import LocalBackend
 from trainyard.jobrunner.runner import JobRunner, validate_spec
@@ -70,7 +70,7 @@ async def test_the_inline_config_is_a_private_file_named_by_trainyard_config(
     r, data, user = runner
     config = {"epochs": 3, "name": "données", "nested": {"a": [1, 2]}}
     view = await r.submit(
-        {"command": ["/bin/sh", "-c", SHOW], "config_json": json.dumps(config)}, "alice"
+        job_spec({"command": ["/bin/sh", "-c", SHOW], "config_json": json.dumps(config)}), "alice"
     )
     done = await r.wait(view.id, 30)
     assert done.state == "SUCCEEDED", done.message
@@ -90,10 +90,16 @@ async def test_a_config_uri_is_passed_as_trainyard_config_uri(
     r, _, _ = runner
     uri = "s3://bucket/configs/job-1.json"
     view = await r.submit(
-        {
-            "command": ["/bin/sh", "-c", 'echo "${TRAINYARD_CONFIG:-none} $TRAINYARD_CONFIG_URI"'],
-            "config_uri": uri,
-        },
+        job_spec(
+            {
+                "command": [
+                    "/bin/sh",
+                    "-c",
+                    'echo "${TRAINYARD_CONFIG:-none} $TRAINYARD_CONFIG_URI"',
+                ],
+                "config_uri": uri,
+            }
+        ),
         "alice",
     )
     done = await r.wait(view.id, 30)
@@ -115,7 +121,8 @@ async def test_every_attempt_gets_a_fresh_config_and_planted_links_are_not_follo
         f'ln -s {target} "$TRAINYARD_CONFIG"; exit 3; fi; cat "$TRAINYARD_CONFIG"'
     )
     view = await r.submit(
-        {"command": ["/bin/sh", "-c", script], "config_json": '{"x": 1}', "retries": 1}, "alice"
+        job_spec({"command": ["/bin/sh", "-c", script], "config_json": '{"x": 1}', "retries": 1}),
+        "alice",
     )
     done = await r.wait(view.id, 30)
     assert (done.state, done.attempts) == ("SUCCEEDED", 2), done.message
@@ -132,7 +139,7 @@ async def test_a_config_that_cannot_be_written_fails_the_attempt_clearly(
     # The first attempt leaves a directory where the config goes; the retry cannot write it.
     script = 'rm -f "$TRAINYARD_CONFIG"; mkdir "$TRAINYARD_CONFIG"; exit 1'
     view = await r.submit(
-        {"command": ["/bin/sh", "-c", script], "config_json": "{}", "retries": 1}, "alice"
+        job_spec({"command": ["/bin/sh", "-c", script], "config_json": "{}", "retries": 1}), "alice"
     )
     done = await r.wait(view.id, 30)
     assert (done.state, done.exit_code, done.attempts) == ("FAILED", 127, 2)
@@ -163,7 +170,7 @@ async def test_configs_a_workload_cannot_be_given_are_refused(
     r, db = await _runner(tmp_path, "")
     try:
         with pytest.raises(InvalidArgument, match=message) as caught:
-            await r.submit({"command": ["/bin/true"], **extra}, "alice")
+            await r.submit(job_spec({"command": ["/bin/true"], **extra}), "alice")
         assert [v.field for v in caught.value.violations] == [field]
         assert (await r.list())[0] == [], "nothing was stored"
     finally:
@@ -177,6 +184,6 @@ def test_a_backend_that_cannot_deliver_a_config_refuses_it() -> None:
         ({"config_uri": "s3://b/k"}, "spec.config_uri"),
     ):
         with pytest.raises(InvalidArgument, match="kubernetes backend cannot hand") as caught:
-            validate_spec({"image": "trainer:1", **extra}, "kubernetes")
+            validate_spec(job_spec({"image": "trainer:1", **extra}), "kubernetes")
         assert [v.field for v in caught.value.violations] == [field]
-    validate_spec({"image": "trainer:1"}, "kubernetes")
+    validate_spec(job_spec({"image": "trainer:1"}), "kubernetes")

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from tests.k8s_double import FakeKubernetes
-from tests.support.jobs import follow_with_reconnects, gone, lines, until, wait_state
+from tests.support.jobs import follow_with_reconnects, gone, job_spec, lines, until, wait_state
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.app import make_backend as make_backend_from_app
 from trainyard.jobrunner.backends.base import Workload
@@ -96,7 +96,7 @@ async def test_success_and_logs(runner: JobRunner) -> None:
         "import os, sys\nprint('hello')\nprint('oops', file=sys.stderr)\n"
         "print(os.environ['GREETING'], os.environ['TRAINYARD_JOB_ID'])"
     )
-    view = await runner.submit(py(code, env={"GREETING": "hi $(HOME) $$"}), "alice")
+    view = await runner.submit(job_spec(py(code, env={"GREETING": "hi $(HOME) $$"})), "alice")
     done = await runner.wait(view.id, 30)
     assert (done.state, done.exit_code, done.attempts) == ("SUCCEEDED", 0, 1)
     assert done.started_at and done.finished_at and done.finished_at >= done.started_at
@@ -120,11 +120,11 @@ async def test_job_manifest(runner: JobRunner, k8s: FakeKubernetes) -> None:
         resources={"cores": 0.5, "memory_mb": 512},
         args=["--flag"],
     )
-    view = await runner.submit(spec, "alice")
+    view = await runner.submit(job_spec(spec), "alice")
     assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
     job = k8s.job("train-m1", NS)
     assert job is not None
-    meta, job_spec = job["metadata"], job["spec"]
+    meta, manifest_spec = job["metadata"], job["spec"]
     expected_labels = {
         "owner": "alice_example.com",
         "model": label_value("m" * 80),
@@ -135,10 +135,10 @@ async def test_job_manifest(runner: JobRunner, k8s: FakeKubernetes) -> None:
     assert meta["labels"] == expected_labels
     assert len(expected_labels["model"]) <= 63
     assert json.loads(meta["annotations"][LABELS_ANNOTATION]) == labels
-    assert job_spec["backoffLimit"] == 2
-    assert job_spec["activeDeadlineSeconds"] == 91
-    assert job_spec["ttlSecondsAfterFinished"] == 3600
-    template = job_spec["template"]
+    assert manifest_spec["backoffLimit"] == 2
+    assert manifest_spec["activeDeadlineSeconds"] == 91
+    assert manifest_spec["ttlSecondsAfterFinished"] == 3600
+    template = manifest_spec["template"]
     assert expected_labels.items() <= template["metadata"]["labels"].items()
     pod_spec = template["spec"]
     assert pod_spec["restartPolicy"] == "Never"
@@ -172,7 +172,9 @@ async def test_the_pod_gets_no_platform_secret_and_runs_non_root(
     runs non-root, and its environment is the job's own: nothing of the job-runner's."""
     monkeypatch.setenv("TRAINYARD_AUTH_SECRET", "must-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak")
-    view = await runner.submit(py("print('ok')", name="no-secrets", env={"epochs": "3"}), "a")
+    view = await runner.submit(
+        job_spec(py("print('ok')", name="no-secrets", env={"epochs": "3"})), "a"
+    )
     assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
     job = k8s.job("no-secrets", NS)
     assert job is not None
@@ -189,7 +191,9 @@ async def test_the_pod_gets_no_platform_secret_and_runs_non_root(
     assert "must-not-leak" not in json.dumps(job)
     # The reserved names are refused on this backend too, before a Job exists.
     with pytest.raises(InvalidArgument) as err:
-        await runner.submit(py("print(1)", name="refused", env={"LD_PRELOAD": "/x.so"}), "a")
+        await runner.submit(
+            job_spec(py("print(1)", name="refused", env={"LD_PRELOAD": "/x.so"})), "a"
+        )
     assert [v.field for v in err.value.violations] == ["spec.env['LD_PRELOAD']"]
     assert k8s.job("refused", NS) is None
 
@@ -198,7 +202,7 @@ async def test_no_command_uses_the_image_entrypoint(tmp_path: Path) -> None:
     with FakeKubernetes(known_images={IMAGE: [PY, "-c", "import sys; print(sys.argv[1:])"]}) as k:
         runner, db = await make_runner(tmp_path, k)
         try:
-            view = await runner.submit({"image": IMAGE, "args": ["a", "$(B)"]}, "a")
+            view = await runner.submit(job_spec({"image": IMAGE, "args": ["a", "$(B)"]}), "a")
             assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
             job = k.job(view.name, NS)
             assert job is not None
@@ -209,7 +213,9 @@ async def test_no_command_uses_the_image_entrypoint(tmp_path: Path) -> None:
 
 
 async def test_failure_exit_code_and_retries(runner: JobRunner, k8s: FakeKubernetes) -> None:
-    view = await runner.submit(py("print('try')\nraise SystemExit(7)", retries=2), "alice")
+    view = await runner.submit(
+        job_spec(py("print('try')\nraise SystemExit(7)", retries=2)), "alice"
+    )
     done = await runner.wait(view.id, 30)
     assert (done.state, done.reason, done.exit_code, done.attempts) == ("FAILED", "EXIT_CODE", 7, 3)
     assert "code 7" in done.message
@@ -228,7 +234,7 @@ async def test_retry_succeeds_on_second_attempt(runner: JobRunner, tmp_path: Pat
         f"import os,sys\np={str(marker)!r}\nprint('attempt')\n"
         "if os.path.exists(p): sys.exit(0)\nopen(p,'w').close(); sys.exit(1)"
     )
-    view = await runner.submit(py(code, retries=1), "a")
+    view = await runner.submit(job_spec(py(code, retries=1)), "a")
     done = await runner.wait(view.id, 30)
     assert (done.state, done.attempts) == ("SUCCEEDED", 2)
     assert [(r.attempt, r.text) for r in await lines(runner, view.id)] == [
@@ -239,7 +245,9 @@ async def test_retry_succeeds_on_second_attempt(runner: JobRunner, tmp_path: Pat
 
 async def test_deadline_exceeded_kills_the_process(runner: JobRunner, k8s: FakeKubernetes) -> None:
     view = await runner.submit(
-        py("import time\nprint('start', flush=True)\ntime.sleep(60)", deadline="2s", retries=3),
+        job_spec(
+            py("import time\nprint('start', flush=True)\ntime.sleep(60)", deadline="2s", retries=3)
+        ),
         "alice",
     )
     done = await runner.wait(view.id, 30)
@@ -252,9 +260,11 @@ async def test_deadline_exceeded_kills_the_process(runner: JobRunner, k8s: FakeK
 
 async def test_cancel_really_stops_the_process(runner: JobRunner, k8s: FakeKubernetes) -> None:
     view = await runner.submit(
-        py(
-            "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "print('running', flush=True)\ntime.sleep(60)"
+        job_spec(
+            py(
+                "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "print('running', flush=True)\ntime.sleep(60)"
+            )
         ),
         "alice",
     )
@@ -273,7 +283,9 @@ async def test_cancel_really_stops_the_process(runner: JobRunner, k8s: FakeKuber
 
 
 async def test_unknown_image_is_image_not_found(runner: JobRunner, k8s: FakeKubernetes) -> None:
-    view = await runner.submit({**py("print(1)"), "image": "ghcr.io/acme/nope:1"}, "alice")
+    view = await runner.submit(
+        job_spec({**py("print(1)"), "image": "ghcr.io/acme/nope:1"}), "alice"
+    )
     done = await runner.wait(view.id, 30)
     assert (done.state, done.reason) == ("FAILED", "IMAGE_NOT_FOUND")
     assert "ghcr.io/acme/nope:1" in done.message
@@ -285,7 +297,9 @@ async def test_memory_limit_is_reported_as_oom(runner: JobRunner) -> None:
     # The double enforces limits.memory as RLIMIT_AS and reports a MemoryError death as
     # exitCode 137 / OOMKilled, like the kubelet does for a cgroup OOM kill.
     view = await runner.submit(
-        py("x = bytearray(4 * 1024 ** 3)\nprint('allocated')", resources={"memory_mb": 300}),
+        job_spec(
+            py("x = bytearray(4 * 1024 ** 3)\nprint('allocated')", resources={"memory_mb": 300})
+        ),
         "alice",
     )
     done = await runner.wait(view.id, 30)
@@ -296,11 +310,11 @@ async def test_memory_limit_is_reported_as_oom(runner: JobRunner) -> None:
 
 async def test_idempotent_submit(runner: JobRunner, k8s: FakeKubernetes) -> None:
     spec = py("print(1)", labels={"model": "m1"})
-    a = await runner.submit(spec, "alice", idempotency_key="key-1")
-    b = await runner.submit(dict(spec), "alice", idempotency_key="key-1")
+    a = await runner.submit(job_spec(spec), "alice", idempotency_key="key-1")
+    b = await runner.submit(job_spec(dict(spec)), "alice", idempotency_key="key-1")
     assert a.id == b.id
     with pytest.raises(AlreadyExists, match="different job spec"):
-        await runner.submit(py("print(2)"), "alice", idempotency_key="key-1")
+        await runner.submit(job_spec(py("print(2)")), "alice", idempotency_key="key-1")
     assert (await runner.wait(a.id, 30)).state == "SUCCEEDED"
     assert [j["metadata"]["name"] for j in k8s.jobs(NS)] == [a.name]
 
@@ -310,7 +324,7 @@ async def test_watch_sees_every_transition(runner: JobRunner) -> None:
     stream = runner.watch({"model": "w"})
     first = asyncio.ensure_future(stream.__anext__())
     await asyncio.sleep(0)  # the subscription is registered once the generator runs
-    view = await runner.submit(py("print(1)", labels={"model": "w"}), "a")
+    view = await runner.submit(job_spec(py("print(1)", labels={"model": "w"})), "a")
     event = await asyncio.wait_for(first, 30)
     while True:
         events.append((event.previous_state, event.job.state))
@@ -325,10 +339,12 @@ async def test_watch_sees_every_transition(runner: JobRunner) -> None:
 async def test_follow_with_reconnect_across_20k_lines(runner: JobRunner) -> None:
     total = 20_000
     view = await runner.submit(
-        py(
-            "import sys\n"
-            f"for i in range(1, {total + 1}):\n"
-            "    (sys.stdout if i % 7 else sys.stderr).write(f'line {i}\\n')\n"
+        job_spec(
+            py(
+                "import sys\n"
+                f"for i in range(1, {total + 1}):\n"
+                "    (sys.stdout if i % 7 else sys.stderr).write(f'line {i}\\n')\n"
+            )
         ),
         "a",
     )
@@ -347,12 +363,15 @@ async def test_dropped_log_stream_resumes_without_duplicates(
     runner, db = await make_runner(tmp_path, k8s, log_read_timeout_seconds=0.3)
     try:
         view = await runner.submit(
-            py(
-                "import sys, time\n"
-                "for burst in range(4):\n"
-                "    sys.stdout.write(''.join(f'line {burst * 100 + i}\\n' for i in range(100)))\n"
-                "    sys.stdout.flush()\n"
-                "    time.sleep(0.6)\n"
+            job_spec(
+                py(
+                    "import sys, time\n"
+                    "for burst in range(4):\n"
+                    "    sys.stdout.write(''.join(f'line {burst * 100 + i}\\n'"
+                    " for i in range(100)))\n"
+                    "    sys.stdout.flush()\n"
+                    "    time.sleep(0.6)\n"
+                )
             ),
             "a",
         )
@@ -367,7 +386,7 @@ async def test_dropped_log_stream_resumes_without_duplicates(
 
 
 async def test_logs_outlive_the_job_and_its_pods(runner: JobRunner, k8s: FakeKubernetes) -> None:
-    view = await runner.submit(py("for i in range(50): print('line', i)"), "a")
+    view = await runner.submit(job_spec(py("for i in range(50): print('line', i)")), "a")
     assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
     batch_api(k8s).delete_namespaced_job(view.name, NS, propagation_policy="Background")
     await until(lambda: not k8s.jobs(NS) and not k8s.pods(NS), "the Job and its pods are gone")
@@ -381,10 +400,12 @@ async def test_ttl_zero_deletes_the_job_right_away_yet_no_line_is_lost(
     try:
         gate = tmp_path / "gate"
         view = await runner.submit(
-            py(
-                "import os, time\nprint('begin', flush=True)\n"
-                f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
-                "for i in range(2000): print('line', i)"
+            job_spec(
+                py(
+                    "import os, time\nprint('begin', flush=True)\n"
+                    f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
+                    "for i in range(2000): print('line', i)"
+                )
             ),
             "a",
         )
@@ -429,7 +450,7 @@ async def test_orphans_are_deleted(tmp_path: Path, k8s: FakeKubernetes) -> None:
         await until(lambda: k8s.job("orphan-1", NS) is None, "the orphan Job is deleted")
         await until(lambda: gone(pid), "the orphan's process is killed")
         assert k8s.job("not-ours", NS) is not None, "only Jobs trainyard manages are touched"
-        view = await runner.submit(py("import time; time.sleep(60)"), "a")
+        view = await runner.submit(job_spec(py("import time; time.sleep(60)")), "a")
         await wait_state(runner, view.id, "RUNNING")
         batch.create_namespaced_job(
             NS, job("orphan-2", {MANAGED_BY: "trainyard", JOB_ID_LABEL: "x2"})
@@ -456,7 +477,7 @@ async def test_restart_reattaches_without_duplicate_lines(
         "for i in range(601, 901): print(f'line {i}')\n"
     )
     runner, db = await make_runner(tmp_path, k8s)
-    view = await runner.submit(py(code), "a")
+    view = await runner.submit(job_spec(py(code)), "a")
     await until(lambda: len(list(iter_records(runner.log_path(view.id)))) == 300, "300 lines")
     await wait_state(runner, view.id, "RUNNING")  # the handle is recorded
     await stop_runner(runner, db, cancel=False)  # the workload keeps running
@@ -485,10 +506,12 @@ async def test_job_that_ended_while_runner_was_down(tmp_path: Path, k8s: FakeKub
     gate = tmp_path / "gate"
     runner, db = await make_runner(tmp_path, k8s)
     view = await runner.submit(
-        py(
-            "import os, sys, time\nprint('before', flush=True)\n"
-            f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
-            "print('after')\nsys.exit(3)"
+        job_spec(
+            py(
+                "import os, sys, time\nprint('before', flush=True)\n"
+                f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
+                "print('after')\nsys.exit(3)"
+            )
         ),
         "a",
     )
@@ -511,7 +534,9 @@ async def test_job_that_ended_while_runner_was_down(tmp_path: Path, k8s: FakeKub
 
 async def test_job_deleted_while_runner_down_is_lost(tmp_path: Path, k8s: FakeKubernetes) -> None:
     runner, db = await make_runner(tmp_path, k8s)
-    view = await runner.submit(py("import time; print('up', flush=True); time.sleep(60)"), "a")
+    view = await runner.submit(
+        job_spec(py("import time; print('up', flush=True); time.sleep(60)")), "a"
+    )
     await wait_state(runner, view.id, "RUNNING")
     await stop_runner(runner, db, cancel=False)
     batch_api(k8s).delete_namespaced_job(view.name, NS, propagation_policy="Background")
@@ -575,9 +600,11 @@ async def test_watch_expiry_relists(tmp_path: Path) -> None:
         gate = tmp_path / "gate"
         try:
             view = await runner.submit(
-                py(
-                    "import os, time\nprint('a', flush=True)\n"
-                    f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\nprint('b')"
+                job_spec(
+                    py(
+                        "import os, time\nprint('a', flush=True)\n"
+                        f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\nprint('b')"
+                    )
                 ),
                 "a",
             )
@@ -642,9 +669,11 @@ async def test_informer_relists_after_410_gone_and_the_job_finishes(
     gate = tmp_path / "gate"
     try:
         view = await runner.submit(
-            py(
-                "import os, time\nprint('a', flush=True)\n"
-                f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\nprint('b')"
+            job_spec(
+                py(
+                    "import os, time\nprint('a', flush=True)\n"
+                    f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\nprint('b')"
+                )
             ),
             "a",
         )
@@ -678,10 +707,10 @@ async def test_watch_connections_stay_constant_as_jobs_grow(
     runner: JobRunner, k8s: FakeKubernetes
 ) -> None:
     """Two watches per namespace (Jobs, Pods), however many jobs run; no per-job watch."""
-    first = await runner.submit(py("print('one')"), "a")
+    first = await runner.submit(job_spec(py("print('one')")), "a")
     assert (await runner.wait(first.id, 30)).state == "SUCCEEDED"
     assert (len(k8s.watch_requests("jobs")), len(k8s.watch_requests("pods"))) == (1, 1)
-    views = [await runner.submit(py(f"print({i})"), "a") for i in range(20)]
+    views = [await runner.submit(job_spec(py(f"print({i})")), "a") for i in range(20)]
     for view in views:
         assert (await runner.wait(view.id, 60)).state == "SUCCEEDED"
     assert (len(k8s.watch_requests("jobs")), len(k8s.watch_requests("pods"))) == (1, 1)
@@ -700,7 +729,9 @@ async def test_ttl_zero_and_fast_retries_lose_no_line(tmp_path: Path) -> None:
         runner, db = await make_runner(tmp_path, k, ttl_seconds_after_finished=0)
         try:
             view = await runner.submit(
-                py("import sys\nfor i in range(300): print('line', i)\nsys.exit(1)", retries=4),
+                job_spec(
+                    py("import sys\nfor i in range(300): print('line', i)\nsys.exit(1)", retries=4)
+                ),
                 "a",
             )
             done = await runner.wait(view.id, 60)
@@ -750,7 +781,7 @@ async def test_backend_from_settings_reads_kubeconfig(
     runner = JobRunner(db.sessions, backend, tmp_path / "jobs", 4)
     await runner.start()
     try:
-        view = await runner.submit(py("print('via kubeconfig')"), "a")
+        view = await runner.submit(job_spec(py("print('via kubeconfig')")), "a")
         assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
         assert [r.text for r in await lines(runner, view.id)] == ["via kubeconfig"]
         assert any(
@@ -816,11 +847,13 @@ async def test_real_cluster_runs_a_tiny_job(tmp_path: Path) -> None:
     runner = JobRunner(db.sessions, KubernetesBackend.from_settings(own), tmp_path / "jobs", 4)
     name = f"trainyard-test-{uuid.uuid4().hex[:8]}"
     view = await runner.submit(
-        {
-            "name": name,
-            "image": "busybox:1.36",
-            "command": ["sh", "-c", "echo hello; echo oops >&2"],
-        },
+        job_spec(
+            {
+                "name": name,
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", "echo hello; echo oops >&2"],
+            }
+        ),
         "test",
     )
     try:

@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.support.jobs import follow_with_reconnects, gone, lines, wait_state
+from tests.support.jobs import follow_with_reconnects, gone, job_spec, lines, wait_state
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.backends.base import Workload
 from trainyard.jobrunner.backends.local import LocalBackend
@@ -54,7 +54,9 @@ def py(code: str, **extra: object) -> dict[str, object]:
 
 async def test_success_and_logs(runner: JobRunner) -> None:
     view = await runner.submit(
-        py("import sys\nprint('hello')\nprint('oops', file=sys.stderr)", env={"GREETING": "hi"}),
+        job_spec(
+            py("import sys\nprint('hello')\nprint('oops', file=sys.stderr)", env={"GREETING": "hi"})
+        ),
         "alice",
     )
     assert view.state == "PENDING" or view.state == "RUNNING"
@@ -70,10 +72,12 @@ async def test_env_reaches_the_workload_and_secrets_do_not(runner: JobRunner) ->
     os.environ["TRAINYARD_AUTH_SECRET"] = "must-not-leak"
     try:
         view = await runner.submit(
-            py(
-                "import os\n"
-                "print(os.environ.get('GREETING'), os.environ.get('TRAINYARD_AUTH_SECRET'))",
-                env={"GREETING": "hi"},
+            job_spec(
+                py(
+                    "import os\n"
+                    "print(os.environ.get('GREETING'), os.environ.get('TRAINYARD_AUTH_SECRET'))",
+                    env={"GREETING": "hi"},
+                )
             ),
             "alice",
         )
@@ -84,7 +88,9 @@ async def test_env_reaches_the_workload_and_secrets_do_not(runner: JobRunner) ->
 
 
 async def test_failure_exit_code_and_retries(runner: JobRunner) -> None:
-    view = await runner.submit(py("print('try')\nraise SystemExit(7)", retries=2), "alice")
+    view = await runner.submit(
+        job_spec(py("print('try')\nraise SystemExit(7)", retries=2)), "alice"
+    )
     done = await runner.wait(view.id, 30)
     assert (done.state, done.reason, done.exit_code, done.attempts) == ("FAILED", "EXIT_CODE", 7, 3)
     assert "code 7" in done.message
@@ -98,13 +104,15 @@ async def test_retry_succeeds_on_second_attempt(runner: JobRunner, tmp_path: Pat
         f"import os,sys\np={str(marker)!r}\n"
         "if os.path.exists(p): sys.exit(0)\nopen(p,'w').close(); sys.exit(1)"
     )
-    done = await runner.wait((await runner.submit(py(code, retries=1), "a")).id, 30)
+    done = await runner.wait((await runner.submit(job_spec(py(code, retries=1)), "a")).id, 30)
     assert (done.state, done.attempts) == ("SUCCEEDED", 2)
 
 
 async def test_deadline_exceeded_kills_the_process(runner: JobRunner) -> None:
     view = await runner.submit(
-        py("import time\nprint('start', flush=True)\ntime.sleep(60)", deadline="1s", retries=3),
+        job_spec(
+            py("import time\nprint('start', flush=True)\ntime.sleep(60)", deadline="1s", retries=3)
+        ),
         "alice",
     )
     done = await runner.wait(view.id, 30)
@@ -116,7 +124,12 @@ async def test_deadline_exceeded_kills_the_process(runner: JobRunner) -> None:
 async def test_cancel_really_stops_the_process(runner: JobRunner, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     view = await runner.submit(
-        py(f"import os,time\nopen({str(pidfile)!r},'w').write(str(os.getpid()))\ntime.sleep(60)"),
+        job_spec(
+            py(
+                f"import os,time\nopen({str(pidfile)!r},'w').write(str(os.getpid()))"
+                "\ntime.sleep(60)"
+            )
+        ),
         "alice",
     )
     await wait_state(runner, view.id, "RUNNING")
@@ -133,9 +146,11 @@ async def test_cancel_really_stops_the_process(runner: JobRunner, tmp_path: Path
 async def test_cancel_ignoring_sigterm_is_killed(runner: JobRunner, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     view = await runner.submit(
-        py(
-            "import os,signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            f"open({str(pidfile)!r},'w').write(str(os.getpid()))\ntime.sleep(60)"
+        job_spec(
+            py(
+                "import os,signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                f"open({str(pidfile)!r},'w').write(str(os.getpid()))\ntime.sleep(60)"
+            )
         ),
         "alice",
     )
@@ -150,7 +165,12 @@ async def test_cancel_ignoring_sigterm_is_killed(runner: JobRunner, tmp_path: Pa
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is Linux-specific")
 async def test_memory_limit_is_enforced_and_reported_as_oom(runner: JobRunner) -> None:
     view = await runner.submit(
-        py("x = bytearray(512 * 1024 * 1024)\nprint('allocated')", resources={"memory_mb": "200"}),
+        job_spec(
+            py(
+                "x = bytearray(512 * 1024 * 1024)\nprint('allocated')",
+                resources={"memory_mb": "200"},
+            )
+        ),
         "alice",
     )
     done = await runner.wait(view.id, 30)
@@ -165,7 +185,10 @@ async def test_admission_queue_is_fifo(tmp_path: Path) -> None:
     try:
         views = [
             await runner.submit(
-                py(f"import time\nopen({str(order)!r},'a').write('{i}\\n')\ntime.sleep(0.2)"), "a"
+                job_spec(
+                    py(f"import time\nopen({str(order)!r},'a').write('{i}\\n')\ntime.sleep(0.2)")
+                ),
+                "a",
             )
             for i in range(4)
         ]
@@ -184,8 +207,8 @@ async def test_admission_queue_is_fifo(tmp_path: Path) -> None:
 async def test_cancel_pending_job_never_starts(tmp_path: Path) -> None:
     runner, db = await make_runner(tmp_path, max_concurrent=1)
     try:
-        first = await runner.submit(py("import time\ntime.sleep(0.5)"), "a")
-        second = await runner.submit(py("print('should not run')"), "a")
+        first = await runner.submit(job_spec(py("import time\ntime.sleep(0.5)")), "a")
+        second = await runner.submit(job_spec(py("print('should not run')")), "a")
         assert (await runner.get(second.id)).state == "PENDING"
         cancelled = await runner.cancel(second.id)
         assert cancelled.state == "CANCELLED" and cancelled.attempts == 0
@@ -198,17 +221,19 @@ async def test_cancel_pending_job_never_starts(tmp_path: Path) -> None:
 
 async def test_idempotent_submit(runner: JobRunner) -> None:
     spec = py("print(1)", labels={"model": "m1"})
-    a = await runner.submit(spec, "alice", idempotency_key="key-1")
-    b = await runner.submit(dict(spec), "alice", idempotency_key="key-1")
+    a = await runner.submit(job_spec(spec), "alice", idempotency_key="key-1")
+    b = await runner.submit(job_spec(dict(spec)), "alice", idempotency_key="key-1")
     assert a.id == b.id
     with pytest.raises(AlreadyExists, match="different job spec"):
-        await runner.submit(py("print(2)"), "alice", idempotency_key="key-1")
+        await runner.submit(job_spec(py("print(2)")), "alice", idempotency_key="key-1")
     await runner.wait(a.id, 30)
 
 
 async def test_bad_specs_list_every_problem(runner: JobRunner) -> None:
     with pytest.raises(InvalidArgument) as err:
-        await runner.submit({"name": "Bad_Name", "retries": -1, "resources": {"cores": -2}}, "a")
+        await runner.submit(
+            job_spec({"name": "Bad_Name", "retries": -1, "resources": {"cores": -2}}), "a"
+        )
     fields = {v.field for v in err.value.violations}
     assert fields == {"spec.name", "spec.command", "spec.retries", "spec.resources.cores"}
     with pytest.raises(NotFound):
@@ -219,7 +244,7 @@ async def test_list_filters_by_labels_newest_first_with_cursor(runner: JobRunner
     ids = []
     for i in range(5):
         view = await runner.submit(
-            py("pass", labels={"model": "m1" if i % 2 == 0 else "m2", "kind": "ndb"}), "a"
+            job_spec(py("pass", labels={"model": "m1" if i % 2 == 0 else "m2", "kind": "ndb"})), "a"
         )
         ids.append(view.id)
     page, token = await runner.list({"model": "m1"}, page_size=2)
@@ -248,8 +273,8 @@ async def test_watch_sees_every_transition(runner: JobRunner) -> None:
     await asyncio.sleep(0)
     await ready.wait()
     await asyncio.sleep(0.01)
-    other = await runner.submit(py("pass", labels={"model": "other"}), "a")
-    view = await runner.submit(py("print(1)", labels={"model": "w"}), "a")
+    other = await runner.submit(job_spec(py("pass", labels={"model": "other"})), "a")
+    view = await runner.submit(job_spec(py("print(1)", labels={"model": "w"})), "a")
     await asyncio.wait_for(task, 30)
     assert events == [("", "PENDING"), ("PENDING", "RUNNING"), ("RUNNING", "SUCCEEDED")]
     await runner.wait(other.id, 30)
@@ -259,10 +284,12 @@ async def test_watch_sees_every_transition(runner: JobRunner) -> None:
 async def test_follow_with_reconnect_across_100k_lines(runner: JobRunner) -> None:
     total = 100_000
     view = await runner.submit(
-        py(
-            "import sys\nw = sys.stdout.write\n"
-            f"for i in range(1, {total + 1}):\n"
-            "    w(f'line {i}\\n') if i % 7 else sys.stderr.write(f'line {i}\\n')\n"
+        job_spec(
+            py(
+                "import sys\nw = sys.stdout.write\n"
+                f"for i in range(1, {total + 1}):\n"
+                "    w(f'line {i}\\n') if i % 7 else sys.stderr.write(f'line {i}\\n')\n"
+            )
         ),
         "a",
     )
@@ -279,7 +306,7 @@ async def test_data_layer_on_both_databases(
     runner, db = await make_runner(tmp_path, url, schema)
     try:
         view = await runner.submit(
-            py("print('pg')", labels={"owner": "alice"}), "alice", idempotency_key="k"
+            job_spec(py("print('pg')", labels={"owner": "alice"})), "alice", idempotency_key="k"
         )
         done = await runner.wait(view.id, 30)
         assert done.state == "SUCCEEDED"
@@ -337,7 +364,7 @@ async def test_a_watcher_that_falls_behind_is_told_so(
     stream = runner.watch()
     first = asyncio.ensure_future(stream.__anext__())
     await asyncio.sleep(0)  # subscribed, not reading further
-    views = [await runner.submit(py("pass"), "a") for _ in range(3)]
+    views = [await runner.submit(job_spec(py("pass")), "a") for _ in range(3)]
     assert (await first).job.id == views[0].id
     with pytest.raises(Unavailable, match="fell more than 3 events behind"):
         async for _ in stream:
@@ -361,7 +388,7 @@ async def test_a_backend_failure_tells_the_owner_a_reference_not_the_details(
     runner = JobRunner(db.sessions, _BrokenBackend(tmp_path / "jobs", 1.0), tmp_path / "jobs", 1)
     await runner.start()
     try:
-        view = await runner.submit({"command": ["true"]}, "alice")
+        view = await runner.submit(job_spec({"command": ["true"]}), "alice")
         done = await runner.wait(view.id, 30)
         assert (done.state, done.reason) == ("FAILED", "LOST")
         assert "s3cr3t" not in done.message and "10.0.0.1" not in done.message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.jobs import job_spec
 from trainyard.jobrunner.runner import validate_spec
 from trainyard.jobrunner.training_jobs import env_from
 from trainyard.jobrunner.workload_env import (
@@ -119,14 +120,16 @@ def test_submit_job_specs_obey_the_same_rules() -> None:
     """SubmitJob (service tokens) cannot bypass the rules the training-jobs API applies."""
     with pytest.raises(InvalidArgument) as err:
         validate_spec(
-            {"command": ["true"], "env": {"LD_PRELOAD": "/x.so", "A": "1\0", "GOOD": "1"}},
+            job_spec(
+                {"command": ["true"], "env": {"LD_PRELOAD": "/x.so", "A": "1\0", "GOOD": "1"}}
+            ),
             "local",
         )
     assert sorted(v.field for v in err.value.violations) == [
         "spec.env['A']",
         "spec.env['LD_PRELOAD']",
     ]
-    validate_spec({"command": ["true"], "env": {"GOOD": "1"}}, "local")
+    validate_spec(job_spec({"command": ["true"], "env": {"GOOD": "1"}}), "local")
 
 
 def test_the_contract_and_the_readme_state_the_same_list() -> None:

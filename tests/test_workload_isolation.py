@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from tests.support.harness import Harness, eventually
-from tests.support.jobs import gone, lines, until
+from tests.support.jobs import gone, job_spec, lines, until
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
 from trainyard.blobs import LocalBlobStorage
@@ -310,7 +310,8 @@ async def test_the_shim_runs_isolated_with_a_clean_environment(
 ) -> None:
     runner, marker_dir = root_runner
     view = await runner.submit(
-        {"command": ["/bin/sh", "-c", "echo up; exec sleep 60"], "env": {"epochs": "3"}}, "a"
+        job_spec({"command": ["/bin/sh", "-c", "echo up; exec sleep 60"], "env": {"epochs": "3"}}),
+        "a",
     )
     job_dir = runner.log_root / view.id
     shim_file = job_dir / "shim-1.json"
@@ -354,10 +355,12 @@ async def test_limits_still_apply_to_an_unprivileged_workload(
 ) -> None:
     runner, _ = root_runner
     view = await runner.submit(
-        {
-            "command": ["/bin/sh", "-c", "ulimit -v; grep Cpus_allowed_list /proc/self/status"],
-            "resources": {"memory_mb": "256", "cores": 1},
-        },
+        job_spec(
+            {
+                "command": ["/bin/sh", "-c", "ulimit -v; grep Cpus_allowed_list /proc/self/status"],
+                "resources": {"memory_mb": "256", "cores": 1},
+            }
+        ),
         "a",
     )
     done = await runner.wait(view.id, 30)
@@ -378,13 +381,14 @@ async def test_with_a_uid_range_each_job_is_a_user_of_its_own(tmp_path: Path) ->
     await runner.start()
     try:
         first = await runner.submit(
-            {"command": ["/bin/sh", "-c", "id -u; echo private > secret; exec sleep 60"]}, "a"
+            job_spec({"command": ["/bin/sh", "-c", "id -u; echo private > secret; exec sleep 60"]}),
+            "a",
         )
         first_work = data / "jobs" / first.id / "work"
         await until(lambda: (first_work / "secret").exists(), "the first job wrote its file")
         probe = "id -u; cat $OTHER/secret 2>&1; ls $OTHER 2>&1; true"
         second = await runner.submit(
-            {"command": ["/bin/sh", "-c", probe], "env": {"OTHER": str(first_work)}}, "b"
+            job_spec({"command": ["/bin/sh", "-c", probe], "env": {"OTHER": str(first_work)}}), "b"
         )
         done = await runner.wait(second.id, 30)
         assert done.state == "SUCCEEDED", done.message

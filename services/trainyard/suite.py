@@ -22,7 +22,8 @@ from typing import Any
 from trainyard.catalogue import phases
 from trainyard.gateway.config import render
 from trainyard.gateway.process import EnvoyProcess
-from trainyard.runtime.children import with_parent_death
+from trainyard.runtime.children import stop_processes, with_parent_death
+from trainyard.runtime.files import atomic_write
 from trainyard.runtime.settings import ensure_local_secret, make_data_dir, make_private
 
 # Services others call start first (the catalogue's start phases).
@@ -140,13 +141,8 @@ class ServiceProcess:
 
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM (graceful shutdown), SIGKILL after `grace`."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.proc is not None:
+            stop_processes([self.proc], grace)
 
 
 def client_credentials(data_dir: Path) -> dict[str, str]:
@@ -243,9 +239,8 @@ class Suite:
     def write_endpoints(self) -> dict[str, Any]:
         """(Re)write DATA_DIR/endpoints.json atomically; called at start and after restarts."""
         endpoints = self.endpoints()
-        tmp = self.data_dir / "endpoints.json.tmp"
-        tmp.write_text(json.dumps(endpoints, indent=2))
-        tmp.replace(self.data_dir / "endpoints.json")
+        with atomic_write(self.data_dir / "endpoints.json", mode=0o644) as fh:
+            fh.write(json.dumps(endpoints, indent=2).encode())
         return endpoints
 
     def _start_envoy(self, http_port: int, timeout: float) -> None:
@@ -287,16 +282,7 @@ class Suite:
     def stop(self, grace: float = 15.0) -> None:
         if self.envoy is not None:
             self.envoy.stop()
-        procs = [c.proc for c in self.children.values() if c.proc and c.proc.poll() is None]
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes([c.proc for c in self.children.values() if c.proc], grace)
 
     def run_forever(self) -> None:
         stop = threading.Event()

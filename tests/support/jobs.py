@@ -8,16 +8,26 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import psutil
 import pytest
+from google.protobuf import json_format
 
+from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
+from trainyard.jobrunner.domain import JobSpec
 from trainyard.jobrunner.logfile import Record
 from trainyard.jobrunner.runner import JobRunner, JobView
+from trainyard.jobrunner.servicer import spec_from_proto
 
 T = TypeVar("T")
+
+
+def job_spec(fields: Mapping[str, Any]) -> JobSpec:
+    """The JobSpec a client sending these JobSpec JSON fields submits: parsed as the API parses
+    it, then mapped by the servicer's own conversion."""
+    return spec_from_proto(json_format.ParseDict(dict(fields), msgs.JobSpec()))
 
 
 async def lines(runner: JobRunner, job_id: str, **kw: Any) -> list[Record]:

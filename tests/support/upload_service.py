@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.harness import TEST_SECRET, eventually
+from trainyard.runtime.children import stop_processes
 from trainyard.suite import ServiceProcess
 from trainyard.upload.store import UploadLimits
 
@@ -85,9 +86,8 @@ class MotoServer:
         return sorted(u["Key"] for u in resp.get("Uploads", []))
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
+        if self.proc is not None:
+            stop_processes([self.proc], 30)
 
 
 #: Small upload limits for store-level tests (the `store` fixture in conftest.py).

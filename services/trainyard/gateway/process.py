@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from trainyard.runtime.children import with_parent_death
+from trainyard.runtime.children import stop_processes, with_parent_death
 
 
 def envoy_binary() -> Path:
@@ -119,11 +119,5 @@ class EnvoyProcess:
             time.sleep(0.1)
 
     def stop(self, grace: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_processes([self.proc], grace)

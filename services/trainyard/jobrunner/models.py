@@ -1,16 +1,86 @@
-"""The job-runner's tables: jobs and their labels."""
+"""The job-runner's tables: jobs and their labels.
+
+States, reasons and specs are stored as the plain strings and JSON of trainyard.jobrunner.domain
+and read back as its types, here and nowhere else.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+import structlog
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from trainyard.jobrunner.domain import JobReason, JobSpec, JobState, parse_reason, parse_state
+from trainyard.runtime.clock import utcnow
+
+log = structlog.get_logger("trainyard.jobrunner.models")
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+class StateColumn(TypeDecorator[JobState]):
+    """A JobState stored as its name. A stored string that is no state this version knows (a
+    newer version's, or a hand edit) is logged and read as FAILED, so the job reads as ended
+    and nothing acts on it, instead of every read of it failing."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: JobState | None, dialect: Dialect) -> str | None:
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> JobState | None:
+        if value is None:
+            return None
+        state = parse_state(value)
+        if state is None:
+            log.warning("job.unknown_state", stored=value[:32], read_as=JobState.FAILED.value)
+            return JobState.FAILED
+        return state
+
+
+class ReasonColumn(TypeDecorator[JobReason]):
+    """A JobReason stored as its name ("" for none); an unknown one is logged and read as none."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: JobReason | None, dialect: Dialect) -> str | None:
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> JobReason | None:
+        if value is None:
+            return None
+        reason = parse_reason(value)
+        if reason is None:
+            log.warning("job.unknown_reason", stored=value[:32])
+            return JobReason.NONE
+        return reason
+
+
+class SpecColumn(TypeDecorator[JobSpec]):
+    """A JobSpec stored as the JSON of JobSpec.to_json."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: JobSpec | None, dialect: Dialect) -> Any:
+        return None if value is None else value.to_json()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> JobSpec | None:
+        return None if value is None else JobSpec.from_json(value)
 
 
 class Base(DeclarativeBase):
@@ -41,9 +111,9 @@ class Job(Base):
     owner: Mapped[str] = mapped_column(String(255), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
     spec_hash: Mapped[str] = mapped_column(String(64))
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    reason: Mapped[str] = mapped_column(String(32), default="")
+    spec: Mapped[JobSpec] = mapped_column(SpecColumn)
+    state: Mapped[JobState] = mapped_column(StateColumn, index=True)
+    reason: Mapped[JobReason] = mapped_column(ReasonColumn, default=JobReason.NONE)
     message: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -53,6 +123,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: The event revision of the job's last state change (EventCounter's value then).
+    updated_seq: Mapped[int] = mapped_column(BigInteger, default=0, index=True)
 
     labels: Mapped[list[JobLabel]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", passive_deletes=True
@@ -68,3 +140,12 @@ class JobLabel(Base):
     )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
+
+
+class EventCounter(Base):
+    """The one row (id 1) holding the last event revision issued (migration 0004)."""
+
+    __tablename__ = "jobrunner_event_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)

@@ -4,7 +4,6 @@ nothing here knows about gRPC."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -12,22 +11,24 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
-from sqlalchemy import Select, and_, bindparam, or_, select
+from sqlalchemy import Select, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trainyard.blobs import BlobNotFound, BlobStorage
 from trainyard.jobrunner.backends.base import Backend, Outcome, Workload
+from trainyard.jobrunner.domain import TERMINAL, JobReason, JobSpec, JobState
 from trainyard.jobrunner.logfile import LogReader, Record
-from trainyard.jobrunner.models import Job, JobLabel, utcnow
+from trainyard.jobrunner.models import EventCounter, Job, JobLabel
 from trainyard.jobrunner.workload_config import config_violations
 from trainyard.jobrunner.workload_env import env_violations
+from trainyard.runtime.clock import as_utc, utcnow
 from trainyard.runtime.db import reader_of
 from trainyard.runtime.errors import (
     AlreadyExists,
@@ -36,20 +37,13 @@ from trainyard.runtime.errors import (
     NotFound,
     Unavailable,
 )
-from trainyard.runtime.pagination import checked_page_size
+from trainyard.runtime.files import atomic_write
+from trainyard.runtime.pagination import checked_page_size, decode_page_token, encode_page_token
 from trainyard.runtime.readcache import ReadCache
-from trainyard.runtime.untrusted import decode_cursor
 
 log = structlog.get_logger("trainyard.jobrunner")
 
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 DNS1123 = "abcdefghijklmnopqrstuvwxyz0123456789-"
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @dataclass(frozen=True)
@@ -59,9 +53,9 @@ class JobView:
     id: str
     name: str
     owner: str
-    spec: dict[str, Any]
-    state: str
-    reason: str
+    spec: JobSpec
+    state: JobState
+    reason: JobReason
     message: str
     exit_code: int | None
     attempts: int
@@ -70,10 +64,12 @@ class JobView:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: The event revision of the job's last state change (see JobRunner.watch).
+    revision: int = 0
 
     @property
     def done(self) -> bool:
-        return self.state in TERMINAL
+        return self.state.terminal
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -89,9 +85,10 @@ class JobView:
             attempts=job.attempts,
             backend=job.backend,
             labels={lbl.key: lbl.value for lbl in job.labels},
-            created_at=_aware(job.created_at) or utcnow(),
-            started_at=_aware(job.started_at),
-            finished_at=_aware(job.finished_at),
+            created_at=as_utc(job.created_at),
+            started_at=as_utc(job.started_at),
+            finished_at=as_utc(job.finished_at),
+            revision=job.updated_seq,
         )
 
 
@@ -103,8 +100,8 @@ class JobSummary:
     id: str
     name: str
     owner: str
-    state: str
-    reason: str
+    state: JobState
+    reason: JobReason
     labels: dict[str, str]
     created_at: datetime
     started_at: datetime | None
@@ -127,8 +124,14 @@ SUMMARY_COLUMNS = (
 @dataclass(frozen=True)
 class JobEvent:
     job: JobView
-    previous_state: str
+    #: "" for the first event of a job (its submission), as JobReason.NONE is "", and for a
+    #: replayed one (the watcher may not have seen the state before).
+    previous_state: JobState | Literal[""]
     time: datetime
+
+    @property
+    def revision(self) -> int:
+        return self.job.revision
 
 
 @dataclass
@@ -143,10 +146,10 @@ class _Subscriber:
 WATCH_BUFFER = 10_000
 
 
-def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
+def validate_spec(spec: JobSpec, backend: str) -> None:
     """Every problem with a spec, at once."""
     problems: list[FieldViolation] = []
-    name = spec.get("name", "")
+    name = spec.name
     if name and (
         len(name) > 63 or not set(name) <= set(DNS1123) or name[0] == "-" or name[-1] == "-"
     ):
@@ -157,38 +160,23 @@ def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
                 "at most 63 characters, alphanumeric at both ends)",
             )
         )
-    if backend == "local" and not (spec.get("command") or spec.get("args")):
+    if backend == "local" and not (spec.command or spec.args):
         problems.append(FieldViolation("spec.command", "the local backend needs a command"))
-    if backend == "kubernetes" and not spec.get("image"):
+    if backend == "kubernetes" and not spec.image:
         problems.append(FieldViolation("spec.image", "the kubernetes backend needs an image"))
-    resources = spec.get("resources") or {}
-    if float(resources.get("cores", 0) or 0) < 0:
+    if spec.resources.cores < 0:
         problems.append(FieldViolation("spec.resources.cores", "must not be negative"))
-    if int(resources.get("memory_mb", 0) or 0) < 0:
+    if spec.resources.memory_mb < 0:
         problems.append(FieldViolation("spec.resources.memory_mb", "must not be negative"))
-    if int(spec.get("retries", 0) or 0) < 0:
+    if spec.retries < 0:
         problems.append(FieldViolation("spec.retries", "must not be negative"))
-    env = spec.get("env") or {}
-    problems.extend(
-        env_violations(
-            {str(k): str(v) for k, v in env.items()},
-            lambda key: f"spec.env[{key!r}]",
-            "spec.env",
-        )
-    )
-    problems.extend(config_violations(spec, backend))
+    problems.extend(env_violations(dict(spec.env), lambda key: f"spec.env[{key!r}]", "spec.env"))
+    problems.extend(config_violations(spec.config_json, spec.config_uri, backend))
     if problems:
         raise InvalidArgument(
             "invalid job spec: " + "; ".join(f"{p.field} {p.description}" for p in problems),
             violations=problems,
         )
-
-
-def _deadline_seconds(spec: Mapping[str, Any]) -> float | None:
-    raw = spec.get("deadline")
-    if not raw:
-        return None
-    return float(str(raw).rstrip("s"))
 
 
 class JobRunner:
@@ -228,10 +216,14 @@ class JobRunner:
             jobs = (await session.scalars(select(Job).where(Job.state.not_in(TERMINAL)))).all()
             known = set((await session.scalars(select(Job.id))).all())
         for job in jobs:
-            if job.state == "RUNNING" or job.handle:
+            if job.state.terminal:
+                continue  # a stored state this version does not know reads as ended (models)
+            if job.state == JobState.RUNNING or job.handle:
                 self._spawn_monitor(JobView.of(job), job.handle)
             elif job.cancel_requested:
-                await self._finish(job.id, Outcome("CANCELLED", "CANCELLED", "cancelled"))
+                await self._finish(
+                    job.id, Outcome(JobState.CANCELLED, JobReason.CANCELLED, "cancelled")
+                )
         stopped = await self.backend.orphans(known)
         if stopped:
             log.warning("jobs.orphans_stopped", job_ids=stopped)
@@ -250,17 +242,17 @@ class JobRunner:
 
     # ---- API -------------------------------------------------------------------------------
 
-    async def submit(self, spec: dict[str, Any], owner: str, idempotency_key: str = "") -> JobView:
+    async def submit(self, spec: JobSpec, owner: str, idempotency_key: str = "") -> JobView:
         validate_spec(spec, self.backend.name)
-        canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(spec.to_json(), sort_keys=True, separators=(",", ":"))
         spec_hash = hashlib.sha256(canonical.encode()).hexdigest()
         if idempotency_key:
             existing = await self._by_key(idempotency_key)
             if existing is not None:
                 return self._same_spec(existing, spec_hash, idempotency_key)
         job_id = str(uuid.uuid4())
-        name = spec.get("name") or f"job-{job_id}"
-        labels = dict(spec.get("labels") or {})
+        name = spec.name or f"job-{job_id}"
+        labels = dict(spec.labels)
         job = Job(
             id=job_id,
             name=name,
@@ -268,8 +260,8 @@ class JobRunner:
             idempotency_key=idempotency_key or None,
             spec_hash=spec_hash,
             spec=spec,
-            state="PENDING",
-            reason="",
+            state=JobState.PENDING,
+            reason=JobReason.NONE,
             message="queued",
             attempts=0,
             backend=self.backend.name,
@@ -279,6 +271,7 @@ class JobRunner:
         )
         try:
             async with self._write() as session:
+                job.updated_seq = await _next_revision(session)
                 session.add(job)
         except IntegrityError as exc:
             if idempotency_key:
@@ -349,7 +342,7 @@ class JobRunner:
         if owner is not None:
             params["owner"] = owner
         if page_token:
-            params["cursor_created"], params["cursor_id"] = _decode_token(page_token)
+            params["cursor_created"], params["cursor_id"] = decode_page_token(page_token)
         if page_size > 0:
             params["limit"] = page_size + 1
         stmt = _summary_statement(
@@ -368,9 +361,9 @@ class JobRunner:
                         state=row.state,
                         reason=row.reason,
                         labels={},
-                        created_at=_aware(row.created_at) or utcnow(),
-                        started_at=_aware(row.started_at),
-                        finished_at=_aware(row.finished_at),
+                        created_at=as_utc(row.created_at),
+                        started_at=as_utc(row.started_at),
+                        finished_at=as_utc(row.finished_at),
                     )
                 )
             if row.key is not None:
@@ -378,7 +371,7 @@ class JobRunner:
         token = ""
         if page_size > 0 and len(out) > page_size:
             out = out[:page_size]
-            token = _encode_token(out[-1].created_at, out[-1].id)
+            token = encode_page_token(out[-1].created_at, out[-1].id)
         self._summary_cache.put(cache_key, generation, (tuple(out), token))
         return out, token
 
@@ -406,7 +399,7 @@ class JobRunner:
         if owner is not None:
             stmt = stmt.where(Job.owner == owner)
         if page_token:
-            created, job_id = _decode_token(page_token)
+            created, job_id = decode_page_token(page_token)
             stmt = stmt.where(
                 or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
             )
@@ -419,7 +412,7 @@ class JobRunner:
         if page_size > 0 and len(rows) > page_size:
             rows = rows[:page_size]
             last = rows[-1]
-            token = _encode_token(last.created_at, last.id)
+            token = encode_page_token(last.created_at, last.id)
         return [JobView.of(r) for r in rows], token
 
     async def cancel(self, job_id: str, reason: str = "") -> JobView:
@@ -434,7 +427,12 @@ class JobRunner:
         task = self._monitors.get(job_id)
         if task is None and not handle:
             await self._finish(
-                job_id, Outcome("CANCELLED", "CANCELLED", reason or "cancelled before it started")
+                job_id,
+                Outcome(
+                    JobState.CANCELLED,
+                    JobReason.CANCELLED,
+                    reason or "cancelled before it started",
+                ),
             )
             return await self.get(job_id)
         await self.backend.cancel(self._workload(view), handle)
@@ -503,24 +501,79 @@ class JobRunner:
             delay = min(delay * 2, 0.05)
         yield await self.get(job_id)
 
-    async def watch(self, labels: Mapping[str, str] | None = None) -> AsyncIterator[JobEvent]:
-        """Every state transition of jobs carrying `labels`, as it happens. A watcher that falls
-        WATCH_BUFFER events behind is ended with UNAVAILABLE rather than silently skipping
-        events: it should list again and watch anew."""
-        sub = _Subscriber(dict(labels or {}))
+    async def revision(self) -> int:
+        """The latest event revision issued: a list read after this call shows every change up
+        to it, so watching since it (see `watch`) misses nothing that came after the list."""
+        async with self._sessions() as session:
+            value = await session.scalar(select(EventCounter.value).where(EventCounter.id == 1))
+        return int(value or 0)
+
+    async def watch(
+        self, labels: Mapping[str, str] | None = None, since_revision: int | None = None
+    ) -> AsyncIterator[JobEvent]:
+        """Every state transition of jobs carrying `labels`, as it happens. With
+        `since_revision`, first one event per matching job changed after that revision (its
+        current state, oldest change first), then live events newer than what was replayed: at
+        least once, in revision order per job. A watcher that falls WATCH_BUFFER events behind
+        is ended with UNAVAILABLE rather than silently skipping events: it should watch again
+        since the last revision it saw."""
+        labels = dict(labels or {})
+        if since_revision is not None:
+            await self._check_revision(since_revision)
+        # Subscribe before reading the replay, so a change committed in between is in one or
+        # the other (or both: `seen` drops the repeat).
+        sub = _Subscriber(labels)
         self._subscribers.append(sub)
         try:
+            seen: dict[str, int] = {}
+            floor = since_revision if since_revision is not None else -1
+            if since_revision is not None:
+                for view in await self._changed_since(since_revision, labels):
+                    seen[view.id] = view.revision
+                    yield JobEvent(view, "", utcnow())
             while True:
                 event = await sub.queue.get()
                 if event is None:
                     raise Unavailable(
                         f"this watch fell more than {WATCH_BUFFER} events behind and was "
-                        "ended; list the jobs again and start a new watch",
+                        "ended; watch again since the last revision it delivered",
                         reason="WATCH_OVERFLOW",
                     )
+                if event.revision <= max(floor, seen.get(event.job.id, -1)):
+                    continue  # replayed already, or older than the resume point
+                seen[event.job.id] = event.revision
                 yield event
         finally:
             self._subscribers.remove(sub)
+
+    async def _check_revision(self, since: int) -> None:
+        latest = await self.revision()
+        if since < 0 or since > latest:
+            problem = (
+                "must not be negative"
+                if since < 0
+                else f"is ahead of the latest revision, {latest}: pass a revision this "
+                "job-runner returned (ListJobs, GetJob or a watch event)"
+            )
+            raise InvalidArgument(
+                f"since_revision {since} {problem}",
+                reason="INVALID_REVISION",
+                violations=[FieldViolation("since_revision", problem)],
+            )
+
+    async def _changed_since(self, since: int, labels: Mapping[str, str]) -> Sequence[JobView]:
+        """Jobs carrying `labels` whose last state change is after revision `since`, oldest
+        change first."""
+        stmt = select(Job).where(Job.updated_seq > since)
+        for key, value in labels.items():
+            stmt = stmt.where(
+                Job.id.in_(
+                    select(JobLabel.job_id).where(JobLabel.key == key, JobLabel.value == value)
+                )
+            )
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt.order_by(Job.updated_seq))).all()
+        return [JobView.of(job) for job in rows]
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobView:
         """Wait until the job ends (for callers and tests); returns its final view."""
@@ -546,7 +599,7 @@ class JobRunner:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _publish(self, view: JobView, previous: str) -> None:
+    def _publish(self, view: JobView, previous: JobState | Literal[""]) -> None:
         event = JobEvent(view, previous, utcnow())
         for sub in self._subscribers:
             if sub.overflowed or any(view.labels.get(k) != v for k, v in sub.labels.items()):
@@ -559,23 +612,22 @@ class JobRunner:
 
     def _workload(self, view: JobView) -> Workload:
         spec = view.spec
-        resources = spec.get("resources") or {}
         return Workload(
             job_id=view.id,
             name=view.name,
-            image=spec.get("image", ""),
-            command=list(spec.get("command") or []),
-            args=list(spec.get("args") or []),
-            env=dict(spec.get("env") or {}),
-            cores=float(resources.get("cores", 0) or 0),
-            memory_mb=int(resources.get("memory_mb", 0) or 0),
-            deadline_seconds=_deadline_seconds(spec),
-            retries=int(spec.get("retries", 0) or 0),
+            image=spec.image,
+            command=list(spec.command),
+            args=list(spec.args),
+            env=dict(spec.env),
+            cores=spec.resources.cores,
+            memory_mb=spec.resources.memory_mb,
+            deadline_seconds=spec.deadline_seconds,
+            retries=spec.retries,
             labels=view.labels,
             log_path=self.log_path(view.id),
             started_at=view.started_at,
-            config_json=str(spec.get("config_json") or ""),
-            config_uri=str(spec.get("config_uri") or ""),
+            config_json=spec.config_json,
+            config_uri=spec.config_uri,
         )
 
     async def _schedule(self) -> None:
@@ -583,7 +635,9 @@ class JobRunner:
             return
         async with self._schedule_lock:
             stmt = select(Job).where(
-                Job.state == "PENDING", Job.handle.is_(None), Job.cancel_requested.is_(False)
+                Job.state == JobState.PENDING,
+                Job.handle.is_(None),
+                Job.cancel_requested.is_(False),
             )
             if self.backend.runner_admission:
                 free = self.max_concurrent - len(self._monitors)
@@ -613,8 +667,11 @@ class JobRunner:
                 job.attempts = attempt
                 job.started_at = job.started_at or utcnow()
                 if not job.cancel_requested:
-                    job.state, job.reason, job.message = "RUNNING", "", f"attempt {attempt}"
-            if previous != "RUNNING":
+                    job.state, job.reason = JobState.RUNNING, JobReason.NONE
+                    job.message = f"attempt {attempt}"
+                    if previous != JobState.RUNNING:
+                        job.updated_seq = await _next_revision(session)
+            if previous != JobState.RUNNING:
                 self._publish(await self.get(job_id), previous)
 
         try:
@@ -627,8 +684,8 @@ class JobRunner:
             reference = uuid.uuid4().hex[:12]
             log.exception("job.backend_error", job_id=job_id, correlation_id=reference)
             outcome = Outcome(
-                "FAILED",
-                "LOST",
+                JobState.FAILED,
+                JobReason.LOST,
                 f"the {self.backend.name} backend failed to run the job (correlation id "
                 f"{reference}; the operators can find it in the job-runner log)",
             )
@@ -639,17 +696,22 @@ class JobRunner:
     async def _finish(self, job_id: str, outcome: Outcome) -> None:
         async with self._write() as session:
             job = await session.get(Job, job_id)
-            if job is None or job.state in TERMINAL:
+            if job is None or job.state.terminal:
                 return
             previous = job.state
-            if job.cancel_requested and outcome.state != "SUCCEEDED":
+            if job.cancel_requested and outcome.state != JobState.SUCCEEDED:
                 outcome = Outcome(
-                    "CANCELLED", "CANCELLED", "cancelled", outcome.exit_code, outcome.attempts
+                    JobState.CANCELLED,
+                    JobReason.CANCELLED,
+                    "cancelled",
+                    outcome.exit_code,
+                    outcome.attempts,
                 )
             job.state, job.reason, job.message = outcome.state, outcome.reason, outcome.message
             job.exit_code = outcome.exit_code
             job.attempts = max(job.attempts, outcome.attempts if job.handle else 0)
             job.finished_at = utcnow()
+            job.updated_seq = await _next_revision(session)
         await self._archive_log(job_id)
         view = await self.get(job_id)
         log.info("job.finished", job_id=job_id, state=view.state, reason=view.reason)
@@ -676,14 +738,24 @@ class JobRunner:
             return
         path = self.log_path(job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".restoring")
-        try:
-            with open(tmp, "wb") as fh:  # noqa: ASYNC230 - local file
-                async for chunk in self.archive.read(f"{job_id}/log"):
-                    fh.write(chunk)
-            tmp.replace(path)
-        except BlobNotFound:
-            tmp.unlink(missing_ok=True)
+        with contextlib.suppress(BlobNotFound), atomic_write(path) as fh:
+            async for chunk in self.archive.read(f"{job_id}/log"):
+                fh.write(chunk)
+
+
+async def _next_revision(session: AsyncSession) -> int:
+    """The next event revision, taken in the caller's transaction: the counter row stays locked
+    until it commits, so revisions are committed in the order they are issued."""
+    value = await session.scalar(
+        update(EventCounter)
+        .where(EventCounter.id == 1)
+        .values(value=EventCounter.value + 1)
+        .returning(EventCounter.value)
+        .execution_options(synchronize_session=False)
+    )
+    if value is None:  # the row migration 0004 inserts is gone: the table was tampered with
+        raise RuntimeError("jobrunner_event_counter has no row 1; run the migrations")
+    return int(value)
 
 
 def _like_prefix(prefix: str) -> str:
@@ -730,19 +802,3 @@ def _summary_statement(
         .outerjoin(JobLabel, JobLabel.job_id == rows.c.id)
         .order_by(rows.c.created_at.desc(), rows.c.id.desc())
     )
-
-
-def _encode_token(created: datetime, job_id: str) -> str:
-    raw = f"{_aware(created).isoformat()}|{job_id}"  # type: ignore[union-attr]
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[datetime, str]:
-    try:
-        created, job_id = decode_cursor(token).decode().split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(
-            "page_token is not a token this service issued",
-            violations=[FieldViolation("page_token", "is malformed")],
-        ) from exc

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
+from trainyard.jobrunner.domain import JobReason, JobSpec, JobState, Resources
 from trainyard.jobrunner.logfile import STDERR, Record
 from trainyard.jobrunner.runner import JobRunner, JobView
 from trainyard.jobrunner.training_jobs import TrainingJobs
@@ -28,12 +29,63 @@ def _ts(value: Any) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
+#: The proto value of each domain state and reason: the names agree, with the enum's prefix.
+STATE_PROTO: dict[JobState, msgs.JobState.ValueType] = {
+    s: msgs.JobState.Value(f"JOB_STATE_{s.name}") for s in JobState
+}
+REASON_PROTO: dict[JobReason, msgs.JobReason.ValueType] = {
+    r: msgs.JobReason.Value("JOB_REASON_UNSPECIFIED" if r == JobReason.NONE else f"JOB_REASON_{r}")
+    for r in JobReason
+}
+
+
+def spec_from_proto(spec: msgs.JobSpec) -> JobSpec:
+    """The domain spec of a request's JobSpec (values are checked by the runner)."""
+    deadline = spec.deadline.ToTimedelta().total_seconds() if spec.HasField("deadline") else None
+    return JobSpec(
+        name=spec.name,
+        image=spec.image,
+        command=tuple(spec.command),
+        args=tuple(spec.args),
+        env=dict(spec.env),
+        resources=Resources(cores=spec.resources.cores, memory_mb=spec.resources.memory_mb),
+        deadline_seconds=deadline,
+        retries=spec.retries,
+        labels=dict(spec.labels),
+        config_json=spec.config_json,
+        config_uri=spec.config_uri,
+    )
+
+
+def spec_proto(spec: JobSpec) -> msgs.JobSpec:
+    out = msgs.JobSpec(
+        name=spec.name,
+        image=spec.image,
+        command=spec.command,
+        args=spec.args,
+        env=spec.env,
+        retries=spec.retries,
+        labels=spec.labels,
+        config_json=spec.config_json,
+        config_uri=spec.config_uri,
+    )
+    if spec.resources != Resources():
+        out.resources.cores = spec.resources.cores
+        out.resources.memory_mb = spec.resources.memory_mb
+    if spec.deadline_seconds is not None:
+        deadline = duration_pb2.Duration()
+        deadline.FromNanoseconds(round(spec.deadline_seconds * 1e9))
+        out.deadline.CopyFrom(deadline)
+    return out
+
+
 def job_proto(view: JobView) -> msgs.Job:
-    job = msgs.Job(
+    return msgs.Job(
         job_id=view.id,
         name=view.name,
-        state=msgs.JobState.Value(f"JOB_STATE_{view.state}"),
-        reason=msgs.JobReason.Value(f"JOB_REASON_{view.reason or 'UNSPECIFIED'}"),
+        spec=spec_proto(view.spec),
+        state=STATE_PROTO[view.state],
+        reason=REASON_PROTO[view.reason],
         message=view.message,
         exit_code=view.exit_code or 0,
         attempts=view.attempts,
@@ -41,9 +93,8 @@ def job_proto(view: JobView) -> msgs.Job:
         create_time=_ts(view.created_at),
         start_time=_ts(view.started_at),
         finish_time=_ts(view.finished_at),
+        revision=view.revision,
     )
-    json_format.ParseDict(view.spec, job.spec)
-    return job
 
 
 def line_proto(rec: Record) -> msgs.LogLine:
@@ -55,11 +106,6 @@ def line_proto(rec: Record) -> msgs.LogLine:
     )
 
 
-def _spec_dict(spec: msgs.JobSpec) -> dict[str, Any]:
-    out: dict[str, Any] = json_format.MessageToDict(spec, preserving_proto_field_name=True)
-    return out
-
-
 class JobRunnerServicer(svc.JobRunnerServiceServicer):
     def __init__(self, runner: JobRunner) -> None:
         self._runner = runner
@@ -67,8 +113,8 @@ class JobRunnerServicer(svc.JobRunnerServiceServicer):
     async def SubmitJob(
         self, request: msgs.SubmitJobRequest, context: Context
     ) -> msgs.SubmitJobResponse:
-        spec = _spec_dict(request.spec)
-        owner = dict(request.spec.labels).get("owner") or current_identity().subject
+        spec = spec_from_proto(request.spec)
+        owner = spec.labels.get("owner") or current_identity().subject
         view = await self._runner.submit(spec, owner, request.idempotency_key)
         return msgs.SubmitJobResponse(job=job_proto(view))
 
@@ -79,10 +125,14 @@ class JobRunnerServicer(svc.JobRunnerServiceServicer):
         self, request: msgs.ListJobsRequest, context: Context
     ) -> msgs.ListJobsResponse:
         size = request.page_size or 100
+        # Read before the list: every change up to it is in the list (see JobRunner.revision).
+        revision = await self._runner.revision()
         views, token = await self._runner.list(
             dict(request.labels), min(size, 1000), request.page_token
         )
-        return msgs.ListJobsResponse(jobs=[job_proto(v) for v in views], next_page_token=token)
+        return msgs.ListJobsResponse(
+            jobs=[job_proto(v) for v in views], next_page_token=token, revision=revision
+        )
 
     async def CancelJob(
         self, request: msgs.CancelJobRequest, context: Context
@@ -117,14 +167,16 @@ class JobRunnerServicer(svc.JobRunnerServiceServicer):
     async def WatchJobs(
         self, request: msgs.WatchJobsRequest, context: Context
     ) -> AsyncIterator[msgs.WatchJobsResponse]:
-        async for event in self._runner.watch(dict(request.labels)):
+        since = request.since_revision if request.HasField("since_revision") else None
+        async for event in self._runner.watch(dict(request.labels), since):
             yield msgs.WatchJobsResponse(
                 event=msgs.JobEvent(
                     job=job_proto(event.job),
-                    previous_state=msgs.JobState.Value(
-                        f"JOB_STATE_{event.previous_state or 'UNSPECIFIED'}"
-                    ),
+                    previous_state=STATE_PROTO[event.previous_state]
+                    if event.previous_state
+                    else msgs.JOB_STATE_UNSPECIFIED,
                     event_time=_ts(event.time),
+                    revision=event.revision,
                 )
             )
 
@@ -159,9 +211,7 @@ class TrainingJobsServicer(svc.TrainingJobsServiceServicer):
             if isinstance(item, Record):
                 yield msgs.FollowTrainingJobLogsResponse(line=line_proto(item))
             else:
-                yield msgs.FollowTrainingJobLogsResponse(
-                    done=True, status=STATUS.get(item.state, "")
-                )
+                yield msgs.FollowTrainingJobLogsResponse(done=True, status=STATUS[item.state])
 
     async def ListTrainingJobs(
         self, request: msgs.ListTrainingJobsRequest, context: Context

@@ -32,7 +32,9 @@ from typing import Any
 
 import psutil
 
+from trainyard.jobrunner.domain import JobReason
 from trainyard.jobrunner.logfile import STDERR, STDOUT, LogWriter
+from trainyard.runtime.files import atomic_write
 
 OOM_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 
@@ -46,12 +48,8 @@ def shim_path(job_dir: Path, attempt: int) -> Path:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(data).encode())
 
 
 def work_dir(job_dir: Path) -> Path:
@@ -142,7 +140,7 @@ def _not_started(writer: LogWriter, job_dir: Path, attempt: int, message: str) -
         {
             "exit_code": 127,
             "signal": None,
-            "reason": "EXIT_CODE",
+            "reason": JobReason.EXIT_CODE.value,
             "message": message,
             "finished": time.time(),
         },
@@ -258,24 +256,26 @@ def run(ns: argparse.Namespace) -> int:
     writer.close()
     sig = -code if code < 0 else None
     oom_text = any(m.encode() in stderr_tail for m in OOM_MARKERS)
+    reason: JobReason
     if code == 0:
-        reason, message = "", "exited 0"
+        reason, message = JobReason.NONE, "exited 0"
     elif deadline_hit:
-        reason, message = "DEADLINE_EXCEEDED", f"ran past its deadline of {ns.deadline_seconds:g}s"
+        reason = JobReason.DEADLINE_EXCEEDED
+        message = f"ran past its deadline of {ns.deadline_seconds:g}s"
     elif ns.memory_mb and (oom_text or sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT)):
-        reason, message = "OOM_KILLED", f"exceeded its memory limit of {ns.memory_mb} MiB"
+        reason, message = JobReason.OOM_KILLED, f"exceeded its memory limit of {ns.memory_mb} MiB"
     elif terminate:
-        reason, message = "CANCELLED", "stopped on request"
+        reason, message = JobReason.CANCELLED, "stopped on request"
     elif sig is not None:
-        reason, message = "SIGNALED", f"killed by signal {signal.Signals(sig).name}"
+        reason, message = JobReason.SIGNALED, f"killed by signal {signal.Signals(sig).name}"
     else:
-        reason, message = "EXIT_CODE", f"exited with code {code}"
+        reason, message = JobReason.EXIT_CODE, f"exited with code {code}"
     write_json(
         exit_path(job_dir, ns.attempt),
         {
             "exit_code": code if code >= 0 else None,
             "signal": sig,
-            "reason": reason,
+            "reason": reason.value,
             "message": message,
             "finished": time.time(),
         },

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from trainyard.jobrunner.domain import JobSpec, JobState, Resources
 from trainyard.jobrunner.logfile import Record
 from trainyard.jobrunner.runner import JobRunner, JobSummary, JobView
 from trainyard.jobrunner.settings import JobrunnerSettings, Pipeline
@@ -19,12 +20,13 @@ PREFIX = "model-training-"
 KIND_LABEL = "trainyard.dev/kind"
 PIPELINE_LABEL = "trainyard.dev/pipeline"
 KIND = "training-job"
-STATUS = {
-    "PENDING": "Pending",
-    "RUNNING": "Active",
-    "SUCCEEDED": "Succeeded",
-    "FAILED": "Failed",
-    "CANCELLED": "Cancelled",
+#: The documented status text of each state.
+STATUS: dict[JobState, str] = {
+    JobState.PENDING: "Pending",
+    JobState.RUNNING: "Active",
+    JobState.SUCCEEDED: "Succeeded",
+    JobState.FAILED: "Failed",
+    JobState.CANCELLED: "Cancelled",
 }
 
 
@@ -101,7 +103,7 @@ def summary(view: JobSummary | JobView) -> dict[str, str]:
     return {
         "name": view.name,
         "pipeline": view.labels.get(PIPELINE_LABEL, ""),
-        "status": STATUS.get(view.state, view.state),
+        "status": STATUS[view.state],
         "start_time": view.started_at.isoformat() if view.started_at else "",
         "completion_time": view.finished_at.isoformat() if view.finished_at else "",
     }
@@ -126,19 +128,14 @@ class TrainingJobs:
     async def create(self, pipeline: str, hyperparameters: Mapping[str, Any], owner: str) -> str:
         spec_pipeline = self._pipeline(pipeline)
         image = spec_pipeline.image or f"{self._settings.image_registry}{PREFIX}{pipeline}"
-        spec: dict[str, Any] = {
-            "name": job_name(pipeline),
-            "image": image,
-            "env": env_from(hyperparameters),
-            "labels": {KIND_LABEL: KIND, PIPELINE_LABEL: pipeline},
-        }
-        if spec_pipeline.command:
-            spec["command"] = list(spec_pipeline.command)
-        if spec_pipeline.cores or spec_pipeline.memory_mb:
-            spec["resources"] = {
-                "cores": spec_pipeline.cores,
-                "memory_mb": str(spec_pipeline.memory_mb),
-            }
+        spec = JobSpec(
+            name=job_name(pipeline),
+            image=image,
+            command=tuple(spec_pipeline.command),
+            env=env_from(hyperparameters),
+            labels={KIND_LABEL: KIND, PIPELINE_LABEL: pipeline},
+            resources=Resources(cores=spec_pipeline.cores, memory_mb=spec_pipeline.memory_mb),
+        )
         view = await self._runner.submit(spec, owner)
         return view.name
 

@@ -12,8 +12,6 @@ workload reads, whose path it gets in TRAINYARD_CONFIG) or by reference (`config
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
 
 from trainyard.blobs import parse_blob_uri
 from trainyard.runtime.errors import FieldViolation
@@ -27,11 +25,10 @@ MAX_URI_BYTES = 2048
 DELIVERING_BACKENDS = frozenset({"local"})
 
 
-def config_violations(spec: Mapping[str, Any], backend: str) -> list[FieldViolation]:
-    """Every rule the spec's config fields break (field names as `spec.config_json`, ...)."""
+def config_violations(text: str, uri: str, backend: str) -> list[FieldViolation]:
+    """Every rule a spec's config fields (`config_json` text, `config_uri`) break, named as
+    `spec.config_json` and `spec.config_uri`."""
     problems: list[FieldViolation] = []
-    text = str(spec.get("config_json") or "")
-    uri = str(spec.get("config_uri") or "")
     if (text or uri) and backend not in DELIVERING_BACKENDS:
         field = "spec.config_json" if text else "spec.config_uri"
         problems.append(

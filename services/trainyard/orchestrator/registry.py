@@ -3,11 +3,10 @@ messages their trainers report. Knows nothing of gRPC, the job-runner or blob st
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -23,6 +22,7 @@ from trainyard.orchestrator.models import (
     Model,
     ModelMessage,
 )
+from trainyard.runtime.clock import as_utc, utcnow
 from trainyard.runtime.db import reader_of
 from trainyard.runtime.errors import (
     AlreadyExists,
@@ -32,9 +32,8 @@ from trainyard.runtime.errors import (
     NotFound,
     PermissionDenied,
 )
-from trainyard.runtime.pagination import checked_page_size
+from trainyard.runtime.pagination import checked_page_size, decode_page_token, encode_page_token
 from trainyard.runtime.readcache import ReadCache
-from trainyard.runtime.untrusted import decode_json_cursor
 
 __all__ = [
     "CALLBACK_STATUSES",
@@ -98,8 +97,8 @@ class ModelView:
             train_config=dict(model.train_config or {}),
             job_id=model.job_id,
             artifact_uri=model.artifact_uri,
-            created_at=_utc(model.created_at),
-            finished_at=_utc(model.finished_at) if model.finished_at else None,
+            created_at=as_utc(model.created_at),
+            finished_at=as_utc(model.finished_at),
         )
 
 
@@ -107,10 +106,6 @@ class ModelView:
 class ModelPage:
     models: list[ModelView]
     next_page_token: str
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _metadata(text: str | None) -> dict[str, Any]:
@@ -262,7 +257,7 @@ class ModelRegistry:
         if status:
             query = query.where(Model.status == status)
         if page_token:
-            created, last_id = _decode_page_token(page_token)
+            created, last_id = decode_page_token(page_token)
             query = query.where(
                 or_(
                     Model.created_at < created,
@@ -274,7 +269,7 @@ class ModelRegistry:
             models = [ModelView.of(m) for m in (await session.execute(query)).scalars()]
         more = len(models) > size
         models = models[:size]
-        token = _encode_page_token(models[-1].created_at, models[-1].id) if more else ""
+        token = encode_page_token(models[-1].created_at, models[-1].id) if more else ""
         return ModelPage(models, token)
 
     async def train_status(self, model_id: str, user: str) -> TrainStatus:
@@ -346,7 +341,7 @@ class ModelRegistry:
             if metadata is not None:
                 model.model_metadata = json.dumps(metadata, sort_keys=True)
             if status in FINAL_STATUSES and model.finished_at is None:
-                model.finished_at = datetime.now(UTC)
+                model.finished_at = utcnow()
             try:
                 await session.flush()
             except StaleDataError as exc:
@@ -366,7 +361,7 @@ class ModelRegistry:
                 if job_id is not None and model.job_id not in (None, job_id):
                     return False
                 model.status = status
-                model.finished_at = datetime.now(UTC)
+                model.finished_at = utcnow()
                 if error:
                     session.add(ModelMessage(model_id=model_id, level="error", message=error))
                 return True
@@ -418,23 +413,6 @@ class ModelRegistry:
                 session.add(Cursor(name=name, value=value))
             elif value > row.value:
                 row.value = value
-
-
-def _encode_page_token(created: datetime, model_id: str) -> str:
-    raw = json.dumps({"c": _utc(created).isoformat(), "i": model_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_page_token(token: str) -> tuple[datetime, str]:
-    data = decode_json_cursor(token)
-    try:
-        created = datetime.fromisoformat(data["c"])
-        return created, str(data["i"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgument(
-            "invalid page_token: pass the next_page_token of a previous response unchanged",
-            violations=[FieldViolation("page_token", "is not a token this service issued")],
-        ) from exc
 
 
 @cache

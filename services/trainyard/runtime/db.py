@@ -103,18 +103,23 @@ def reader_of(sessions: async_sessionmaker[Any]) -> AsyncEngine:
     return engine
 
 
-def _upgrade(connection: Connection, script_location: str, version_table: str) -> None:
+def _upgrade(
+    connection: Connection, script_location: str, version_table: str, revision: str
+) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", script_location)
     cfg.attributes["connection"] = connection
     cfg.attributes["version_table"] = version_table
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, revision)
 
 
-async def migrate(engine: AsyncEngine, migrations: Path, version_table: str) -> None:
-    """Run a service's Alembic migrations to head. Safe to call on every start."""
+async def migrate(
+    engine: AsyncEngine, migrations: Path, version_table: str, revision: str = "head"
+) -> None:
+    """Run a service's Alembic migrations up to `revision` (head: all of them; an earlier one
+    lets a test write rows as an older version did). Safe to call on every start."""
     async with engine.begin() as conn:
-        await conn.run_sync(_upgrade, str(migrations), version_table)
+        await conn.run_sync(_upgrade, str(migrations), version_table, revision)
 
 
 def run_migrations(context: EnvironmentContext, target_metadata: Any) -> None:

@@ -1,9 +1,36 @@
-"""The one check of list paging parameters, shared by every list RPC (uploads, jobs,
-training jobs). Cursors are decoded by `trainyard.runtime.untrusted.decode_cursor`."""
+"""List paging, shared by every list RPC (uploads, models, jobs, training jobs): the one check
+of page sizes and the one page token of a newest-first keyset list."""
 
 from __future__ import annotations
 
+import base64
+import json
+from datetime import datetime
+
+from trainyard.runtime.clock import as_utc
 from trainyard.runtime.errors import FieldViolation, InvalidArgument
+from trainyard.runtime.untrusted import decode_json_cursor
+
+
+def encode_page_token(created_at: datetime, last_id: str) -> str:
+    """The token of the page after the row (`created_at`, `last_id`) of a list ordered by
+    (created_at, id) descending: unpadded base64url of {"c": ISO time (UTC), "i": id}."""
+    raw = json.dumps({"c": as_utc(created_at).isoformat(), "i": last_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, *, field: str = "page_token") -> tuple[datetime, str]:
+    """(created_at, last_id) of a token `encode_page_token` issued; anything else is
+    INVALID_ARGUMENT naming `field`, never a crash (see runtime.untrusted)."""
+    data = decode_json_cursor(token, field=field)
+    try:
+        created = datetime.fromisoformat(data["c"])
+        return as_utc(created), str(data["i"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument(
+            f"invalid {field}: pass the next_page_token of a previous response unchanged",
+            violations=[FieldViolation(field, "is not a token this service issued")],
+        ) from exc
 
 
 def page_size_violations(

@@ -21,6 +21,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from trainyard.runtime.auth import TokenAuthority
+from trainyard.runtime.files import atomic_write
 from trainyard.runtime.interceptors import ServiceInterceptor, Validator
 from trainyard.runtime.logging import configure_logging
 from trainyard.runtime.settings import CommonSettings, ServiceSettings
@@ -157,9 +158,9 @@ async def run_app(
     if app.on_serving is not None:
         await app.on_serving(address)
     if ready_file is not None:
-        tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"service": app.name, "address": address, "pid": os.getpid()}))
-        tmp.replace(ready_file)
+        ready = {"service": app.name, "address": address, "pid": os.getpid()}
+        with atomic_write(ready_file, mode=0o644) as fh:
+            fh.write(json.dumps(ready).encode())
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+from trainyard.runtime.clock import utcnow
 
 
 class Base(DeclarativeBase):
@@ -26,7 +24,7 @@ class Upload(Base):
     owner: Mapped[str] = mapped_column(String(255))
     file_count: Mapped[int] = mapped_column(Integer)
     total_size_bytes: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     files: Mapped[list[UploadFile]] = relationship(
         back_populates="upload",

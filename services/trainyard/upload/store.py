@@ -15,13 +15,12 @@ sweep too.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trainyard.blobs import BlobNotFound, BlobStorage, BlobWriter, is_disk_full
+from trainyard.runtime.clock import as_utc, utcnow
 from trainyard.runtime.db import reader_of
 from trainyard.runtime.errors import (
     FieldViolation,
@@ -41,9 +41,8 @@ from trainyard.runtime.errors import (
     ResourceExhausted,
 )
 from trainyard.runtime.multipart import MultipartDecoder, PartData, PartEnd, PartStart
-from trainyard.runtime.pagination import checked_page_size
+from trainyard.runtime.pagination import checked_page_size, decode_page_token, encode_page_token
 from trainyard.runtime.readcache import ReadCache
-from trainyard.runtime.untrusted import decode_json_cursor
 from trainyard.upload.filenames import UniqueNames, sanitize_filename
 from trainyard.upload.models import Upload, UploadFile
 
@@ -117,10 +116,6 @@ def _size(n: int) -> str:
         if n >= factor:
             return f"{n / factor:.1f} {unit} ({n} bytes)"
     return f"{n} bytes"
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _canonical_id(upload_id: str) -> str | None:
@@ -206,7 +201,7 @@ class UploadStore:
 
     async def _write_marker(self, upload_id: str, op: str, owner: str) -> None:
         body = json.dumps(
-            {"upload_id": upload_id, "op": op, "owner": owner, "at": datetime.now(UTC).isoformat()}
+            {"upload_id": upload_id, "op": op, "owner": owner, "at": utcnow().isoformat()}
         ).encode()
         await self.storage.put_bytes(self._marker(upload_id), body)
 
@@ -239,7 +234,7 @@ class UploadStore:
             owner=row.owner,
             files=[self._file_record(f) for f in row.files],
             total_size_bytes=row.total_size_bytes,
-            created_at=_utc(row.created_at),
+            created_at=as_utc(row.created_at),
         )
 
     # reading ------------------------------------------------------------------------------
@@ -311,14 +306,16 @@ class UploadStore:
         generation = self._lists.generation
         params: dict[str, Any] = {"owner": owner, "limit": size + 1}
         if page_token:
-            params["cursor_created"], params["cursor_id"] = _decode_token(page_token)
+            params["cursor_created"], params["cursor_id"] = decode_page_token(page_token)
         async with self._reader.connect() as conn:
             rows = (await conn.execute(_list_statement(bool(page_token)), params)).all()
         records: list[UploadRecord] = []
         for row in rows:
             if not records or records[-1].upload_id != row.id:
                 records.append(
-                    UploadRecord(row.id, row.owner, [], row.total_size_bytes, _utc(row.created_at))
+                    UploadRecord(
+                        row.id, row.owner, [], row.total_size_bytes, as_utc(row.created_at)
+                    )
                 )
             if row.storage_key is not None:
                 records[-1].files.append(
@@ -332,7 +329,7 @@ class UploadStore:
                 )
         more = len(records) > size
         records = records[:size]
-        token = _encode_cursor(records[-1].created_at, records[-1].upload_id) if more else ""
+        token = encode_page_token(records[-1].created_at, records[-1].upload_id) if more else ""
         self._lists.put(cache_key, generation, UploadPage(list(records), token))
         return UploadPage(records, token)
 
@@ -373,7 +370,7 @@ class UploadStore:
 
     async def sweep(self) -> list[str]:
         """Remove what interrupted uploads and deletes left behind; returns their upload ids."""
-        cutoff = datetime.now(UTC) - self.orphan_grace
+        cutoff = utcnow() - self.orphan_grace
         removed: list[str] = []
         markers = [info async for info in self.storage.list_blobs(PENDING)]
         for info in markers:
@@ -393,11 +390,6 @@ class UploadStore:
         if removed or aborted:
             log.info("upload.swept", uploads=removed, aborted_writes=aborted)
         return removed
-
-
-def _encode_cursor(created: datetime, upload_id: str) -> str:
-    raw = json.dumps({"c": _utc(created).isoformat(), "i": upload_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 @cache
@@ -429,17 +421,6 @@ def _list_statement(after_cursor: bool) -> Select[Any]:
         .outerjoin(UploadFile, UploadFile.upload_id == rows.c.id)
         .order_by(rows.c.created_at.desc(), rows.c.id.desc(), UploadFile.position)
     )
-
-
-def _decode_token(token: str) -> tuple[datetime, str]:
-    data = decode_json_cursor(token)
-    try:
-        return datetime.fromisoformat(data["c"]), str(data["i"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgument(
-            "invalid page_token: pass the next_page_token of a previous response unchanged",
-            violations=[FieldViolation("page_token", "is not a token this service issued")],
-        ) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,7 +592,7 @@ class _Ingest:
             owner=self.owner,
             file_count=len(self.files),
             total_size_bytes=self.total,
-            created_at=datetime.now(UTC),
+            created_at=utcnow(),
         )
         row.files = [
             UploadFile(position=i, name=name, storage_key=key, size_bytes=size, sha256=digest)

@@ -9,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from trainyard.jobrunner.domain import JobReason, JobState
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -36,11 +38,10 @@ class Workload:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a job ended. `state` is SUCCEEDED, FAILED or CANCELLED; `reason` a JobReason name
-    without prefix ("" for none)."""
+    """How a job ended: `state` is a terminal one (SUCCEEDED, FAILED or CANCELLED)."""
 
-    state: str
-    reason: str = ""
+    state: JobState
+    reason: JobReason = JobReason.NONE
     message: str = ""
     exit_code: int | None = None
     attempts: int = 1

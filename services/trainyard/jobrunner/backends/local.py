@@ -28,13 +28,16 @@ import psutil
 import structlog
 
 from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workload
+from trainyard.jobrunner.domain import JobReason, JobState, parse_reason
 from trainyard.jobrunner.logfile import last_seq
 from trainyard.jobrunner.shim import config_path, env_path, exit_path, work_dir
+from trainyard.runtime.children import stop_process_group
+from trainyard.runtime.files import atomic_write
 from trainyard.workload.config import CONFIG_PATH_VAR, CONFIG_URI_VAR
 
 log = structlog.get_logger("trainyard.jobrunner.local")
 
-RETRYABLE = {"EXIT_CODE", "OOM_KILLED", "SIGNALED"}
+RETRYABLE = frozenset({JobReason.EXIT_CODE, JobReason.OOM_KILLED, JobReason.SIGNALED})
 #: The PATH of every workload (and shim): the job-runner's interpreter's bin first, so `python`
 #: and the tools installed beside it are found, then the system's.
 SAFE_PATH = os.pathsep.join(
@@ -162,14 +165,11 @@ class LocalBackend(Backend):
 
     def _write_env(self, wl: Workload, attempt: int) -> Path:
         path = env_path(wl.log_path.parent, attempt)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            payload: dict[str, Any] = {"env": self._env(wl)}
-            if wl.config_json:
-                payload["config_json"] = wl.config_json
-            json.dump(payload, fh)
-        tmp.replace(path)
+        payload: dict[str, Any] = {"env": self._env(wl)}
+        if wl.config_json:
+            payload["config_json"] = wl.config_json
+        with atomic_write(path, mode=0o600) as fh:
+            fh.write(json.dumps(payload).encode())
         return path
 
     def _command(self, wl: Workload) -> list[str]:
@@ -227,22 +227,25 @@ class LocalBackend(Backend):
             result = _read_exit(job_dir, attempt)
             if result is None:
                 return Outcome(
-                    "FAILED",
-                    "LOST",
+                    JobState.FAILED,
+                    JobReason.LOST,
                     "the workload vanished while the job-runner was down and left no exit status",
                     attempts=attempt,
                 )
         while True:
             if result is not None:
                 outcome = self._outcome(wl, result, attempt)
-                if outcome.state != "FAILED" or outcome.reason not in RETRYABLE:
+                if outcome.state != JobState.FAILED or outcome.reason not in RETRYABLE:
                     return outcome
                 if attempt > wl.retries or wl.job_id in self._cancelled:
                     return outcome
                 log.info("job.retry", job_id=wl.job_id, attempt=attempt + 1, reason=outcome.reason)
             if wl.job_id in self._cancelled:
                 return Outcome(
-                    "CANCELLED", "CANCELLED", "cancelled before it started", attempts=attempt
+                    JobState.CANCELLED,
+                    JobReason.CANCELLED,
+                    "cancelled before it started",
+                    attempts=attempt,
                 )
             attempt += 1
             if first_start is None:
@@ -252,8 +255,8 @@ class LocalBackend(Backend):
                 remaining = wl.deadline_seconds - (time.time() - first_start)
                 if remaining <= 0:
                     return Outcome(
-                        "FAILED",
-                        "DEADLINE_EXCEEDED",
+                        JobState.FAILED,
+                        JobReason.DEADLINE_EXCEEDED,
                         f"ran past its deadline of {wl.deadline_seconds:g}s",
                         attempts=attempt - 1,
                     )
@@ -328,7 +331,7 @@ class LocalBackend(Backend):
             return {
                 "exit_code": None,
                 "signal": -(proc.returncode or 0) or None,
-                "reason": "CANCELLED" if stopped else "SIGNALED",
+                "reason": JobReason.CANCELLED if stopped else JobReason.SIGNALED,
                 "message": "stopped on request"
                 if stopped
                 else "the workload's supervisor was killed",
@@ -337,20 +340,24 @@ class LocalBackend(Backend):
 
     def _outcome(self, wl: Workload, result: dict[str, Any], attempt: int) -> Outcome:
         if wl.job_id in self._cancelled:
-            return Outcome("CANCELLED", "CANCELLED", "cancelled", result.get("exit_code"), attempt)
+            code = result.get("exit_code")
+            return Outcome(JobState.CANCELLED, JobReason.CANCELLED, "cancelled", code, attempt)
         if result.get("exit_code") == 0:
-            return Outcome("SUCCEEDED", "", "exited 0", 0, attempt)
-        if result.get("reason") == "DEADLINE_EXCEEDED" and wl.deadline_seconds:
+            return Outcome(JobState.SUCCEEDED, JobReason.NONE, "exited 0", 0, attempt)
+        # The exit file is the shim's, in a directory the workload can reach: a reason that is
+        # none of ours counts as a plain non-zero exit.
+        reason = parse_reason(str(result.get("reason") or "")) or JobReason.EXIT_CODE
+        if reason == JobReason.DEADLINE_EXCEEDED and wl.deadline_seconds:
             return Outcome(
-                "FAILED",
-                "DEADLINE_EXCEEDED",
+                JobState.FAILED,
+                JobReason.DEADLINE_EXCEEDED,
                 f"ran past its deadline of {wl.deadline_seconds:g}s",
                 result.get("exit_code"),
                 attempt,
             )
         return Outcome(
-            "FAILED",
-            str(result.get("reason") or "EXIT_CODE"),
+            JobState.FAILED,
+            reason,
             str(result.get("message") or ""),
             result.get("exit_code"),
             attempt,
@@ -363,15 +370,7 @@ class LocalBackend(Backend):
         pid, create_time = int(handle["shim_pid"]), float(handle["create_time"])
         if not _alive(pid, create_time):
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
-        while time.monotonic() < deadline and _group_alive(pid):
-            await asyncio.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        while _group_alive(pid):
-            await asyncio.sleep(0.02)
+        await stop_process_group(pid, self.grace)  # the shim leads its session's group
 
     async def delete(self, wl: Workload, handle: dict[str, Any] | None) -> None:
         await self.cancel(wl, handle)
@@ -406,13 +405,3 @@ def _is_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _group_alive(pgid: int) -> bool:
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.info["pid"]) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, psutil.Error, OSError):
-            continue
-    return False

@@ -62,6 +62,7 @@ from trainyard.jobrunner.backends.kubernetes.status import (
     meta,
     pod_finished,
 )
+from trainyard.jobrunner.domain import JobReason, JobState
 
 if TYPE_CHECKING:
     from trainyard.jobrunner.settings import JobrunnerSettings
@@ -242,8 +243,8 @@ class KubernetesBackend(Backend):
             job = await self.kube.read_job(run.namespace, run.name)
             if job is None:
                 return Outcome(
-                    "FAILED",
-                    "LOST",
+                    JobState.FAILED,
+                    JobReason.LOST,
                     f"the Kubernetes Job {run.namespace}/{run.name} disappeared while the "
                     "job-runner was down",
                     attempts=0,
@@ -251,15 +252,20 @@ class KubernetesBackend(Backend):
             uid = str(meta(job).get("uid") or "")
             if handle.get("uid") and handle["uid"] != uid:
                 return Outcome(
-                    "FAILED",
-                    "LOST",
+                    JobState.FAILED,
+                    JobReason.LOST,
                     f"the Kubernetes Job {run.namespace}/{run.name} was replaced by another "
                     "object while the job-runner was down",
                     attempts=0,
                 )
         else:
             if wl.job_id in self._cancelled:
-                return Outcome("CANCELLED", "CANCELLED", "cancelled before it started", attempts=0)
+                return Outcome(
+                    JobState.CANCELLED,
+                    JobReason.CANCELLED,
+                    "cancelled before it started",
+                    attempts=0,
+                )
             try:
                 job = await self.kube.create_job(run.namespace, self.job_manifest(wl))
                 log.info("job.created", job_id=wl.job_id, namespace=run.namespace, job=run.name)
@@ -267,8 +273,8 @@ class KubernetesBackend(Backend):
                 if exc.status != 409:
                     if 400 <= exc.status < 500:
                         return Outcome(
-                            "FAILED",
-                            "",
+                            JobState.FAILED,
+                            JobReason.NONE,
                             f"Kubernetes refused the Job: {status_message(exc)}",
                             attempts=0,
                         )
@@ -276,8 +282,8 @@ class KubernetesBackend(Backend):
                 existing = await self.kube.read_job(run.namespace, run.name)
                 if existing is None or labels(existing).get(JOB_ID_LABEL) != wl.job_id:
                     return Outcome(
-                        "FAILED",
-                        "",
+                        JobState.FAILED,
+                        JobReason.NONE,
                         f"a Kubernetes Job named {run.name!r} already exists in namespace "
                         f"{run.namespace!r} and does not belong to this job",
                         attempts=0,
@@ -287,7 +293,7 @@ class KubernetesBackend(Backend):
             uid = str(meta(job).get("uid") or "")
             if wl.job_id in self._cancelled:  # cancelled while we were creating it
                 await self.kube.delete_job(run.namespace, run.name, uid)
-                return Outcome("CANCELLED", "CANCELLED", "cancelled", attempts=0)
+                return Outcome(JobState.CANCELLED, JobReason.CANCELLED, "cancelled", attempts=0)
         run.uid = uid
         run.job = job
         return None
@@ -379,10 +385,10 @@ class KubernetesBackend(Backend):
             )
         if run.job_deleted:
             if wl.job_id in self._cancelled:
-                return Outcome("CANCELLED", "CANCELLED", "cancelled")
+                return Outcome(JobState.CANCELLED, JobReason.CANCELLED, "cancelled")
             return Outcome(
-                "FAILED",
-                "LOST",
+                JobState.FAILED,
+                JobReason.LOST,
                 f"the Kubernetes Job {run.namespace}/{run.name} was deleted before it finished",
             )
         for pod in run.pods:

@@ -16,7 +16,6 @@ import calendar
 import contextlib
 import json
 import math
-import os
 import re
 import socket
 import threading
@@ -33,6 +32,7 @@ from kubernetes.client.rest import ApiException
 
 from trainyard.jobrunner.backends.kubernetes.manifests import CONTAINER
 from trainyard.jobrunner.logfile import STDOUT, LogWriter, records_backwards
+from trainyard.runtime.files import atomic_write
 
 log = structlog.get_logger("trainyard.jobrunner.kubernetes")
 
@@ -280,11 +280,9 @@ def save_attempts(
         "job_name": name,
         "pods": [{"uid": pod_uid, "name": pod_name} for pod_uid, pod_name in pods],
     }
-    path = log_path.parent / STATE_FILE
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
+        with atomic_write(log_path.parent / STATE_FILE) as fh:
+            fh.write(json.dumps(state).encode())
     except OSError as exc:  # e.g. the job's directory was removed: only re-attach suffers
         log.warning("job.state_not_saved", job_id=job_id, error=str(exc))
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from trainyard.jobrunner.backends.base import Outcome
 from trainyard.jobrunner.backends.kubernetes.manifests import CONTAINER
+from trainyard.jobrunner.domain import JobReason, JobState
 
 JSON = dict[str, Any]
 
@@ -91,8 +92,8 @@ def image_pull_failure(pod: JSON | None) -> tuple[str, str] | None:
 
 def image_not_found(image: str, reason: str, message: str) -> Outcome:
     return Outcome(
-        "FAILED",
-        "IMAGE_NOT_FOUND",
+        JobState.FAILED,
+        JobReason.IMAGE_NOT_FOUND,
         f"the image {image!r} cannot be pulled ({reason}: {message})",
         details={"image": image},
     )
@@ -118,12 +119,12 @@ def job_outcome(
     code = int(ended["exitCode"]) if ended and ended.get("exitCode") is not None else None
     details = {"namespace": namespace, "job_name": name, "job_reason": reason}
     if type_ == "Complete":
-        return Outcome("SUCCEEDED", "", "exited 0", 0, attempts, details)
+        return Outcome(JobState.SUCCEEDED, JobReason.NONE, "exited 0", 0, attempts, details)
     if reason == "DeadlineExceeded":
         limit = deadline_seconds or float((job.get("spec") or {}).get("activeDeadlineSeconds") or 0)
         return Outcome(
-            "FAILED",
-            "DEADLINE_EXCEEDED",
+            JobState.FAILED,
+            JobReason.DEADLINE_EXCEEDED,
             f"ran past its deadline of {limit:g}s",
             code,
             attempts,
@@ -135,15 +136,15 @@ def job_outcome(
             if memory_mb
             else "was killed for running out of memory"
         )
-        return Outcome("FAILED", "OOM_KILLED", text, code, attempts, details)
+        return Outcome(JobState.FAILED, JobReason.OOM_KILLED, text, code, attempts, details)
     if code is not None and ended is not None:
         text = f"exited with code {code}"
         if ended.get("reason") not in (None, "Error", "Completed") and ended.get("message"):
             text += f" ({ended['reason']}: {str(ended['message']).strip()[:500]})"
-        return Outcome("FAILED", "EXIT_CODE", text, code, attempts, details)
+        return Outcome(JobState.FAILED, JobReason.EXIT_CODE, text, code, attempts, details)
     return Outcome(
-        "FAILED",
-        "EXIT_CODE",
+        JobState.FAILED,
+        JobReason.EXIT_CODE,
         f"the Kubernetes Job failed: {reason}: {message}",
         None,
         attempts,

@@ -299,6 +299,7 @@ class Job(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     FINISH_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """job_id is the runner's id for the job (a UUID)."""
     name: _builtins.str
@@ -315,6 +316,11 @@ class Job(_message.Message):
     """attempts is how many times the workload was started."""
     backend: _builtins.str
     """backend is "local" or "kubernetes"."""
+    revision: _builtins.int
+    """revision is the event sequence number of the job's last state change (see
+    WatchJobsRequest.since_revision): every later change of any job has a larger one. Watching
+    since a job's revision (from GetJob) misses none of its later changes.
+    """
     @_builtins.property
     def spec(self) -> Global___JobSpec:
         """spec is the job's spec as submitted."""
@@ -346,10 +352,11 @@ class Job(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         finish_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "exit_code", b"exit_code", "finish_time", b"finish_time", "job_id", b"job_id", "message", b"message", "name", b"name", "reason", b"reason", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "create_time", b"create_time", "exit_code", b"exit_code", "finish_time", b"finish_time", "job_id", b"job_id", "message", b"message", "name", b"name", "reason", b"reason", "revision", b"revision", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -364,15 +371,22 @@ class JobEvent(_message.Message):
     JOB_FIELD_NUMBER: _builtins.int
     PREVIOUS_STATE_FIELD_NUMBER: _builtins.int
     EVENT_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     previous_state: Global___JobState.ValueType
     """previous_state is the state before the transition."""
+    revision: _builtins.int
+    """revision is the event's sequence number: increasing across all jobs, the same as
+    job.revision. A client that reconnects passes the last revision it saw as since_revision.
+    """
     @_builtins.property
     def job(self) -> Global___Job:
         """job is the job after the transition."""
 
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
-        """event_time is when the transition happened."""
+        """event_time is when the transition happened; for a replayed event (see
+        WatchJobsRequest.since_revision), when it was replayed.
+        """
 
     def __init__(
         self,
@@ -380,10 +394,11 @@ class JobEvent(_message.Message):
         job: Global___Job | None = ...,
         previous_state: Global___JobState.ValueType = ...,
         event_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "job", b"job", "previous_state", b"previous_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "job", b"job", "previous_state", b"previous_state", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -591,8 +606,14 @@ class ListJobsResponse(_message.Message):
 
     JOBS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """next_page_token fetches the next page; empty on the last page."""
+    revision: _builtins.int
+    """revision is the event sequence number when the list was read: pass it to
+    WatchJobsRequest.since_revision and the watch delivers every change made after the list
+    (possibly one the list already showed, never none).
+    """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
         """jobs are newest first."""
@@ -602,10 +623,11 @@ class ListJobsResponse(_message.Message):
         *,
         jobs: _abc.Iterable[Global___Job] | None = ...,
         next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -780,7 +802,7 @@ Global___StreamJobLogsResponse: _TypeAlias = StreamJobLogsResponse  # noqa: Y015
 
 @_typing.final
 class WatchJobsRequest(_message.Message):
-    """WatchJobsRequest filters the events to watch."""
+    """WatchJobsRequest filters the events to watch and says where to resume."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -805,6 +827,16 @@ class WatchJobsRequest(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     LABELS_FIELD_NUMBER: _builtins.int
+    SINCE_REVISION_FIELD_NUMBER: _builtins.int
+    since_revision: _builtins.int
+    """since_revision resumes a watch: the stream first replays, oldest change first, one event for
+    each matching job whose last state change has a revision above it (the job's current state;
+    previous_state is JOB_STATE_UNSPECIFIED, as the watcher may not have seen it), then streams
+    live events with a revision above it. Pass ListJobsResponse.revision, Job.revision or the
+    last JobEvent.revision seen. Unset means live events only, from now. Negative, or above the
+    latest revision (one this job-runner never issued), is INVALID_ARGUMENT naming
+    since_revision. A job deleted meanwhile is not replayed.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """labels keep only jobs carrying every one of these labels."""
@@ -813,12 +845,15 @@ class WatchJobsRequest(_message.Message):
         self,
         *,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        since_revision: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_since_revision", b"_since_revision", "since_revision", b"since_revision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since_revision", b"_since_revision", "labels", b"labels", "since_revision", b"since_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__since_revision: _TypeAlias = _typing.Literal["since_revision"]  # noqa: Y015
+    _WhichOneofArgType__since_revision: _TypeAlias = _typing.Literal["_since_revision", b"_since_revision"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__since_revision) -> _WhichOneofReturnType__since_revision | None: ...
 
 Global___WatchJobsRequest: _TypeAlias = WatchJobsRequest  # noqa: Y015
 

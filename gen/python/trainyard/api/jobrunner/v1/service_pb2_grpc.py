@@ -124,7 +124,11 @@ class JobRunnerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchJobs(self, request, context):
-        """WatchJobs streams state transitions of jobs matching every given label.
+        """WatchJobs streams state transitions of jobs matching every given label, each with its
+        revision. With since_revision (e.g. a ListJobs response's revision) it first replays what
+        changed after that revision, so a client that lists and then watches misses no transition.
+        Errors: INVALID_ARGUMENT for a negative since_revision or one above the latest revision;
+        UNAVAILABLE when the watcher falls too far behind (watch again since its last revision).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

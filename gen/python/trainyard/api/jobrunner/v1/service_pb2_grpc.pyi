@@ -54,7 +54,12 @@ class JobRunnerServiceStub:
     job ends, with a final message whose `done` is true.
     """
     WatchJobs: _grpc.UnaryStreamMultiCallable[_messages_pb2.WatchJobsRequest, _messages_pb2.WatchJobsResponse]
-    """WatchJobs streams state transitions of jobs matching every given label."""
+    """WatchJobs streams state transitions of jobs matching every given label, each with its
+    revision. With since_revision (e.g. a ListJobs response's revision) it first replays what
+    changed after that revision, so a client that lists and then watches misses no transition.
+    Errors: INVALID_ARGUMENT for a negative since_revision or one above the latest revision;
+    UNAVAILABLE when the watcher falls too far behind (watch again since its last revision).
+    """
 
 @_typing.type_check_only
 class JobRunnerServiceAsyncStub(JobRunnerServiceStub):
@@ -82,7 +87,12 @@ class JobRunnerServiceAsyncStub(JobRunnerServiceStub):
     job ends, with a final message whose `done` is true.
     """
     WatchJobs: _aio.UnaryStreamMultiCallable[_messages_pb2.WatchJobsRequest, _messages_pb2.WatchJobsResponse]  # type: ignore[assignment]
-    """WatchJobs streams state transitions of jobs matching every given label."""
+    """WatchJobs streams state transitions of jobs matching every given label, each with its
+    revision. With since_revision (e.g. a ListJobs response's revision) it first replays what
+    changed after that revision, so a client that lists and then watches misses no transition.
+    Errors: INVALID_ARGUMENT for a negative since_revision or one above the latest revision;
+    UNAVAILABLE when the watcher falls too far behind (watch again since its last revision).
+    """
 
 class JobRunnerServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobRunnerService runs workloads for the other services: local processes by default, Kubernetes
@@ -149,7 +159,12 @@ class JobRunnerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.WatchJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_messages_pb2.WatchJobsResponse], _abc.AsyncIterator[_messages_pb2.WatchJobsResponse]]:
-        """WatchJobs streams state transitions of jobs matching every given label."""
+        """WatchJobs streams state transitions of jobs matching every given label, each with its
+        revision. With since_revision (e.g. a ListJobs response's revision) it first replays what
+        changed after that revision, so a client that lists and then watches misses no transition.
+        Errors: INVALID_ARGUMENT for a negative since_revision or one above the latest revision;
+        UNAVAILABLE when the watcher falls too far behind (watch again since its last revision).
+        """
 
 def add_JobRunnerServiceServicer_to_server(servicer: JobRunnerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
