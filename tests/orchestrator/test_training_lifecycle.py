@@ -5,6 +5,7 @@ small script (the orchestrator's trainer_python setting), so each ending is cert
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +90,12 @@ def test_a_trainer_that_crashes_without_calling_back_ends_failed_with_the_reason
     )
     assert logs.status_code == 200, logs.text
     assert any("the trainer fell over" in entry["stderr"] for entry in logs.json())
+    # The job events it applied are remembered, so a restart resumes the watch after them.
+    with sqlite3.connect(crashing.data / "o.db") as db:
+        (cursor,) = db.execute(
+            "SELECT value FROM orchestrator_cursors WHERE name = 'jobrunner-events'"
+        ).fetchone()
+    assert cursor > 0
 
 
 def test_stop_ends_a_running_training_and_its_process(

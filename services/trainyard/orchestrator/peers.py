@@ -156,9 +156,13 @@ class Peers:
         finally:
             call.cancel()
 
-    def watch(self, labels: dict[str, str]) -> Any:
-        """A WatchJobs stream (the caller iterates and cancels it)."""
-        return self.jobs.WatchJobs(jr.WatchJobsRequest(labels=labels), metadata=self.metadata())
+    def watch(self, labels: dict[str, str], since_revision: int | None = None) -> Any:
+        """A WatchJobs stream (the caller iterates and cancels it); with `since_revision`, the
+        changes after it are replayed first."""
+        request = jr.WatchJobsRequest(labels=labels)
+        if since_revision is not None:
+            request.since_revision = since_revision
+        return self.jobs.WatchJobs(request, metadata=self.metadata())
 
 
 def _unavailable(service: str, exc: grpc.aio.AioRpcError) -> DomainError:

@@ -406,12 +406,13 @@ class ModelRegistry:
             row = await session.get(Cursor, name)
             return row.value if row is not None else 0
 
-    async def save_cursor(self, name: str, value: int) -> None:
+    async def save_cursor(self, name: str, value: int, *, reset: bool = False) -> None:
+        """Move the cursor forward to `value` (never back, unless `reset`)."""
         async with self._sessions.begin() as session:
             row = await session.get(Cursor, name)
             if row is None:
                 session.add(Cursor(name=name, value=value))
-            elif value > row.value:
+            elif value > row.value or reset:
                 row.value = value
 
 

@@ -406,10 +406,12 @@ class Trainings:
                 return  # the job-runner is away: next round
 
     async def follow_jobs(self, interval: float = 30.0) -> None:
-        """Run until cancelled: watch the job-runner's events, reconciling on every
-        (re)connection and every `interval` seconds as a safety net."""
+        """Run until cancelled: watch the job-runner's events from the last revision applied
+        (kept in the database, so a restarted orchestrator replays what it missed), reconciling
+        on every (re)connection and every `interval` seconds as a safety net."""
         while True:
-            call = self._peers.watch({CREATED_BY[0]: CREATED_BY[1]})
+            since: int | None = await self._registry.cursor(CURSOR) or None
+            call = self._peers.watch({CREATED_BY[0]: CREATED_BY[1]}, since)
             try:
                 await self.reconcile()
                 last = asyncio.get_running_loop().time()
@@ -419,8 +421,17 @@ class Trainings:
                         last = asyncio.get_running_loop().time()
                     if response is not None:
                         await self.on_job(response.event.job)
+                        if response.event.revision > (since or 0):
+                            since = response.event.revision
+                            await self._registry.save_cursor(CURSOR, since)
             except grpc.aio.AioRpcError as exc:
-                log.info("training.watch_lost", code=exc.code().name)
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and since:
+                    # A revision this job-runner never issued (its database was replaced):
+                    # start over from now; reconcile() covers what that skips.
+                    log.warning("training.watch_cursor_reset", since=since)
+                    await self._registry.save_cursor(CURSOR, 0, reset=True)
+                else:
+                    log.info("training.watch_lost", code=exc.code().name)
             except Unavailable:
                 pass
             except Exception:  # never let one bad event stop the following
