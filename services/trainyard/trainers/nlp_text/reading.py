@@ -136,7 +136,12 @@ class JsonlSource:
 
 
 def cache_documents(
-    files: Sequence[InputFile], dest: Path, warn: Callable[[str], None]
+    files: Sequence[InputFile],
+    dest: Path,
+    warn: Callable[[str], None],
+    *,
+    max_zip_members: int = MAX_ZIP_MEMBERS,
+    max_zip_bytes: int = MAX_ZIP_BYTES,
 ) -> JsonlSource:
     """Every document of `files` (category = first path segment of its name, or of its zip
     member's name) as text, written to `dest` as JSON lines; unreadable ones skipped."""
@@ -145,7 +150,7 @@ def cache_documents(
     with open(dest, "w", encoding="utf-8") as out:
         for f in files:
             if f.name.lower().endswith(".zip"):
-                docs = _zip_members(f, skipped)
+                docs = _zip_members(f, skipped, max_zip_members, max_zip_bytes)
             else:
                 docs = _plain_document(f, skipped)
             for name, read in docs:
@@ -174,7 +179,9 @@ def _plain_document(f: InputFile, skipped: Skipped) -> Iterator[tuple[str, Calla
     yield f.name, read
 
 
-def _zip_members(f: InputFile, skipped: Skipped) -> Iterator[tuple[str, Callable[[], bytes]]]:
+def _zip_members(
+    f: InputFile, skipped: Skipped, max_members: int, max_bytes: int
+) -> Iterator[tuple[str, Callable[[], bytes]]]:
     try:
         archive = zipfile.ZipFile(f.path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -182,11 +189,11 @@ def _zip_members(f: InputFile, skipped: Skipped) -> Iterator[tuple[str, Callable
         return
     with archive:
         infos = [i for i in archive.infolist() if not i.is_dir()]
-        if len(infos) > MAX_ZIP_MEMBERS:
-            raise DataError(f"{f.name}: more than {MAX_ZIP_MEMBERS} members in the zip")
+        if len(infos) > max_members:
+            raise DataError(f"{f.name}: more than {max_members} members in the zip")
         total = sum(i.file_size for i in infos)
-        if total > MAX_ZIP_BYTES:
-            raise DataError(f"{f.name}: the zip unpacks to {total} bytes, over {MAX_ZIP_BYTES}")
+        if total > max_bytes:
+            raise DataError(f"{f.name}: the zip unpacks to {total} bytes, over {max_bytes}")
         for info in infos:
             name = info.filename
             path = PurePosixPath(name)
