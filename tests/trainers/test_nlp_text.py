@@ -78,7 +78,7 @@ def write_csv(path: Path, rows: list[tuple[str, str]], delimiter: str = ",") -> 
 
 def test_a_model_trained_in_memory_separates_the_topics_and_reports_metrics() -> None:
     result = train(examples(ROWS * 3), examples(ROWS), params())
-    assert result.report["mode"] == "in_memory"
+    assert (result.report["mode"], result.report["solver"]) == ("in_memory", "nb-svm")
     assert result.report["accuracy"] == 1.0
     assert result.report["macro_f1"] == 1.0
     assert result.report["per_class"]["sport"]["support"] == len(SPORT)
@@ -94,7 +94,7 @@ def test_a_model_trained_in_memory_separates_the_topics_and_reports_metrics() ->
 def test_data_larger_than_the_memory_budget_is_streamed_over_several_passes() -> None:
     # 36 rows, 2 batches of 4 in memory: the data is read again for every epoch.
     result = train(examples(ROWS * 3), None, params(max_in_memory_batches=2))
-    assert result.report["mode"] == "streaming"
+    assert (result.report["mode"], result.report["solver"]) == ("streaming", "adam")
     assert len(result.report["epoch_losses"]) == 30
     assert result.report["epoch_losses"][-1] < result.report["epoch_losses"][0]
     assert "accuracy" not in result.report and result.report["training_rows"] == 36

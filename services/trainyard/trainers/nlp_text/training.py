@@ -10,6 +10,7 @@ reads the data again, chunk by chunk (rows shuffled within a chunk). Held-out ro
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.optimize import minimize_scalar
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.svm import LinearSVC
 from sklearn.utils import murmurhash3_32
 
 from trainyard.trainers.nlp_text.model import (
@@ -161,7 +165,15 @@ def train(
 
     # ---- training --------------------------------------------------------------------------
     losses: list[float] = []
-    if in_memory:
+    solver = "adam"
+    if in_memory and base is None and len(model.labels) > 1:
+        solver = "nb-svm"
+        counts = sp.csr_matrix(sp.vstack(kept))
+        y = np.array([index[label] for label in kept_labels], np.int64)
+        kept = []
+        progress(0.0, "training")
+        fit_nb_svm(model, counts, tfidf(counts, idf), y, params.seed)
+    elif in_memory:
         x = tfidf(sp.csr_matrix(sp.vstack(kept)), idf)
         y = np.array([index[label] for label in kept_labels], np.int64)
         kept = []
@@ -194,6 +206,7 @@ def train(
         "trainer": "nlp-text",
         "seed": params.seed,
         "mode": "in_memory" if in_memory else "streaming",
+        "solver": solver,
         "parameters": {
             "epochs": params.epochs,
             "learning_rate": params.learning_rate,
@@ -219,6 +232,50 @@ def train(
         report["held_out_rows"] = held_rows
         progress(1.0, "evaluating")
     return Result(model, report)
+
+
+def fit_nb_svm(
+    model: TextModel,
+    counts: sp.csr_matrix,
+    x: sp.csr_matrix,
+    y: npt.NDArray[np.int64],
+    seed: int,
+) -> None:
+    """The in-memory fit: NB-SVM (Wang & Manning 2012), one-vs-rest. For each class, the
+    features are scaled by the log-count ratio of the class against the rest (from binarised
+    counts, add-one smoothed) and a LinearSVC is fitted on them; scaling by r and then weighting
+    by w is the linear model r * w on the unscaled features, so the artifact stays one weight
+    matrix. The margins are turned into probabilities by one softmax temperature, fitted by
+    likelihood on the training rows (and folded into the weights)."""
+    k = len(model.labels)
+    onehot = sp.csr_matrix((np.ones(len(y), np.float32), (y, np.arange(len(y)))), shape=(k, len(y)))
+    present = np.asarray((onehot @ (counts > 0).astype(np.float32)).todense(), dtype=np.float64)
+    total = present.sum(axis=0)
+    weights = np.zeros((model.spec.n_features, k), np.float32)
+    bias = np.zeros(k, np.float32)
+    for c in range(k):
+        p = present[c] + 1.0
+        q = total - present[c] + 1.0
+        r = np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
+        target = y == c
+        if target.all() or not target.any():
+            continue  # a label only the base model had: no rows to separate
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            svc = LinearSVC(C=1.0, random_state=seed).fit(sp.csr_matrix(x.multiply(r)), target)
+        weights[:, c] = r * svc.coef_.ravel().astype(np.float32)
+        bias[c] = svc.intercept_[0]
+    margins = np.asarray(x @ weights, dtype=np.float64) + bias
+
+    def nll(temperature: float) -> float:
+        z = margins * temperature
+        z -= z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
+
+    temperature = float(minimize_scalar(nll, bounds=(0.01, 100.0), method="bounded").x)
+    model.weights = weights * np.float32(temperature)
+    model.bias = bias * np.float32(temperature)
+    model._sparse = None
 
 
 def _evaluation_rows(
