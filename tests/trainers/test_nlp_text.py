@@ -418,3 +418,34 @@ async def test_the_trainer_exits_2_on_a_bad_config(tmp_path: Path) -> None:
     assert code == 2
     assert "bad config: supervised_files must be a list of URIs" in err
     assert servicer.received == []
+
+
+async def test_the_trainer_classifies_documents_of_a_zip_and_warns_of_skipped_ones(
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "docs.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for i, (text, label) in enumerate(ROWS):
+            z.writestr(f"{label}/{i}.txt", text)
+        z.writestr("sport/broken.docx", b"PK not really a docx")
+    arts = tmp_path / "arts"
+    config = {
+        "model_id": "docs",
+        "supervised_files": [archive.as_uri()],
+        "doc_classification": True,
+        "model_options": {"n_target_classes": 2},
+        "artifacts_uri": arts.as_uri() + "/",
+    }
+    code, err, servicer = await run_trainer(config, tmp_path)
+    assert code == 0, err
+    warned = [r.request["message"] for r in servicer.received if r.method == "LogTrainMessage"]
+    assert len(warned) == 1 and warned[0].startswith("skipped 1 document(s)")
+    assert "sport/broken.docx: cannot be parsed" in warned[0]
+    storage = LocalBlobStorage(arts)
+    await storage.start()
+    report = json.loads(
+        await Artifacts(storage, "models/docs/").read_bytes("report", "report.json")
+    )
+    await storage.close()
+    assert report["label_counts"] == {"cooking": 6, "sport": 6}
+    assert report["skipped"]["documents"] == 1 and "macro_f1" not in report
