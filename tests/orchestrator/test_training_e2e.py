@@ -171,7 +171,8 @@ def test_nlp_token_trains_reports_and_tags_aligned_tokens(platform: Platform) ->
 
 
 def test_a_training_over_too_many_classes_fails_with_the_reason(platform: Platform) -> None:
-    upload = platform.upload([("reviews.csv", _text_csv(repeat=2))])
+    three = _text_csv(repeat=2) + b"an ordinary film,meh\n"
+    upload = platform.upload([("reviews.csv", three)])
     resp = platform.train(
         "nlp-text",
         {
@@ -179,7 +180,7 @@ def test_a_training_over_too_many_classes_fails_with_the_reason(platform: Platfo
             "model_options": {
                 "text_column": "text",
                 "label_column": "label",
-                "n_target_classes": 1,
+                "n_target_classes": 2,
             },
             "data": {"supervised_files": [{"location": "upload", "path": upload}]},
         },
