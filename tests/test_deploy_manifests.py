@@ -45,6 +45,7 @@ GATEWAY_ADMIN_PORT = 9901
 # The jobrunner Role, exactly: (apiGroup, resource) -> verbs.
 JOBRUNNER_RULES = {
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+    ("", "secrets"): {"create", "get", "list", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "pods/log"): {"get"},
     ("", "events"): {"get", "list", "watch"},
