@@ -152,9 +152,14 @@ class KubernetesBackend(Backend):
 
     @classmethod
     def from_settings(cls, own: JobrunnerSettings) -> KubernetesBackend:
-        """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
+        """The configured kubeconfig; else in-cluster credentials when running in a pod,
+        else KUBECONFIG / ~/.kube/config."""
         configuration = client.Configuration()
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if own.kubeconfig is not None:
+            config.load_kube_config(
+                config_file=str(own.kubeconfig), client_configuration=configuration
+            )
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
         else:
             # The client reads KUBECONFIG once, at import; read it now (a list of files works).
