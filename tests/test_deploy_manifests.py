@@ -46,7 +46,7 @@ GATEWAY_ADMIN_PORT = 9901
 JOBRUNNER_RULES = {
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
     ("", "secrets"): {"create", "get", "list", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "pods/log"): {"get"},
     ("", "events"): {"get", "list", "watch"},
 }
