@@ -677,3 +677,24 @@ def test_secret_key_refs_wait_for_the_secret_and_its_key(
     assert condition(job, "Complete") is not None
     [pod] = job_pods(core, "waits")
     assert raw_log(core, pod.metadata.name) == "s3cret False False\n"
+
+
+def test_foreground_deletion_takes_owned_secrets_and_watches_see_secrets(
+    k8s: FakeKubernetes, batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    start = core.list_namespaced_secret(NS).metadata.resource_version
+    job = batch.create_namespaced_job(NS, make_job("fg", "import time; time.sleep(30)"))
+    ref = {"apiVersion": "batch/v1", "kind": "Job", "name": "fg", "uid": job.metadata.uid}
+    core.create_namespaced_secret(
+        NS, {"metadata": {"name": "fg-config", "ownerReferences": [ref]}, "stringData": {"k": "v"}}
+    )
+    batch.delete_namespaced_job("fg", NS, propagation_policy="Foreground")
+    wait_until(lambda: k8s.secret("fg-config", NS) is None, 10, "foreground deletes dependents")
+    wait_until(lambda: k8s.job("fg", NS) is None, 15, "the Job goes once its pods are gone")
+    events = [
+        (event["type"], event["object"].metadata.name)
+        for event in watch.Watch().stream(
+            core.list_namespaced_secret, NS, resource_version=start, timeout_seconds=1
+        )
+    ]
+    assert events == [("ADDED", "fg-config"), ("DELETED", "fg-config")]
