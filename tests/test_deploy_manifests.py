@@ -45,7 +45,8 @@ GATEWAY_ADMIN_PORT = 9901
 # The jobrunner Role, exactly: (apiGroup, resource) -> verbs.
 JOBRUNNER_RULES = {
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("", "secrets"): {"create", "get", "list", "patch", "delete"},
+    ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "pods/log"): {"get"},
     ("", "events"): {"get", "list", "watch"},
 }

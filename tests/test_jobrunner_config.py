@@ -183,7 +183,9 @@ def test_a_backend_that_cannot_deliver_a_config_refuses_it() -> None:
         ({"config_json": "{}"}, "spec.config_json"),
         ({"config_uri": "s3://b/k"}, "spec.config_uri"),
     ):
-        with pytest.raises(InvalidArgument, match="kubernetes backend cannot hand") as caught:
-            validate_spec(job_spec({"image": "trainer:1", **extra}), "kubernetes")
+        with pytest.raises(InvalidArgument, match="batch backend cannot hand") as caught:
+            validate_spec(job_spec({"image": "trainer:1", "command": ["t"], **extra}), "batch")
         assert [v.field for v in caught.value.violations] == [field]
-    validate_spec(job_spec({"image": "trainer:1"}), "kubernetes")
+        # The Kubernetes backend delivers both (a Secret, an env var).
+        validate_spec(job_spec({"image": "trainer:1", **extra}), "kubernetes")
+    validate_spec(job_spec({"image": "trainer:1"}), "batch")

@@ -4,6 +4,7 @@ official client, pods as real local processes). Mirrors tests/test_jobrunner_loc
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -196,6 +197,112 @@ async def test_the_pod_gets_no_platform_secret_and_runs_non_root(
         )
     assert [v.field for v in err.value.violations] == ["spec.env['LD_PRELOAD']"]
     assert k8s.job("refused", NS) is None
+
+
+async def test_inline_config_reaches_the_pod_through_its_own_secret(
+    runner: JobRunner, k8s: FakeKubernetes
+) -> None:
+    """config_json (it holds the job's token) goes into a per-job Secret the Job owns; the
+    container reads it as TRAINYARD_CONFIG_JSON by reference, so the pod spec holds none of
+    it; deleting the job deletes the Secret."""
+    config = json.dumps({"epochs": 3, "platform": {"job_token": "tok-$(HOME)-secret"}})
+    code = (
+        "import asyncio, json, os\n"
+        "from trainyard.workload import load_config\n"
+        "from trainyard.workload.config import platform_settings\n"
+        "print(json.dumps(asyncio.run(load_config())), platform_settings()['job_token'])\n"
+        "print(sorted(k for k in os.environ if k.startswith('TRAINYARD_CONFIG')))"
+    )
+    view = await runner.submit(job_spec(py(code, name="configured", config_json=config)), "a")
+    done = await runner.wait(view.id, 30)
+    assert done.state == "SUCCEEDED", done
+    assert [r.text for r in await lines(runner, view.id)] == [
+        '{"epochs": 3} tok-$(HOME)-secret',
+        "['TRAINYARD_CONFIG_JSON']",
+    ]
+    job = k8s.job("configured", NS)
+    secret = k8s.secret("configured-config", NS)
+    assert job is not None and secret is not None
+    assert base64.b64decode(secret["data"]["config.json"]).decode() == config
+    assert secret["immutable"] is True and secret["type"] == "Opaque"
+    assert secret["metadata"]["labels"] == {MANAGED_BY: "trainyard", JOB_ID_LABEL: view.id}
+    assert secret["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": "configured",
+            "uid": job["metadata"]["uid"],
+        }
+    ]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert [e for e in container["env"] if e["name"].startswith("TRAINYARD_CONFIG")] == [
+        {
+            "name": "TRAINYARD_CONFIG_JSON",
+            "valueFrom": {"secretKeyRef": {"name": "configured-config", "key": "config.json"}},
+        }
+    ]
+    assert "tok-" not in json.dumps(job), "no part of the config in the Job"
+    # The Secret was created before the Job, and owned by it right after.
+    writes = [
+        (r.method, r.path.rsplit("/", 2)[-2] if r.method == "PATCH" else r.path.rsplit("/", 1)[-1])
+        for r in k8s.requests
+        if r.method in ("POST", "PATCH")
+    ]
+    assert writes == [("POST", "secrets"), ("POST", "jobs"), ("PATCH", "secrets")]
+    await runner.delete(view.id)
+    assert k8s.secret("configured-config", NS) is None
+    await until(lambda: k8s.job("configured", NS) is None, "the Job is deleted")
+
+
+async def test_config_uri_is_passed_as_is_and_needs_no_secret(
+    runner: JobRunner, k8s: FakeKubernetes, tmp_path: Path
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{"epochs": 5}')
+    code = "import os; print(os.environ['TRAINYARD_CONFIG_URI'])"
+    view = await runner.submit(job_spec(py(code, name="by-uri", config_uri=path.as_uri())), "a")
+    assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
+    assert [r.text for r in await lines(runner, view.id)] == [path.as_uri()]
+    assert k8s.secrets(NS) == []
+
+
+async def test_a_secret_of_another_is_not_taken(runner: JobRunner, k8s: FakeKubernetes) -> None:
+    k8s.add_secret(NS, "taken-config", {"config.json": "{}"})
+    view = await runner.submit(job_spec(py("print(1)", name="taken", config_json="{}")), "a")
+    done = await runner.wait(view.id, 30)
+    assert done.state == "FAILED"
+    assert "a Kubernetes Secret named 'taken-config' already exists" in done.message
+    assert k8s.job("taken", NS) is None
+    await runner.delete(view.id)
+    assert k8s.secret("taken-config", NS) is not None, "not ours: left alone"
+
+
+async def test_reconcile_deletes_config_secrets_no_job_owns(
+    tmp_path: Path, k8s: FakeKubernetes
+) -> None:
+    """A crash between creating a job's Secret and its Job leaves a Secret with no owner:
+    the next runner's reconcile deletes it (ours only: by our managed-by label)."""
+    core = client.CoreV1Api(k8s.api_client())
+    ours = {MANAGED_BY: "trainyard", JOB_ID_LABEL: "crashed"}
+    core.create_namespaced_secret(
+        NS, {"metadata": {"name": "crashed-config", "labels": ours}, "stringData": {"k": "v"}}
+    )
+    core.create_namespaced_secret(NS, {"metadata": {"name": "someone-elses"}})
+    first, db = await make_runner(tmp_path, k8s)
+    try:
+        view = await first.submit(
+            job_spec(py("import time; time.sleep(60)", name="alive", config_json="{}")), "a"
+        )
+        await wait_state(first, view.id, "RUNNING")
+        assert k8s.secret("crashed-config", NS) is None, "deleted on the first reconcile"
+    finally:
+        await stop_runner(first, db, cancel=False)
+    second, db = await make_runner(tmp_path, k8s)
+    try:
+        assert k8s.secret("alive-config", NS) is not None, "owned by a live Job: kept"
+        assert k8s.secret("someone-elses", NS) is not None
+    finally:
+        await stop_runner(second, db)
 
 
 async def test_no_command_uses_the_image_entrypoint(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -487,3 +488,213 @@ def test_on_failure_restarts_in_place(batch: client.BatchV1Api, core: client.Cor
     assert failed is not None and failed.reason == "BackoffLimitExceeded"
     # The one pod was restarted in place, then deleted when the job failed.
     wait_until(lambda: not job_pods(core, "flaky"), 5, "the restarted pod is deleted")
+
+
+# ---- Secrets ----------------------------------------------------------------------------------
+
+
+def test_secrets_create_get_list_delete_as_the_api_server(
+    k8s: FakeKubernetes, core: client.CoreV1Api
+) -> None:
+    body = {
+        "metadata": {"name": "cfg", "labels": {"app": "a"}},
+        "data": {"raw": base64.b64encode(b"\x00\xff").decode(), "both": "b2xk"},
+        "stringData": {"both": "new", "text": "héllo"},
+    }
+    created = core.create_namespaced_secret(NS, body, _preload_content=False)
+    secret = json.loads(created.data)
+    # stringData is write-only: merged into data (its keys win), base64, never returned.
+    assert "stringData" not in secret
+    assert {k: base64.b64decode(v) for k, v in secret["data"].items()} == {
+        "raw": b"\x00\xff",
+        "both": b"new",
+        "text": "héllo".encode(),
+    }
+    assert (secret["kind"], secret["apiVersion"], secret["type"]) == ("Secret", "v1", "Opaque")
+    assert secret["metadata"]["uid"] and secret["metadata"]["resourceVersion"]
+    assert core.read_namespaced_secret("cfg", NS).data == secret["data"]
+    core.create_namespaced_secret(NS, {"metadata": {"name": "other"}})
+    listed = core.list_namespaced_secret(NS, label_selector="app=a")
+    assert [s.metadata.name for s in listed.items] == ["cfg"]
+    assert listed.kind == "SecretList"
+
+    with pytest.raises(ApiException) as conflict:
+        core.create_namespaced_secret(NS, {"metadata": {"name": "cfg"}})
+    assert conflict.value.status == 409
+    assert status_body(conflict.value) == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'secrets "cfg" already exists',
+        "reason": "AlreadyExists",
+        "details": {"name": "cfg", "kind": "secrets"},
+        "code": 409,
+    }
+    with pytest.raises(ApiException) as stale:
+        core.delete_namespaced_secret(
+            "cfg", NS, body=client.V1DeleteOptions(preconditions={"uid": "not-it"})
+        )
+    assert stale.value.status == 409
+    assert "Precondition failed: UID in precondition: not-it" in status_body(stale.value)["message"]
+    deleted = json.loads(core.delete_namespaced_secret("cfg", NS, _preload_content=False).data)
+    assert deleted["status"] == "Success"
+    assert deleted["details"] == {
+        "name": "cfg",
+        "kind": "secrets",
+        "uid": secret["metadata"]["uid"],
+    }
+    for call in (core.read_namespaced_secret, core.delete_namespaced_secret):
+        with pytest.raises(ApiException) as missing:
+            call("cfg", NS)
+        assert missing.value.status == 404
+        assert status_body(missing.value)["message"] == 'secrets "cfg" not found'
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        (
+            {"metadata": {"name": "b"}, "data": {"k": "no!"}},
+            400,
+            'Secret in version "v1" cannot be handled as a Secret: illegal base64 data at '
+            "input byte 2",
+        ),
+        (
+            {"metadata": {"name": "b"}, "stringData": {"a key": "v"}},
+            422,
+            'Secret "b" is invalid: data[a key]: Invalid value: "a key": a valid config key',
+        ),
+        (
+            {"metadata": {"name": "b"}, "stringData": {"k": "x" * (1024 * 1024 + 1)}},
+            422,
+            'Secret "b" is invalid: data: Too long: may not be more than 1048576 bytes',
+        ),
+        (
+            {"metadata": {"name": "B_"}},
+            422,
+            'Secret "B_" is invalid: metadata.name: Invalid value: "B_": a lowercase RFC 1123',
+        ),
+        (
+            {"metadata": {"name": "b", "ownerReferences": [{"kind": "Job", "name": "j"}]}},
+            422,
+            'metadata.ownerReferences.apiVersion: Invalid value: "": version must not be empty',
+        ),
+    ],
+)
+def test_a_bad_secret_is_refused(
+    core: client.CoreV1Api, body: dict[str, Any], code: int, message: str
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_secret(NS, body)
+    assert refused.value.status == code
+    assert message in status_body(refused.value)["message"]
+
+
+def test_secrets_owned_by_a_job_are_collected_with_it(
+    k8s: FakeKubernetes, batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    owners = {}
+    for name in ("gone", "orphaned"):
+        job = batch.create_namespaced_job(NS, make_job(name, "pass"))
+        owners[name] = job.metadata.uid
+        core.create_namespaced_secret(
+            NS,
+            {"metadata": {"name": f"{name}-config"}, "immutable": True, "stringData": {"k": "v"}},
+        )
+        ref = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job.metadata.uid}
+        patched = core.patch_namespaced_secret(
+            f"{name}-config",
+            NS,
+            {"metadata": {"ownerReferences": [ref]}},
+            _content_type="application/merge-patch+json",
+        )
+        assert patched.metadata.owner_references[0].uid == job.metadata.uid
+    # The client's default for a dict body is a JSON patch, which the double does not model.
+    with pytest.raises(ApiException) as unsupported:
+        core.patch_namespaced_secret("gone-config", NS, {"metadata": {"labels": {"a": "b"}}})
+    assert unsupported.value.status == 415
+    # An immutable Secret's data stays; its metadata may change.
+    with pytest.raises(ApiException) as immutable:
+        core.patch_namespaced_secret(
+            "gone-config",
+            NS,
+            {"stringData": {"k": "w"}},
+            _content_type="application/merge-patch+json",
+        )
+    assert immutable.value.status == 422
+    assert (
+        "data: Forbidden: field is immutable when `immutable` is set"
+        in status_body(immutable.value)["message"]
+    )
+
+    batch.delete_namespaced_job("gone", NS, propagation_policy="Background")
+    batch.delete_namespaced_job("orphaned", NS, propagation_policy="Orphan")
+    wait_until(lambda: k8s.secret("gone-config", NS) is None, 10, "the owned Secret is collected")
+    wait_until(lambda: k8s.job("orphaned", NS) is None, 10, "the orphaning delete finishes")
+    orphan = k8s.secret("orphaned-config", NS)
+    assert orphan is not None and "ownerReferences" not in orphan["metadata"]
+
+
+def test_secret_key_refs_wait_for_the_secret_and_its_key(
+    k8s: FakeKubernetes, batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    def ref(secret: str, key: str, optional: bool | None = None) -> client.V1EnvVarSource:
+        return client.V1EnvVarSource(
+            secret_key_ref=client.V1SecretKeySelector(name=secret, key=key, optional=optional)
+        )
+
+    env = [
+        client.V1EnvVar(name="TOKEN", value_from=ref("later", "token")),
+        client.V1EnvVar(name="MAYBE", value_from=ref("absent", "x", optional=True)),
+        client.V1EnvVar(name="MAYBE_KEY", value_from=ref("later", "nokey", optional=True)),
+    ]
+    code = "import os; print(os.environ['TOKEN'], 'MAYBE' in os.environ, 'MAYBE_KEY' in os.environ)"
+    batch.create_namespaced_job(NS, make_job("waits", code, env=env))
+
+    def waiting_message() -> str | None:
+        for pod in job_pods(core, "waits"):
+            for status in pod.status.container_statuses or []:
+                waiting = status.state.waiting
+                if waiting and waiting.reason == "CreateContainerConfigError":
+                    return str(waiting.message)
+        return None
+
+    assert wait_until(waiting_message, 10, "the pod waits for its Secret") == (
+        'secret "later" not found'
+    )
+    core.create_namespaced_secret(NS, {"metadata": {"name": "later"}, "stringData": {"t": "1"}})
+    wait_until(
+        lambda: waiting_message() == "couldn't find key token in Secret default/later",
+        10,
+        "the pod waits for the key",
+    )
+    core.delete_namespaced_secret("later", NS)
+    core.create_namespaced_secret(
+        NS, {"metadata": {"name": "later"}, "stringData": {"token": "s3cret"}}
+    )
+    job = wait_finished(batch, "waits")
+    assert condition(job, "Complete") is not None
+    [pod] = job_pods(core, "waits")
+    assert raw_log(core, pod.metadata.name) == "s3cret False False\n"
+
+
+def test_foreground_deletion_takes_owned_secrets_and_watches_see_secrets(
+    k8s: FakeKubernetes, batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    start = core.list_namespaced_secret(NS).metadata.resource_version
+    job = batch.create_namespaced_job(NS, make_job("fg", "import time; time.sleep(30)"))
+    ref = {"apiVersion": "batch/v1", "kind": "Job", "name": "fg", "uid": job.metadata.uid}
+    core.create_namespaced_secret(
+        NS, {"metadata": {"name": "fg-config", "ownerReferences": [ref]}, "stringData": {"k": "v"}}
+    )
+    batch.delete_namespaced_job("fg", NS, propagation_policy="Foreground")
+    wait_until(lambda: k8s.secret("fg-config", NS) is None, 10, "foreground deletes dependents")
+    wait_until(lambda: k8s.job("fg", NS) is None, 15, "the Job goes once its pods are gone")
+    events = [
+        (event["type"], event["object"].metadata.name)
+        for event in watch.Watch().stream(
+            core.list_namespaced_secret, NS, resource_version=start, timeout_seconds=1
+        )
+    ]
+    assert events == [("ADDED", "fg-config"), ("DELETED", "fg-config")]

@@ -3,6 +3,7 @@ objects -> outcome. No server: the objects are shaped as the API returns them.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,11 @@ from trainyard.jobrunner.backends.base import Workload
 from trainyard.jobrunner.backends.kubernetes.manifests import (
     JOB_ID_LABEL,
     MANAGED_BY,
+    config_secret_manifest,
     cpu_quantity,
     job_manifest,
+    owner_patch,
+    owner_uids,
 )
 from trainyard.jobrunner.backends.kubernetes.status import (
     attempt_order,
@@ -102,6 +106,67 @@ def test_manifest_without_resources_or_command() -> None:
     assert "command" not in container and container["args"] == ["x"]
     assert "resources" not in container
     assert manifest["spec"]["ttlSecondsAfterFinished"] == 60
+
+
+def test_inline_config_goes_into_a_secret_the_pod_only_references() -> None:
+    config = '{"platform": {"job_token": "tok-$(HOME)"}, "epochs": 3}'
+    wl = workload(config_json=config, env={"TRAINYARD_CONFIG_JSON": "{}", "A": "1"})
+    secret = config_secret_manifest(wl)
+    assert secret == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "train-1-config",
+            "labels": {MANAGED_BY: "trainyard", JOB_ID_LABEL: "j1"},
+        },
+        "type": "Opaque",
+        "immutable": True,
+        "stringData": {"config.json": config},  # verbatim: no $(VAR) expansion in Secrets
+    }
+    manifest = job_manifest(wl, grace_seconds=0, ttl_seconds=None)
+    [container] = manifest["spec"]["template"]["spec"]["containers"]
+    refs = [e for e in container["env"] if e["name"] == "TRAINYARD_CONFIG_JSON"]
+    assert refs == [
+        {
+            "name": "TRAINYARD_CONFIG_JSON",
+            "valueFrom": {"secretKeyRef": {"name": "train-1-config", "key": "config.json"}},
+        }
+    ], "one reference, and the workload's own env cannot replace it"
+    assert "tok" not in json.dumps(manifest), "the Job holds no part of the config"
+    assert not any(e["name"] == "TRAINYARD_CONFIG_URI" for e in container["env"])
+
+
+def test_config_uri_is_a_plain_value_and_no_config_no_secret() -> None:
+    wl = workload(config_uri="s3://bucket/c$x.json")
+    assert config_secret_manifest(wl) is None
+    [container] = job_manifest(wl, grace_seconds=0, ttl_seconds=None)["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TRAINYARD_CONFIG_URI"] == {
+        "name": "TRAINYARD_CONFIG_URI",
+        "value": "s3://bucket/c$$x.json",
+    }
+    assert "TRAINYARD_CONFIG_JSON" not in env
+    bare = job_manifest(workload(), grace_seconds=0, ttl_seconds=None)
+    names = {e["name"] for e in bare["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not names & {"TRAINYARD_CONFIG_JSON", "TRAINYARD_CONFIG_URI"}
+
+
+def test_owner_patch_and_owner_uids() -> None:
+    created = {"metadata": {"name": "train-1", "uid": "u1", "namespace": "ns"}}
+    patch = owner_patch(created)
+    assert patch == {
+        "metadata": {
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": "train-1", "uid": "u1"}
+            ]
+        }
+    }
+    assert owner_uids(patch) == {"u1"}
+    assert owner_uids({"metadata": {}}) == set()
+    other = {"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "uid": "r"}, "junk"]}}
+    assert owner_uids(other) == set()
 
 
 @pytest.mark.parametrize(("cores", "quantity"), [(1, "1"), (0.25, "250m"), (0.0001, "1m")])

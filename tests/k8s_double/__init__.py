@@ -11,8 +11,8 @@ ephemeral port) for the subset a job runner uses, so the official
 Each Job gets pods named ``{job}-{5 chars}`` (apimachinery's generated-name
 alphabet, lowercase consonants and digits) whose containers run as real local
 subprocesses: ``command + args`` with ``$(VAR)`` expansion, the container's
-``env`` (value, fieldRef, resourceFieldRef, secretKeyRef/configMapKeyRef and
-envFrom from data registered with ``add_secret``/``add_config_map``) over a
+``env`` (value, fieldRef, resourceFieldRef, secretKeyRef from the API's Secrets,
+configMapKeyRef from data registered with ``add_config_map``, and envFrom) over a
 minimal environment (PATH, HOSTNAME, HOME = a per-pod scratch directory,
 KUBERNETES_SERVICE_HOST/PORT pointing at the double). stdout and stderr share
 one pipe, so the pod log keeps their interleaving exactly.
@@ -28,6 +28,9 @@ Served paths (any namespace name; namespaces need not be created):
   ``/api/v1/namespaces/{ns}/pods/{name}`` GET / DELETE, ``.../status`` GET,
   ``.../log`` GET (container, follow, tailLines, timestamps, sinceSeconds,
   sinceTime, limitBytes, previous).
+* ``/api/v1/namespaces/{ns}/secrets`` POST (create, ``dryRun``), GET (list/watch,
+  labelSelector, fieldSelector), ``/api/v1/secrets``, ``.../secrets/{name}`` GET,
+  PATCH (``application/merge-patch+json`` only), DELETE (uid preconditions).
 * ``/version``, ``/healthz``, ``/livez``, ``/readyz``.
 
 Anything else gets the API server's 404 ``the server could not find the
@@ -53,6 +56,19 @@ Behaviour copied from a real (1.31+) cluster:
   restartPolicy Never, or restartCount >= backoffLimit for OnFailure;
   DeadlineExceeded after activeDeadlineSeconds). The terminal condition is only
   added once no pod of the job is still running; active pods are deleted.
+* Secrets: ``stringData`` merged into ``data`` (base64) on every write and never
+  returned; type defaults to Opaque; 400 for data that is not base64 (``illegal
+  base64 data at input byte N``), 422 for bad names, keys, ownerReferences, more
+  than 1 MiB of data, or a change to an ``immutable`` Secret's data; 404/409
+  (``secrets "x" not found`` / ``already exists``, precondition Conflict); delete
+  answers a Success Status. ``add_secret`` creates one as if applied.
+* Garbage collection of Secrets owned (ownerReferences) by Jobs: deleted in the
+  background once no owning Job exists; a Job deleted with Orphan strips the
+  reference, Foreground deletes them first.
+* secretKeyRef / envFrom.secretRef read the Secret when the pod starts: a missing
+  Secret or key keeps the containers waiting with ``CreateContainerConfigError``
+  (``secret "x" not found``, ``couldn't find key k in Secret ns/x``), retried
+  until it appears (as the kubelet's pod sync does); ``optional: true`` skips it.
 * Pods: ownerReferences (controller, blockOwnerDeletion), the
   ``batch.kubernetes.io/job-tracking`` finalizer (removed once counted), phase
   Pending/Running/Succeeded/Failed, conditions (PodReadyToStartContainers,
@@ -79,7 +95,9 @@ Behaviour copied from a real (1.31+) cluster:
 Simplified or missing (by design):
 
 * No authentication/authorization, no TLS, no Namespace objects, no
-  admission, no managedFields, no PATCH/PUT, no Secret/ConfigMap endpoints,
+  admission, no managedFields, no PUT, PATCH for Secrets only and only as a merge
+  patch (strategic merge / JSON patch get 415), no ConfigMap endpoints, Secrets are
+  not mounted as volumes and not refreshed into a running container,
   no BOOKMARK events except the sendInitialEvents end marker, continue tokens
   page over current state rather than a snapshot.
 * One node; no scheduling constraints; CPU limits are ignored; init

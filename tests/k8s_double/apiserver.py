@@ -4,7 +4,10 @@ validation, create/get/list/delete with finalizers and propagation policies."""
 from __future__ import annotations
 
 import base64
+import binascii
+import copy
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +30,10 @@ from .errors import (
     bad_request,
     invalid,
     not_found,
+    qualified,
     status_object,
 )
-from .kubelet import PODS, Kubelet, qos_class
+from .kubelet import PODS, SECRETS, Kubelet, qos_class
 from .selectors import (
     fields_match,
     labels_match,
@@ -54,7 +58,17 @@ QUANTITY_REGEX = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 RESOURCES: dict[str, tuple[str, str, str, str]] = {
     JOBS: (BATCH, "batch/v1", "Job", "JobList"),
     PODS: ("", "v1", "Pod", "PodList"),
+    SECRETS: ("", "v1", "Secret", "SecretList"),
 }
+MAX_SECRET_BYTES = 1024 * 1024  # corev1.MaxSecretSize, over all of data's values
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_CONFIG_KEY_MESSAGE = (
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. "
+    "'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is "
+    "'[-._a-zA-Z0-9]+')"
+)
+_BASE64 = re.compile(r"[A-Za-z0-9+/=]")
+MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclass
@@ -157,28 +171,8 @@ class Cluster:
 
     def create_job(self, namespace: str, body: Any, *, dry_run: bool = False) -> JSON:
         """POST .../jobs: validate, default, store (dry_run: validate and default only)."""
-        if not isinstance(body, dict):
-            raise bad_request('Job in version "v1" cannot be handled as a Job: expected object')
-        api_version = body.get("apiVersion")
-        kind = body.get("kind")
-        if api_version not in (None, "", "batch/v1"):
-            raise bad_request(
-                f"the API version in the data ({api_version}) does not match the expected "
-                "API version (batch/v1)"
-            )
-        if kind not in (None, "", "Job"):
-            raise bad_request(
-                f'{kind} in version "v1" cannot be handled as a Job: the object provided is '
-                "unrecognized"
-            )
-        job = deep_copy(body)
-        meta = job.setdefault("metadata", {}) or {}
-        job["metadata"] = meta
-        if meta.get("namespace") not in (None, "", namespace):
-            raise bad_request(
-                "the namespace of the provided object does not match the namespace sent on "
-                "the request"
-            )
+        job = _decoded(body, "batch/v1", "Job", namespace)
+        meta = job["metadata"]
         _check_quantities(job)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = generate_name(str(meta["generateName"]))
@@ -235,16 +229,7 @@ class Cluster:
         with self.store.lock:
             job = self.get(JOBS, namespace, name)
             uid = job["metadata"]["uid"]
-            preconditions = options.get("preconditions") or {}
-            if preconditions.get("uid") not in (None, uid):
-                raise ApiError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on jobs.batch "{name}": Precondition '
-                    f"failed: UID in precondition: {preconditions['uid']}, UID in object meta: "
-                    f"{uid}",
-                    {"name": name, "group": BATCH, "kind": "jobs"},
-                )
+            _check_uid_precondition(options, JOBS, BATCH, name, uid)
             finalizers = list(job["metadata"].get("finalizers") or [])
             extra = {"Orphan": ORPHAN_FINALIZER, "Foreground": FOREGROUND_FINALIZER}.get(policy)
             if extra and extra not in finalizers:
@@ -292,6 +277,119 @@ class Cluster:
                 owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
                 if owner_uid in owners and meta.get("deletionTimestamp") is None:
                     self.kubelet.delete_pod(meta["namespace"], meta["name"])
+
+    # -- secrets ---------------------------------------------------------------------------
+
+    def create_secret(self, namespace: str, body: Any, *, dry_run: bool = False) -> JSON:
+        """POST .../secrets: stringData merged into data (base64), as the API server's
+        conversion does, then validated; data is returned base64, stringData never."""
+        secret = _decoded(body, "v1", "Secret", namespace)
+        meta = secret["metadata"]
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = generate_name(str(meta["generateName"]))
+        name = str(meta.get("name") or "")
+        _merge_string_data(secret)
+        secret.setdefault("type", "Opaque")
+        causes = _validate_secret(secret)
+        if causes:
+            raise invalid("Secret", "", name, causes)
+        with self.store.lock:
+            if self.store.exists(SECRETS, namespace, name):
+                raise already_exists(SECRETS, "", name)
+            meta["namespace"] = namespace
+            meta["uid"] = new_uid()
+            meta["creationTimestamp"] = rfc3339(now())
+            for key in ("resourceVersion", "deletionTimestamp", "managedFields", "generation"):
+                meta.pop(key, None)
+            secret["apiVersion"] = "v1"
+            secret["kind"] = "Secret"
+            if dry_run:
+                return secret
+            return self.store.create(SECRETS, secret)
+
+    def patch_secret(self, namespace: str, name: str, content_type: str, patch: Any) -> JSON:
+        """PATCH .../secrets/{name} with a JSON merge patch (RFC 7386). metadata.resourceVersion
+        in the patch is a precondition; an immutable Secret's data and type stay as they are."""
+        if content_type.split(";", 1)[0].strip().lower() != MERGE_PATCH:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: {MERGE_PATCH} (the double models merge patches only)",
+            )
+        if not isinstance(patch, dict):
+            raise bad_request(
+                "json: cannot unmarshal array into Go value of type map[string]interface {}"
+            )
+        with self.store.lock:
+            current = self.get(SECRETS, namespace, name)
+            meta = current["metadata"]
+            patch_meta = patch.get("metadata")
+            patch_meta = patch_meta if isinstance(patch_meta, dict) else {}
+            wanted_version = patch_meta.get("resourceVersion")
+            if wanted_version not in (None, meta["resourceVersion"]):
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on secrets "{name}": the object has been '
+                    "modified; please apply your changes to the latest version and try again",
+                    {"name": name, "kind": SECRETS},
+                )
+            updated = _merge_patch(deep_copy(current), patch)
+            if not isinstance(updated.get("metadata"), dict):
+                raise bad_request("metadata must be an object")
+            new_meta = updated["metadata"]
+            if new_meta.get("name") != name or new_meta.get("namespace") != namespace:
+                raise bad_request(
+                    f"the name of the object ({new_meta.get('name')}) does not match the name "
+                    f"on the URL ({name})"
+                )
+            _merge_string_data(updated)
+            causes = _validate_secret(updated)
+            if new_meta.get("uid") != meta["uid"]:
+                causes.append(
+                    Cause(
+                        "metadata.uid",
+                        "FieldValueInvalid",
+                        f'Invalid value: "{new_meta.get("uid")}": field is immutable',
+                    )
+                )
+            if current.get("immutable"):
+                for key in ("data", "immutable", "type"):
+                    if updated.get(key) != current.get(key):
+                        causes.append(
+                            Cause(
+                                key,
+                                "FieldValueForbidden",
+                                "Forbidden: field is immutable when `immutable` is set",
+                            )
+                        )
+            if causes:
+                raise invalid("Secret", "", name, causes)
+            new_meta["resourceVersion"] = meta["resourceVersion"]  # the store bumps it
+
+            def replace(obj: JSON) -> None:
+                obj.clear()
+                obj.update(updated)
+
+            stored = self.store.update(SECRETS, namespace, name, replace)
+            if stored is None:
+                raise not_found(SECRETS, "", name)
+            return stored
+
+    def delete_secret(self, namespace: str, name: str, options: JSON) -> DeleteOutcome:
+        """DELETE .../secrets/{name}: gone at once (Secrets have no finalizers of their own);
+        the answer is a Success Status, as for every resource that does not return the
+        deleted object."""
+        with self.store.lock:
+            secret = self.get(SECRETS, namespace, name)
+            uid = secret["metadata"]["uid"]
+            _check_uid_precondition(options, SECRETS, "", name, uid)
+            self.store.delete(SECRETS, namespace, name)
+        details = {"name": name, "kind": SECRETS, "uid": uid}
+        body = status_object(code=0, reason="", message="", details=details, success=True)
+        del body["code"]
+        return DeleteOutcome(200, body)
 
     # -- pods ----------------------------------------------------------------------------
 
@@ -372,6 +470,195 @@ class Cluster:
             return result
 
 
+def _decoded(body: Any, api_version: str, kind: str, namespace: str) -> JSON:
+    """A copy of a create request's object, refused as the API server's decoder refuses a
+    wrong apiVersion, kind or namespace."""
+    version = api_version.rsplit("/", 1)[-1]
+    if not isinstance(body, dict):
+        raise bad_request(
+            f'{kind} in version "{version}" cannot be handled as a {kind}: expected object'
+        )
+    sent_version = body.get("apiVersion")
+    sent_kind = body.get("kind")
+    if sent_version not in (None, "", api_version):
+        raise bad_request(
+            f"the API version in the data ({sent_version}) does not match the expected "
+            f"API version ({api_version})"
+        )
+    if sent_kind not in (None, "", kind):
+        raise bad_request(
+            f'{sent_kind} in version "{version}" cannot be handled as a {kind}: the object '
+            "provided is unrecognized"
+        )
+    obj = deep_copy(body)
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise bad_request(
+            f'{kind} in version "{version}" cannot be handled as a {kind}: metadata must be '
+            "an object"
+        )
+    obj["metadata"] = meta
+    if meta.get("namespace") not in (None, "", namespace):
+        raise bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
+    return obj
+
+
+def _check_uid_precondition(options: JSON, resource: str, group: str, name: str, uid: str) -> None:
+    preconditions = options.get("preconditions") or {}
+    if preconditions.get("uid") not in (None, uid):
+        details: JSON = {"name": name, "group": group, "kind": resource}
+        if not group:
+            del details["group"]
+        raise ApiError(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {qualified(resource, group)} "{name}": '
+            f"Precondition failed: UID in precondition: {preconditions['uid']}, UID in object "
+            f"meta: {uid}",
+            details,
+        )
+
+
+def _base64_error(value: Any) -> str | None:
+    """Go's encoding/base64 complaint about a data value, or None if it decodes."""
+    if not isinstance(value, str):
+        return "illegal base64 data at input byte 0"
+    for index, char in enumerate(value):
+        if not _BASE64.match(char):
+            return f"illegal base64 data at input byte {index}"
+    try:
+        base64.b64decode(value, validate=True)
+    except binascii.Error:
+        return f"illegal base64 data at input byte {len(value) - len(value) % 4}"
+    return None
+
+
+def _merge_string_data(secret: JSON) -> None:
+    """Fold write-only stringData into data, base64-encoded (its keys win, as in the API
+    server's conversion); a data value that is not base64 is refused like its decoder does."""
+    data = secret.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise bad_request(
+            'Secret in version "v1" cannot be handled as a Secret: data must be an object'
+        )
+    for value in data.values():
+        problem = _base64_error(value)
+        if problem:
+            raise bad_request(f'Secret in version "v1" cannot be handled as a Secret: {problem}')
+    string_data = secret.pop("stringData", None) or {}
+    if not isinstance(string_data, dict) or not all(
+        isinstance(v, str) for v in string_data.values()
+    ):
+        raise bad_request(
+            'Secret in version "v1" cannot be handled as a Secret: stringData values must be '
+            "strings"
+        )
+    for key, value in string_data.items():
+        data[key] = base64.b64encode(value.encode("utf-8", "surrogateescape")).decode()
+    if data:
+        secret["data"] = data
+    else:
+        secret.pop("data", None)
+
+
+def _validate_secret(secret: JSON) -> list[Cause]:
+    causes = _validate_name(secret["metadata"].get("name"), limit=253)
+    total = 0
+    for key, value in sorted((secret.get("data") or {}).items()):
+        if not _CONFIG_KEY.match(key) or len(key) > 253:
+            causes.append(
+                Cause(
+                    f"data[{key}]",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{key}": {_CONFIG_KEY_MESSAGE}',
+                )
+            )
+        total += len(base64.b64decode(value))
+    if total > MAX_SECRET_BYTES:
+        causes.append(
+            Cause(
+                "data",
+                "FieldValueTooLong",
+                f"Too long: may not be more than {MAX_SECRET_BYTES} bytes",
+            )
+        )
+    causes.extend(_validate_owner_references(secret["metadata"].get("ownerReferences")))
+    return causes
+
+
+def _validate_name(name: Any, limit: int) -> list[Cause]:
+    if not name:
+        return [
+            Cause(
+                "metadata.name",
+                "FieldValueRequired",
+                "Required value: name or generateName is required",
+            )
+        ]
+    if not isinstance(name, str) or not DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
+        return [
+            Cause(
+                "metadata.name",
+                "FieldValueInvalid",
+                f'Invalid value: "{name}": {DNS1123_SUBDOMAIN_MESSAGE}',
+            )
+        ]
+    if len(name) > limit:
+        return [
+            Cause(
+                "metadata.name",
+                "FieldValueInvalid",
+                f'Invalid value: "{name}": must be no more than {limit} characters',
+            )
+        ]
+    return []
+
+
+def _validate_owner_references(refs: Any) -> list[Cause]:
+    """apimachinery's ValidateOwnerReferences: each names apiVersion, kind, name and uid."""
+    if refs is None:
+        return []
+    if not isinstance(refs, list):
+        return [
+            Cause("metadata.ownerReferences", "FieldValueInvalid", "Invalid value: must be a list")
+        ]
+    causes: list[Cause] = []
+    for ref in refs:
+        ref = ref if isinstance(ref, dict) else {}
+        for key, what in (
+            ("apiVersion", "version"),
+            ("kind", "kind"),
+            ("name", "name"),
+            ("uid", "uid"),
+        ):
+            if not ref.get(key):
+                causes.append(
+                    Cause(
+                        f"metadata.ownerReferences.{key}",
+                        "FieldValueInvalid",
+                        f'Invalid value: "": {what} must not be empty',
+                    )
+                )
+    return causes
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge, null removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
+
+
 def _check_quantities(job: JSON) -> None:
     spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
     for container in spec.get("containers") or []:
@@ -401,33 +688,7 @@ def _nonnegative(value: Any, path: str, causes: list[Cause]) -> None:
 
 
 def _validate_job(job: JSON) -> list[Cause]:
-    causes: list[Cause] = []
-    meta = job["metadata"]
-    name = meta.get("name")
-    if not name:
-        causes.append(
-            Cause(
-                "metadata.name",
-                "FieldValueRequired",
-                "Required value: name or generateName is required",
-            )
-        )
-    elif not DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
-        causes.append(
-            Cause(
-                "metadata.name",
-                "FieldValueInvalid",
-                f'Invalid value: "{name}": {DNS1123_SUBDOMAIN_MESSAGE}',
-            )
-        )
-    elif len(name) > 63:
-        causes.append(
-            Cause(
-                "metadata.name",
-                "FieldValueInvalid",
-                f'Invalid value: "{name}": must be no more than 63 characters',
-            )
-        )
+    causes = _validate_name(job["metadata"].get("name"), limit=63)
     spec = job.get("spec")
     if not isinstance(spec, dict):
         causes.append(

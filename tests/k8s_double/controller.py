@@ -23,7 +23,7 @@ from .apiserver import (
     ORPHAN_FINALIZER,
     Cluster,
 )
-from .kubelet import PODS, PodRuntime
+from .kubelet import PODS, SECRETS, PodRuntime
 
 _log = logging.getLogger(__name__)
 
@@ -285,7 +285,20 @@ class JobController:
 
     # -- garbage collector ---------------------------------------------------------
 
-    def _strip_owner(self, pod: JSON, owner_uid: str) -> None:
+    def _owned_secrets(self, owner_uid: str) -> list[JSON]:
+        return [
+            secret
+            for secret in self.store.list(SECRETS)[0]
+            if any(
+                ref.get("uid") == owner_uid
+                for ref in secret["metadata"].get("ownerReferences") or []
+            )
+        ]
+
+    def _strip_owner(self, pod: JSON, owner_uid: str, resource: str = PODS) -> None:
+        """Orphan a dependent (a pod, or another resource's object): drop the owner's
+        reference, and a pod's job-tracking finalizer."""
+
         def strip(obj: JSON) -> None:
             refs = [
                 ref
@@ -305,8 +318,9 @@ class JobController:
                 obj["metadata"].pop("finalizers", None)
 
         meta = pod["metadata"]
-        self.store.update(PODS, meta["namespace"], meta["name"], strip)
-        self.kubelet.maybe_remove(meta["namespace"], meta["name"])
+        self.store.update(resource, meta["namespace"], meta["name"], strip)
+        if resource == PODS:
+            self.kubelet.maybe_remove(meta["namespace"], meta["name"])
 
     def _release_if_done(self, pod: JSON) -> None:
         meta = pod["metadata"]
@@ -339,8 +353,16 @@ class JobController:
             if ORPHAN_FINALIZER in finalizers:
                 for pod in dependents(uid):
                     self._strip_owner(pod, uid)
+                for secret in self._owned_secrets(uid):
+                    self._strip_owner(secret, uid, SECRETS)
                 finalizers.remove(ORPHAN_FINALIZER)
             if FOREGROUND_FINALIZER in finalizers:
+                # None of them blocks the owner's deletion (blockOwnerDeletion is for pods
+                # here): they go first, the owner does not wait for them.
+                for secret in self._owned_secrets(uid):
+                    self.store.delete(
+                        SECRETS, secret["metadata"]["namespace"], secret["metadata"]["name"]
+                    )
                 for pod in dependents(uid):
                     if pod["metadata"].get("deletionTimestamp") is None:
                         self.kubelet.delete_pod(
@@ -365,6 +387,16 @@ class JobController:
                 self.store.update(JOBS, meta["namespace"], meta["name"], clear)
                 self.store.delete(JOBS, meta["namespace"], meta["name"])
                 self._tracking.pop(uid, None)
+
+        # Background collection of Secrets: once none of the Jobs a Secret names as owners
+        # exists, it goes (owners of kinds the double does not model keep it).
+        for secret in self.store.list(SECRETS)[0]:
+            meta = secret["metadata"]
+            refs = meta.get("ownerReferences") or []
+            if not refs or any(ref.get("kind") != "Job" for ref in refs):
+                continue
+            if not any(ref.get("uid") in live_uids for ref in refs):
+                self.store.delete(SECRETS, meta["namespace"], meta["name"])
 
         for pod in pods:
             meta = pod["metadata"]

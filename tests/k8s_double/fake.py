@@ -14,7 +14,7 @@ from kubernetes import client
 from ._util import JSON, normalize_image
 from .apiserver import JOBS, Cluster
 from .controller import JobController
-from .kubelet import PODS, ConfigData, Kubelet, ProcessInfo, RuntimeConfig
+from .kubelet import PODS, SECRETS, ConfigData, Kubelet, ProcessInfo, RuntimeConfig
 from .server import ApiServer, RecordedRequest
 from .store import Store
 
@@ -72,7 +72,7 @@ class FakeKubernetes:
             inherit_env=tuple(inherit_env),
             extra_env=dict(extra_env or {}),
         )
-        self.config_data = ConfigData()
+        self.config_data = ConfigData(self.store)
         self.kubelet = Kubelet(self.store, self._config, self.config_data)
         self.cluster = Cluster(self.store, self.kubelet)
         self.controller = JobController(self.cluster, retry_backoff=retry_backoff_seconds)
@@ -147,9 +147,14 @@ class FakeKubernetes:
             self._config.known_images = {}
         self._config.known_images[normalize_image(image)] = list(entrypoint) if entrypoint else None
 
-    def add_secret(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
-        """Data for secretKeyRef / envFrom.secretRef (there is no Secret REST endpoint)."""
-        self.config_data.put_secret(namespace, name, data)
+    def add_secret(self, namespace: str, name: str, data: Mapping[str, str]) -> JSON:
+        """Create (or replace) an Opaque Secret with these values, as if someone had
+        applied it: the API serves it and pods read it (secretKeyRef, envFrom.secretRef)."""
+        with self.store.lock:
+            self.store.delete(SECRETS, namespace, name)
+            return self.cluster.create_secret(
+                namespace, {"metadata": {"name": name}, "stringData": dict(data)}
+            )
 
     def add_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
         """Data for configMapKeyRef / envFrom.configMapRef."""
@@ -186,6 +191,13 @@ class FakeKubernetes:
 
     def jobs(self, namespace: str | None = None) -> list[JSON]:
         return self.store.list(JOBS, namespace)[0]
+
+    def secret(self, name: str, namespace: str = "default") -> JSON | None:
+        """The Secret as the API returns it (data base64-encoded)."""
+        return self.store.get(SECRETS, namespace, name)
+
+    def secrets(self, namespace: str | None = None) -> list[JSON]:
+        return self.store.list(SECRETS, namespace)[0]
 
     def pod(self, name: str, namespace: str = "default") -> JSON | None:
         return self.store.get(PODS, namespace, name)

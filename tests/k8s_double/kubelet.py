@@ -8,6 +8,7 @@ SIGTERM to the group, then SIGKILL after the grace period.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -35,6 +36,7 @@ from .logs import LogBuffer
 from .store import Store
 
 PODS = "pods"
+SECRETS = "secrets"
 DEFAULT_GRACE_SECONDS = 30
 # Pods whose main container was killed by this signal with a memory limit set
 # are reported as OOMKilled (the RLIMIT_AS stand-in for the cgroup OOM killer).
@@ -44,25 +46,29 @@ _OOM_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"
 class ConfigData:
     """Secret and ConfigMap data for secretKeyRef / configMapKeyRef / envFrom.
 
-    The double has no Secret or ConfigMap REST endpoints; tests register data here.
+    Secrets are the API's objects in the store (their `data`, base64-decoded, as the kubelet
+    reads them); the double has no ConfigMap endpoints, so tests register those here.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store) -> None:
+        self._store = store
         self._lock = threading.Lock()
-        self._secrets: dict[tuple[str, str], dict[str, str]] = {}
         self._config_maps: dict[tuple[str, str], dict[str, str]] = {}
 
     def secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        with self._lock:
-            return self._secrets.get((namespace, name))
+        obj = self._store.get(SECRETS, namespace, name)
+        if obj is None:
+            return None
+        # The kubelet hands a value's bytes over as they are (a Go string): bytes that are
+        # not UTF-8 reach the process unchanged through surrogate escapes.
+        return {
+            key: base64.b64decode(value).decode("utf-8", "surrogateescape")
+            for key, value in (obj.get("data") or {}).items()
+        }
 
     def config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
         with self._lock:
             return self._config_maps.get((namespace, name))
-
-    def put_secret(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
-        with self._lock:
-            self._secrets[(namespace, name)] = dict(data)
 
     def put_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
         with self._lock:
@@ -77,6 +83,8 @@ class RuntimeConfig:
     termination_grace_cap: float = 1.0
     image_pull_backoff: float = 0.2
     restart_backoff: float = 0.0
+    # How often a pod held by a missing Secret/ConfigMap (or key) looks again.
+    config_retry: float = 0.1
     inherit_env: tuple[str, ...] = ("PATH",)
     extra_env: dict[str, str] = field(default_factory=dict)
     api_host: str = "127.0.0.1"
@@ -409,16 +417,8 @@ class Kubelet:
             if not self._pull_images(runtime):
                 runtime.terminating.wait()
                 return
-            try:
-                envs = {c.name: self._container_env(runtime, c) for c in runtime.containers}
-            except ContainerConfigError as exc:
-                with self.store.lock:
-                    for container in runtime.containers:
-                        container.state = {
-                            "waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}
-                        }
-                self._publish(runtime)
-                runtime.terminating.wait()
+            envs = self._resolve_envs(runtime)
+            if envs is None:
                 return
             supervisors = [
                 threading.Thread(
@@ -446,6 +446,24 @@ class Kubelet:
                     self.on_pod_finished(runtime)
                 if runtime.deletion_requested:
                     self.maybe_remove(runtime.namespace, runtime.name)
+
+    def _resolve_envs(self, runtime: PodRuntime) -> dict[str, dict[str, str]] | None:
+        """Every container's environment; None if the pod was deleted first. A missing
+        Secret, ConfigMap or key holds the containers in CreateContainerConfigError and is
+        tried again (as the kubelet's pod sync does), so one created later still starts them."""
+        while True:
+            try:
+                return {c.name: self._container_env(runtime, c) for c in runtime.containers}
+            except ContainerConfigError as exc:
+                waiting = {"reason": "CreateContainerConfigError", "message": str(exc)}
+                with self.store.lock:
+                    changed = any(c.state != {"waiting": waiting} for c in runtime.containers)
+                    for container in runtime.containers:
+                        container.state = {"waiting": dict(waiting)}
+                if changed:
+                    self._publish(runtime)
+            if runtime.terminating.wait(self.config.config_retry):
+                return None
 
     def _schedule(self, runtime: PodRuntime) -> None:
         with self.store.lock:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ._util import JSON, now, parse_rfc3339
 from .apiserver import JOBS, RESOURCES, Cluster
 from .errors import ApiError, bad_request, method_not_allowed, route_not_found, status_object
-from .kubelet import PODS, ContainerRun
+from .kubelet import PODS, SECRETS, ContainerRun
 from .logs import LogOptions, render_piece, render_snapshot
 from .store import ExpiredError, WatchEvent
 
@@ -36,6 +36,9 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(rf"^/api/v1/namespaces/{_NAME}/pods/{_NAME}$"), "pod"),
     (re.compile(rf"^/api/v1/namespaces/{_NAME}/pods/{_NAME}/status$"), "pod-status"),
     (re.compile(rf"^/api/v1/namespaces/{_NAME}/pods/{_NAME}/log$"), "pod-log"),
+    (re.compile(rf"^/api/v1/namespaces/{_NAME}/secrets$"), "secrets"),
+    (re.compile(r"^/api/v1/secrets$"), "secrets-all"),
+    (re.compile(rf"^/api/v1/namespaces/{_NAME}/secrets/{_NAME}$"), "secret"),
     (re.compile(r"^/(healthz|livez|readyz)$"), "health"),
     (re.compile(r"^/version$"), "version"),
 ]
@@ -311,6 +314,10 @@ class _Handler(BaseHTTPRequestHandler):
             dry_run = "dryRun" in query
             self._send_json(201, cluster.create_job(namespace, body, dry_run=dry_run))
             return
+        if resource == SECRETS and namespace is not None and method == "POST":
+            dry_run = "dryRun" in query
+            self._send_json(201, cluster.create_secret(namespace, body, dry_run=dry_run))
+            return
         if resource == JOBS and namespace is not None and method == "DELETE":
             options = self._delete_options(query, body)
             predicate = cluster.predicate(
@@ -332,6 +339,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _h_pods_all(self, method: str, query: dict[str, str], body: Any) -> None:
         self._collection(PODS, method, query, body, None)
+
+    def _h_secrets(self, method: str, query: dict[str, str], body: Any, namespace: str) -> None:
+        self._collection(SECRETS, method, query, body, namespace)
+
+    def _h_secrets_all(self, method: str, query: dict[str, str], body: Any) -> None:
+        self._collection(SECRETS, method, query, body, None)
+
+    def _h_secret(
+        self, method: str, query: dict[str, str], body: Any, namespace: str, name: str
+    ) -> None:
+        cluster = self.app.cluster
+        if method == "GET":
+            self._send_json(200, cluster.get(SECRETS, namespace, name))
+        elif method == "PATCH":
+            content_type = self.headers.get("Content-Type", "")
+            self._send_json(200, cluster.patch_secret(namespace, name, content_type, body))
+        elif method == "DELETE":
+            outcome = cluster.delete_secret(namespace, name, self._delete_options(query, body))
+            self._send_json(outcome.code, outcome.body, outcome.warnings)
+        else:
+            raise method_not_allowed()
 
     def _delete_options(self, query: dict[str, str], body: Any) -> JSON:
         if isinstance(body, dict) and body:

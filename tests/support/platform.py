@@ -1,16 +1,21 @@
 """The three services a training needs (upload, job-runner, orchestrator), real, on SQLite and
-local storage, behind a real Envoy: the Model Bazaar API as a user reaches it."""
+local storage, behind a real Envoy: the Model Bazaar API as a user reaches it. The job-runner
+runs trainers as local processes, or (jobrunner_backend="kubernetes") as Jobs in the
+Kubernetes API double, whose pods are local processes too."""
 
 from __future__ import annotations
 
+import json
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
+from tests.k8s_double import FakeKubernetes
 from tests.support.harness import TEST_SECRET, Harness, eventually
 from tests.support.jobs import python_runs_as
 from trainyard.jobrunner.app import build as build_jobrunner
@@ -21,11 +26,19 @@ from trainyard.runtime.settings import CommonSettings
 from trainyard.upload.app import build as build_upload
 from trainyard.upload.settings import UploadSettings
 
+#: The trainer image on the Kubernetes backend; the double runs its pods' commands (this host's
+#: python, see start_platform) whatever the image, once it is "pullable".
+KUBE_TRAINER_IMAGE = "trainyard-trainer:test"
+KUBE_NAMESPACE = "trainyard-jobs"
+
 
 @dataclass
 class Platform:
     harness: Harness
     data: Path
+    #: The Kubernetes API double the job-runner runs trainers in (None: local processes).
+    kube: FakeKubernetes | None = None
+    namespace: str = KUBE_NAMESPACE
 
     @property
     def http(self) -> str:
@@ -76,7 +89,36 @@ def unique_name(prefix: str = "model") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def start_platform(tmp: Path, **orchestrator: Any) -> Platform:
+def write_kubeconfig(path: Path, kube: FakeKubernetes) -> Path:
+    """A kubeconfig for the double (no auth, plain HTTP), as the job-runner reads one."""
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "double",
+                "clusters": [{"name": "double", "cluster": {"server": kube.url}}],
+                "users": [{"name": "jobrunner", "user": {}}],
+                "contexts": [
+                    {"name": "double", "context": {"cluster": "double", "user": "jobrunner"}}
+                ],
+            }
+        )
+    )
+    return path
+
+
+def start_platform(
+    tmp: Path,
+    *,
+    jobrunner_backend: Literal["local", "kubernetes"] = "local",
+    kube: FakeKubernetes | None = None,
+    **orchestrator: Any,
+) -> Platform:
+    """Start the platform in `tmp`; `orchestrator` overrides OrchestratorSettings. On the
+    kubernetes backend (`kube`: a started FakeKubernetes the caller owns and stops after the
+    platform) trainers run as `[this python, -m, trainyard.trainers.<module>]` in the
+    KUBE_TRAINER_IMAGE image, unless `orchestrator` says otherwise."""
     common = CommonSettings(data_dir=tmp, auth_secret=TEST_SECRET)
     harness = Harness(tmp)
     upload = harness.start_app(
@@ -85,18 +127,26 @@ def start_platform(tmp: Path, **orchestrator: Any) -> Platform:
             build_upload(common, UploadSettings(database_url=f"sqlite+aiosqlite:///{tmp / 'u.db'}"))
         ),
     )
+    jobrunner_settings = JobrunnerSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
+        kill_grace_seconds=1,
+        workload_user="nobody" if python_runs_as("nobody") else "",
+    )
+    if jobrunner_backend == "kubernetes":
+        if kube is None:
+            raise ValueError("the kubernetes backend needs `kube`, a FakeKubernetes")
+        orchestrator.setdefault("trainer_python", sys.executable)
+        orchestrator.setdefault("trainer_image", KUBE_TRAINER_IMAGE)
+        kube.add_image(orchestrator["trainer_image"])
+        jobrunner_settings = jobrunner_settings.model_copy(
+            update={
+                "backend": "kubernetes",
+                "namespace": KUBE_NAMESPACE,
+                "kubeconfig": write_kubeconfig(tmp / "kubeconfig", kube),
+            }
+        )
     jobrunner = harness.start_app(
-        "jobrunner",
-        harness.loop.run(
-            build_jobrunner(
-                common,
-                JobrunnerSettings(
-                    database_url=f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
-                    kill_grace_seconds=1,
-                    workload_user="nobody" if python_runs_as("nobody") else "",
-                ),
-            )
-        ),
+        "jobrunner", harness.loop.run(build_jobrunner(common, jobrunner_settings))
     )
     wired = common.model_copy(
         update={"upload_address": upload.address, "jobrunner_address": jobrunner.address}
@@ -104,4 +154,4 @@ def start_platform(tmp: Path, **orchestrator: Any) -> Platform:
     own = OrchestratorSettings(database_url=f"sqlite+aiosqlite:///{tmp / 'o.db'}", **orchestrator)
     harness.start_app("orchestrator", harness.loop.run(build_orchestrator(wired, own)))
     harness.start_envoy()
-    return Platform(harness, tmp)
+    return Platform(harness, tmp, kube if jobrunner_backend == "kubernetes" else None)

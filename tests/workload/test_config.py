@@ -69,10 +69,17 @@ async def test_a_bad_config_says_what_and_where(
 async def test_no_config_two_configs_missing_and_too_big(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(ConfigError, match=r"neither TRAINYARD_CONFIG .* nor TRAINYARD_CONFIG_URI"):
+    with pytest.raises(ConfigError, match=r"none of TRAINYARD_CONFIG .* TRAINYARD_CONFIG_URI"):
         await load_config({})
-    with pytest.raises(ConfigError, match="both TRAINYARD_CONFIG and TRAINYARD_CONFIG_URI"):
+    with pytest.raises(ConfigError, match="TRAINYARD_CONFIG and TRAINYARD_CONFIG_URI are set"):
         await load_config({"TRAINYARD_CONFIG": "a", "TRAINYARD_CONFIG_URI": "s3://b/k"})
+    # No precedence among the three: any two are refused, whatever they hold.
+    with pytest.raises(
+        ConfigError, match="TRAINYARD_CONFIG_JSON and TRAINYARD_CONFIG_URI are set; expected"
+    ):
+        await load_config({"TRAINYARD_CONFIG_JSON": "{}", "TRAINYARD_CONFIG_URI": "s3://b/k"})
+    with pytest.raises(ConfigError, match="TRAINYARD_CONFIG and TRAINYARD_CONFIG_JSON are"):
+        await load_config({"TRAINYARD_CONFIG": "a", "TRAINYARD_CONFIG_JSON": "{}"})
     with pytest.raises(ConfigError, match="does not exist"):
         await load_config({"TRAINYARD_CONFIG": str(tmp_path / "missing.json")})
     with pytest.raises(ConfigError, match="unsupported scheme"):
@@ -82,3 +89,34 @@ async def test_no_config_two_configs_missing_and_too_big(
     monkeypatch.setattr(workload_config, "MAX_READ_BYTES", 50)
     with pytest.raises(ConfigError, match="larger than 50 bytes"):
         await load_config({"TRAINYARD_CONFIG": str(path)})
+    with pytest.raises(ConfigError, match="in TRAINYARD_CONFIG_JSON is larger than 50 bytes"):
+        await load_config({"TRAINYARD_CONFIG_JSON": path.read_text()})
+    inline = json.dumps({"x": "y" * 41})  # exactly 50 bytes: the limit is inclusive
+    assert len(inline) == 50
+    assert await load_config({"TRAINYARD_CONFIG_JSON": inline}) == {"x": "y" * 41}
+
+
+async def test_inline_from_trainyard_config_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Kubernetes backend's way: the JSON itself, the platform section taken out."""
+    monkeypatch.setattr(workload_config, "_platform", {})  # this process's, left as it was
+    config = {**CONFIG, "platform": {"orchestrator_address": "o:1", "job_token": "tok"}}
+    assert await load_config({"TRAINYARD_CONFIG_JSON": json.dumps(config)}) == CONFIG
+    assert workload_config.platform_settings() == {
+        "orchestrator_address": "o:1",
+        "job_token": "tok",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": 1,\n "b": }', r"is not JSON: Expecting value at line 2 column 7"),
+        ("[1, 2]", "must be a JSON object, not list"),
+        # Bytes that were not UTF-8 in the environment arrive as surrogate escapes.
+        (b"\xff\xfe".decode("utf-8", "surrogateescape"), "is not UTF-8 text"),
+    ],
+)
+async def test_a_bad_inline_config_says_what_and_where(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        await load_config({"TRAINYARD_CONFIG_JSON": text})
+    assert "the config in TRAINYARD_CONFIG_JSON" in str(caught.value)

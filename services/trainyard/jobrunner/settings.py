@@ -46,6 +46,11 @@ class JobrunnerSettings(ServiceSettings, StorageOverrides):
     kill_grace_seconds: float = Field(default=5.0, description="SIGTERM -> SIGKILL delay.")
     log_dir: Path | None = Field(default=None, description="Job logs; default DATA_DIR/jobs.")
     namespace: str = "trainyard-jobs"
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubernetes backend outside a cluster: the kubeconfig file (default: "
+        "KUBECONFIG, then ~/.kube/config).",
+    )
     image_registry: str = Field(default="", description="Prefix of model-training-* images.")
     ttl_seconds_after_finished: int = 3600
     pipelines: dict[str, Pipeline] = Field(

@@ -1,8 +1,9 @@
 """What a caller may hand a workload as its configuration: the one definition of the rules.
 
-A job spec carries the config inline (`config_json`, written by the backend to a file only the
-workload reads, whose path it gets in TRAINYARD_CONFIG) or by reference (`config_uri`, a
-`file://` or `s3://` URI passed as TRAINYARD_CONFIG_URI). The rules:
+A job spec carries the config inline (`config_json`: the local backend writes it to a file only
+the workload reads, whose path it gets in TRAINYARD_CONFIG; the Kubernetes backend puts it in
+a per-job Secret the container reads as TRAINYARD_CONFIG_JSON) or by reference (`config_uri`,
+a `file://` or `s3://` URI passed as TRAINYARD_CONFIG_URI). The rules:
 
 - at most one of the two, and only on a backend that delivers it (DELIVERING_BACKENDS);
 - `config_json` is a JSON object of at most MAX_CONFIG_BYTES (UTF-8);
@@ -16,13 +17,14 @@ import json
 from trainyard.blobs import parse_blob_uri
 from trainyard.runtime.errors import FieldViolation
 
-#: The largest inline config: 1 MiB. Bigger inputs belong in blob storage (config_uri).
+#: The largest inline config: 1 MiB, also what a Kubernetes Secret may hold (its one key).
+#: Bigger inputs belong in blob storage (config_uri).
 MAX_CONFIG_BYTES = 1024 * 1024
 #: The longest config URI.
 MAX_URI_BYTES = 2048
 #: The backends that deliver a config. Another one refuses a spec with a config rather than run
-#: the workload without it (the Kubernetes backend joins once it mounts the config).
-DELIVERING_BACKENDS = frozenset({"local"})
+#: the workload without it.
+DELIVERING_BACKENDS = frozenset({"local", "kubernetes"})
 
 
 def config_violations(text: str, uri: str, backend: str) -> list[FieldViolation]:

@@ -132,6 +132,17 @@ class Peers:
         job: jr.Job = response.job
         return job
 
+    async def delete_job(self, job_id: str) -> None:
+        """Cancel the job if it still runs and have the job-runner forget it (its logs, its
+        Kubernetes Job and config Secret); a job already gone is no error."""
+        try:
+            await self.jobs.DeleteJob(
+                jr.DeleteJobRequest(job_id=job_id), metadata=self.metadata(), timeout=CALL_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise _job_error(exc) from exc
+
     async def log_lines(
         self, job_id: str, *, follow: bool = False, from_sequence: int = 0
     ) -> AsyncIterator[jr.StreamJobLogsResponse]:

@@ -296,8 +296,9 @@ class Trainings:
 
     async def delete(self, model_id: str, user: str) -> None:
         model = await self._registry.owned(model_id, user)
-        if not model.final and model.job_id:
-            await self._peers.cancel_job(model.job_id, f"model deleted by {user}")
+        if model.job_id:
+            # Not only stopped: its config (with a job token still valid) and logs go too.
+            await self._peers.delete_job(model.job_id)
         await self._artifacts.delete_prefix(f"models/{model_id}/")
         await self._registry.delete(model_id)
 

@@ -1,6 +1,7 @@
 """What code running *inside* a workload (a trainer) uses to talk to the platform.
 
-`config` loads the job's config (TRAINYARD_CONFIG file or TRAINYARD_CONFIG_URI blob URI),
+`config` loads the job's config (TRAINYARD_CONFIG file, TRAINYARD_CONFIG_JSON inline or
+TRAINYARD_CONFIG_URI blob URI),
 `reporter` reports status, progress, warnings and errors to the orchestrator with the job's
 token, `inputs` makes the job's input files readable on local disk, `artifacts` writes
 and reads the workload's artifacts in blob storage, all or nothing.
@@ -20,6 +21,7 @@ from trainyard.workload.artifacts import (
     Manifest,
 )
 from trainyard.workload.config import (
+    CONFIG_JSON_VAR,
     CONFIG_PATH_VAR,
     CONFIG_URI_VAR,
     ConfigError,
@@ -37,6 +39,7 @@ from trainyard.workload.reporter import (
 )
 
 __all__ = [
+    "CONFIG_JSON_VAR",
     "CONFIG_PATH_VAR",
     "CONFIG_URI_VAR",
     "JOB_TOKEN_VAR",

@@ -1,10 +1,14 @@
 """The job's config, as the platform hands it to a workload.
 
-The job-runner sets one of two variables: TRAINYARD_CONFIG, the path of a JSON file it wrote
-for the workload (the job spec's `config_json`), or TRAINYARD_CONFIG_URI, a `file://` or
-`s3://` URI (the spec's `config_uri`) read here through trainyard.blobs. Either way the config
-is one JSON object; anything else is a `ConfigError` that says what is wrong and where, never
-what the config holds.
+The job-runner sets one of three variables: TRAINYARD_CONFIG, the path of a JSON file it
+wrote for the workload (the job spec's `config_json`, local backend); TRAINYARD_CONFIG_JSON,
+that JSON itself (Kubernetes backend: the container's env takes it from the job's Secret by
+reference); or TRAINYARD_CONFIG_URI, a `file://` or `s3://` URI (the spec's `config_uri`) read
+here through trainyard.blobs. There is no precedence: a job spec has either `config_json` or
+`config_uri`, so more than one set means a confused environment, and guessing which one was
+meant could run a trainer on the wrong job's config; `load_config` refuses it. Either way the
+config is one JSON object (at most MAX_READ_BYTES, the same rules for all three); anything else
+is a `ConfigError` that says what is wrong and where, never what the config holds.
 
 A config the orchestrator writes carries a `platform` section (the orchestrator's address and
 the workload's job token): `load_config` takes it out, so a trainer never sees it, and keeps it
@@ -25,8 +29,11 @@ from trainyard.blobs import BlobNotFound, StorageSettings, read_uri
 
 #: The path of the job's config file.
 CONFIG_PATH_VAR = "TRAINYARD_CONFIG"
+#: The job's config itself, as JSON text.
+CONFIG_JSON_VAR = "TRAINYARD_CONFIG_JSON"
 #: The blob URI of the job's config.
 CONFIG_URI_VAR = "TRAINYARD_CONFIG_URI"
+_CONFIG_VARS = (CONFIG_PATH_VAR, CONFIG_JSON_VAR, CONFIG_URI_VAR)
 #: The largest config a workload reads (the inline one is at most 1 MiB; one in blob storage
 #: may be bigger, within reason: it is read whole into memory).
 MAX_READ_BYTES = 64 * 1024 * 1024
@@ -61,21 +68,32 @@ class ConfigError(Exception):
 async def load_config(
     environ: Mapping[str, str] | None = None, settings: StorageSettings | None = None
 ) -> dict[str, Any]:
-    """The job's config, from the file named by TRAINYARD_CONFIG or the URI in
-    TRAINYARD_CONFIG_URI (exactly one of them must be set)."""
+    """The job's config, from the file named by TRAINYARD_CONFIG, the JSON in
+    TRAINYARD_CONFIG_JSON or the URI in TRAINYARD_CONFIG_URI (exactly one of them set)."""
     env = os.environ if environ is None else environ
-    path = env.get(CONFIG_PATH_VAR, "")
-    uri = env.get(CONFIG_URI_VAR, "")
-    if path and uri:
-        raise ConfigError(f"both {CONFIG_PATH_VAR} and {CONFIG_URI_VAR} are set; expected one")
-    if path:
-        return _take_platform(await read_config_file(Path(path)))
-    if uri:
-        return _take_platform(await read_config_uri(uri, settings))
-    raise ConfigError(
-        f"no config: neither {CONFIG_PATH_VAR} (a file) nor {CONFIG_URI_VAR} (a blob URI) is "
-        "set; submit the job with spec.config_json or spec.config_uri"
-    )
+    given = [name for name in _CONFIG_VARS if env.get(name, "")]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)} are set; expected exactly one")
+    if not given:
+        raise ConfigError(
+            f"no config: none of {CONFIG_PATH_VAR} (a file), {CONFIG_JSON_VAR} (inline JSON) "
+            f"or {CONFIG_URI_VAR} (a blob URI) is set; submit the job with spec.config_json "
+            "or spec.config_uri"
+        )
+    if given[0] == CONFIG_PATH_VAR:
+        return _take_platform(await read_config_file(Path(env[CONFIG_PATH_VAR])))
+    if given[0] == CONFIG_JSON_VAR:
+        return _take_platform(read_config_text(env[CONFIG_JSON_VAR]))
+    return _take_platform(await read_config_uri(env[CONFIG_URI_VAR], settings))
+
+
+def read_config_text(text: str) -> dict[str, Any]:
+    """The JSON object in TRAINYARD_CONFIG_JSON's value. Bytes that were not UTF-8 in the
+    environment come back as they were (surrogateescape), so they fail as in a file."""
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) > MAX_READ_BYTES:
+        raise ConfigError(f"the config in {CONFIG_JSON_VAR} is larger than {MAX_READ_BYTES} bytes")
+    return parse_config(raw, f"in {CONFIG_JSON_VAR}")
 
 
 async def read_config_file(path: Path) -> dict[str, Any]:

@@ -29,8 +29,9 @@ class Workload:
     labels: dict[str, str]
     log_path: Path
     started_at: datetime | None = None  # set when re-attaching: the first attempt's start
-    #: The job's config (JSON text): the backend puts it where only the workload reads it and
-    #: names that place in TRAINYARD_CONFIG. Empty: none.
+    #: The job's config (JSON text): the backend puts it where only the workload reads it (a
+    #: 0600 file named in TRAINYARD_CONFIG; on Kubernetes a Secret the container reads as
+    #: TRAINYARD_CONFIG_JSON). Empty: none.
     config_json: str = ""
     #: A blob URI of the job's config, handed over as TRAINYARD_CONFIG_URI. Empty: none.
     config_uri: str = ""

@@ -69,7 +69,7 @@ def list_all(
 
 
 class KubernetesApi:
-    """Jobs and pods of the official client, as JSON dicts."""
+    """Jobs, pods and the jobs' config Secrets of the official client, as JSON dicts."""
 
     def __init__(self, api_client: Any) -> None:
         self.client = api_client
@@ -139,6 +139,53 @@ class KubernetesApi:
         )
         try:
             await self.call_json(self.core.delete_namespaced_pod, name, namespace, body=body)
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
+    async def create_secret(self, namespace: str, manifest: JSON) -> JSON:
+        return await self.call_json(self.core.create_namespaced_secret, namespace, manifest)
+
+    async def read_secret(self, namespace: str, name: str) -> JSON | None:
+        try:
+            return await self.call_json(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list_secrets(self, namespace: str, label_selector: str) -> list[JSON]:
+        items, _version = await asyncio.to_thread(
+            list_all, self.core.list_namespaced_secret, namespace, label_selector=label_selector
+        )
+        return items
+
+    async def patch_secret(self, namespace: str, name: str, patch: JSON) -> JSON | None:
+        """A JSON merge patch (the client would send a dict as a JSON patch, which it is
+        not); None if the Secret is gone."""
+        try:
+            return await self.call_json(
+                self.core.patch_namespaced_secret,
+                name,
+                namespace,
+                patch,
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete this Secret (with `uid`: never a same-named successor); False if there was
+        none or it was another one."""
+        body = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid) if uid else None
+        )
+        try:
+            await self.call_json(self.core.delete_namespaced_secret, name, namespace, body=body)
         except ApiException as exc:
             if exc.status in (404, 409):
                 return False

@@ -11,6 +11,10 @@ one of its pods' logs is being streamed, from a shared pool of `max_log_streams`
 pending job, or one whose logs are read, holds neither. The informer adds two threads and two
 watch connections per namespace, whatever the number of jobs.
 
+A workload's inline config (it holds the job's token) goes into a per-job Secret,
+`<job>-config`, created before the Job and then owned by it; the container reads it as
+TRAINYARD_CONFIG_JSON through a secretKeyRef, so the pod spec holds only the reference.
+
 Pods go when the runner has read them: once a pod's container has finished and its log has
 been read to the end, the runner deletes the pod. `ttlSecondsAfterFinished` is only a safety
 net for a runner that is down (at least `SAFETY_TTL_SECONDS`); a shorter configured ttl (0
@@ -47,7 +51,11 @@ from trainyard.jobrunner.backends.kubernetes.logs import (
 from trainyard.jobrunner.backends.kubernetes.manifests import (
     JOB_ID_LABEL,
     MANAGED_SELECTOR,
+    config_secret_manifest,
+    config_secret_name,
     job_manifest,
+    owner_patch,
+    owner_uids,
 )
 from trainyard.jobrunner.backends.kubernetes.status import (
     attempt_order,
@@ -145,9 +153,14 @@ class KubernetesBackend(Backend):
 
     @classmethod
     def from_settings(cls, own: JobrunnerSettings) -> KubernetesBackend:
-        """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
+        """The configured kubeconfig; else in-cluster credentials when running in a pod,
+        else KUBECONFIG / ~/.kube/config."""
         configuration = client.Configuration()
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if own.kubeconfig is not None:
+            config.load_kube_config(
+                config_file=str(own.kubeconfig), client_configuration=configuration
+            )
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
         else:
             # The client reads KUBECONFIG once, at import; read it now (a list of files works).
@@ -266,11 +279,17 @@ class KubernetesBackend(Backend):
                     "cancelled before it started",
                     attempts=0,
                 )
+            # The config's Secret first, so the pod finds it; owned by the Job once that
+            # exists (a crash in between leaves one with no owner: `orphans` deletes it).
+            problem = await self._create_config_secret(run)
+            if problem is not None:
+                return problem
             try:
                 job = await self.kube.create_job(run.namespace, self.job_manifest(wl))
                 log.info("job.created", job_id=wl.job_id, namespace=run.namespace, job=run.name)
             except ApiException as exc:
                 if exc.status != 409:
+                    await self._delete_config_secret(wl, run.namespace, run.name)
                     if 400 <= exc.status < 500:
                         return Outcome(
                             JobState.FAILED,
@@ -281,6 +300,7 @@ class KubernetesBackend(Backend):
                     raise
                 existing = await self.kube.read_job(run.namespace, run.name)
                 if existing is None or labels(existing).get(JOB_ID_LABEL) != wl.job_id:
+                    await self._delete_config_secret(wl, run.namespace, run.name)
                     return Outcome(
                         JobState.FAILED,
                         JobReason.NONE,
@@ -291,12 +311,60 @@ class KubernetesBackend(Backend):
                 job = existing  # ours, created before a runner restart: adopt it
                 log.info("job.adopted", job_id=wl.job_id, job=run.name)
             uid = str(meta(job).get("uid") or "")
+            if wl.config_json:
+                secret = config_secret_name(run.name)
+                if await self.kube.patch_secret(run.namespace, secret, owner_patch(job)) is None:
+                    log.warning("job.config_missing", job_id=wl.job_id, secret=secret)
             if wl.job_id in self._cancelled:  # cancelled while we were creating it
+                await self._delete_config_secret(wl, run.namespace, run.name)
                 await self.kube.delete_job(run.namespace, run.name, uid)
                 return Outcome(JobState.CANCELLED, JobReason.CANCELLED, "cancelled", attempts=0)
         run.uid = uid
         run.job = job
         return None
+
+    async def _create_config_secret(self, run: _Run) -> Outcome | None:
+        """Create the Secret with the workload's inline config (if it has one), or adopt
+        ours from before a runner restart. Returns an outcome when it cannot be had."""
+        manifest = config_secret_manifest(run.wl)
+        if manifest is None:
+            return None
+        name = str(manifest["metadata"]["name"])
+        try:
+            await self.kube.create_secret(run.namespace, manifest)
+            return None
+        except ApiException as exc:
+            if exc.status != 409:
+                if 400 <= exc.status < 500:
+                    return Outcome(
+                        JobState.FAILED,
+                        JobReason.NONE,
+                        f"Kubernetes refused the job's config Secret: {status_message(exc)}",
+                        attempts=0,
+                    )
+                raise
+        existing = await self.kube.read_secret(run.namespace, name)
+        if existing is None or labels(existing).get(JOB_ID_LABEL) != run.wl.job_id:
+            return Outcome(
+                JobState.FAILED,
+                JobReason.NONE,
+                f"a Kubernetes Secret named {name!r} already exists in namespace "
+                f"{run.namespace!r} and does not belong to this job",
+                attempts=0,
+            )
+        # Ours, written before a restart: the same job, so the same config (and immutable).
+        return None
+
+    async def _delete_config_secret(self, wl: Workload, namespace: str, job_name: str) -> None:
+        """Delete the job's config Secret, never a same-named one that is not this job's."""
+        if not wl.config_json:
+            return
+        name = config_secret_name(job_name)
+        secret = await self.kube.read_secret(namespace, name)
+        if secret is None or labels(secret).get(JOB_ID_LABEL) != wl.job_id:
+            return
+        if await self.kube.delete_secret(namespace, name, str(meta(secret).get("uid") or "")):
+            log.info("job.config_deleted", job_id=wl.job_id, namespace=namespace, secret=name)
 
     # ---- what the informer says --------------------------------------------------------------
 
@@ -549,7 +617,9 @@ class KubernetesBackend(Backend):
     async def _delete_owned(
         self, wl: Workload, namespace: str, name: str, handle: dict[str, Any] | None
     ) -> None:
-        """Delete the job's Job, never a same-named Job that is not this job's."""
+        """Delete the job's Job and its config Secret, never a same-named one that is not
+        this job's. (Kubernetes would collect the owned Secret too, but only eventually.)"""
+        await self._delete_config_secret(wl, namespace, name)
         uid = str((handle or {}).get("uid") or "")
         if not uid:
             job = await self.kube.read_job(namespace, name)
@@ -566,16 +636,35 @@ class KubernetesBackend(Backend):
         """Delete the Jobs this runner created (our managed-by label) that it has no record
         of, e.g. created just before a crash whose database insert was rolled back."""
         stopped: list[str] = []
+        live: set[str] = set()
         for item in await self.kube.list_jobs(self.namespace, MANAGED_SELECTOR):
             item_meta = meta(item)
             job_id = labels(item).get(JOB_ID_LABEL, "")
             if job_id in known_job_ids:
+                live.add(str(item_meta.get("uid")))
                 continue
             await self.kube.delete_job(
                 self.namespace, str(item_meta["name"]), str(item_meta.get("uid"))
             )
             stopped.append(job_id or str(item_meta["name"]))
+        await self._collect_config_secrets(live)
         return stopped
+
+    async def _collect_config_secrets(self, live_job_uids: set[str]) -> None:
+        """Delete our config Secrets that no live Job owns: left by a crash between creating
+        the Secret and the Job (no owner yet), or owned by a Job just deleted. Runs before
+        any job is admitted, so no Secret here is one whose Job is being created."""
+        for secret in await self.kube.list_secrets(self.namespace, MANAGED_SELECTOR):
+            if owner_uids(secret) & live_job_uids:
+                continue
+            secret_meta = meta(secret)
+            name = str(secret_meta["name"])
+            if await self.kube.delete_secret(self.namespace, name, str(secret_meta.get("uid"))):
+                log.warning(
+                    "job.config_orphan_deleted",
+                    secret=name,
+                    job_id=labels(secret).get(JOB_ID_LABEL, ""),
+                )
 
     def forget(self, job_id: str) -> None:
         self._cancelled.discard(job_id)
