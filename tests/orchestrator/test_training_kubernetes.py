@@ -94,3 +94,43 @@ def test_a_trainer_gets_its_config_through_the_jobs_secret_and_calls_back(
         timeout=30,
         message="the deleted model's Job and config Secret are still there",
     )
+
+
+def test_the_nlp_text_trainer_trains_in_a_pod_and_serves_predictions(platform: Platform) -> None:
+    rows = ["text,label"] + [f"loved it {i},pos" for i in range(12)]
+    rows += [f"hated it {i},neg" for i in range(12)]
+    upload = platform.upload([("reviews.csv", ("\n".join(rows) + "\n").encode())])
+    model_id = _train(
+        platform,
+        "nlp-text",
+        {
+            "model_name": unique_name("k8s-text"),
+            "model_options": {
+                "text_column": "text",
+                "label_column": "label",
+                "n_target_classes": 2,
+            },
+            "data": {"supervised_files": [{"location": "upload", "path": upload}]},
+            "train_options": {"test_split": 0.25},
+        },
+    )
+    status = platform.wait_final(model_id)
+    assert status["status"] == "complete", status
+    kube = platform.kube
+    assert kube is not None
+    job = kube.job(f"train-{model_id}", platform.namespace)
+    assert job is not None
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"][1:] == ["-m", "trainyard.trainers.nlp_text"]
+    report = httpx.get(
+        f"{platform.http}/api/v2/train/{model_id}/report", headers=platform.headers(), timeout=30
+    )
+    assert report.status_code == 200 and "macro_f1" in report.json(), report.text
+    predicted = httpx.post(
+        f"{platform.http}/api/v2/model/{model_id}/predict",
+        headers=platform.headers(),
+        json={"query": "loved it 99"},
+        timeout=30,
+    )
+    assert predicted.status_code == 200, predicted.text
+    assert predicted.json()["predictions"][0]["predicted_classes"][0][0] == "pos"
