@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
 
 from trainyard.runtime.db import POOL_SIZE, create_engine, reader_of, sessionmaker
 
@@ -32,7 +33,9 @@ async def test_concurrent_reads_keep_their_connections(
             await asyncio.gather(*(read() for _ in range(2 * POOL_SIZE)))
         # Never more than the pool's size, opened once and then reused.
         assert len(opened) <= POOL_SIZE
-        assert engine.sync_engine.pool.checkedin() == len(opened)  # type: ignore[attr-defined]
+        pool = engine.sync_engine.pool
+        assert isinstance(pool, QueuePool)
+        assert pool.checkedin() == len(opened)
     finally:
         await engine.dispose()
 

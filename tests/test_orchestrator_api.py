@@ -230,5 +230,5 @@ def test_grpc_clients_reach_the_service_through_envoy(orchestrator: tuple[Harnes
         with pytest.raises(grpc.RpcError) as err:
             stub.GetTrainStatus(messages_pb2.GetTrainStatusRequest(model_id="nope"), metadata=md)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        status = status_from_rpc_error(err.value)  # type: ignore[arg-type]
+        status = status_from_rpc_error(err.value)
         assert status is not None and status.message == "model 'nope' does not exist"

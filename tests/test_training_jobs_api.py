@@ -11,8 +11,9 @@ import grpc
 import httpx
 import pytest
 
-from tests.support.harness import TEST_SECRET, Harness, eventually
+from tests.support.harness import TEST_SECRET, Harness
 from tests.support.jobs import python_runs_as
+from tests.support.wait import eventually
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
 from trainyard.jobrunner.app import build
@@ -56,7 +57,8 @@ def jobrunner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 
 def _status(harness: Harness, name: str, user: str = "alice") -> str:
     jobs = httpx.get(f"{harness.http}/training-jobs", headers=harness.user_headers(user)).json()
-    return next(j["status"] for j in jobs if j["name"] == name)
+    status: str = next(j["status"] for j in jobs if j["name"] == name)
+    return status
 
 
 def test_create_run_logs_list_delete(jobrunner: Harness) -> None:

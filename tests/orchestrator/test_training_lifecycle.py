@@ -13,8 +13,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.harness import eventually
 from tests.support.platform import Platform, start_platform, unique_name
+from tests.support.wait import eventually
 
 CSV = b"text,label\ngood film,pos\nbad film,neg\n"
 
@@ -55,7 +55,11 @@ def _nlp_text(platform: Platform) -> str:
         "nlp-text",
         {
             "model_name": unique_name(),
-            "model_options": {"text_column": "text", "label_column": "label", "n_target_classes": 2},
+            "model_options": {
+                "text_column": "text",
+                "label_column": "label",
+                "n_target_classes": 2,
+            },
             "data": {"supervised_files": [{"location": "upload", "path": upload}]},
         },
     )

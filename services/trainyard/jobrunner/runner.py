@@ -143,6 +143,45 @@ class _Subscriber:
 WATCH_BUFFER = 10_000
 
 
+class JobWatch:
+    """One watch of JobRunner: subscribed when made, unsubscribed by `aclose` (or leaving
+    `async with`). A watcher that falls WATCH_BUFFER events behind is ended with UNAVAILABLE
+    rather than silently skipping events: it should list again and watch anew."""
+
+    def __init__(self, subscribers: list[_Subscriber], labels: dict[str, str]) -> None:
+        self._subscribers = subscribers
+        self._sub = _Subscriber(labels)
+        subscribers.append(self._sub)
+        self._closed = False
+
+    def __aiter__(self) -> JobWatch:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        if self._closed:
+            raise StopAsyncIteration
+        event = await self._sub.queue.get()
+        if event is None:
+            await self.aclose()
+            raise Unavailable(
+                f"this watch fell more than {WATCH_BUFFER} events behind and was "
+                "ended; list the jobs again and start a new watch",
+                reason="WATCH_OVERFLOW",
+            )
+        return event
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._subscribers.remove(self._sub)
+
+    async def __aenter__(self) -> JobWatch:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
 def validate_spec(spec: Mapping[str, Any], backend: str) -> None:
     """Every problem with a spec, at once."""
     problems: list[FieldViolation] = []
@@ -503,24 +542,11 @@ class JobRunner:
             delay = min(delay * 2, 0.05)
         yield await self.get(job_id)
 
-    async def watch(self, labels: Mapping[str, str] | None = None) -> AsyncIterator[JobEvent]:
-        """Every state transition of jobs carrying `labels`, as it happens. A watcher that falls
-        WATCH_BUFFER events behind is ended with UNAVAILABLE rather than silently skipping
-        events: it should list again and watch anew."""
-        sub = _Subscriber(dict(labels or {}))
-        self._subscribers.append(sub)
-        try:
-            while True:
-                event = await sub.queue.get()
-                if event is None:
-                    raise Unavailable(
-                        f"this watch fell more than {WATCH_BUFFER} events behind and was "
-                        "ended; list the jobs again and start a new watch",
-                        reason="WATCH_OVERFLOW",
-                    )
-                yield event
-        finally:
-            self._subscribers.remove(sub)
+    def watch(self, labels: Mapping[str, str] | None = None) -> JobWatch:
+        """Every state transition of jobs carrying `labels`, as it happens, from the moment this
+        returns (subscribed already: nothing between the call and the first read is missed).
+        Use it with `async with` (or `aclose()` it) so the subscription ends with the reader."""
+        return JobWatch(self._subscribers, dict(labels or {}))
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobView:
         """Wait until the job ends (for callers and tests); returns its final view."""

@@ -117,16 +117,18 @@ class JobRunnerServicer(svc.JobRunnerServiceServicer):
     async def WatchJobs(
         self, request: msgs.WatchJobsRequest, context: Context
     ) -> AsyncIterator[msgs.WatchJobsResponse]:
-        async for event in self._runner.watch(dict(request.labels)):
-            yield msgs.WatchJobsResponse(
-                event=msgs.JobEvent(
-                    job=job_proto(event.job),
-                    previous_state=msgs.JobState.Value(
-                        f"JOB_STATE_{event.previous_state or 'UNSPECIFIED'}"
-                    ),
-                    event_time=_ts(event.time),
+        # `async with`: a client that goes away (cancellation) ends the subscription at once.
+        async with self._runner.watch(dict(request.labels)) as events:
+            async for event in events:
+                yield msgs.WatchJobsResponse(
+                    event=msgs.JobEvent(
+                        job=job_proto(event.job),
+                        previous_state=msgs.JobState.Value(
+                            f"JOB_STATE_{event.previous_state or 'UNSPECIFIED'}"
+                        ),
+                        event_time=_ts(event.time),
+                    )
                 )
-            )
 
 
 class TrainingJobsServicer(svc.TrainingJobsServiceServicer):
