@@ -75,7 +75,11 @@ def steps() -> list[Step]:
             None,
         ),
         ("mypy", [str(BIN / "mypy")], None),
-        ("lint-imports", [str(BIN / "lint-imports"), "--no-cache"], lint_imports_env()),
+        (
+            "lint-imports",
+            [str(BIN / "lint-imports"), "--no-cache", "--no-logo"],
+            lint_imports_env(),
+        ),
     ]
     return out
 

@@ -32,7 +32,7 @@ def contracts() -> dict[str, Contract]:
 
 def lint(config: Path, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
     run = subprocess.run(
-        [str(LINT_IMPORTS), "--no-cache", "--config", str(config)],
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo", "--config", str(config)],
         cwd=cwd,
         env=env,
         capture_output=True,
