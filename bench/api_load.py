@@ -341,7 +341,7 @@ class Stack:
 
 
 async def _postgres(statement: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     conn = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg", "postgresql"))
     try:

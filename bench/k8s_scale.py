@@ -29,6 +29,8 @@ from typing import Any
 
 import psutil
 
+from trainyard.jobrunner.domain import JobSpec
+
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
 IMAGE = "busybox:1.36"
@@ -76,7 +78,7 @@ async def run_jobs(count: int, timeout: float, data: Path) -> dict[str, Any]:
     await db.start()
     runner = JobRunner(db.sessions, make_backend(own, data / "jobs"), data / "jobs", 4)
     await runner.start()
-    spec = {"image": IMAGE, "command": ["echo", "hello from a short job"]}
+    spec = JobSpec(image=IMAGE, command=("echo", "hello from a short job"))
     # Submissions come in at most SUBMITTERS at a time, like API clients would (a burst of a
     # thousand at once only measures the database's connection pool); every job stays in
     # flight until its end, so up to N run concurrently.
@@ -84,7 +86,7 @@ async def run_jobs(count: int, timeout: float, data: Path) -> dict[str, Any]:
 
     async def submit() -> Any:
         async with gate:
-            return await runner.submit(dict(spec), "bench")
+            return await runner.submit(spec, "bench")
 
     began = time.monotonic()
     submits = [asyncio.ensure_future(submit()) for _ in range(count)]

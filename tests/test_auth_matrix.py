@@ -201,7 +201,7 @@ def _streams_forever(rpc: Rpc) -> bool:
 
 
 ANONYMOUS = ("none", "forged", "expired")
-ALLOWED = {
+ALLOWED: dict[int, set[str]] = {
     options_pb2.AUTH_POLICY_USER: {"alice", "bob"},
     options_pb2.AUTH_POLICY_JOB: {"job"},
     options_pb2.AUTH_POLICY_SERVICE: {"service"},

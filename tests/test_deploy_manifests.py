@@ -82,15 +82,16 @@ class Doc:
 
     @property
     def kind(self) -> str:
-        return self.body.get("kind", "?")
+        return str(self.body.get("kind", "?"))
 
     @property
     def name(self) -> str:
-        return self.body.get("metadata", {}).get("name", "?")
+        return str(self.body.get("metadata", {}).get("name", "?"))
 
     @property
     def namespace(self) -> str | None:
-        return self.body.get("metadata", {}).get("namespace")
+        namespace: str | None = self.body.get("metadata", {}).get("namespace")
+        return namespace
 
     @property
     def id(self) -> str:
@@ -130,7 +131,8 @@ def _find(kind: str, name: str, namespace: str | None = APP_NAMESPACE) -> Doc:
 
 
 def _pod_spec(doc: Doc) -> dict[str, Any]:
-    return doc.body["spec"]["template"]["spec"]
+    spec: dict[str, Any] = doc.body["spec"]["template"]["spec"]
+    return spec
 
 
 def _containers(doc: Doc) -> Iterator[dict[str, Any]]:
@@ -201,7 +203,8 @@ def test_namespaces() -> None:
 
 def _kustomization() -> dict[str, Any]:
     with KUSTOMIZATION.open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        kustomization: dict[str, Any] = yaml.safe_load(fh)
+    return kustomization
 
 
 def test_kustomization_resources_exist() -> None:

@@ -11,6 +11,7 @@ import yaml
 
 from trainyard.gateway import config
 from trainyard.gateway.config import fill_template, render
+from trainyard.runtime.http import CLIENT_ADDRESS_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY = ROOT / "envoy"
@@ -23,7 +24,7 @@ VALUES = {
     "xff_trusted_hops": 1,
     "max_request_headers_kb": config.MAX_REQUEST_HEADERS_KB,
     "edge_buffer_bytes": config.EDGE_BUFFER_BYTES,
-    "client_address_header": config.CLIENT_ADDRESS_HEADER,
+    "client_address_header": CLIENT_ADDRESS_HEADER,
 }
 
 

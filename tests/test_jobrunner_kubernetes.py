@@ -17,7 +17,8 @@ import pytest
 from kubernetes import client
 
 from tests.k8s_double import FakeKubernetes
-from tests.support.jobs import follow_with_reconnects, gone, job_spec, lines, until, wait_state
+from tests.support.jobs import follow_with_reconnects, gone, job_spec, lines, wait_state
+from tests.support.wait import wait_until
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.app import make_backend as make_backend_from_app
 from trainyard.jobrunner.backends.base import Workload
@@ -251,7 +252,7 @@ async def test_inline_config_reaches_the_pod_through_its_own_secret(
     assert writes == [("POST", "secrets"), ("POST", "jobs"), ("PATCH", "secrets")]
     await runner.delete(view.id)
     assert k8s.secret("configured-config", NS) is None
-    await until(lambda: k8s.job("configured", NS) is None, "the Job is deleted")
+    await wait_until(lambda: k8s.job("configured", NS) is None, what="the Job is deleted")
 
 
 async def test_config_uri_is_passed_as_is_and_needs_no_secret(
@@ -376,8 +377,10 @@ async def test_cancel_really_stops_the_process(runner: JobRunner, k8s: FakeKuber
         "alice",
     )
     await wait_state(runner, view.id, "RUNNING")
-    [pid] = await until(lambda: k8s.pod_pids(view.name, NS), "the pod's process starts")
-    await until(lambda: list(iter_records(runner.log_path(view.id))), "SIGTERM is ignored now")
+    [pid] = await wait_until(lambda: k8s.pod_pids(view.name, NS), what="the pod's process starts")
+    await wait_until(
+        lambda: list(iter_records(runner.log_path(view.id))), what="SIGTERM is ignored now"
+    )
     assert not gone(pid)
     done = await runner.cancel(view.id, "no longer needed")
     assert (done.state, done.reason) == ("CANCELLED", "CANCELLED")
@@ -396,7 +399,7 @@ async def test_unknown_image_is_image_not_found(runner: JobRunner, k8s: FakeKube
     done = await runner.wait(view.id, 30)
     assert (done.state, done.reason) == ("FAILED", "IMAGE_NOT_FOUND")
     assert "ghcr.io/acme/nope:1" in done.message
-    await until(lambda: k8s.job(view.name, NS) is None, "the Job is deleted")
+    await wait_until(lambda: k8s.job(view.name, NS) is None, what="the Job is deleted")
     assert k8s.pod_pids(view.name, NS) == []
 
 
@@ -428,17 +431,13 @@ async def test_idempotent_submit(runner: JobRunner, k8s: FakeKubernetes) -> None
 
 async def test_watch_sees_every_transition(runner: JobRunner) -> None:
     events: list[tuple[str, str]] = []
-    stream = runner.watch({"model": "w"})
-    first = asyncio.ensure_future(stream.__anext__())
-    await asyncio.sleep(0)  # the subscription is registered once the generator runs
-    view = await runner.submit(job_spec(py("print(1)", labels={"model": "w"})), "a")
-    event = await asyncio.wait_for(first, 30)
-    while True:
-        events.append((event.previous_state, event.job.state))
-        if event.job.done:
-            break
-        event = await asyncio.wait_for(stream.__anext__(), 30)
-    await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+    async with runner.watch({"model": "w"}) as stream:  # subscribed before the submit
+        view = await runner.submit(job_spec(py("print(1)", labels={"model": "w"})), "a")
+        while True:
+            event = await asyncio.wait_for(stream.__anext__(), 30)
+            events.append((event.previous_state, event.job.state))
+            if event.job.done:
+                break
     assert events == [("", "PENDING"), ("PENDING", "RUNNING"), ("RUNNING", "SUCCEEDED")]
     assert (await runner.get(view.id)).attempts == 1
 
@@ -496,7 +495,9 @@ async def test_logs_outlive_the_job_and_its_pods(runner: JobRunner, k8s: FakeKub
     view = await runner.submit(job_spec(py("for i in range(50): print('line', i)")), "a")
     assert (await runner.wait(view.id, 30)).state == "SUCCEEDED"
     batch_api(k8s).delete_namespaced_job(view.name, NS, propagation_policy="Background")
-    await until(lambda: not k8s.jobs(NS) and not k8s.pods(NS), "the Job and its pods are gone")
+    await wait_until(
+        lambda: not k8s.jobs(NS) and not k8s.pods(NS), what="the Job and its pods are gone"
+    )
     assert [r.text for r in await lines(runner, view.id)] == [f"line {i}" for i in range(50)]
 
 
@@ -516,11 +517,15 @@ async def test_ttl_zero_deletes_the_job_right_away_yet_no_line_is_lost(
             ),
             "a",
         )
-        await until(lambda: list(iter_records(runner.log_path(view.id))), "the log is followed")
+        await wait_until(
+            lambda: list(iter_records(runner.log_path(view.id))), what="the log is followed"
+        )
         gate.touch()
         done = await runner.wait(view.id, 30)
         assert done.state == "SUCCEEDED"
-        await until(lambda: k8s.job(view.name, NS) is None, "ttlSecondsAfterFinished=0 deletes")
+        await wait_until(
+            lambda: k8s.job(view.name, NS) is None, what="ttlSecondsAfterFinished=0 deletes"
+        )
         texts = [r.text for r in await lines(runner, view.id)]
         assert texts == ["begin"] + [f"line {i}" for i in range(2000)]
     finally:
@@ -551,11 +556,11 @@ async def test_orphans_are_deleted(tmp_path: Path, k8s: FakeKubernetes) -> None:
 
     batch.create_namespaced_job(NS, job("orphan-1", {MANAGED_BY: "trainyard", JOB_ID_LABEL: "x1"}))
     batch.create_namespaced_job(NS, job("not-ours", {"team": "other"}))
-    [pid] = await until(lambda: k8s.pod_pids("orphan-1", NS), "the orphan runs")
+    [pid] = await wait_until(lambda: k8s.pod_pids("orphan-1", NS), what="the orphan runs")
     runner, db = await make_runner(tmp_path, k8s)  # start() reconciles: deletes the orphan
     try:
-        await until(lambda: k8s.job("orphan-1", NS) is None, "the orphan Job is deleted")
-        await until(lambda: gone(pid), "the orphan's process is killed")
+        await wait_until(lambda: k8s.job("orphan-1", NS) is None, what="the orphan Job is deleted")
+        await wait_until(lambda: gone(pid), what="the orphan's process is killed")
         assert k8s.job("not-ours", NS) is not None, "only Jobs trainyard manages are touched"
         view = await runner.submit(job_spec(py("import time; time.sleep(60)")), "a")
         await wait_state(runner, view.id, "RUNNING")
@@ -585,19 +590,23 @@ async def test_restart_reattaches_without_duplicate_lines(
     )
     runner, db = await make_runner(tmp_path, k8s)
     view = await runner.submit(job_spec(py(code)), "a")
-    await until(lambda: len(list(iter_records(runner.log_path(view.id)))) == 300, "300 lines")
+    await wait_until(
+        lambda: len(list(iter_records(runner.log_path(view.id)))) == 300, what="300 lines"
+    )
     await wait_state(runner, view.id, "RUNNING")  # the handle is recorded
     await stop_runner(runner, db, cancel=False)  # the workload keeps running
     gate1.touch()
     [pod] = k8s.pods(NS, job=view.name)
-    await until(
+    await wait_until(
         lambda: "line 600\n" in k8s.pod_log(pod["metadata"]["name"], NS),
-        "output while the runner is down",
+        what="output while the runner is down",
     )
 
     runner, db = await make_runner(tmp_path, k8s)  # same database, same log directory
     try:
-        await until(lambda: len(list(iter_records(runner.log_path(view.id)))) >= 600, "catch up")
+        await wait_until(
+            lambda: len(list(iter_records(runner.log_path(view.id)))) >= 600, what="catch up"
+        )
         gate2.touch()
         done = await runner.wait(view.id, 30)
         assert (done.state, done.attempts) == ("SUCCEEDED", 1)
@@ -623,10 +632,12 @@ async def test_job_that_ended_while_runner_was_down(tmp_path: Path, k8s: FakeKub
         "a",
     )
     await wait_state(runner, view.id, "RUNNING")
-    await until(lambda: list(iter_records(runner.log_path(view.id))), "the first line")
+    await wait_until(lambda: list(iter_records(runner.log_path(view.id))), what="the first line")
     await stop_runner(runner, db, cancel=False)
     gate.touch()
-    await until(lambda: (k8s.job(view.name, NS) or {}).get("status", {}).get("failed"), "it fails")
+    await wait_until(
+        lambda: (k8s.job(view.name, NS) or {}).get("status", {}).get("failed"), what="it fails"
+    )
     runner, db = await make_runner(tmp_path, k8s)
     try:
         done = await runner.wait(view.id, 30)
@@ -647,7 +658,7 @@ async def test_job_deleted_while_runner_down_is_lost(tmp_path: Path, k8s: FakeKu
     await wait_state(runner, view.id, "RUNNING")
     await stop_runner(runner, db, cancel=False)
     batch_api(k8s).delete_namespaced_job(view.name, NS, propagation_policy="Background")
-    await until(lambda: not k8s.pods(NS, job=view.name), "the pods are gone")
+    await wait_until(lambda: not k8s.pods(NS, job=view.name), what="the pods are gone")
     runner, db = await make_runner(tmp_path, k8s)
     try:
         done = await runner.wait(view.id, 30)
@@ -758,7 +769,9 @@ async def test_watch_expiry_relists(tmp_path: Path) -> None:
                     ]
                 )
 
-            await until(lambda: relists() > listed, "the Job watch re-lists after 410 Gone")
+            await wait_until(
+                lambda: relists() > listed, what="the Job watch re-lists after 410 Gone"
+            )
             gate.touch()
             done = await runner.wait(view.id, 30)
             assert done.state == "SUCCEEDED"
@@ -798,8 +811,8 @@ async def test_informer_relists_after_410_gone_and_the_job_finishes(
 
         jobs, pods = lists("jobs"), lists("pods")  # the orphan sweep's, the informer's
         k8s.expire_watch_history()
-        await until(
-            lambda: lists("jobs") > jobs and lists("pods") > pods, "both re-list on 410 Gone"
+        await wait_until(
+            lambda: lists("jobs") > jobs and lists("pods") > pods, what="both re-list on 410 Gone"
         )
         gate.touch()
         done = await runner.wait(view.id, 30)
@@ -849,7 +862,7 @@ async def test_ttl_zero_and_fast_retries_lose_no_line(tmp_path: Path) -> None:
             ]
             assert [r.seq for r in recs] == list(range(1, 1501))
             assert len(k.pod_pids(view.name, NS)) == 5
-            await until(lambda: k.job(view.name, NS) is None, "the runner applies ttl 0")
+            await wait_until(lambda: k.job(view.name, NS) is None, what="the runner applies ttl 0")
             assert k.pods(NS, job=view.name) == []
             pod_deletes = [r for r in k.requests if r.method == "DELETE" and "/pods/" in r.path]
             assert len(pod_deletes) == 5, "each pod deleted by the runner once read"

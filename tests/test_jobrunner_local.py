@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -13,9 +12,11 @@ import psutil
 import pytest
 
 from tests.support.jobs import follow_with_reconnects, gone, job_spec, lines, wait_state
+from tests.support.wait import wait_for_pidfile
 from trainyard.jobrunner.app import MIGRATIONS
 from trainyard.jobrunner.backends.base import Workload
 from trainyard.jobrunner.backends.local import LocalBackend
+from trainyard.jobrunner.domain import JobState
 from trainyard.jobrunner.runner import JobRunner
 from trainyard.runtime.db import Database
 from trainyard.runtime.errors import AlreadyExists, InvalidArgument, NotFound
@@ -133,9 +134,7 @@ async def test_cancel_really_stops_the_process(runner: JobRunner, tmp_path: Path
         "alice",
     )
     await wait_state(runner, view.id, "RUNNING")
-    while not pidfile.exists() or not pidfile.read_text():
-        await asyncio.sleep(0.02)
-    pid = int(pidfile.read_text())
+    pid = await wait_for_pidfile(pidfile)
     assert psutil.pid_exists(pid)
     done = await runner.cancel(view.id, "no longer needed")
     assert (done.state, done.reason) == ("CANCELLED", "CANCELLED")
@@ -154,9 +153,7 @@ async def test_cancel_ignoring_sigterm_is_killed(runner: JobRunner, tmp_path: Pa
         ),
         "alice",
     )
-    while not pidfile.exists() or not pidfile.read_text():
-        await asyncio.sleep(0.02)
-    pid = int(pidfile.read_text())
+    pid = await wait_for_pidfile(pidfile)
     done = await runner.cancel(view.id)
     assert done.state == "CANCELLED"
     assert gone(pid)
@@ -193,12 +190,13 @@ async def test_admission_queue_is_fifo(tmp_path: Path) -> None:
             for i in range(4)
         ]
         states = [(await runner.get(v.id)).state for v in views]
-        assert states.count("RUNNING") <= 1 and states[1:].count("PENDING") >= 2
+        assert states.count(JobState.RUNNING) <= 1 and states[1:].count(JobState.PENDING) >= 2
         for v in views:
             assert (await runner.wait(v.id, 30)).state == "SUCCEEDED"
         assert order.read_text().split() == ["0", "1", "2", "3"]
         starts = [(await runner.get(v.id)).started_at for v in views]
-        assert starts == sorted(starts)  # type: ignore[type-var]
+        assert all(starts)
+        assert starts == sorted(s for s in starts if s is not None)
     finally:
         await runner.close()
         await db.close()
@@ -253,29 +251,20 @@ async def test_list_filters_by_labels_newest_first_with_cursor(runner: JobRunner
     assert [v.id for v in page2] == [ids[0]] and token2 == ""
     everything, _ = await runner.list({"kind": "ndb"})
     assert [v.id for v in everything] == ids[::-1]
-    for i in ids:
-        await runner.wait(i, 30)
+    for job_id in ids:
+        await runner.wait(job_id, 30)
 
 
 async def test_watch_sees_every_transition(runner: JobRunner) -> None:
     events: list[tuple[str, str]] = []
-    ready = asyncio.Event()
-
-    async def watch() -> None:
-        stream = runner.watch({"model": "w"})
-        ready.set()
+    # Subscribed when watch() returns: the submits below happen before anything reads it.
+    async with runner.watch({"model": "w"}) as stream:
+        other = await runner.submit(job_spec(py("pass", labels={"model": "other"})), "a")
+        view = await runner.submit(job_spec(py("print(1)", labels={"model": "w"})), "a")
         async for event in stream:
             events.append((event.previous_state, event.job.state))
             if event.job.done:
-                return
-
-    task = asyncio.create_task(watch())
-    await asyncio.sleep(0)
-    await ready.wait()
-    await asyncio.sleep(0.01)
-    other = await runner.submit(job_spec(py("pass", labels={"model": "other"})), "a")
-    view = await runner.submit(job_spec(py("print(1)", labels={"model": "w"})), "a")
-    await asyncio.wait_for(task, 30)
+                break
     assert events == [("", "PENDING"), ("PENDING", "RUNNING"), ("RUNNING", "SUCCEEDED")]
     await runner.wait(other.id, 30)
     assert view.id
@@ -361,11 +350,9 @@ async def test_a_watcher_that_falls_behind_is_told_so(
     from trainyard.runtime.errors import Unavailable
 
     monkeypatch.setattr(runner_module, "WATCH_BUFFER", 3)
-    stream = runner.watch()
-    first = asyncio.ensure_future(stream.__anext__())
-    await asyncio.sleep(0)  # subscribed, not reading further
+    stream = runner.watch()  # subscribed, not reading yet
     views = [await runner.submit(job_spec(py("pass")), "a") for _ in range(3)]
-    assert (await first).job.id == views[0].id
+    assert (await stream.__anext__()).job.id == views[0].id
     with pytest.raises(Unavailable, match="fell more than 3 events behind"):
         async for _ in stream:
             pass

@@ -7,13 +7,15 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import psutil
 import pytest
 
-from tests.support.harness import TEST_SECRET, eventually
+from tests.support.harness import TEST_SECRET
+from tests.support.wait import eventually
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
 from trainyard.runtime.auth import TokenAuthority
@@ -32,7 +34,7 @@ def wait_for_file(path: Path, label: str) -> str:
 
 
 @pytest.fixture
-def runner(tmp_path: Path):  # type: ignore[no-untyped-def]
+def runner(tmp_path: Path) -> Iterator[ServiceProcess]:
     env = {
         **os.environ,
         "TRAINYARD_DATA_DIR": str(tmp_path),
@@ -75,11 +77,11 @@ def test_jobs_survive_and_reconcile_after_a_runner_crash(
     victim = submit(wait_for_file(tmp_path / "never", "c"), "victim")
     queued = submit("print('queued ran')", "queued")
     for job_id in (survivor, finisher, victim):
-        eventually(
-            lambda j=job_id: state(j).state == msgs.JOB_STATE_RUNNING,
-            timeout=30,
-            message="job never ran",
-        )
+
+        def running(j: str = job_id) -> bool:
+            return state(j).state == msgs.JOB_STATE_RUNNING
+
+        eventually(running, timeout=30, message=f"job {job_id} never ran")
     assert state(queued).state == msgs.JOB_STATE_PENDING  # admission: 3 at a time
     channel.close()
 

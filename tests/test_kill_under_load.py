@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import httpx
@@ -23,8 +23,8 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.harness import eventually
 from tests.support.up import running_up, user_token
+from tests.support.wait import eventually
 from trainyard.runtime.settings import SERVICE_NAMES
 
 BIN = Path(sys.executable).parent
@@ -135,27 +135,35 @@ def test_each_service_killed_under_load_comes_back_and_loses_nothing(suite: Suit
         for name in SERVICE_NAMES:
             before = suite.endpoints()
             pid, address = before["pids"][name], before["grpc"][name]
-            settled = loop.requests
-            eventually(lambda s=settled: loop.requests > s + 8, message="the loop is stuck")
+
+            # (Defaults bind this iteration's values: each predicate is one service's.)
+            def moving(settled: int = loop.requests) -> bool:
+                return loop.requests > settled + 8
+
+            def dead(p: int = pid) -> bool:
+                return (
+                    not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
+                )
+
+            def serving(a: str = address) -> bool:
+                return _serving(a)
+
+            def replaced(p: int = pid, n: str = name) -> dict[str, Any] | Literal[False]:
+                now = suite.endpoints()
+                return now["pids"][n] != p and now
+
+            eventually(moving, message="the loop is stuck")
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)
+            eventually(dead, message=f"{name} survived SIGKILL")
             eventually(
-                lambda p=pid: (
-                    not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
-                ),
-                message=f"{name} survived SIGKILL",
-            )
-            eventually(
-                lambda a=address: _serving(a),
+                serving,
                 timeout=BACK_WITHIN_SECONDS,
                 message=f"{name} was not serving again on {address} within 5 s",
             )
             back_after = time.monotonic() - killed_at
             assert back_after <= BACK_WITHIN_SECONDS, (name, back_after)
-            current = eventually(
-                lambda p=pid, n=name: (now := suite.endpoints())["pids"][n] != p and now,
-                message=f"endpoints.json still names the dead {name}",
-            )
+            current = eventually(replaced, message=f"endpoints.json still names the dead {name}")
             assert current["grpc"][name] == address
             assert psutil.Process(current["pids"][name]).is_running()
     finally:
@@ -169,7 +177,7 @@ def test_each_service_killed_under_load_comes_back_and_loses_nothing(suite: Suit
         listed_uploads = {u["upload_id"] for u in _all_pages(client, "/api/v2/train/uploads")}
         assert set(loop.uploads) <= listed_uploads, set(loop.uploads) - listed_uploads
 
-        def finished() -> dict[str, str] | bool:
+        def finished() -> dict[str, str] | Literal[False]:
             jobs = {j["name"]: j["status"] for j in _all_pages(client, "/training-jobs")}
             missing = set(loop.jobs) - set(jobs)
             assert not missing, f"accepted jobs lost: {sorted(missing)[:5]}"

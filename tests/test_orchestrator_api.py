@@ -140,15 +140,28 @@ def test_bad_callback_values_are_422_with_violations(orchestrator: tuple[Harness
 def test_job_token_only_reaches_its_own_model(orchestrator: tuple[Harness, str]) -> None:
     harness, url = orchestrator
     mine, other = _new_model(url), _new_model(url)
-    httpx.post(
-        f"{harness.http}/api/v2/train/update-status",
-        headers=harness.job_headers(mine),
-        json={"status": "failed"},
-    ).raise_for_status()
-    resp = httpx.get(
-        f"{harness.http}/api/v2/train/{other}/status", headers=harness.user_headers("alice")
-    )
-    assert resp.json()["status"] == "not_started"
+    update = f"{harness.http}/api/v2/train/update-status"
+    job = harness.job_headers(mine)
+
+    def status(model_id: str) -> str:
+        resp = httpx.get(
+            f"{harness.http}/api/v2/train/{model_id}/status", headers=harness.user_headers("alice")
+        )
+        value: str = resp.json()["status"]
+        return value
+
+    # The token for `mine` naming `other` every way a request could. A query parameter or a path
+    # are refused; a body field the message lacks is dropped by the transcoder: the update then
+    # lands on the token's model, never on the one the body names.
+    refused = [
+        httpx.post(update, headers=job, params={"model_id": other}, json={"status": "failed"}),
+        httpx.post(f"{harness.http}/api/v2/train/{other}/update-status", headers=job, json={}),
+    ]
+    assert [r.status_code for r in refused] == [400, 404], [r.text for r in refused]
+    assert (status(mine), status(other)) == ("not_started", "not_started")
+    smuggled = httpx.post(update, headers=job, json={"status": "in_progress", "model_id": other})
+    assert smuggled.status_code == 200, smuggled.text
+    assert (status(mine), status(other)) == ("in_progress", "not_started")
 
 
 def test_connect_token_client_credentials(orchestrator: tuple[Harness, str]) -> None:
@@ -230,5 +243,5 @@ def test_grpc_clients_reach_the_service_through_envoy(orchestrator: tuple[Harnes
         with pytest.raises(grpc.RpcError) as err:
             stub.GetTrainStatus(messages_pb2.GetTrainStatusRequest(model_id="nope"), metadata=md)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        status = status_from_rpc_error(err.value)  # type: ignore[arg-type]
+        status = status_from_rpc_error(err.value)
         assert status is not None and status.message == "model 'nope' does not exist"

@@ -77,7 +77,9 @@ STUBBORN = (
 
 
 def _started(code: str, **kw: object) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+    proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, **kw
+    )
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     return proc
 

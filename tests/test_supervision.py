@@ -7,8 +7,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.harness import Harness, eventually
+from tests.support.harness import Harness
 from tests.support.recording import Recorder, recording_registrations
+from tests.support.wait import eventually
 from trainyard.gateway import config
 from trainyard.suite import RESTART_BUDGET, RESTART_WINDOW_SECONDS, RestartBudget
 

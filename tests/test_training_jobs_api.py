@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +13,9 @@ import grpc
 import httpx
 import pytest
 
-from tests.support.harness import TEST_SECRET, Harness, eventually
-from tests.support.jobs import python_runs_as
+from tests.support.harness import TEST_SECRET, Harness
+from tests.support.jobs import gone, python_runs_as
+from tests.support.wait import eventually
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
 from trainyard.jobrunner.app import build
@@ -21,6 +24,7 @@ from trainyard.runtime.settings import CommonSettings
 
 PRINT_ENV = (
     "import os,sys,time\n"
+    "if os.environ.get('print_pid'): print('pid', os.getpid())\n"
     "print('epochs', os.environ.get('epochs'))\n"
     "print('lr', os.environ.get('lr'))\n"
     "print('nested', os.environ.get('nested'))\n"
@@ -56,7 +60,19 @@ def jobrunner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 
 def _status(harness: Harness, name: str, user: str = "alice") -> str:
     jobs = httpx.get(f"{harness.http}/training-jobs", headers=harness.user_headers(user)).json()
-    return next(j["status"] for j in jobs if j["name"] == name)
+    status: str = next(j["status"] for j in jobs if j["name"] == name)
+    return status
+
+
+def _pid_of(harness: Harness, name: str) -> int:
+    """The workload's pid, from the `pid N` line it logs first (print_pid=1)."""
+
+    def logged() -> int | None:
+        resp = httpx.get(f"{harness.http}/training-jobs/{name}", headers=harness.user_headers())
+        first = resp.json().partition("\n")[0] if resp.status_code == 200 else ""
+        return int(first.split()[1]) if first.startswith("pid ") else None
+
+    return eventually(logged, timeout=30, message=f"{name} never logged its pid")
 
 
 def test_create_run_logs_list_delete(jobrunner: Harness) -> None:
@@ -193,14 +209,41 @@ def test_delete_running_job_stops_it(jobrunner: Harness) -> None:
     h = jobrunner
     auth = h.user_headers()
     name = httpx.post(
-        f"{h.http}/training-jobs?pipeline=churn", headers=auth, json={"sleep": 60}
+        f"{h.http}/training-jobs?pipeline=churn", headers=auth, json={"print_pid": 1, "sleep": 60}
     ).json()
-    eventually(lambda: _status(h, name) == "Active", timeout=30, message="never became active")
+    pid = _pid_of(h, name)
+    assert not gone(pid)
     resp = httpx.delete(f"{h.http}/training-jobs/{name}", headers=auth, timeout=30)
     assert resp.status_code == 200
+    assert gone(pid), "DELETE answered while the workload still runs"
     assert name not in [
         j["name"] for j in httpx.get(f"{h.http}/training-jobs", headers=auth).json()
     ]
+
+
+def test_follow_is_live(jobrunner: Harness) -> None:
+    """A line reaches the follower while its job still runs (the job sleeps until the test ends
+    it), not only once the job is over."""
+    h = jobrunner
+    auth = h.user_headers()
+    name = httpx.post(
+        f"{h.http}/training-jobs?pipeline=churn", headers=auth, json={"print_pid": 1, "sleep": 60}
+    ).json()
+    events = []
+    with httpx.stream(
+        "GET", f"{h.http}/training-jobs/{name}/logs/follow", headers=auth, timeout=30
+    ) as resp:
+        for line in resp.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            events.append(event)
+            if len(events) == 1:
+                first = event["line"]["text"]
+                assert first.startswith("pid "), event
+                assert _status(h, name) == "Active", "the first line came only after the job"
+                os.kill(int(first.split()[1]), signal.SIGTERM)  # now let it end
+    assert events[-1]["done"] is True and events[-1]["status"] == "Failed", events[-1]
 
 
 def test_workload_rpcs_need_a_service_token(jobrunner: Harness) -> None:

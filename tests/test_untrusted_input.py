@@ -310,7 +310,7 @@ def _raw_call(
 ) -> grpc.RpcError:
     """Send `payload` as the request bytes of `method` (no serializer) and return the error."""
     with grpc.insecure_channel(harness.servers[service].address) as channel:
-        call = channel.unary_unary(method)
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.RpcError) as err:
             call(payload, metadata=tuple(md.items()), timeout=30)
     return err.value
@@ -344,7 +344,7 @@ def test_undecodable_messages_are_invalid_argument(suite: Harness) -> None:
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "could not be decoded" in plain(err.details() or "")
     with grpc.insecure_channel(suite.servers["upload"].address) as channel:
-        call = channel.stream_unary(UPLOAD)
+        call = channel.stream_unary(UPLOAD, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.RpcError) as stream_err:
             call(iter([b"\xff\xff\xff"]), metadata=tuple(suite.user_headers().items()), timeout=30)
     assert stream_err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

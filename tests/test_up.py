@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.harness import eventually
 from tests.support.up import running_up
+from tests.support.wait import eventually
 
 SERVICES = {
     "upload": "trainyard.api.upload.v1.UploadService",
@@ -27,16 +28,19 @@ SERVICES = {
 }
 BIN = Path(sys.executable).parent
 
+#: The running `up`: its process, data directory and endpoints.json.
+Up = tuple[subprocess.Popen[bytes], Path, dict[str, Any]]
+
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     data = tmp_path_factory.mktemp("up")
     with running_up(data, stdout=subprocess.PIPE) as (proc, endpoints):
         assert proc.poll() is None
         yield proc, data, endpoints
 
 
-def test_up_answers_documented_paths_with_json(suite) -> None:  # type: ignore[no-untyped-def]
+def test_up_answers_documented_paths_with_json(suite: Up) -> None:
     _, data, endpoints = suite
     http = endpoints["http"]
     assert httpx.get(http + "/healthz").json() == {"status": "SERVING"}
@@ -69,7 +73,7 @@ def test_up_answers_documented_paths_with_json(suite) -> None:  # type: ignore[n
     assert resp.status_code == 200 and resp.json()["token_type"] == "Bearer"
 
 
-def test_every_service_lists_itself_by_reflection_and_is_serving(suite) -> None:  # type: ignore[no-untyped-def]
+def test_every_service_lists_itself_by_reflection_and_is_serving(suite: Up) -> None:
     _, _, endpoints = suite
     grpcurl = str(BIN / "grpcurl")
     for name, address in endpoints["grpc"].items():
@@ -91,7 +95,7 @@ def _endpoints(data: Path) -> dict[str, Any]:
     return endpoints
 
 
-def test_a_killed_service_is_restarted(suite) -> None:  # type: ignore[no-untyped-def]
+def test_a_killed_service_is_restarted(suite: Up) -> None:
     _, data, endpoints = suite
     pid = endpoints["pids"]["finetuning"]
     os.kill(pid, signal.SIGKILL)
@@ -123,7 +127,7 @@ def test_a_killed_service_is_restarted(suite) -> None:  # type: ignore[no-untype
     assert psutil.Process(current["pids"]["finetuning"]).is_running()
 
 
-def test_a_killed_envoy_is_restarted_on_its_port(suite) -> None:  # type: ignore[no-untyped-def]
+def test_a_killed_envoy_is_restarted_on_its_port(suite: Up) -> None:
     proc, data, endpoints = suite
     envoy = next(c for c in psutil.Process(proc.pid).children() if c.name() == "envoy")
     assert _endpoints(data)["envoy_pid"] == envoy.pid
@@ -150,7 +154,7 @@ def test_a_killed_envoy_is_restarted_on_its_port(suite) -> None:  # type: ignore
     assert httpx.get(current["admin"] + "/ready", timeout=5).text.strip() == "LIVE"
 
 
-def test_sigterm_stops_everything(suite) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_stops_everything(suite: Up) -> None:
     proc, _, _ = suite
     children = psutil.Process(proc.pid).children(recursive=True)
     assert len(children) >= 6  # five services + envoy

@@ -13,7 +13,8 @@ import grpc
 import httpx
 import pytest
 
-from tests.support.harness import TEST_SECRET, Harness, eventually
+from tests.support.harness import TEST_SECRET, Harness
+from tests.support.wait import eventually
 from trainyard.api.upload.v1 import messages_pb2 as msgs
 from trainyard.api.upload.v1 import service_pb2_grpc as svc
 from trainyard.runtime.settings import CommonSettings

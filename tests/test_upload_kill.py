@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.harness import TEST_SECRET, eventually
+from tests.support.harness import TEST_SECRET
 from tests.support.upload_service import AWS_ENV, MotoServer, upload_process
+from tests.support.wait import eventually
 from trainyard.gateway.config import render
 from trainyard.gateway.process import EnvoyProcess
 from trainyard.runtime.auth import TokenAuthority

@@ -10,7 +10,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from tests.support.harness import TEST_SECRET, Harness, eventually
+from tests.support.harness import TEST_SECRET, Harness
+from tests.support.wait import eventually
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
 from trainyard.jobrunner.app import build
@@ -85,8 +86,9 @@ def test_a_change_between_list_and_watch_is_replayed(
         metadata=md,
         timeout=30,
     )
+    events = iter(watch)
     try:
-        replayed = next(watch).event
+        replayed = next(events).event
         assert (replayed.job.job_id, replayed.job.state) == (job.job_id, msgs.JOB_STATE_SUCCEEDED)
         assert replayed.revision == done.revision
         assert replayed.previous_state == msgs.JOB_STATE_UNSPECIFIED
@@ -97,7 +99,7 @@ def test_a_change_between_list_and_watch_is_replayed(
         second = stub.SubmitJob(
             msgs.SubmitJobRequest(spec=gated_job(second_gate, "replay")), metadata=md
         ).job
-        live = [next(watch).event for _ in range(3)]
+        live = [next(events).event for _ in range(3)]
         assert [(e.job.job_id, e.job.state) for e in live] == [
             (second.job_id, msgs.JOB_STATE_PENDING),
             (second.job_id, msgs.JOB_STATE_RUNNING),
@@ -107,7 +109,7 @@ def test_a_change_between_list_and_watch_is_replayed(
         assert revisions == sorted(set(revisions)), "revisions only grow"
         assert live[-1].revision == state_of(stub, md, second.job_id).revision
     finally:
-        watch.cancel()
+        watch.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it untyped
 
 
 @pytest.mark.parametrize(
@@ -121,7 +123,7 @@ def test_revisions_from_the_future_or_negative_are_invalid(
     since = latest + offset if offset is not None else -1
     watch = stub.WatchJobs(msgs.WatchJobsRequest(since_revision=since), metadata=md, timeout=30)
     with pytest.raises(grpc.RpcError) as err:
-        next(watch)
+        next(iter(watch))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"since_revision {since} {words}" in str(err.value.details())
     status = status_from_rpc_error(err.value)

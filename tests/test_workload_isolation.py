@@ -24,8 +24,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.harness import Harness, eventually
-from tests.support.jobs import gone, job_spec, lines, until
+from tests.support.harness import Harness
+from tests.support.jobs import gone, job_spec, lines
+from tests.support.wait import eventually, wait_until
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
 from trainyard.blobs import LocalBlobStorage
@@ -319,13 +320,13 @@ async def test_the_shim_runs_isolated_with_a_clean_environment(
     def shim_info() -> dict[str, Any] | None:
         return json.loads(shim_file.read_text()) if shim_file.exists() else None
 
-    info = await until(shim_info, "the shim started its workload")
+    info = await wait_until(shim_info, what="the shim started its workload")
 
     def log_written() -> bool:
         log = job_dir / "log"
         return log.exists() and log.stat().st_size > 0
 
-    await until(log_written, "the workload wrote its first line")
+    await wait_until(log_written, what="the workload wrote its first line")
     shim = psutil.Process(info["pid"])
     assert shim.cmdline()[1:4] == ["-I", "-m", "trainyard.jobrunner.shim"]
     shim_env = shim.environ()
@@ -345,7 +346,7 @@ async def test_the_shim_runs_isolated_with_a_clean_environment(
     # Cancel still stops a workload of another user, and its whole group.
     done = await runner.cancel(view.id)
     assert done.state == "CANCELLED"
-    await until(lambda: gone(info["child_pid"]), "the workload is gone")
+    await wait_until(lambda: gone(info["child_pid"]), what="the workload is gone")
     assert not (marker_dir / "ran").exists(), "the runner's PYTHON* reached the shim"
 
 
@@ -385,7 +386,9 @@ async def test_with_a_uid_range_each_job_is_a_user_of_its_own(tmp_path: Path) ->
             "a",
         )
         first_work = data / "jobs" / first.id / "work"
-        await until(lambda: (first_work / "secret").exists(), "the first job wrote its file")
+        await wait_until(
+            lambda: (first_work / "secret").exists(), what="the first job wrote its file"
+        )
         probe = "id -u; cat $OTHER/secret 2>&1; ls $OTHER 2>&1; true"
         second = await runner.submit(
             job_spec({"command": ["/bin/sh", "-c", probe], "env": {"OTHER": str(first_work)}}), "b"

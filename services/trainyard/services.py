@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ def settings_class(name: str) -> type[ServiceSettings]:
     return cls
 
 
-def builder(name: str) -> Callable[[CommonSettings, Any], Awaitable[App]]:
-    build: Callable[[CommonSettings, Any], Awaitable[App]] = _load(service(name).builder)
+def builder(name: str) -> Callable[[CommonSettings, Any], Coroutine[Any, Any, App]]:
+    """The service's `async def build(common, settings) -> App`."""
+    build: Callable[[CommonSettings, Any], Coroutine[Any, Any, App]] = _load(service(name).builder)
     return build
 
 

@@ -24,10 +24,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.harness import eventually
 from tests.support.jobs import python_runs_as
 from tests.support.platform import Platform, start_platform, unique_name
 from tests.support.up import running_up, user_token
+from tests.support.wait import eventually
 
 POSITIVE = ["a great film", "wonderful acting", "loved every minute", "a delight", "superb cast"]
 NEGATIVE = ["a dull film", "terrible acting", "hated every minute", "a bore", "awful cast"]
@@ -240,15 +240,15 @@ def test_an_orchestrator_killed_during_a_training_comes_back_and_ends_it(
             message="the orchestrator survived SIGKILL",
         )
 
-        def final() -> dict[str, Any] | bool:
+        def final() -> dict[str, Any] | None:
             try:
                 got = httpx.get(f"{http}/api/v2/train/{model_id}/status", headers=auth, timeout=10)
             except httpx.HTTPError:
-                return False
+                return None
             if got.status_code != 200:
-                return False
+                return None
             body: dict[str, Any] = got.json()
-            return body["status"] in ("complete", "failed", "stopped") and body
+            return body if body["status"] in ("complete", "failed", "stopped") else None
 
-        status = eventually(final, timeout=180, message="the model never ended")
+        status: dict[str, Any] = eventually(final, timeout=180, message="the model never ended")
         assert status["status"] == "complete", status

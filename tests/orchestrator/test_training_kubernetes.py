@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from tests.k8s_double import FakeKubernetes
-from tests.support.harness import eventually
 from tests.support.platform import Platform, start_platform, unique_name
+from tests.support.wait import eventually
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.harness import eventually
 from tests.support.platform import Platform, start_platform, unique_name
+from tests.support.wait import eventually
 
 CSV = b"text,label\ngood film,pos\nbad film,neg\n"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,24 +19,6 @@ from trainyard.runtime.server import App, Registration, create_server
 T = TypeVar("T")
 
 TEST_SECRET = "test-secret-for-trainyard-tests-0123456789"
-
-
-def eventually(
-    predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, message: str = ""
-) -> T:
-    """Poll `predicate` until it returns something truthy; fail with `message` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except AssertionError as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {message} (last: {last!r})")
-        time.sleep(interval)
 
 
 class LoopThread:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import psutil
-import pytest
 from google.protobuf import json_format
 
+from tests.support.wait import wait_until
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.jobrunner.domain import JobSpec
 from trainyard.jobrunner.logfile import Record
@@ -35,28 +33,12 @@ async def lines(runner: JobRunner, job_id: str, **kw: Any) -> list[Record]:
     return [i async for i in runner.logs(job_id, **kw) if isinstance(i, Record)]
 
 
-async def until(
-    predicate: Callable[[], Awaitable[T | None] | T | None], message: str, timeout: float = 20
-) -> T:
-    """Poll (no fixed sleeps) until predicate returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s: {message}")
-        await asyncio.sleep(0.02)
-
-
 async def wait_state(runner: JobRunner, job_id: str, state: str, timeout: float = 20) -> JobView:
     async def check() -> JobView | None:
         view = await runner.get(job_id)
         return view if view.state == state else None
 
-    return await until(check, f"job {job_id} reaches {state}", timeout)
+    return await wait_until(check, timeout, f"job {job_id} reaches {state}")
 
 
 def gone(pid: int) -> bool:

@@ -16,8 +16,9 @@ from typing import Any, Literal
 import httpx
 
 from tests.k8s_double import FakeKubernetes
-from tests.support.harness import TEST_SECRET, Harness, eventually
+from tests.support.harness import TEST_SECRET, Harness
 from tests.support.jobs import python_runs_as
+from tests.support.wait import eventually
 from trainyard.jobrunner.app import build as build_jobrunner
 from trainyard.jobrunner.settings import JobrunnerSettings
 from trainyard.orchestrator.app import build as build_orchestrator

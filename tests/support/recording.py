@@ -54,7 +54,8 @@ class Recorder:
 
 def _response_for(method: MethodDescriptor) -> Any:
     cls = message_factory.GetMessageClass(method.output_type)
-    response = cls()
+    # A class built from the descriptor at run time: its fields are unknown to the type checker.
+    response: Any = cls()
     if "http_body" in cls.DESCRIPTOR.fields_by_name:
         response.http_body.CopyFrom(json_body({"rpc": method.name}))
     return response

@@ -24,7 +24,12 @@ class Received:
 
 @dataclass
 class RecordingTrainService(svc.TrainServiceServicer):
-    """Records UpdateTrainStatus and LogTrainMessage; `refuse` makes them fail with that code."""
+    """Records UpdateTrainStatus and LogTrainMessage; `refuse` makes them fail with that code.
+
+    Tests that build partial servicers like this one (or serve the bare generated base) silence
+    mypy's `abstract` at the call: mypy-protobuf's stub marks every RPC abstract, while the
+    generated class at run time answers UNIMPLEMENTED for each one not overridden, which is
+    exactly what those tests rely on."""
 
     received: list[Received] = field(default_factory=list)
     refuse: grpc.StatusCode | None = None

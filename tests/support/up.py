@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from tests.support.harness import eventually
+from tests.support.wait import eventually
 
 BIN = Path(sys.executable).parent
 

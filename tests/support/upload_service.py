@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support.harness import TEST_SECRET, eventually
+from tests.support.harness import TEST_SECRET
+from tests.support.wait import eventually
 from trainyard.runtime.children import stop_processes
 from trainyard.suite import ServiceProcess
 from trainyard.upload.store import UploadLimits

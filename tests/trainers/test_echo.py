@@ -41,7 +41,7 @@ async def run_echo(env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
 
 
 async def test_echo_reports_to_the_orchestrator_and_writes_its_artifact(tmp_path: Path) -> None:
-    servicer = RecordingTrainService()
+    servicer = RecordingTrainService()  # type: ignore[abstract]  # see tests/support/train_service.py
     server, address = await serve(servicer)
     config = tmp_path / "config.json"
     arts = tmp_path / "arts"
@@ -99,7 +99,7 @@ async def test_echo_exits_non_zero_with_a_clear_error(tmp_path: Path) -> None:
         "repeat must be an integer"
     )
 
-    servicer = RecordingTrainService(refuse=grpc.StatusCode.PERMISSION_DENIED)
+    servicer = RecordingTrainService(refuse=grpc.StatusCode.PERMISSION_DENIED)  # type: ignore[abstract]  # see tests/support/train_service.py
     server, address = await serve(servicer)
     config.write_text(json.dumps({"message": "hi"}))
     env = {

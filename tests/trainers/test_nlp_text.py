@@ -318,7 +318,7 @@ PROG = [sys.executable, "-m", "trainyard.trainers.nlp_text"]
 
 
 async def run_trainer(config: dict[str, Any], tmp: Path) -> tuple[int, str, RecordingTrainService]:
-    servicer = RecordingTrainService()
+    servicer = RecordingTrainService()  # type: ignore[abstract]  # see tests/support/train_service.py
     server, address = await serve(servicer)
     path = tmp / f"config-{config.get('model_id')}.json"
     path.write_text(json.dumps(config))

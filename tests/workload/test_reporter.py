@@ -18,7 +18,7 @@ from trainyard.workload import Reporter, ReportError
 
 @pytest.fixture
 async def orchestrator() -> AsyncIterator[tuple[RecordingTrainService, str]]:
-    servicer = RecordingTrainService()
+    servicer = RecordingTrainService()  # type: ignore[abstract]  # see tests/support/train_service.py
     server, address = await serve(servicer)
     try:
         yield servicer, address
@@ -89,7 +89,7 @@ async def test_a_refused_report_raises_naming_rpc_code_and_reason(
 
 
 async def test_an_orchestrator_without_the_rpcs_answers_unimplemented_clearly() -> None:
-    server, address = await serve(svc.TrainServiceServicer())
+    server, address = await serve(svc.TrainServiceServicer())  # type: ignore[abstract]  # see tests/support/train_service.py
     try:
         async with Reporter(address, "t") as report:
             with pytest.raises(ReportError) as caught:
@@ -103,7 +103,7 @@ async def test_an_orchestrator_without_the_rpcs_answers_unimplemented_clearly() 
 
 
 async def test_an_unreachable_orchestrator_delays_no_training_but_fails_its_end() -> None:
-    server, address = await serve(svc.TrainServiceServicer())
+    server, address = await serve(svc.TrainServiceServicer())  # type: ignore[abstract]  # see tests/support/train_service.py
     await server.stop(0)  # the port is now closed
     out = io.StringIO()
     async with Reporter(address, "t", timeout=0.3, final_timeout=1.0, stream=out) as report:
@@ -118,9 +118,9 @@ async def test_an_unreachable_orchestrator_delays_no_training_but_fails_its_end(
 
 
 async def test_the_final_report_waits_for_an_orchestrator_that_comes_back() -> None:
-    first, address = await serve(svc.TrainServiceServicer())
+    first, address = await serve(svc.TrainServiceServicer())  # type: ignore[abstract]  # see tests/support/train_service.py
     await first.stop(0)
-    servicer = RecordingTrainService()
+    servicer = RecordingTrainService()  # type: ignore[abstract]  # see tests/support/train_service.py
 
     async def come_back() -> grpc.aio.Server:
         await asyncio.sleep(1.0)

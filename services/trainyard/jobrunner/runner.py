@@ -9,7 +9,7 @@ import hashlib
 import json
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -144,6 +144,38 @@ class _Subscriber:
 
 
 WATCH_BUFFER = 10_000
+
+
+class JobWatch:
+    """One watch of JobRunner: subscribed when made (nothing between `watch()` returning and
+    the first read is missed), unsubscribed by `aclose` (or leaving `async with`)."""
+
+    def __init__(
+        self,
+        subscribers: list[_Subscriber],
+        sub: _Subscriber,
+        events: AsyncGenerator[JobEvent, None],
+    ) -> None:
+        self._subscribers = subscribers
+        self._sub = sub
+        self._events = events
+
+    def __aiter__(self) -> JobWatch:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+        if self._sub in self._subscribers:
+            self._subscribers.remove(self._sub)
+
+    async def __aenter__(self) -> JobWatch:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def validate_spec(spec: JobSpec, backend: str) -> None:
@@ -508,43 +540,46 @@ class JobRunner:
             value = await session.scalar(select(EventCounter.value).where(EventCounter.id == 1))
         return int(value or 0)
 
-    async def watch(
+    def watch(
         self, labels: Mapping[str, str] | None = None, since_revision: int | None = None
-    ) -> AsyncIterator[JobEvent]:
-        """Every state transition of jobs carrying `labels`, as it happens. With
-        `since_revision`, first one event per matching job changed after that revision (its
-        current state, oldest change first), then live events newer than what was replayed: at
-        least once, in revision order per job. A watcher that falls WATCH_BUFFER events behind
-        is ended with UNAVAILABLE rather than silently skipping events: it should watch again
-        since the last revision it saw."""
+    ) -> JobWatch:
+        """Every state transition of jobs carrying `labels`, from the moment this returns
+        (subscribed already). With `since_revision`, first one event per matching job changed
+        after that revision (its current state, oldest change first), then live events newer
+        than what was replayed: at least once, in revision order per job. A watcher that falls
+        WATCH_BUFFER events behind is ended with UNAVAILABLE rather than silently skipping
+        events: it should watch again since the last revision it saw. Use it with `async
+        with` (or `aclose()` it) so the subscription ends with the reader."""
         labels = dict(labels or {})
-        if since_revision is not None:
-            await self._check_revision(since_revision)
-        # Subscribe before reading the replay, so a change committed in between is in one or
-        # the other (or both: `seen` drops the repeat).
+        # Subscribed before the replay is read, so a change committed in between is in one
+        # or the other (or both: `seen` drops the repeat).
         sub = _Subscriber(labels)
         self._subscribers.append(sub)
-        try:
-            seen: dict[str, int] = {}
-            floor = since_revision if since_revision is not None else -1
-            if since_revision is not None:
-                for view in await self._changed_since(since_revision, labels):
-                    seen[view.id] = view.revision
-                    yield JobEvent(view, "", utcnow())
-            while True:
-                event = await sub.queue.get()
-                if event is None:
-                    raise Unavailable(
-                        f"this watch fell more than {WATCH_BUFFER} events behind and was "
-                        "ended; watch again since the last revision it delivered",
-                        reason="WATCH_OVERFLOW",
-                    )
-                if event.revision <= max(floor, seen.get(event.job.id, -1)):
-                    continue  # replayed already, or older than the resume point
-                seen[event.job.id] = event.revision
-                yield event
-        finally:
-            self._subscribers.remove(sub)
+        return JobWatch(self._subscribers, sub, self._events(sub, labels, since_revision))
+
+    async def _events(
+        self, sub: _Subscriber, labels: dict[str, str], since_revision: int | None
+    ) -> AsyncGenerator[JobEvent, None]:
+        if since_revision is not None:
+            await self._check_revision(since_revision)
+        seen: dict[str, int] = {}
+        floor = since_revision if since_revision is not None else -1
+        if since_revision is not None:
+            for view in await self._changed_since(since_revision, labels):
+                seen[view.id] = view.revision
+                yield JobEvent(view, "", utcnow())
+        while True:
+            event = await sub.queue.get()
+            if event is None:
+                raise Unavailable(
+                    f"this watch fell more than {WATCH_BUFFER} events behind and was "
+                    "ended; watch again since the last revision it delivered",
+                    reason="WATCH_OVERFLOW",
+                )
+            if event.revision <= max(floor, seen.get(event.job.id, -1)):
+                continue  # replayed already, or older than the resume point
+            seen[event.job.id] = event.revision
+            yield event
 
     async def _check_revision(self, since: int) -> None:
         latest = await self.revision()

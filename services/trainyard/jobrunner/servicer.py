@@ -168,17 +168,19 @@ class JobRunnerServicer(svc.JobRunnerServiceServicer):
         self, request: msgs.WatchJobsRequest, context: Context
     ) -> AsyncIterator[msgs.WatchJobsResponse]:
         since = request.since_revision if request.HasField("since_revision") else None
-        async for event in self._runner.watch(dict(request.labels), since):
-            yield msgs.WatchJobsResponse(
-                event=msgs.JobEvent(
-                    job=job_proto(event.job),
-                    previous_state=STATE_PROTO[event.previous_state]
-                    if event.previous_state
-                    else msgs.JOB_STATE_UNSPECIFIED,
-                    event_time=_ts(event.time),
-                    revision=event.revision,
+        # `async with`: a client that goes away (cancellation) ends the subscription at once.
+        async with self._runner.watch(dict(request.labels), since) as events:
+            async for event in events:
+                yield msgs.WatchJobsResponse(
+                    event=msgs.JobEvent(
+                        job=job_proto(event.job),
+                        previous_state=STATE_PROTO[event.previous_state]
+                        if event.previous_state
+                        else msgs.JOB_STATE_UNSPECIFIED,
+                        event_time=_ts(event.time),
+                        revision=event.revision,
+                    )
                 )
-            )
 
 
 class TrainingJobsServicer(svc.TrainingJobsServiceServicer):
