@@ -9,6 +9,7 @@ counted too, so the trainer can warn once with totals instead of once per row.
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -102,7 +103,7 @@ def read_sentences(
 ) -> Iterator[Sentence]:
     """The usable rows of one CSV (UTF-8, optional BOM, `,`-delimited, quoted fields)."""
     csv.field_size_limit(min(MAX_FIELD_CHARS, sys.maxsize))
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader, None)
@@ -129,7 +130,7 @@ def read_sentences(
             row_number += 1
             stats.rows += 1
             if on_bytes is not None and row_number % 256 == 0:
-                on_bytes(f.buffer.tell())  # the text layer cannot tell() mid-iteration
+                on_bytes(raw.tell())  # the text layer cannot tell() mid-iteration
             if len(row) <= width:
                 if not any(cell.strip() for cell in row):
                     stats.empty_rows += 1

@@ -55,12 +55,17 @@ MAX_EVAL_TOKENS = 2_000_000
 
 @dataclass
 class Progress:
-    """Shared between the worker thread and the event loop (a lock-free latest value)."""
+    """Written by the worker thread, read by the event loop: the latest fraction, and each
+    phase's start kept until sent, so a phase shorter than the reporting interval still shows
+    (list.append and the assignments are atomic under the GIL)."""
 
     fraction: float = 0.0
     phase: str = "reading"
+    started: list[str] = field(default_factory=list)
 
     def set(self, phase: str, fraction: float) -> None:
+        if phase != self.phase:
+            self.started.append(phase)
         self.phase, self.fraction = phase, max(0.0, min(1.0, fraction))
 
 
@@ -281,11 +286,18 @@ async def _load_base(config: NlpTokenConfig, workdir: Path) -> Base | None:
 
 async def _pump(reporter: Reporter, progress: Progress, stop: threading.Event) -> None:
     last: tuple[str, float] | None = None
-    while not stop.is_set():
+    while True:
+        stopping = stop.is_set()
+        while progress.started:
+            phase = progress.started.pop(0)
+            if phase != progress.phase:
+                await reporter.progress(0.0, phase)
         now = (progress.phase, round(progress.fraction, 3))
         if now != last:
             await reporter.progress(now[1], now[0])
             last = now
+        if stopping:
+            return
         await asyncio.sleep(0.5)
 
 
