@@ -1,0 +1,11 @@
+"""`python -m trainyard.trainers.nlp_token`: train a token-tagging CRF (see the package doc)."""
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from trainyard.trainers.nlp_token.trainer import run
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(run(os.environ, Path.cwd())))
