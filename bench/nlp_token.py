@@ -100,7 +100,7 @@ def _plain_features(tokens: list[str]) -> list[dict[str, object]]:
 
 
 def crf_plain(train: list[Sentence]) -> Tagger:
-    import sklearn_crfsuite  # type: ignore[import-untyped]
+    import sklearn_crfsuite
 
     crf = sklearn_crfsuite.CRF(
         algorithm="lbfgs", c1=0.1, c2=0.1, max_iterations=100, all_possible_transitions=True
@@ -111,10 +111,10 @@ def crf_plain(train: list[Sentence]) -> Tagger:
 
 def spacy_ner(epochs: int, seed: int) -> Callable[[list[Sentence]], Tagger]:
     def fit(train: list[Sentence]) -> Tagger:
-        import spacy  # type: ignore[import-not-found]
-        from spacy.tokens import Doc  # type: ignore[import-not-found]
-        from spacy.training import Example  # type: ignore[import-not-found]
-        from spacy.util import minibatch  # type: ignore[import-not-found]
+        import spacy
+        from spacy.tokens import Doc
+        from spacy.training import Example
+        from spacy.util import minibatch
 
         spacy.util.fix_random_seed(seed)
         nlp = spacy.blank("en")

@@ -55,7 +55,9 @@ def sentences(offset: int = 0) -> list[Sentence]:
     return out
 
 
-def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "tags")):
+def write_csv(
+    path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "tags")
+) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -234,7 +236,7 @@ async def test_the_trainer_trains_reports_and_continues_from_a_base_model(tmp_pa
     write_csv(test, rows(5))
     write_csv(more, [(r[0], r[1].replace("LOC", "GPE")) for r in rows(2)])
     arts = tmp_path / "arts"
-    servicer = RecordingTrainService()
+    servicer = RecordingTrainService()  # type: ignore[abstract]  # see tests/support/train_service.py
     server, address = await serve(servicer)
     base_config = {
         "model_id": "tok-1",
