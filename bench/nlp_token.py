@@ -1,7 +1,8 @@
 """nlp-token benchmark: the Trainyard CRF beside two peers on real labelled NER data.
 
     .venv/bin/pip install -c constraints.txt -e ".[bench]"
-    .venv/bin/python bench/nlp_token.py [--test-fraction 0.2] [--seed 0] [--spacy-epochs 10]
+    .venv/bin/python -m bench.nlp_token [--test-fraction 0.2] [--seed 0] [--spacy-epochs 10]
+                                        [--no-api]
 
 Data: the WNUT-2016 Twitter NER training set (2,394 English tweets, 10 entity types in BIO:
 person, geo-loc, company, facility, product, musicartist, sportsteam, movie, tvshow, other),
@@ -20,11 +21,17 @@ Systems:
 
 Entity F1 is span-level (seqeval, exact span and type, micro-averaged); token accuracy is over
 every tag. Train seconds: wall time of feature extraction plus training, not scoring.
+
+Last, the same training through the platform (bench/through_api.py: `trainyard up`, the split
+uploaded as two CSVs of space-joined tokens and tags, POST /api/v2/train/nlp-token with
+test_files): submit -> complete seconds beside the benchmark's own time for this trainer.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import random
 import tempfile
 import time
@@ -35,6 +42,7 @@ from pathlib import Path
 from seqeval.metrics import f1_score
 from sklearn.metrics import accuracy_score
 
+from bench import through_api
 from trainyard.trainers.nlp_token.data import Sentence, TagScheme
 from trainyard.trainers.nlp_token.inference import load
 from trainyard.trainers.nlp_token.model import CrfParams, CrfTraining
@@ -152,6 +160,7 @@ def main() -> None:
         "--rounds", type=int, default=1, help="train each system N times, taking turns"
     )
     parser.add_argument("--systems", default="trainyard,crf-plain,spacy")
+    parser.add_argument("--no-api", action="store_true", help="skip the run through the API")
     args = parser.parse_args()
 
     data = wnut16()
@@ -190,6 +199,50 @@ def main() -> None:
     )
     for name, (f1, acc, seconds) in results.items():
         print(f"{name:<12} {f1:>9.3f} {acc:>9.3f} {seconds:>8.1f}", flush=True)
+    if not args.no_api:
+        own = results["trainyard"][2] if "trainyard" in results else float("nan")
+        through_the_api(train, test, types, own)
+
+
+def _csv(sentences: list[Sentence]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["tokens", "tags"])
+    for s in sentences:
+        writer.writerow([" ".join(s.tokens), " ".join(s.tags)])
+    return out.getvalue().encode()
+
+
+def through_the_api(
+    train: list[Sentence], test: list[Sentence], types: list[str], own: float
+) -> None:
+    with through_api.running_suite() as api:
+        train_id = through_api.upload(api, [("train.csv", _csv(train))])
+        test_id = through_api.upload(api, [("test.csv", _csv(test))])
+        timed = through_api.train(
+            api,
+            "nlp-token",
+            {
+                "model_name": "bench",
+                "model_options": {
+                    "source_column": "tokens",
+                    "target_column": "tags",
+                    "target_labels": types,
+                },
+                "data": {
+                    "supervised_files": [{"location": "upload", "path": train_id}],
+                    "test_files": [{"location": "upload", "path": test_id}],
+                },
+            },
+        )
+    if timed.status["status"] != "complete":
+        print(f"through the API: the training ended {timed.status}")
+        return
+    overall = timed.report.get("after_train_metrics", {}).get("overall", {})
+    print(
+        f"through the API: submit -> complete {timed.seconds:.1f} s, the same trainer in this "
+        f"process {own:.1f} s ({timed.seconds / own:.1f}x), report overall {overall}"
+    )
 
 
 if __name__ == "__main__":
