@@ -217,8 +217,9 @@ def test_a_client_that_disconnects_mid_upload_leaves_nothing(gateway: Harness) -
             },
             timeout=60,
         )
+    # Nothing new stays (a file an earlier test was still removing may go meanwhile).
     eventually(
-        lambda: stored_files(gateway) == before,
+        lambda: set(stored_files(gateway)) <= set(before),
         timeout=30,  # the cancellation reaches the service through Envoy; slow on a loaded box
         message="the cancelled upload's files and marker are removed",
     )
