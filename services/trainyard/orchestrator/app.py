@@ -42,7 +42,12 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
     storage = create_blob_storage(
         own.storage_settings(), namespace="artifacts", local_root=own.artifacts_root_for(common)
     )
-    peers = Peers(authority, common.upload_address, common.jobrunner_address)
+    peers = Peers(
+        authority,
+        common.upload_address,
+        common.jobrunner_address,
+        deadline=common.call_deadline_seconds,
+    )
     trainings = Trainings(registry, peers, storage, authority, own)
     models = Models(
         storage,
