@@ -61,6 +61,26 @@ async def test_a_crash_after_a_healthy_run_resets_the_backoff() -> None:
     assert all(e["crashes"] == 1 and e["restart_in_seconds"] == 0.01 for e in crashes)
 
 
+async def test_an_expected_crash_is_restarted_and_logged_without_a_traceback() -> None:
+    background = Background("test", started=True)
+    calls = 0
+    again = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionResetError("the peer closed the watch")
+        again.set()
+
+    with capture_logs() as logs:
+        background.supervise("watch", watch, initial_backoff=0.01, expected=(ConnectionError,))
+        await asyncio.wait_for(again.wait(), PATIENCE)
+    await background.stop()
+    assert [e["event"] for e in logs] == ["background.task_ended"]
+    assert "exc_info" not in logs[0] and "peer closed" in logs[0]["error"]
+
+
 async def test_a_supervised_task_that_returns_is_not_restarted() -> None:
     background = Background("test", started=True)
     calls = 0
@@ -70,7 +90,6 @@ async def test_a_supervised_task_that_returns_is_not_restarted() -> None:
         calls += 1
 
     task = background.supervise("once", once)
-    assert task is not None
     await asyncio.wait_for(task, PATIENCE)
     assert calls == 1 and background.running == []
 
@@ -138,7 +157,7 @@ async def test_stop_cancels_and_awaits_every_task_and_refuses_new_ones() -> None
     await asyncio.wait_for(started.wait(), PATIENCE)
     await asyncio.wait_for(background.stop(), PATIENCE)
     assert sorted(cleaned) == ["a", "b"], "each task's cleanup ran before stop() returned"
-    assert all(t is not None and t.cancelled() for t in [*tasks, periodic])
+    assert all(t.cancelled() for t in [*tasks, periodic])
     assert background.running == []
     with pytest.raises(BackgroundStopped):
         background.spawn("late", lambda: forever("late"))
@@ -151,9 +170,9 @@ async def test_tasks_registered_before_start_wait_for_it() -> None:
     async def mark() -> None:
         ran.set()
 
-    assert background.spawn("early", mark) is None
+    background.spawn("early", mark)
     await asyncio.sleep(0)  # give a wrongly started task its chance to run
-    assert not ran.is_set() and background.running == []
+    assert not ran.is_set() and background.running == ["early"]
     background.start()
     await asyncio.wait_for(ran.wait(), PATIENCE)
     await background.stop()
@@ -167,7 +186,6 @@ async def test_a_failing_one_off_task_is_logged_not_lost() -> None:
 
     with capture_logs() as logs:
         task = background.spawn("fails", fails)
-        assert task is not None
         await asyncio.wait_for(task, PATIENCE)
     assert [e["task"] for e in logs if e["event"] == "background.task_failed"] == ["fails"]
     await background.stop()

@@ -23,7 +23,6 @@ import enum
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
@@ -42,33 +41,25 @@ class _Ended(enum.Enum):
     CRASHED_HEALTHY = "crashed after a healthy run"
 
 
-@dataclass(frozen=True)
-class _Pending:
-    name: str
-    coro_fn: CoroFn
-
-
 class Background:
     """The background tasks of one component or process."""
 
     def __init__(self, owner: str = "service", *, started: bool = False) -> None:
         self.owner = owner
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: list[_Pending] = []
-        self._started = started
+        self._go = asyncio.Event()
+        if started:
+            self._go.set()
         self._stopped = False
 
     # ---- registering -------------------------------------------------------------------------
 
-    def spawn(self, name: str, coro_fn: CoroFn) -> asyncio.Task[None] | None:
-        """Run `coro_fn()` once, in the background. Its exception, if any, is logged (a task
-        nobody awaits must not fail silently); a task that must keep running is `supervise`d.
-        Returns the task, or None while the helper is not started yet (it starts then)."""
+    def spawn(self, name: str, coro_fn: CoroFn) -> asyncio.Task[None]:
+        """Run `coro_fn()` once, in the background (once started). Its exception, if any, is
+        logged (a task nobody awaits must not fail silently); a task that must keep running is
+        `supervise`d. Returns the task, which may be awaited or cancelled."""
         if self._stopped:
             raise BackgroundStopped(f"{self.owner}: {name!r} spawned after shutdown began")
-        if not self._started:
-            self._pending.append(_Pending(name, coro_fn))
-            return None
         task = asyncio.create_task(self._run(name, coro_fn), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -82,7 +73,7 @@ class Background:
         *,
         jitter: float = 0.1,
         immediately: bool = False,
-    ) -> asyncio.Task[None] | None:
+    ) -> asyncio.Task[None]:
         """Run `coro_fn()` every `seconds` (± `jitter` of it, so that replicas started together
         do not hit a shared database or bucket in step), until stopped. A round that raises is
         logged and the next one runs on time: one bad round never ends the schedule. Rounds do
@@ -113,13 +104,15 @@ class Background:
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         healthy_after: float = 60.0,
-    ) -> asyncio.Task[None] | None:
+        expected: tuple[type[Exception], ...] = (),
+    ) -> asyncio.Task[None]:
         """Keep the long-running `coro_fn()` running: when it raises it is restarted after an
         exponential backoff with jitter (`initial_backoff` doubling up to `max_backoff`), so a
         dependency that is down is not hammered. A run that lasted `healthy_after` seconds
         resets the backoff: the next crash restarts after `initial_backoff` again (never at
         once, so a task that crashes without awaiting cannot starve the event loop). Returning
-        ends the supervision."""
+        ends the supervision. A crash of an `expected` type (a watch the peer closed) is
+        logged at info level without a traceback; it is restarted all the same."""
 
         async def supervised() -> None:
             while True:
@@ -128,10 +121,10 @@ class Background:
                     wait=wait_exponential_jitter(
                         multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff
                     ),
-                    before_sleep=self._restart_logger(name),
+                    before_sleep=self._restart_logger(name, expected),
                 )
                 ended: _Ended = await retrying(
-                    self._attempt, name, coro_fn, healthy_after, initial_backoff
+                    self._attempt, name, coro_fn, healthy_after, initial_backoff, expected
                 )
                 if ended is _Ended.RETURNED:
                     return
@@ -142,13 +135,10 @@ class Background:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run what was registered so far; from now on a registration runs at once."""
+        """Let the tasks registered so far run; from now on a registration runs at once."""
         if self._stopped:
             raise BackgroundStopped(f"{self.owner}: started after shutdown began")
-        self._started = True
-        pending, self._pending = self._pending, []
-        for item in pending:
-            self.spawn(item.name, item.coro_fn)
+        self._go.set()
 
     @property
     def running(self) -> list[str]:
@@ -159,7 +149,6 @@ class Background:
         """Cancel every task and wait (at most `timeout` seconds) until each has ended; a task
         that swallows its cancellation past that is logged by name and left behind."""
         self._stopped = True
-        self._pending.clear()
         tasks = [task for task in self._tasks if not task.done()]
         for task in tasks:
             task.cancel()
@@ -177,6 +166,7 @@ class Background:
 
     async def _run(self, name: str, coro_fn: CoroFn) -> None:
         try:
+            await self._go.wait()
             await coro_fn()
         except asyncio.CancelledError:
             raise
@@ -184,34 +174,47 @@ class Background:
             log.exception("background.task_failed", owner=self.owner, task=name)
 
     async def _attempt(
-        self, name: str, coro_fn: CoroFn, healthy_after: float, restart_in: float
+        self,
+        name: str,
+        coro_fn: CoroFn,
+        healthy_after: float,
+        restart_in: float,
+        expected: tuple[type[Exception], ...],
     ) -> _Ended:
         started = time.monotonic()
         try:
             await coro_fn()
-        except Exception:
+        except Exception as exc:
             if time.monotonic() - started < healthy_after:
                 raise  # a crash streak: tenacity backs off
-            log.exception(
-                "background.task_crashed",
-                owner=self.owner,
-                task=name,
-                crashes=1,
-                restart_in_seconds=restart_in,
-            )
+            self._log_crash(name, exc, expected, crashes=1, restart_in=restart_in)
             return _Ended.CRASHED_HEALTHY
         return _Ended.RETURNED
 
-    def _restart_logger(self, name: str) -> Callable[[RetryCallState], None]:
+    def _restart_logger(
+        self, name: str, expected: tuple[type[Exception], ...]
+    ) -> Callable[[RetryCallState], None]:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
-            log.error(
-                "background.task_crashed",
-                owner=self.owner,
-                task=name,
-                crashes=state.attempt_number,
-                restart_in_seconds=round(state.upcoming_sleep, 3),
-                exc_info=exc,
-            )
+            self._log_crash(name, exc, expected, state.attempt_number, state.upcoming_sleep)
 
         return before_sleep
+
+    def _log_crash(
+        self,
+        name: str,
+        exc: BaseException | None,
+        expected: tuple[type[Exception], ...],
+        crashes: int,
+        restart_in: float,
+    ) -> None:
+        fields = {
+            "owner": self.owner,
+            "task": name,
+            "crashes": crashes,
+            "restart_in_seconds": round(restart_in, 3),
+        }
+        if isinstance(exc, expected):
+            log.info("background.task_ended", error=repr(exc), **fields)
+        else:
+            log.error("background.task_crashed", exc_info=exc, **fields)
