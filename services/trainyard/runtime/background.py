@@ -166,7 +166,8 @@ class Background:
 
     async def _run(self, name: str, coro_fn: CoroFn) -> None:
         try:
-            await self._go.wait()
+            if not self._go.is_set():
+                await self._go.wait()
             await coro_fn()
         except asyncio.CancelledError:
             raise
