@@ -16,9 +16,10 @@ and closed on shutdown, with an interceptor that
 Why tenacity rather than gRPC's service-config retry policy: the policy is per method, so it
 cannot tell a SubmitJob with an idempotency key from one without; tenacity is also what every
 other retry in the code base uses (one mechanism, one place to read backoff), and it logs each
-retry. All attempts of one call share its deadline. Streams are not retried (a half-read stream
-cannot be replayed transparently): their callers resume with a sequence number, as
-`follow_jobs` and the log readers do.
+retry. All attempts of one call share its deadline. A retried call's response is returned
+as such: its initial and trailing metadata are not available to the caller. Streams are not
+retried (a half-read stream cannot be replayed transparently): their callers resume with a
+sequence number, as `follow_jobs` and the log readers do.
 
 This module is pure grpc + tenacity (no database, no service code), so workload code may use
 it too.
@@ -38,6 +39,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
+    stop_before_delay,
     wait_exponential_jitter,
 )
 
@@ -185,8 +187,10 @@ class _CallPolicy:
             return await call  # the response, or the call's RpcError raised here
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda exc: _unavailable(exc) and time.monotonic() < ends),
-            stop=stop_after_attempt(self._retry.attempts),
+            retry=retry_if_exception(_unavailable),
+            # No retry whose backoff would end past the call's deadline: fail with the
+            # UNAVAILABLE in hand rather than a DEADLINE_EXCEEDED after a pointless wait.
+            stop=stop_after_attempt(self._retry.attempts) | stop_before_delay(timeout),
             wait=wait_exponential_jitter(
                 multiplier=self._retry.initial_backoff,
                 max=self._retry.max_backoff,
