@@ -68,6 +68,7 @@ class Harness:
             await server.start()
             if app.on_serving is not None:
                 await app.on_serving(f"127.0.0.1:{port}")
+            app.background.start()
             return RunningServer(server, port, app)
 
         running = self.loop.run(go())
@@ -95,6 +96,8 @@ class Harness:
         running = self.servers.pop(name)
 
         async def go() -> None:
+            if running.app is not None:
+                await running.app.background.stop()
             await running.server.stop(grace)
             if running.app is not None and running.app.on_stop is not None:
                 await running.app.on_stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from pathlib import Path
 
 from trainyard.api.auth.v1 import service_pb2_grpc as auth_grpc
@@ -14,7 +12,7 @@ from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry
 from trainyard.orchestrator.servicer import AuthServicer, ModelServicer, TrainServicer
 from trainyard.orchestrator.settings import OrchestratorSettings
-from trainyard.orchestrator.training import Trainings
+from trainyard.orchestrator.training import Trainings, WatchLost
 from trainyard.orchestrator.validation import Limits, validators
 from trainyard.runtime.db import Database
 from trainyard.runtime.ratelimit import FailureLimiter
@@ -42,7 +40,12 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
     storage = create_blob_storage(
         own.storage_settings(), namespace="artifacts", local_root=own.artifacts_root_for(common)
     )
-    peers = Peers(authority, common.upload_address, common.jobrunner_address)
+    peers = Peers(
+        authority,
+        common.upload_address,
+        common.jobrunner_address,
+        deadline=common.call_deadline_seconds,
+    )
     trainings = Trainings(registry, peers, storage, authority, own)
     models = Models(
         storage,
@@ -50,7 +53,6 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
         workers=own.predict_workers,
         max_model_bytes=own.max_model_bytes,
     )
-    follower: list[asyncio.Task[None]] = []
 
     async def start() -> None:
         await db.start()
@@ -58,19 +60,14 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
 
     async def serving(address: str) -> None:
         trainings.address = callback_address(own, address)
-        follower.append(asyncio.create_task(trainings.follow_jobs(), name="follow-jobs"))
 
     async def stop() -> None:
-        for task in follower:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         models.close()
         await peers.close()
         await storage.close()
         await db.close()
 
-    return App(
+    app = App(
         validators=validators(Limits(own.max_allocation_cores, own.max_allocation_memory_mb)),
         name=NAME,
         registrations=[
@@ -103,3 +100,14 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
         on_stop=stop,
         state={"registry": registry, "trainings": trainings, "models": models},
     )
+    # Started once serving (after `serving` set the callback address), stopped before the
+    # server: a lost watch (the job-runner restarting) reconnects with backoff.
+    app.background.supervise(
+        "follow-jobs",
+        trainings.follow_jobs,
+        initial_backoff=0.5,
+        max_backoff=5.0,
+        healthy_after=30.0,
+        expected=(WatchLost,),
+    )
+    return app

@@ -1,9 +1,9 @@
-"""The orchestrator's calls to other Trainyard services (upload, job-runner), with a service
-token, deadlines, and gRPC errors turned into the domain's errors with the user's wording."""
+"""The orchestrator's calls to other Trainyard services (upload, job-runner) through
+runtime.clients (service token, deadlines, retries of idempotent calls), with gRPC errors
+turned into the domain's errors with the user's wording."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +14,7 @@ from trainyard.api.jobrunner.v1 import service_pb2_grpc as jr_grpc
 from trainyard.api.upload.v1 import messages_pb2 as up
 from trainyard.api.upload.v1 import service_pb2_grpc as up_grpc
 from trainyard.runtime.auth import TokenAuthority
+from trainyard.runtime.clients import ServiceClients, ServiceToken
 from trainyard.runtime.errors import (
     DomainError,
     FailedPrecondition,
@@ -31,48 +32,43 @@ _TOKEN_TTL = 3600
 class Peers:
     """Channels to the upload service and the job-runner, opened lazily, closed on stop."""
 
-    def __init__(self, authority: TokenAuthority, upload_address: str, jobrunner_address: str):
-        self._authority = authority
-        self._addresses = {"upload": upload_address, "jobrunner": jobrunner_address}
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._token = ""
-        self._token_until = 0.0
-
-    def _channel(self, name: str) -> grpc.aio.Channel:
-        channel = self._channels.get(name)
-        if channel is None:
-            channel = grpc.aio.insecure_channel(self._addresses[name])
-            self._channels[name] = channel
-        return channel
+    def __init__(
+        self,
+        authority: TokenAuthority,
+        upload_address: str,
+        jobrunner_address: str,
+        *,
+        deadline: float = CALL_SECONDS,
+    ):
+        self._token = ServiceToken(authority, "orchestrator", ttl=_TOKEN_TTL)
+        self._clients = ServiceClients(
+            {"upload": upload_address, "jobrunner": jobrunner_address},
+            self._token,
+            deadline=deadline,
+        )
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        now = time.monotonic()
-        if now >= self._token_until:
-            self._token = self._authority.mint_service("orchestrator", ttl=_TOKEN_TTL)
-            self._token_until = now + _TOKEN_TTL / 2
-        return (("authorization", f"Bearer {self._token}"),)
+        """The service token as call metadata (the clients attach it anyway: for callers that
+        open their own calls)."""
+        return (("authorization", f"Bearer {self._token()}"),)
 
     @property
     def jobs(self) -> Any:  # the aio stub (its generated types are the sync ones)
-        return jr_grpc.JobRunnerServiceStub(self._channel("jobrunner"))
+        return self._clients.stub("jobrunner", jr_grpc.JobRunnerServiceStub)
 
     @property
     def uploads(self) -> Any:
-        return up_grpc.UploadServiceStub(self._channel("upload"))
+        return self._clients.stub("upload", up_grpc.UploadServiceStub)
 
     async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close(grace=None)
-        self._channels.clear()
+        await self._clients.close()
 
     # ---- calls -----------------------------------------------------------------------------
 
     async def resolve_upload(self, upload_id: str, owner: str, where: str) -> up.Upload:
         try:
             response = await self.uploads.ResolveUpload(
-                up.ResolveUploadRequest(upload_id=upload_id, owner=owner),
-                metadata=self.metadata(),
-                timeout=CALL_SECONDS,
+                up.ResolveUploadRequest(upload_id=upload_id, owner=owner)
             )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
@@ -95,9 +91,7 @@ class Peers:
     async def submit(self, spec: jr.JobSpec, idempotency_key: str) -> jr.Job:
         try:
             response = await self.jobs.SubmitJob(
-                jr.SubmitJobRequest(spec=spec, idempotency_key=idempotency_key),
-                metadata=self.metadata(),
-                timeout=CALL_SECONDS,
+                jr.SubmitJobRequest(spec=spec, idempotency_key=idempotency_key)
             )
         except grpc.aio.AioRpcError as exc:
             raise _job_error(exc) from exc
@@ -106,9 +100,7 @@ class Peers:
 
     async def get_job(self, job_id: str) -> jr.Job | None:
         try:
-            response = await self.jobs.GetJob(
-                jr.GetJobRequest(job_id=job_id), metadata=self.metadata(), timeout=CALL_SECONDS
-            )
+            response = await self.jobs.GetJob(jr.GetJobRequest(job_id=job_id))
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -118,11 +110,7 @@ class Peers:
 
     async def cancel_job(self, job_id: str, reason: str) -> jr.Job | None:
         try:
-            response = await self.jobs.CancelJob(
-                jr.CancelJobRequest(job_id=job_id, reason=reason),
-                metadata=self.metadata(),
-                timeout=CALL_SECONDS,
-            )
+            response = await self.jobs.CancelJob(jr.CancelJobRequest(job_id=job_id, reason=reason))
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -154,7 +142,6 @@ class Peers:
                 from_sequence=from_sequence,
                 max_batch=0 if follow else 1000,
             ),
-            metadata=self.metadata(),
             timeout=None if follow else 60.0,
         )
         try:
@@ -173,7 +160,7 @@ class Peers:
         request = jr.WatchJobsRequest(labels=labels)
         if since_revision is not None:
             request.since_revision = since_revision
-        return self.jobs.WatchJobs(request, metadata=self.metadata())
+        return self.jobs.WatchJobs(request)
 
 
 def _unavailable(service: str, exc: grpc.aio.AioRpcError) -> DomainError:

@@ -407,39 +407,44 @@ class Trainings:
                 return  # the job-runner is away: next round
 
     async def follow_jobs(self, interval: float = 30.0) -> None:
-        """Run until cancelled: watch the job-runner's events from the last revision applied
-        (kept in the database, so a restarted orchestrator replays what it missed), reconciling
-        on every (re)connection and every `interval` seconds as a safety net."""
-        while True:
-            since: int | None = await self._registry.cursor(CURSOR) or None
-            call = self._peers.watch({CREATED_BY[0]: CREATED_BY[1]}, since)
-            try:
-                await self.reconcile()
-                last = asyncio.get_running_loop().time()
-                async for response in _with_ticks(call, interval):
-                    if response is None or asyncio.get_running_loop().time() - last > interval:
-                        await self.reconcile()
-                        last = asyncio.get_running_loop().time()
-                    if response is not None:
+        """Watch the job-runner's events from the last revision applied (kept in the
+        database, so a restarted orchestrator replays what it missed), reconciling on
+        (re)connection and every `interval` seconds as a safety net. Runs until the watch is
+        lost, then raises WatchLost: it is run under `Background.supervise`, which reconnects
+        with backoff."""
+        since: int | None = await self._registry.cursor(CURSOR) or None
+        call = self._peers.watch({CREATED_BY[0]: CREATED_BY[1]}, since)
+        try:
+            await self.reconcile()
+            last = asyncio.get_running_loop().time()
+            async for response in _with_ticks(call, interval):
+                if response is None or asyncio.get_running_loop().time() - last > interval:
+                    await self.reconcile()
+                    last = asyncio.get_running_loop().time()
+                if response is not None:
+                    try:
                         await self.on_job(response.event.job)
-                        if response.event.revision > (since or 0):
-                            since = response.event.revision
-                            await self._registry.save_cursor(CURSOR, since)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and since:
-                    # A revision this job-runner never issued (its database was replaced):
-                    # start over from now; reconcile() covers what that skips.
-                    log.warning("training.watch_cursor_reset", since=since)
-                    await self._registry.save_cursor(CURSOR, 0, reset=True)
-                else:
-                    log.info("training.watch_lost", code=exc.code().name)
-            except Unavailable:
-                pass
-            except Exception:  # never let one bad event stop the following
-                log.exception("training.follow_failed")
-            finally:
-                call.cancel()
-            await asyncio.sleep(1.0)  # reconnect pacing: the job-runner is restarting
+                    except Unavailable:
+                        pass  # the next reconcile sees the job again
+                    except Exception:  # never let one bad event stop the following
+                        log.exception("training.event_failed", job_id=response.event.job.job_id)
+                    if response.event.revision > (since or 0):
+                        since = response.event.revision
+                        await self._registry.save_cursor(CURSOR, since)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and since:
+                # A revision this job-runner never issued (its database was replaced): start
+                # over from now; reconcile() covers what that skips.
+                log.warning("training.watch_cursor_reset", since=since)
+                await self._registry.save_cursor(CURSOR, 0, reset=True)
+            raise WatchLost(f"the job-runner's watch ended: {exc.code().name}") from exc
+        finally:
+            call.cancel()
+        raise WatchLost("the job-runner closed the watch")
+
+
+class WatchLost(ConnectionError):
+    """The job-runner's WatchJobs stream ended (it restarted or is away)."""
 
 
 async def _with_ticks(call: Any, interval: float) -> AsyncIterator[Any]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 ERROR_DOMAIN = "trainyard.dev"
 
@@ -77,14 +79,15 @@ class DomainError(Exception):
                 )
             )
             details.append(retry)
-        return status_pb2.Status(
-            code=_CODE_NUMBERS[self.code], message=self.message, details=details
-        )
+        # grpc.StatusCode values are (number, name); the number is google.rpc.Code's.
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
 
     def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        md: list[tuple[str, str | bytes]] = [
-            ("grpc-status-details-bin", self.to_status_proto().SerializeToString())
-        ]
+        # grpcio-status packs the status the way its from_call (and other gRPC clients)
+        # read it back: the grpc-status-details-bin trailer.
+        md: list[tuple[str, str | bytes]] = list(
+            rpc_status.to_status(self.to_status_proto()).trailing_metadata
+        )
         if self.retry_after_seconds is not None:
             md.append(("retry-after", str(self.retry_after_seconds)))
         return tuple(md)
@@ -140,33 +143,14 @@ class Internal(DomainError):
     default_reason = "INTERNAL"
 
 
-_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.OK: code_pb2.OK,
-    grpc.StatusCode.CANCELLED: code_pb2.CANCELLED,
-    grpc.StatusCode.UNKNOWN: code_pb2.UNKNOWN,
-    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
-    grpc.StatusCode.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
-    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
-    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
-    grpc.StatusCode.ABORTED: code_pb2.ABORTED,
-    grpc.StatusCode.OUT_OF_RANGE: code_pb2.OUT_OF_RANGE,
-    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
-    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
-    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
-    grpc.StatusCode.DATA_LOSS: code_pb2.DATA_LOSS,
-    grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
-}
-
-
 def status_from_rpc_error(err: grpc.RpcError) -> status_pb2.Status | None:
-    """The google.rpc.Status carried by an RpcError, if any (for clients and tests)."""
-    md = getattr(err, "trailing_metadata", lambda: None)() or ()
-    for key, value in md:
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            status = status_pb2.Status()
-            status.ParseFromString(value)
-            return status
-    return None
+    """The google.rpc.Status carried by an RpcError (a failed call), if any, for clients and
+    tests; None when it carries none or one that contradicts the call's code or message."""
+    # from_call reads code(), details() and trailing_metadata(), which every RpcError a call
+    # raises has (sync errors are grpc.Call; AioRpcError is not, but has the same methods).
+    call = cast(grpc.Call, err)
+    try:
+        status: status_pb2.Status | None = rpc_status.from_call(call)
+    except ValueError:  # details that disagree with the status line are not to be trusted
+        return None
+    return status

@@ -21,6 +21,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from trainyard.runtime.auth import TokenAuthority
+from trainyard.runtime.background import Background
 from trainyard.runtime.files import atomic_write
 from trainyard.runtime.interceptors import ServiceInterceptor, Validator
 from trainyard.runtime.logging import configure_logging
@@ -72,6 +73,12 @@ class App:
     on_serving: Callable[[str], Awaitable[None]] | None = None
     #: The service's domain objects, for introspection by tests and tools.
     state: dict[str, Any] = field(default_factory=dict)
+    #: Background work (sweeps, follow loops): what `build` registers here starts once the
+    #: server is serving (after `on_serving`) and is stopped before the server stops.
+    background: Background = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.background = Background(self.name)
 
 
 async def create_server(
@@ -157,6 +164,7 @@ async def run_app(
     log.info("service.started", service=app.name, address=address, metrics_port=metrics_port)
     if app.on_serving is not None:
         await app.on_serving(address)
+    app.background.start()
     if ready_file is not None:
         ready = {"service": app.name, "address": address, "pid": os.getpid()}
         with atomic_write(ready_file, mode=0o644) as fh:
@@ -169,6 +177,9 @@ async def run_app(
     await stop.wait()
     log.info("service.stopping", service=app.name, grace_seconds=own.grace_seconds)
     await health.enter_graceful_shutdown()
+    # Before the server stops: a follow loop or sweep must not outlive what it uses, and
+    # in-flight RPCs still drain for the full grace period below.
+    await app.background.stop()
     await server.stop(own.grace_seconds)
     if app.on_stop is not None:
         await app.on_stop()

@@ -41,6 +41,11 @@ class CommonSettings(BaseSettings):
         description="OAuth2 clients for POST /connect/token as a JSON object client_id -> secret.",
     )
     token_ttl_seconds: int = 3600
+    call_deadline_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Deadline of a service-to-service call with one response (runtime.clients).",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL shared by services without their own."
     )

@@ -33,7 +33,6 @@ async def build(common: CommonSettings, own: UploadSettings) -> App:
             max_total_bytes=own.max_total_bytes,
         ),
         orphan_grace=timedelta(seconds=own.orphan_grace_seconds),
-        sweep_interval=own.sweep_interval_seconds,
     )
 
     async def start() -> None:
@@ -46,7 +45,7 @@ async def build(common: CommonSettings, own: UploadSettings) -> App:
         finally:
             await db.close()
 
-    return App(
+    app = App(
         validators=VALIDATORS,
         name=NAME,
         registrations=[
@@ -59,3 +58,7 @@ async def build(common: CommonSettings, own: UploadSettings) -> App:
         on_start=start,
         on_stop=stop,
     )
+    # Uploads interrupted by a crash elsewhere (another replica, a killed request) leave
+    # markers; the start-up sweep took the old ones, this takes those that come later.
+    app.background.every("upload-sweep", own.sweep_interval_seconds, store.sweep)
+    return app

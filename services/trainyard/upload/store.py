@@ -6,7 +6,7 @@ Atomicity. Before its first byte is stored, an upload writes an in-progress mark
 blob storage (temp file + rename, or an S3 multipart upload completed at the end) under
 `<upload id>/<name>`. Only when every file is stored is the database record inserted, and then
 the marker is removed. A failed upload removes its files and its marker at once; an upload whose
-process died leaves its marker, and the sweep (on start and every `sweep_interval`) removes the
+process died leaves its marker, and the sweep (on start, then every sweep interval) removes the
 files of any marker older than the grace period whose upload has no record, plus S3 multipart
 uploads abandoned as long. Deletion uses the same marker, so a crash mid-delete is finished by the
 sweep too.
@@ -136,7 +136,6 @@ class UploadStore:
         limits: UploadLimits,
         *,
         orphan_grace: timedelta = timedelta(minutes=5),
-        sweep_interval: float = 60.0,
     ) -> None:
         self._sessions = sessions
         self._reader = reader_of(sessions)
@@ -145,33 +144,18 @@ class UploadStore:
         self.storage = storage
         self.limits = limits
         self.orphan_grace = orphan_grace
-        self.sweep_interval = sweep_interval
         self._active: set[str] = set()
-        self._sweeper: asyncio.Task[None] | None = None
 
     # lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open storage, sweep leftovers of interrupted uploads, then keep sweeping."""
+        """Open storage and sweep leftovers of interrupted uploads (the app sweeps again
+        periodically, as background work)."""
         await self.storage.start()
         await self.sweep()
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="upload-sweeper")
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
         await self.storage.close()
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("upload.sweep_failed")
 
     # ingest -------------------------------------------------------------------------------
 

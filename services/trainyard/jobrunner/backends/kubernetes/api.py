@@ -13,6 +13,13 @@ import structlog
 import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from trainyard.jobrunner.backends.kubernetes.manifests import JOB_ID_LABEL
 
@@ -80,17 +87,23 @@ class KubernetesApi:
         """One request in the default executor, retried on transient failures."""
         kwargs.setdefault("_request_timeout", CALL_TIMEOUT)
         call = partial(fn, *args, _preload_content=False, **kwargs)
-        delay = 0.25
-        for attempt in range(4):
-            try:
-                return await asyncio.to_thread(lambda: load_json(call()))
-            except Exception as exc:
-                if attempt == 3 or not transient(exc):
-                    raise
-                log.warning("kubernetes.retry", call=getattr(fn, "__name__", "?"), error=str(exc))
-                await asyncio.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        name = getattr(fn, "__name__", "?")
+
+        def note(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            log.warning("kubernetes.retry", call=name, error=str(error))
+
+        # Four tries, 0.25 s doubling in between: an API server that restarts or throttles
+        # (429, 5xx, a reset connection) gets a moment; a refusal (4xx) fails at once.
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(transient),
+            stop=stop_after_attempt(4),
+            wait=wait_exponential(multiplier=0.25),
+            before_sleep=note,
+            reraise=True,
+        )
+        result: JSON = await retrying(asyncio.to_thread, lambda: load_json(call()))
+        return result
 
     async def create_job(self, namespace: str, manifest: JSON) -> JSON:
         return await self.call_json(self.batch.create_namespaced_job, namespace, manifest)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from tenacity import AsyncRetrying, retry_if_result, wait_exponential
 
 from trainyard.jobrunner.backends.base import Backend, OnRunning, Outcome, Workload
 from trainyard.jobrunner.backends.kubernetes.api import KubernetesApi, status_message
@@ -71,6 +72,7 @@ from trainyard.jobrunner.backends.kubernetes.status import (
     pod_finished,
 )
 from trainyard.jobrunner.domain import JobReason, JobState
+from trainyard.runtime.background import Background
 
 if TYPE_CHECKING:
     from trainyard.jobrunner.settings import JobrunnerSettings
@@ -147,7 +149,8 @@ class KubernetesBackend(Backend):
         self.log_read_timeout = log_read_timeout_seconds
         self._cancelled: set[str] = set()
         self._runs: dict[str, _Run] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Per-job helpers (log followers, absence checks, ttl timers), cancelled on close.
+        self._background = Background("kubernetes", started=True)
         self._informers: dict[str, NamespaceInformer] = {}
         self._log_streams = ThreadPoolExecutor(max(1, max_log_streams), "k8s-log")
 
@@ -197,10 +200,7 @@ class KubernetesBackend(Backend):
         return informer
 
     def _task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._background.spawn(name, lambda: coro)
 
     # ---- run -----------------------------------------------------------------------------
 
@@ -549,39 +549,42 @@ class KubernetesBackend(Backend):
             await tick.wait()
 
     async def _follow_pod(self, run: _Run, pod: _Pod, cursor: LogCursor) -> None:
-        backoff = 0.05
-        loop = asyncio.get_running_loop()
-        while not run.ctl.stopped:
+        # A stream that broke or ended while the container still runs is read again, after
+        # 0.05 s doubling to 5 s, so a flapping API server is not hammered.
+        retrying = AsyncRetrying(
+            retry=retry_if_result(bool), wait=wait_exponential(multiplier=0.05, max=5.0)
+        )
+        await retrying(self._follow_pod_once, run, pod, cursor)
+
+    async def _follow_pod_once(self, run: _Run, pod: _Pod, cursor: LogCursor) -> bool:
+        """Stream the pod's log from the cursor once; whether to read on."""
+        while not container_started(pod.obj):
             tick = run.tick
-            if not container_started(pod.obj):
-                if pod.gone or run.final or pod_finished(pod.obj):
-                    return  # it never ran: no output
-                await tick.wait()
-                continue
-            result = await loop.run_in_executor(
-                self._log_streams,
-                partial(
-                    stream_pod_log,
-                    self.kube.core,
-                    run.namespace,
-                    pod.name,
-                    cursor,
-                    run.ctl,
-                    self.log_read_timeout,
-                ),
-            )
-            if result == "stopped":
-                return
-            if result == "gone":
-                await asyncio.to_thread(cursor.flush_partial)
-                return
-            if result == "eof" and await self._container_done(run, pod):
-                await asyncio.to_thread(cursor.flush_partial)
-                return
-            # Not started yet, a broken connection, or a stream that ended while the container
-            # still runs: read on (what was written is skipped).
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            if run.ctl.stopped or pod.gone or run.final or pod_finished(pod.obj):
+                return False  # stopped, or it never ran: no output
+            await tick.wait()
+        if run.ctl.stopped:
+            return False
+        result = await asyncio.get_running_loop().run_in_executor(
+            self._log_streams,
+            partial(
+                stream_pod_log,
+                self.kube.core,
+                run.namespace,
+                pod.name,
+                cursor,
+                run.ctl,
+                self.log_read_timeout,
+            ),
+        )
+        if result == "stopped":
+            return False
+        if result == "gone" or (result == "eof" and await self._container_done(run, pod)):
+            await asyncio.to_thread(cursor.flush_partial)
+            return False
+        # Not started yet, a broken connection, or a stream that ended while the container
+        # still runs: read on (what was written is skipped).
+        return not run.ctl.stopped
 
     async def _container_done(self, run: _Run, pod: _Pod, timeout: float = 2.0) -> bool:
         """After a stream ended: does the pod show its container finished (or gone)?"""
@@ -674,10 +677,7 @@ class KubernetesBackend(Backend):
         so that a next runner can resume the logs from a complete file."""
         for run in list(self._runs.values()):
             run.ctl.stop()
-        tasks = [task for task in self._tasks if not task.done()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._background.stop()
         threads = [t for informer in self._informers.values() for t in informer.close()]
         self._informers.clear()
         with contextlib.suppress(TimeoutError):

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 from kubernetes.client.rest import ApiException
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
 from trainyard.jobrunner.backends.kubernetes.api import KubernetesApi, list_all
 from trainyard.jobrunner.backends.kubernetes.logs import (
@@ -76,32 +77,44 @@ class _Watcher:
 
     def _loop(self) -> None:
         version: str | None = None
-        backoff = 0.2
         while not self.stopped.is_set():
+            # One Retrying per healthy session: the backoff (0.2 s doubling to 5 s) grows over
+            # consecutive failures only, and `stop()` cuts a pause short.
+            retrying = Retrying(
+                retry=retry_if_exception(lambda _exc: not self.stopped.is_set()),
+                wait=wait_exponential(multiplier=0.2, max=5.0),
+                sleep=self._pause,
+                before_sleep=self._note_failure,
+                reraise=True,
+            )
             try:
-                if version is None:
-                    items, version = list_all(
-                        self.list_fn, self.namespace, label_selector=MANAGED_SELECTOR
-                    )
-                    self.deliver(self.kind, "RELIST", items)
-                version = self._watch(version)
-                backoff = 0.2
-            except ApiException as exc:
-                if exc.status == 410:
-                    log.info("kubernetes.watch_expired", kind=self.kind, namespace=self.namespace)
-                    version = None
-                    continue
-                if self.stopped.is_set():
-                    return
-                log.warning("kubernetes.watch_failed", kind=self.kind, status=exc.status)
-                self.stopped.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception as exc:
-                if self.stopped.is_set():
-                    return
-                log.warning("kubernetes.watch_failed", kind=self.kind, error=repr(exc))
-                self.stopped.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                version = retrying(self._session, version)
+            except Exception:
+                return  # failed as it was being stopped
+
+    def _session(self, version: str | None) -> str | None:
+        """List (when there is no version to resume from) and watch until the server ends
+        the watch; the version to resume from, None after 410 Gone (list again at once)."""
+        if version is None:
+            items, version = list_all(self.list_fn, self.namespace, label_selector=MANAGED_SELECTOR)
+            self.deliver(self.kind, "RELIST", items)
+        try:
+            return self._watch(version)
+        except ApiException as exc:
+            if exc.status != 410:
+                raise
+            log.info("kubernetes.watch_expired", kind=self.kind, namespace=self.namespace)
+            return None
+
+    def _pause(self, seconds: float) -> None:
+        self.stopped.wait(seconds)
+
+    def _note_failure(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, ApiException):
+            log.warning("kubernetes.watch_failed", kind=self.kind, status=exc.status)
+        else:
+            log.warning("kubernetes.watch_failed", kind=self.kind, error=repr(exc))
 
     def _watch(self, version: str) -> str:
         """One watch connection from `version` until the server ends it; the last version."""
