@@ -33,6 +33,7 @@ import argparse
 import csv
 import io
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from sklearn.metrics import accuracy_score
 from bench import through_api
 from trainyard.trainers.nlp_token.data import Sentence, TagScheme
 from trainyard.trainers.nlp_token.inference import load
-from trainyard.trainers.nlp_token.model import CrfParams, CrfTraining
+from trainyard.trainers.nlp_token.model import CrfParams, CrfTraining, crfsuite_tags
 
 Tagger = Callable[[list[list[str]]], list[list[str]]]
 
@@ -72,10 +73,20 @@ def trainyard(train: list[Sentence]) -> Tagger:
     training = CrfTraining(CrfParams(max_iterations=100))
     for s in train:
         training.append(s)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = training.train(Path(tmp))
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nlp-token-"))
+    weights = training.train(workdir)
     predictor = load(weights.files({}))
-    return lambda sents: [predictor.tag(t) for t in sents]
+
+    def tag(sents: list[list[str]]) -> list[list[str]]:
+        ours = [predictor.tag(t) for t in sents]
+        # The platform serves the exported decoder: check it against crfsuite's own tagger.
+        theirs = crfsuite_tags(workdir / "model.crfsuite", sents)
+        same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+        print(f"  trainyard: exported decoder = crfsuite tagger on {same}/{len(sents)} sentences")
+        shutil.rmtree(workdir, ignore_errors=True)
+        return ours
+
+    return tag
 
 
 def _plain_features(tokens: list[str]) -> list[dict[str, object]]:

@@ -19,6 +19,7 @@ import pytest
 from tests.support.train_service import RecordingTrainService, serve
 from trainyard.blobs import LocalBlobStorage
 from trainyard.trainers.nlp_token import inference
+from trainyard.trainers.nlp_token.config import NlpTokenConfig
 from trainyard.trainers.nlp_token.data import (
     DataError,
     ReadStats,
@@ -28,7 +29,8 @@ from trainyard.trainers.nlp_token.data import (
 )
 from trainyard.trainers.nlp_token.features import MAX_TOKEN_CHARS, sentence_features, short_shape
 from trainyard.trainers.nlp_token.model import CrfParams, CrfTraining, crfsuite_tags, evaluate
-from trainyard.workload import Artifacts
+from trainyard.trainers.nlp_token.trainer import Progress, fit
+from trainyard.workload import Artifacts, InputFile
 
 PROG = [sys.executable, "-m", "trainyard.trainers.nlp_token"]
 SCHEME = TagScheme(("PER", "LOC"), "O")
@@ -371,3 +373,27 @@ async def test_bad_config_exits_2_and_bad_data_fails_with_the_file_and_column(
     assert "d.csv: no column 'text' in the header (columns: 'sentence', 'tags')" in err
     assert '"status": "failed"' in out + err  # no orchestrator: the reports go to the log
     assert not (tmp_path / "arts" / "models" / "m" / "model").exists()
+
+
+def test_test_split_holds_out_a_seeded_share_of_rows_for_the_report(tmp_path: Path) -> None:
+    data = tmp_path / "train.csv"
+    write_csv(data, rows(0) + rows(3))
+    raw = {
+        "model_id": "m",
+        "supervised_files": [data.as_uri()],
+        "model_options": {
+            "source_column": "text",
+            "target_column": "tags",
+            "target_labels": ["PER", "LOC"],
+        },
+        "train_options": {"epochs": 30, "test_split": 0.25, "batch_size": 3},
+    }
+    config = NlpTokenConfig.parse(raw, {})
+    files = [InputFile(data, "train.csv", data.as_uri())]
+    first = fit(config, files, [], None, tmp_path, Progress())
+    again = fit(config, files, [], None, tmp_path, Progress())
+    held = first.report["evaluated_sentences"]
+    assert 0 < held < 80 and first.report["training"]["sentences"] == 80 - held
+    assert first.report["evaluated_on"] == f"test_split hold-out ({held} rows, seed 0)"
+    assert again.report["after_train_metrics"] == first.report["after_train_metrics"]
+    assert first.report["after_train_metrics"]["overall"]["fmeasure"] > 0.8

@@ -6,7 +6,6 @@ pass over the training data (plus line-search passes), so `epochs` caps the iter
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,10 +144,6 @@ class Evaluation:
                 if len(bucket) < EXAMPLES:
                     bucket.append({"token": token[:200], "sentence": text})
 
-    @property
-    def tokens(self) -> int:
-        return sum(len(t) for t in self.gold)
-
     def metrics(self) -> dict[str, dict[str, float]]:
         """Per target label, token-level precision/recall/F1 (a token counts for a label in
         any of its forms, `PER`, `B-PER`, `I-PER`); `overall`: span-level (seqeval, exact
@@ -213,7 +208,3 @@ def crfsuite_tags(weights_path: Path, sentences: Iterable[Sequence[str]]) -> lis
         return [list(tagger.tag(sentence_features(tokens))) for tokens in sentences]
     finally:
         tagger.close()
-
-
-def temp_dir() -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(prefix="nlp-token-")
