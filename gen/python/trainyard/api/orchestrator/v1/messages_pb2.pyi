@@ -109,10 +109,14 @@ class TrainOptions(_message.Message):
     MAX_IN_MEMORY_BATCHES_FIELD_NUMBER: _builtins.int
     TEST_SPLIT_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
-    """epochs is the number of passes over the data, 1 to 1000; default 5."""
+    """epochs is the number of passes over the data, 1 to 1000; default 5. nlp-token's CRF reads it
+    as its optimizer's iterations, default 100 (5 would leave L-BFGS far from converged); an
+    in-memory nlp-text fit solves its linear model exactly and needs none.
+    """
     learning_rate: _builtins.float
     """learning_rate is the optimizer's learning rate, greater than 0; default 0.0001. Each trainer
-    documents how it maps to its optimizer.
+    documents how it maps to its optimizer (nlp-text's Adam steps learning_rate * batch_size;
+    nlp-token's L-BFGS chooses its own steps and records the value as unused).
     """
     batch_size: _builtins.int
     """batch_size is the number of samples per batch, 1 or more; default 1000."""
