@@ -185,13 +185,17 @@ def measure(count: int, timeout: float) -> dict[str, Any]:
         )
         runner_env = {**env, "KUBECONFIG": str(kubeconfig)}
         runner_env.pop("KUBERNETES_SERVICE_HOST", None)
-        job_runner = subprocess.Popen(
-            [sys.executable, __file__, "--job-runner", str(count), str(timeout), tmp],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=runner_env,
-        )
+        # Its output goes to files, not pipes: nobody reads a pipe while it runs, and a full
+        # pipe (a few hundred jobs' warnings) blocks the job-runner on its next write.
+        out_path, err_path = Path(tmp) / "runner.out", Path(tmp) / "runner.err"
+        with out_path.open("w") as out_file, err_path.open("w") as err_file:
+            job_runner = subprocess.Popen(
+                [sys.executable, __file__, "--job-runner", str(count), str(timeout), tmp],
+                stdout=out_file,
+                stderr=err_file,
+                text=True,
+                env=runner_env,
+            )
         proc = psutil.Process(job_runner.pid)
         peaks = {"threads": 0, "connections": 0, "rss": 0}
         hard_deadline = time.monotonic() + timeout + 120
@@ -200,7 +204,8 @@ def measure(count: int, timeout: float) -> dict[str, Any]:
             time.sleep(SAMPLE_SECONDS)
         if job_runner.poll() is None:
             job_runner.kill()
-        out, errors = job_runner.communicate()
+        job_runner.wait()
+        out, errors = out_path.read_text(), err_path.read_text()
     double.stdin.close()
     counts = json.loads(double.stdout.readline() or "{}")
     double.wait(timeout=60)
