@@ -25,7 +25,7 @@ from pathlib import PurePath
 from typing import Any
 
 from trainyard.blobs import check_key, storage_at
-from trainyard.workload import Artifacts, ConfigError, Reporter, ReportError, load_config
+from trainyard.workload import Artifacts, ConfigError, Reporter, Written, run_trainer
 
 PROG = "trainyard.trainers.echo"
 MAX_REPEAT = 1000
@@ -78,65 +78,31 @@ def _is_key(text: str) -> bool:
     return True
 
 
-def _fail(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+async def _echo(config: EchoConfig, reporter: Reporter) -> Written:
+    for i in range(config.repeat):
+        print(config.message, flush=True)
+        await reporter.progress((i + 1) / config.repeat, "echo")
+    if config.warning:
+        await reporter.log("warning", config.warning)
+    storage = storage_at(config.artifacts_uri)
+    await storage.start()
+    try:
+        artifacts = Artifacts(storage, f"models/{config.model_id}/")
+        manifest = await artifacts.write(
+            ARTIFACT,
+            {
+                "message.txt": ((config.message + "\n") * config.repeat).encode(),
+                "config.json": json.dumps(config.__dict__, sort_keys=True).encode(),
+            },
+            metadata={"repeat": config.repeat},
+        )
+        return Written(artifacts.uri(ARTIFACT), manifest.version)
+    finally:
+        await storage.close()
 
 
 async def run(environ: Mapping[str, str]) -> int:
-    try:
-        config = EchoConfig.parse(await load_config(environ), environ)
-    except ConfigError as exc:
-        _fail(f"bad config: {exc}")
-        return 2
-    try:
-        reporter = Reporter.from_env(environ)
-    except ValueError as exc:
-        _fail(str(exc))
-        return 1
-    async with reporter:
-        try:
-            await reporter.status("in_progress")
-            for i in range(config.repeat):
-                print(config.message, flush=True)
-                await reporter.progress((i + 1) / config.repeat, "echo")
-            if config.warning:
-                await reporter.log("warning", config.warning)
-            storage = storage_at(config.artifacts_uri)
-            await storage.start()
-            try:
-                artifacts = Artifacts(storage, f"models/{config.model_id}/")
-                manifest = await artifacts.write(
-                    ARTIFACT,
-                    {
-                        "message.txt": ((config.message + "\n") * config.repeat).encode(),
-                        "config.json": json.dumps(config.__dict__, sort_keys=True).encode(),
-                    },
-                    metadata={"repeat": config.repeat},
-                )
-                where = artifacts.uri(ARTIFACT)
-            finally:
-                await storage.close()
-            await reporter.status(
-                "complete", {"artifact": where, "artifact_version": manifest.version}
-            )
-        except ReportError as exc:
-            _fail(f"cannot report: {exc}")
-            return 1
-        except Exception as exc:
-            _fail(f"failed: {type(exc).__name__}: {exc}")
-            await _report_failure(reporter, exc)
-            return 1
-    print(f"{PROG}: wrote {where} (version {manifest.version})", flush=True)
-    return 0
-
-
-async def _report_failure(reporter: Reporter, exc: Exception) -> None:
-    """Tell the orchestrator, if it can still be told; the exit code says it regardless."""
-    try:
-        await reporter.log("error", f"{type(exc).__name__}: {exc}")
-        await reporter.status("failed")
-    except (ReportError, ValueError) as report_exc:
-        _fail(f"cannot report the failure either: {report_exc}")
+    return await run_trainer(PROG, environ, lambda raw: EchoConfig.parse(raw, environ), _echo)
 
 
 def main() -> int:

@@ -4,7 +4,8 @@
 TRAINYARD_CONFIG_URI blob URI),
 `reporter` reports status, progress, warnings and errors to the orchestrator with the job's
 token, `inputs` makes the job's input files readable on local disk, `artifacts` writes
-and reads the workload's artifacts in blob storage, all or nothing.
+and reads the workload's artifacts in blob storage, all or nothing; `entry.run_trainer` is the
+skeleton every trainer's entry point shares.
 
 A workload is an untrusted neighbour of the platform, run the same as a local process or in a
 Kubernetes pod: this package imports nothing from any service (upload, orchestrator,
@@ -30,6 +31,7 @@ from trainyard.workload.config import (
     read_config_file,
     read_config_uri,
 )
+from trainyard.workload.entry import Written, run_trainer
 from trainyard.workload.inputs import InputError, InputFile, fetch_inputs
 from trainyard.workload.reporter import (
     JOB_TOKEN_VAR,
@@ -55,9 +57,11 @@ __all__ = [
     "Manifest",
     "ReportError",
     "Reporter",
+    "Written",
     "fetch_inputs",
     "load_config",
     "parse_config",
     "read_config_file",
     "read_config_uri",
+    "run_trainer",
 ]

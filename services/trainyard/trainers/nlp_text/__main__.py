@@ -29,22 +29,17 @@ from trainyard.workload import (
     ArtifactCorrupt,
     ArtifactNotFound,
     Artifacts,
-    ConfigError,
     InputError,
     Reporter,
-    ReportError,
+    Written,
     fetch_inputs,
-    load_config,
+    run_trainer,
 )
 
 PROG = "trainyard.trainers.nlp_text"
 MODEL_ARTIFACT = "model"
 REPORT_ARTIFACT = "report"
 PROGRESS_INTERVAL_S = 0.5
-
-
-def _fail(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
 class TrainingFailed(Exception):
@@ -168,65 +163,39 @@ async def _train(
     return model, report
 
 
+async def _train_and_write(config: TextConfig, reporter: Reporter) -> Written:
+    with tempfile.TemporaryDirectory(prefix="nlp-text-", dir=os.getcwd()) as tmp:
+        model, report = await _train(config, reporter, Path(tmp))
+    await reporter.progress(0.0, "writing")
+    storage = storage_at(config.artifacts_uri)
+    await storage.start()
+    try:
+        artifacts = Artifacts(storage, f"models/{config.model_id}/")
+        manifest = await artifacts.write(
+            MODEL_ARTIFACT,
+            model.to_files(),
+            metadata={"kind": "nlp-text", "labels": len(model.labels)},
+        )
+        report["artifact_version"] = manifest.version
+        await artifacts.write(
+            REPORT_ARTIFACT,
+            {"report.json": json.dumps(report, indent=1, sort_keys=True).encode()},
+        )
+        where = artifacts.uri(MODEL_ARTIFACT)
+    finally:
+        await storage.close()
+    await reporter.progress(1.0, "writing")
+    return Written(where, manifest.version)
+
+
 async def run(environ: Mapping[str, str]) -> int:
-    try:
-        config = TextConfig.parse(await load_config(environ), environ)
-    except ConfigError as exc:
-        _fail(f"bad config: {exc}")
-        return 2
-    try:
-        reporter = Reporter.from_env(environ)
-    except ValueError as exc:
-        _fail(str(exc))
-        return 1
-    async with reporter:
-        try:
-            await reporter.status("in_progress")
-            with tempfile.TemporaryDirectory(prefix="nlp-text-", dir=os.getcwd()) as tmp:
-                model, report = await _train(config, reporter, Path(tmp))
-            await reporter.progress(0.0, "writing")
-            storage = storage_at(config.artifacts_uri)
-            await storage.start()
-            try:
-                artifacts = Artifacts(storage, f"models/{config.model_id}/")
-                manifest = await artifacts.write(
-                    MODEL_ARTIFACT,
-                    model.to_files(),
-                    metadata={"kind": "nlp-text", "labels": len(model.labels)},
-                )
-                report["artifact_version"] = manifest.version
-                await artifacts.write(
-                    REPORT_ARTIFACT,
-                    {"report.json": json.dumps(report, indent=1, sort_keys=True).encode()},
-                )
-                where = artifacts.uri(MODEL_ARTIFACT)
-            finally:
-                await storage.close()
-            await reporter.progress(1.0, "writing")
-            await reporter.status(
-                "complete", {"artifact": where, "artifact_version": manifest.version}
-            )
-        except ReportError as exc:
-            _fail(f"cannot report: {exc}")
-            return 1
-        except (DataError, TrainingFailed) as exc:
-            _fail(f"failed: {exc}")
-            await _report_failure(reporter, str(exc))
-            return 1
-        except Exception as exc:
-            _fail(f"failed: {type(exc).__name__}: {exc}")
-            await _report_failure(reporter, f"{type(exc).__name__}: {exc}")
-            return 1
-    print(f"{PROG}: wrote {where} (version {manifest.version})", flush=True)
-    return 0
-
-
-async def _report_failure(reporter: Reporter, message: str) -> None:
-    try:
-        await reporter.log("error", message)
-        await reporter.status("failed")
-    except (ReportError, ValueError) as report_exc:
-        _fail(f"cannot report the failure either: {report_exc}")
+    return await run_trainer(
+        PROG,
+        environ,
+        lambda raw: TextConfig.parse(raw, environ),
+        _train_and_write,
+        user_errors=(DataError, TrainingFailed),
+    )
 
 
 def main() -> int:

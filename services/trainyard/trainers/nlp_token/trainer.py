@@ -13,7 +13,6 @@ import gzip
 import json
 import random
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -34,12 +33,11 @@ from trainyard.trainers.nlp_token.inference import MODEL_FILES, TokenPredictor, 
 from trainyard.trainers.nlp_token.model import CrfParams, CrfTraining, Evaluation, evaluate
 from trainyard.workload import (
     Artifacts,
-    ConfigError,
     InputFile,
     Reporter,
-    ReportError,
+    Written,
     fetch_inputs,
-    load_config,
+    run_trainer,
 )
 
 PROG = "trainyard.trainers.nlp_token"
@@ -263,10 +261,6 @@ def fit(
     return Outcome(files, report, data_path, warnings)
 
 
-def _fail(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-
-
 async def _load_base(config: NlpTokenConfig, workdir: Path) -> Base | None:
     if config.base_model is None:
         return None
@@ -301,49 +295,35 @@ async def _pump(reporter: Reporter, progress: Progress, stop: threading.Event) -
         await asyncio.sleep(0.5)
 
 
+async def _train_and_write(config: NlpTokenConfig, reporter: Reporter, workdir: Path) -> Written:
+    await reporter.progress(0.0, "reading")
+    supervised = await fetch_inputs(config.supervised_files, workdir)
+    tests = await fetch_inputs(config.test_files, workdir)
+    base = await _load_base(config, workdir)
+    progress = Progress()
+    stop = threading.Event()
+    pump = asyncio.create_task(_pump(reporter, progress, stop))
+    try:
+        outcome = await asyncio.to_thread(fit, config, supervised, tests, base, workdir, progress)
+    finally:
+        stop.set()
+        await pump
+    for warning in outcome.warnings:
+        await reporter.log("warning", warning)
+    await reporter.progress(0.0, "writing")
+    where, version = await _write(config, outcome)
+    await reporter.progress(1.0, "writing")
+    return Written(where, version)
+
+
 async def run(environ: Mapping[str, str], workdir: Path) -> int:
-    try:
-        config = NlpTokenConfig.parse(await load_config(environ), environ)
-    except ConfigError as exc:
-        _fail(f"bad config: {exc}")
-        return 2
-    try:
-        reporter = Reporter.from_env(environ)
-    except ValueError as exc:
-        _fail(str(exc))
-        return 1
-    async with reporter:
-        try:
-            await reporter.status("in_progress")
-            await reporter.progress(0.0, "reading")
-            supervised = await fetch_inputs(config.supervised_files, workdir)
-            tests = await fetch_inputs(config.test_files, workdir)
-            base = await _load_base(config, workdir)
-            progress = Progress()
-            stop = threading.Event()
-            pump = asyncio.create_task(_pump(reporter, progress, stop))
-            try:
-                outcome = await asyncio.to_thread(
-                    fit, config, supervised, tests, base, workdir, progress
-                )
-            finally:
-                stop.set()
-                await pump
-            for warning in outcome.warnings:
-                await reporter.log("warning", warning)
-            await reporter.progress(0.0, "writing")
-            where, version = await _write(config, outcome)
-            await reporter.progress(1.0, "writing")
-            await reporter.status("complete", {"artifact": where, "artifact_version": version})
-        except ReportError as exc:
-            _fail(f"cannot report: {exc}")
-            return 1
-        except Exception as exc:
-            _fail(f"failed: {type(exc).__name__}: {exc}")
-            await _report_failure(reporter, exc)
-            return 1
-    print(f"{PROG}: wrote {where} (version {version})", flush=True)
-    return 0
+    return await run_trainer(
+        PROG,
+        environ,
+        lambda raw: NlpTokenConfig.parse(raw, environ),
+        lambda config, reporter: _train_and_write(config, reporter, workdir),
+        user_errors=(DataError,),
+    )
 
 
 async def _write(config: NlpTokenConfig, outcome: Outcome) -> tuple[str, str]:
@@ -364,15 +344,6 @@ async def _write(config: NlpTokenConfig, outcome: Outcome) -> tuple[str, str]:
         return artifacts.uri(MODEL), manifest.version
     finally:
         await storage.close()
-
-
-async def _report_failure(reporter: Reporter, exc: Exception) -> None:
-    message = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
-    try:
-        await reporter.log("error", message)
-        await reporter.status("failed")
-    except (ReportError, ValueError) as report_exc:
-        _fail(f"cannot report the failure either: {report_exc}")
 
 
 __all__ = ["PROG", "fit", "run"]

@@ -1,0 +1,76 @@
+"""The one skeleton of a trainer's entry point: `return await run_trainer(...)`.
+
+Every trainer does the same around its own work: load and parse the config (a bad one exits
+2), open the reporter, report in_progress, train and write its artifacts, report complete with
+where the model artifact is, and exit 0; a failure is recorded on the model (an error, then
+status failed) and exits 1, each outcome with one clear line on stderr. A refused report
+(ReportError) exits 1 too, as nothing could be told. `user_errors` are failures whose message is
+already written for the model's owner (bad data, too many classes): they are reported as they
+are; any other exception is reported with its type, so it can be traced.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from trainyard.workload.config import ConfigError, load_config
+from trainyard.workload.reporter import Reporter, ReportError
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Written:
+    """Where the trainer's model artifact went: its manifest URI and version."""
+
+    where: str
+    version: str
+
+
+async def run_trainer(
+    prog: str,
+    environ: Mapping[str, str],
+    parse: Callable[[Mapping[str, Any]], C],
+    train: Callable[[C, Reporter], Awaitable[Written]],
+    *,
+    user_errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """Run one training as described above; the process's exit code."""
+
+    def say(message: str) -> None:
+        print(f"{prog}: {message}", file=sys.stderr, flush=True)
+
+    try:
+        config = parse(await load_config(environ))
+    except ConfigError as exc:
+        say(f"bad config: {exc}")
+        return 2
+    try:
+        reporter = Reporter.from_env(environ)
+    except ValueError as exc:
+        say(str(exc))
+        return 1
+    async with reporter:
+        try:
+            await reporter.status("in_progress")
+            written = await train(config, reporter)
+            await reporter.status(
+                "complete", {"artifact": written.where, "artifact_version": written.version}
+            )
+        except ReportError as exc:
+            say(f"cannot report: {exc}")
+            return 1
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, user_errors) else f"{type(exc).__name__}: {exc}"
+            say(f"failed: {message}")
+            try:
+                await reporter.log("error", message)
+                await reporter.status("failed")
+            except (ReportError, ValueError) as report_exc:
+                say(f"cannot report the failure either: {report_exc}")
+            return 1
+    print(f"{prog}: wrote {written.where} (version {written.version})", flush=True)
+    return 0
