@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainyard.blobs import storage_at
-from trainyard.trainers.nlp_token.config import NlpTokenConfig
+from trainyard.trainers.nlp_token.config import BaseModel, NlpTokenConfig
 from trainyard.trainers.nlp_token.data import (
     DataError,
     ReadStats,
@@ -261,13 +261,14 @@ def fit(
     return Outcome(files, report, data_path, warnings)
 
 
-async def _load_base(config: NlpTokenConfig, workdir: Path) -> Base | None:
-    if config.base_model is None:
+async def load_base(base_model: BaseModel | None, workdir: Path) -> Base | None:
+    """The base model's predictor and training sentences; None without a base model."""
+    if base_model is None:
         return None
-    storage = storage_at(config.base_model.artifacts_uri)
+    storage = storage_at(base_model.artifacts_uri)
     await storage.start()
     try:
-        artifacts = Artifacts(storage, f"models/{config.base_model.model_id}/")
+        artifacts = Artifacts(storage, f"models/{base_model.model_id}/")
         manifest = await artifacts.manifest(MODEL)
         files = {f.path: await artifacts.read_bytes(MODEL, f.path) for f in manifest.files}
         predictor = await asyncio.to_thread(load, files)
@@ -295,11 +296,16 @@ async def _pump(reporter: Reporter, progress: Progress, stop: threading.Event) -
         await asyncio.sleep(0.5)
 
 
-async def _train_and_write(config: NlpTokenConfig, reporter: Reporter, workdir: Path) -> Written:
+async def train_and_write(
+    config: NlpTokenConfig, reporter: Reporter, workdir: Path, base: Base | None = None
+) -> Written:
+    """One training, reported and written: the library entry of other trainers (datagen)
+    too. `base`: the config's base model when the caller loaded it already."""
     await reporter.progress(0.0, "reading")
     supervised = await fetch_inputs(config.supervised_files, workdir)
     tests = await fetch_inputs(config.test_files, workdir)
-    base = await _load_base(config, workdir)
+    if base is None:
+        base = await load_base(config.base_model, workdir)
     progress = Progress()
     stop = threading.Event()
     pump = asyncio.create_task(_pump(reporter, progress, stop))
@@ -321,7 +327,7 @@ async def run(environ: Mapping[str, str], workdir: Path) -> int:
         PROG,
         environ,
         lambda raw: NlpTokenConfig.parse(raw, environ),
-        lambda config, reporter: _train_and_write(config, reporter, workdir),
+        lambda config, reporter: train_and_write(config, reporter, workdir),
         user_errors=(DataError,),
     )
 
@@ -346,4 +352,4 @@ async def _write(config: NlpTokenConfig, outcome: Outcome) -> tuple[str, str]:
         await storage.close()
 
 
-__all__ = ["PROG", "fit", "run"]
+__all__ = ["DATA_COLUMNS", "PROG", "Base", "fit", "load_base", "run", "train_and_write"]
