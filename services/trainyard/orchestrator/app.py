@@ -7,6 +7,7 @@ from pathlib import Path
 from trainyard.api.auth.v1 import service_pb2_grpc as auth_grpc
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
 from trainyard.blobs import create_blob_storage
+from trainyard.orchestrator.feedback import TokenFeedbackStore
 from trainyard.orchestrator.inference import Models
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry
@@ -46,7 +47,8 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
         common.jobrunner_address,
         deadline=common.call_deadline_seconds,
     )
-    trainings = Trainings(registry, peers, storage, authority, own)
+    feedback = TokenFeedbackStore(db.sessions, own.max_token_feedback_per_model)
+    trainings = Trainings(registry, peers, storage, authority, own, feedback=feedback)
     models = Models(
         storage,
         cache_bytes=own.predict_cache_bytes,
@@ -78,7 +80,7 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
             ),
             Registration(
                 svc.add_ModelServiceServicer_to_server,
-                ModelServicer(registry, trainings, models),
+                ModelServicer(registry, trainings, models, feedback),
                 "trainyard.api.orchestrator.v1.ModelService",
             ),
             Registration(

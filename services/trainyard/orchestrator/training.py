@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import os
 import uuid
@@ -29,6 +31,7 @@ from google.protobuf.message import Message
 from trainyard.api.jobrunner.v1 import messages_pb2 as jr
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.blobs import BlobStorage
+from trainyard.orchestrator.feedback import TokenFeedbackStore
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
 from trainyard.orchestrator.settings import OrchestratorSettings
@@ -49,6 +52,13 @@ MODEL_LABEL = "model-id"
 #: Trainer module of each model type; types without one run the `unsupported` trainer, which
 #: fails with a clear message (their trainers come with a later version).
 TRAINERS = {"nlp-text": "nlp_text", "nlp-token": "nlp_token"}
+#: Endpoints whose workload is another trainer than their model type's: datagen generates the
+#: data, then trains the type's model with that type's trainer code in the same workload.
+KIND_TRAINERS = {"nlp-datagen": "datagen", "nlp-token-retrain": "datagen"}
+#: The artifact datagen keeps its generated data in (GetGeneratedData).
+GENERATED_ARTIFACT = "generated-data"
+#: Where a retraining's exported feedback lies, under the new model's folder.
+FEEDBACK_KEY = "inputs/feedback.csv"
 CURSOR = "jobrunner-events"
 #: The artifact a trainer writes its model to (models/<model_id>/model); see inference.py.
 MODEL_ARTIFACT = "model"
@@ -137,8 +147,10 @@ class Trainings:
         authority: TokenAuthority,
         settings: OrchestratorSettings,
         orchestrator_address: str = "",
+        feedback: TokenFeedbackStore | None = None,
     ) -> None:
         self._registry = registry
+        self._feedback = feedback
         self._peers = peers
         self._artifacts = artifacts
         self._authority = authority
@@ -165,6 +177,8 @@ class Trainings:
         model_id = str(uuid.uuid4())
         folder = f"models/{model_id}/"
         config: dict[str, Any] = {"model_id": model_id, **resolved, **plan.options}
+        if plan.kind == "nlp-token-retrain":
+            config.update(await self._export_feedback(plan, model_id))
         config["artifacts_uri"] = _folder_uri(self._artifacts, "")
         config["base_model"] = (
             {"model_id": plan.base_model_id, "artifacts_uri": config["artifacts_uri"]}
@@ -173,7 +187,11 @@ class Trainings:
         )
         train_config = {
             "kind": plan.kind,
-            "trainer": TRAINERS.get(plan.type) if plan.kind not in _UNSUPPORTED else None,
+            "trainer": (
+                KIND_TRAINERS.get(plan.kind) or TRAINERS.get(plan.type)
+                if plan.kind not in _UNSUPPORTED
+                else None
+            ),
             "cores": plan.cores,
             "memory_mb": plan.memory_mb,
             "config": config,
@@ -210,6 +228,32 @@ class Trainings:
                 reason="BASE_MODEL_UNUSABLE",
                 http_status=422,
             )
+
+    async def _export_feedback(self, plan: Plan, model_id: str) -> dict[str, Any]:
+        """nlp-token-retrain: the base model's feedback, written as a CSV under the new model's
+        folder for its workload; 422 when there is none."""
+        base = str(plan.base_model_id)
+        sentences = await self._feedback.sentences(base) if self._feedback else []
+        if not sentences:
+            raise FailedPrecondition(
+                f"unable to start {plan.type} training, found the following errors: base model "
+                f"{base!r} has no feedback; give corrected tags with POST "
+                f"/api/v2/model/{base}/feedback first",
+                reason="NO_FEEDBACK",
+                http_status=422,
+            )
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(("tokens", "tags"))
+        for sentence in sentences:
+            writer.writerow((" ".join(sentence.tokens), " ".join(sentence.tags)))
+        key = f"models/{model_id}/{FEEDBACK_KEY}"
+        await self._artifacts.put_bytes(key, out.getvalue().encode())
+        return {
+            "feedback_files": [self._artifacts.uri(key)],
+            "feedback_weight": self._settings.token_feedback_weight,
+            "generate_sentences": self._settings.retrain_generated_sentences,
+        }
 
     async def _resolve(self, info: msgs.FileInfo, where: str, user: str) -> list[str]:
         """The URIs a file entry names, for this user only."""
@@ -256,6 +300,10 @@ class Trainings:
                 ttl=self._settings.training_deadline_seconds + 3600,
             ),
         }
+        if plan.get("trainer") == "datagen":
+            # The provider's key travels in the platform's part only: not in the model's
+            # record (train_config), and never from the request.
+            config["platform"]["llm"] = self._settings.llm_platform()
         module = plan.get("trainer")
         args = ["--kind", str(plan["kind"])] if module is None else []
         spec = jr.JobSpec(
@@ -491,7 +539,7 @@ def _outcome(job: jr.Job, model: ModelView) -> tuple[str, str | None]:
     return "failed", f"the trainer exited with code {job.exit_code}"
 
 
-_UNSUPPORTED = ("ndb", "ndb-retrain", "nlp-datagen", "nlp-token-retrain")
+_UNSUPPORTED = ("ndb", "ndb-retrain")
 
 
 def _folder_uri(storage: BlobStorage, folder: str) -> str:
