@@ -196,15 +196,20 @@ class Trainings:
             "memory_mb": plan.memory_mb,
             "config": config,
         }
-        model = await self._registry.create(
-            owner=user,
-            name=plan.name,
-            type=plan.type,
-            base_model_id=plan.base_model_id,
-            train_config=train_config,
-            artifact_uri=_folder_uri(self._artifacts, folder),
-            model_id=model_id,
-        )
+        try:
+            model = await self._registry.create(
+                owner=user,
+                name=plan.name,
+                type=plan.type,
+                base_model_id=plan.base_model_id,
+                train_config=train_config,
+                artifact_uri=_folder_uri(self._artifacts, folder),
+                model_id=model_id,
+            )
+        except BaseException:
+            if plan.kind == "nlp-token-retrain":  # the exported feedback has no model now
+                await self._artifacts.delete_prefix(folder)
+            raise
         try:
             await self._submit(model)
         except Unavailable:
