@@ -2,8 +2,9 @@
 
 Tokens. Each sample sentence becomes a template: its runs of one entity become slots
 (`call {NAME} at {PHONE}`), its other tokens stay; `templates_per_sample` variants of each add
-a neutral opening or closing (tagged outside). Tags no sample shows get generic carrier
-sentences (`please note {X} for the record .`). A slot is filled with a value of its tag: one
+a neutral opening or closing (tagged outside). A tag's sentences come from the templates that
+show it (SAMPLE_SHARE of them) and from generic carrier sentences (`please note {X} for the
+record .`), which are all a tag no sample shows gets. A slot is filled with a value of its tag: one
 of the tag's examples or of the values the samples show for it, or a Faker value when the
 tag's name (else its description) says what it holds: names, phones, emails, addresses,
 dates, companies, cities and the like (`FAKER_KINDS`). The sentences are spread evenly over
@@ -94,6 +95,8 @@ FRAMES = (
     "update the file with {X} please",
     "they asked about {X} this morning",
 )
+#: The share of a tag's sentences made from the samples' templates when it has some.
+SAMPLE_SHARE = 0.8
 OPENINGS = ("", "hi ,", "fyi", "note :", "update :", "ok so", "hello ,", "quick one :")
 CLOSINGS = ("", "thanks", ", thank you .", "please", "asap", "- regards", "!")
 TEXT_OPENINGS = ("", "Hi,", "Hello,", "Honestly,", "Quick question:", "FYI:", "Update:", "Well,")
@@ -182,14 +185,11 @@ class OfflineProvider:
             templates.append(pieces)
             for _ in range(task.templates_per_sample - 1):
                 templates.append(_framed(pieces, rng))
-        covered = {p.tag for t in templates for p in t if isinstance(p, _Slot)}
-        for entity in task.tags:
-            if entity.name not in covered:
-                templates += [_frame(frame, entity.name) for frame in FRAMES]
         by_tag: dict[str, list[list[Piece]]] = {name: [] for name in names}
         for template in templates:
             for tag in {p.tag for p in template if isinstance(p, _Slot)}:
                 by_tag[tag].append(template)
+        frames = {name: [_frame(frame, name) for frame in FRAMES] for name in names}
         fillers: dict[str, Callable[[], str]] = {}
         for entity in task.tags:
             fillers[entity.name] = _filler(
@@ -197,7 +197,11 @@ class OfflineProvider:
             )
         rows: list[TokenRow] = []
         for i in range(task.sentences):
-            template = rng.choice(by_tag[names[i % len(names)]])
+            tag = names[i % len(names)]
+            # The samples' own templates mostly; carrier sentences for variety (and for the
+            # tags no sample shows).
+            pool = by_tag[tag] if by_tag[tag] and rng.random() < SAMPLE_SHARE else frames[tag]
+            template = rng.choice(pool)
             tokens: list[str] = []
             tags: list[str] = []
             for piece in template:
@@ -228,7 +232,8 @@ class OfflineProvider:
             for _ in range(task.samples_per_label):
                 text = _vary(rng.choice(sources), rng, fake)
                 if len(sources) > 1 and rng.random() < 0.3:
-                    text = f"{text} {_vary(rng.choice(sources), rng, fake)}"
+                    end = "" if text[-1:] in ".!?" else "."
+                    text = f"{text}{end} {_vary(rng.choice(sources), rng, fake)}"
                 opening, closing = rng.choice(TEXT_OPENINGS), rng.choice(TEXT_CLOSINGS)
                 text = " ".join(part for part in (opening, text, closing) if part)
                 rows.append(TextRow(text, label.name))
