@@ -165,6 +165,38 @@ def test_offline_token_datagen_completes_keeps_its_data_and_predicts(
     assert _get(offline, f"/api/v2/model/{token_model}/generated-data", "bob").status_code == 403
 
 
+def test_datagen_continues_a_base_model_with_a_new_tag(offline: Platform, token_model: str) -> None:
+    model_id, status = _datagen(
+        offline,
+        base_model_id=token_model,
+        token_options={
+            "tags": [{"name": "EMAIL", "description": "an email address"}],
+            "num_sentences_to_generate": 60,
+        },
+        train_options={"epochs": 40},
+    )
+    assert status["status"] == "complete", status
+    info = _get(offline, f"/api/v2/model/{model_id}").json()
+    assert info["base_model_id"] == token_model and info["type"] == "nlp-token"
+    report = _get(offline, f"/api/v2/train/{model_id}/report").json()
+    assert {"NAME", "PHONE", "EMAIL"} <= set(report["after_train_metrics"])
+    tags = _tags(offline, model_id, "call Grace Hopper at 555-0123 or mail ann@example.org")
+    assert tags[1:3] == ["NAME", "NAME"] and tags[-1] == "EMAIL", tags
+    # A text model cannot be the base of a token model.
+    text_id, _ = _datagen(offline, text_options=TEXT_OPTIONS, llm_provider="offline")
+    resp = offline.train(
+        "nlp-datagen",
+        {
+            "model_name": unique_name("gen"),
+            "task_prompt": "t",
+            "base_model_id": text_id,
+            "token_options": {"tags": [{"name": "EMAIL"}]},
+        },
+    )
+    assert resp.status_code == 422, resp.text
+    assert "is a nlp-text model, not a nlp-token model" in resp.json()["message"]
+
+
 def test_offline_text_datagen_completes_and_predicts(offline: Platform) -> None:
     model_id, status = _datagen(offline, text_options=TEXT_OPTIONS, llm_provider="offline")
     assert status["status"] == "complete", status
