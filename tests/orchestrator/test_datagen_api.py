@@ -223,10 +223,10 @@ def test_datagen_requests_are_validated(offline: Platform) -> None:
         "nlp-datagen",
         {
             "model_name": unique_name("bad"),
-            "task_prompt": "t",
+            "task_prompt": "t" * 10_001,
             "llm_provider": "anthropic",
             "token_options": {
-                "tags": [{"name": "O"}],
+                "tags": [{"name": "O", "examples": ["x" * 1001]}],
                 "samples": [{"tokens": ["a"], "tags": ["CITY"]}],
             },
         },
@@ -239,6 +239,8 @@ def test_datagen_requests_are_validated(offline: Platform) -> None:
         in message
     )
     assert "llm_provider 'anthropic' is not one of openai, offline" in message
+    assert "task_prompt must be at most 10000 characters" in message
+    assert "token_options.tags[0].examples may hold at most 100 examples" in message
 
 
 # ---- token feedback and nlp-token-retrain ----------------------------------------------------

@@ -42,6 +42,10 @@ MAX_TEMPLATES_PER_SAMPLE = 1000
 MAX_FEEDBACK_TOKENS = 1000
 MAX_FEEDBACK_TOKEN_CHARS = 200
 OUTSIDE_TAG = "O"
+MAX_PROMPT_CHARS = 10_000
+MAX_EXAMPLES = 100
+MAX_EXAMPLE_CHARS = 1000
+MAX_DESCRIPTION_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -345,6 +349,23 @@ def _entities(entities: Sequence[msgs.LabelEntity], where: str) -> list[FieldVio
     names = [e.name for e in entities]
     for i, entity in enumerate(entities):
         problems += _label(entity.name, f"{where}[{i}].name")
+        if len(entity.examples) > MAX_EXAMPLES or any(
+            len(x) > MAX_EXAMPLE_CHARS for x in entity.examples
+        ):
+            problems.append(
+                FieldViolation(
+                    f"{where}[{i}].examples",
+                    f"{where}[{i}].examples may hold at most {MAX_EXAMPLES} examples of at most "
+                    f"{MAX_EXAMPLE_CHARS} characters",
+                )
+            )
+        if len(entity.description) > MAX_DESCRIPTION_CHARS:
+            problems.append(
+                FieldViolation(
+                    f"{where}[{i}].description",
+                    f"{where}[{i}].description must be at most {MAX_DESCRIPTION_CHARS} characters",
+                )
+            )
     if len(set(names)) != len(names):
         problems.append(FieldViolation(where, f"{where} must not repeat a name"))
     return problems
@@ -361,6 +382,12 @@ def _nlp_datagen(request: msgs.TrainNlpDatagenRequest, limits: Limits) -> list[F
         )
     if not request.task_prompt.strip():
         problems.append(FieldViolation("task_prompt", "task_prompt is required"))
+    elif len(request.task_prompt) > MAX_PROMPT_CHARS:
+        problems.append(
+            FieldViolation(
+                "task_prompt", f"task_prompt must be at most {MAX_PROMPT_CHARS} characters"
+            )
+        )
     if token:
         problems += _token_datagen(request.token_options)
     if text:

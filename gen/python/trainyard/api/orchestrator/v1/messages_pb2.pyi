@@ -626,12 +626,14 @@ class LabelEntity(_message.Message):
     name: _builtins.str
     """name is the tag or label; required."""
     description: _builtins.str
-    """description tells the LLM what the tag or label means."""
+    """description tells the provider what the tag or label means; at most 2,000 characters."""
     status: _builtins.str
     """status is the entity's status in the model ("uninserted" by default)."""
     @_builtins.property
     def examples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """examples are example texts."""
+        """examples are example values (a tag) or texts (a label): at most 100, each at most 1,000
+        characters.
+        """
 
     def __init__(
         self,
@@ -796,7 +798,7 @@ class TrainNlpDatagenRequest(_message.Message):
     base_model_id: _builtins.str
     """base_model_id is an optional model to start from."""
     task_prompt: _builtins.str
-    """task_prompt describes the task to the LLM."""
+    """task_prompt describes the task to the provider; required, at most 10,000 characters."""
     llm_provider: _builtins.str
     """llm_provider is "openai" (the default: the platform's OpenAI-compatible provider when it has a
     key, else the offline provider) or "offline" (templates and Faker values, no network).
