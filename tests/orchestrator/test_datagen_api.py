@@ -360,3 +360,20 @@ def test_a_provider_refusal_fails_the_training_with_its_reason(
         "the openai provider refused the request (403): Project does not have access to model "
         "gpt-test; the key has no access to this model or API"
     ]
+
+
+def test_the_openai_key_comes_from_settings_or_openai_api_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trainyard.orchestrator.settings import OrchestratorSettings
+
+    monkeypatch.delenv("TRAINYARD_ORCHESTRATOR_OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert OrchestratorSettings().llm_platform() == {}
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    llm = OrchestratorSettings().llm_platform()
+    assert llm["api_key"] == "sk-from-env" and llm["model"] == "gpt-4o-mini"
+    monkeypatch.setenv("TRAINYARD_ORCHESTRATOR_OPENAI_API_KEY", "sk-own")
+    assert OrchestratorSettings().llm_platform()["api_key"] == "sk-own"
+    # The key never shows in the settings' text.
+    assert "sk-own" not in repr(OrchestratorSettings())

@@ -87,9 +87,9 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
     # ---- datagen and token feedback (issue 11) ----
     openai_api_key: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices(
-            "openai_api_key", "TRAINYARD_ORCHESTRATOR_OPENAI_API_KEY", "OPENAI_API_KEY"
-        ),
+        # The first alias found wins: the own variable, then OPENAI_API_KEY (which is also
+        # how the keyword openai_api_key reads, env names being case-insensitive).
+        validation_alias=AliasChoices("TRAINYARD_ORCHESTRATOR_OPENAI_API_KEY", "openai_api_key"),
         description="The key of the OpenAI-compatible provider datagen uses (OPENAI_API_KEY is "
         "honoured too). Unset or empty: datagen uses its offline provider. It reaches a "
         "training workload in the platform's part of its config, never in the model's record.",
