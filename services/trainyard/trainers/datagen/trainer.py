@@ -32,7 +32,9 @@ from trainyard.trainers.datagen.tasks import (
     TokenTask,
     split_rows,
 )
-from trainyard.trainers.nlp_text import trainer as nlp_text
+
+# nlp-text's run lives in its __main__ module; importing it runs nothing.
+from trainyard.trainers.nlp_text import __main__ as nlp_text
 from trainyard.trainers.nlp_text.config import MAX_CLASSES, TextConfig
 from trainyard.trainers.nlp_text.reading import DataError as TextDataError
 from trainyard.trainers.nlp_token import trainer as nlp_token
