@@ -38,7 +38,7 @@ from trainyard.trainers.nlp_text import __main__ as nlp_text
 from trainyard.trainers.nlp_text.config import MAX_CLASSES, TextConfig
 from trainyard.trainers.nlp_text.reading import DataError as TextDataError
 from trainyard.trainers.nlp_token import trainer as nlp_token
-from trainyard.trainers.nlp_token.config import BaseModel, NlpTokenConfig
+from trainyard.trainers.nlp_token.config import NlpTokenConfig
 from trainyard.trainers.nlp_token.data import DataError as TokenDataError
 from trainyard.workload import (
     Artifacts,
@@ -167,12 +167,11 @@ class _Run:
 
     async def tokens(self) -> Written:
         config = self.config
-        base = await nlp_token.load_base(
-            BaseModel(config.base_model.model_id, config.base_model.artifacts_uri)
-            if config.base_model
-            else None,
-            self.workdir,
-        )
+        base = None
+        if config.base_model is not None:
+            # Only its base_model counts here; the training's own config comes below.
+            reading = {**config.as_dict(), "supervised_files": ["file:///-"], "model_options": {}}
+            base = await nlp_token.load_base(NlpTokenConfig.parse(reading, {}), self.workdir)
         feedback: list[TokenRow] = []
         task = config.token
         if config.retrain:

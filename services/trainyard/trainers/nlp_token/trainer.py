@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainyard.blobs import storage_at
-from trainyard.trainers.nlp_token.config import BaseModel, NlpTokenConfig
+from trainyard.trainers.nlp_token.config import NlpTokenConfig
 from trainyard.trainers.nlp_token.data import (
     DataError,
     ReadStats,
@@ -261,14 +261,13 @@ def fit(
     return Outcome(files, report, data_path, warnings)
 
 
-async def load_base(base_model: BaseModel | None, workdir: Path) -> Base | None:
-    """The base model's predictor and training sentences; None without a base model."""
-    if base_model is None:
+async def _load_base(config: NlpTokenConfig, workdir: Path) -> Base | None:
+    if config.base_model is None:
         return None
-    storage = storage_at(base_model.artifacts_uri)
+    storage = storage_at(config.base_model.artifacts_uri)
     await storage.start()
     try:
-        artifacts = Artifacts(storage, f"models/{base_model.model_id}/")
+        artifacts = Artifacts(storage, f"models/{config.base_model.model_id}/")
         manifest = await artifacts.manifest(MODEL)
         files = {f.path: await artifacts.read_bytes(MODEL, f.path) for f in manifest.files}
         predictor = await asyncio.to_thread(load, files)
@@ -277,6 +276,11 @@ async def load_base(base_model: BaseModel | None, workdir: Path) -> Base | None:
     finally:
         await storage.close()
     return Base(predictor, folder / DATA_FILE)
+
+
+async def load_base(config: NlpTokenConfig, workdir: Path) -> Base | None:
+    """The config's base model (its predictor and training sentences); None without one."""
+    return await _load_base(config, workdir)
 
 
 async def _pump(reporter: Reporter, progress: Progress, stop: threading.Event) -> None:
@@ -305,7 +309,7 @@ async def train_and_write(
     supervised = await fetch_inputs(config.supervised_files, workdir)
     tests = await fetch_inputs(config.test_files, workdir)
     if base is None:
-        base = await load_base(config.base_model, workdir)
+        base = await _load_base(config, workdir)
     progress = Progress()
     stop = threading.Event()
     pump = asyncio.create_task(_pump(reporter, progress, stop))
