@@ -57,7 +57,8 @@ TRAINERS = {"nlp-text": "nlp_text", "nlp-token": "nlp_token"}
 KIND_TRAINERS = {"nlp-datagen": "datagen", "nlp-token-retrain": "datagen"}
 #: The artifact datagen keeps its generated data in (GetGeneratedData).
 GENERATED_ARTIFACT = "generated-data"
-#: Where a retraining's exported feedback lies, under the new model's folder.
+#: Where a retraining's exported feedback lies, under the new model's folder (the workload
+#: reads it as one of its own model's blobs).
 FEEDBACK_KEY = "inputs/feedback.csv"
 CURSOR = "jobrunner-events"
 #: The artifact a trainer writes its model to (models/<model_id>/model); see inference.py.
@@ -255,7 +256,7 @@ class Trainings:
         key = f"models/{model_id}/{FEEDBACK_KEY}"
         await self._artifacts.put_bytes(key, out.getvalue().encode())
         return {
-            "feedback_files": [self._artifacts.uri(key)],
+            "feedback_key": FEEDBACK_KEY,
             "feedback_weight": self._settings.token_feedback_weight,
             "generate_sentences": self._settings.retrain_generated_sentences,
         }

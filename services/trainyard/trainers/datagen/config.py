@@ -3,9 +3,10 @@
 Two modes, both from the orchestrator:
 - nlp-datagen: `task_prompt`, one of `token_options` / `text_options` (the request's, as
   proto JSON), `test_size`, `llm_provider`, `train_options`, `base_model`;
-- nlp-token-retrain: `feedback_files` (CSV URIs, columns tokens/tags, written by the
-  orchestrator from the base model's feedback), `feedback_weight`, `generate_sentences` (used
-  when `llm_provider` is set), `test_size`, `train_options`, `base_model` (required).
+- nlp-token-retrain: `feedback_key` (a CSV under this model's own artifact folder, columns
+  tokens/tags, written by the orchestrator from the base model's feedback), `feedback_weight`,
+  `generate_sentences` (used when `llm_provider` is set), `test_size`, `train_options`,
+  `base_model` (required).
 The LLM provider's settings are not here: they are the platform's (`platform_llm()`).
 """
 
@@ -55,13 +56,14 @@ class DatagenConfig:
     llm_provider: str | None
     train_options: dict[str, Any]
     seed: int
-    feedback_files: tuple[str, ...] = ()
+    #: Key of the exported feedback under `models/<model_id>/` (a retraining).
+    feedback_key: str = ""
     feedback_weight: int = 1
     generate_sentences: int = 0
 
     @property
     def retrain(self) -> bool:
-        return bool(self.feedback_files)
+        return bool(self.feedback_key)
 
     def as_dict(self) -> dict[str, Any]:
         """The base-model and storage part every trainer's config shares."""
@@ -117,10 +119,10 @@ class DatagenConfig:
             problems.append("task_prompt must be a string")
             prompt = ""
 
-        feedback = raw.get("feedback_files") or []
-        if not isinstance(feedback, list) or not all(isinstance(u, str) and u for u in feedback):
-            problems.append("feedback_files must be a list of URIs")
-            feedback = []
+        feedback = raw.get("feedback_key") or ""
+        if not isinstance(feedback, str) or (feedback and not _is_key(feedback)):
+            problems.append("feedback_key must be a key under the model's folder")
+            feedback = ""
         token: TokenTask | None = None
         text: TextTask | None = None
         token_raw, text_raw = raw.get("token_options"), raw.get("text_options")
@@ -147,7 +149,7 @@ class DatagenConfig:
             llm_provider=provider,
             train_options=dict(train_options),
             seed=seed,
-            feedback_files=tuple(feedback),
+            feedback_key=feedback,
             feedback_weight=weight,
             generate_sentences=generate,
         )
@@ -221,6 +223,14 @@ def _text_task(prompt: str, raw: Any, problems: list[str]) -> TextTask | None:
     if per_label * len(labels) > MAX_ROWS:
         problems.append(f"at most {MAX_ROWS} texts may be generated")
     return TextTask(prompt, labels, per_label)
+
+
+def _is_key(text: str) -> bool:
+    try:
+        check_key(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_segment(text: str) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainyard.blobs import storage_at
+from trainyard.blobs import BlobNotFound, storage_at
 from trainyard.trainers.datagen.config import DatagenConfig
 from trainyard.trainers.datagen.offline import OfflineProvider
 from trainyard.trainers.datagen.openai_provider import OpenAIProvider, OpenAISettings
@@ -42,10 +42,9 @@ from trainyard.trainers.nlp_token.config import NlpTokenConfig
 from trainyard.trainers.nlp_token.data import DataError as TokenDataError
 from trainyard.workload import (
     Artifacts,
-    InputError,
+    InputFile,
     Reporter,
     Written,
-    fetch_inputs,
     run_trainer,
 )
 from trainyard.workload.config import platform_llm
@@ -165,6 +164,32 @@ class _Run:
             "test_files": [test.as_uri()] if n_test else [],
         }
 
+    @staticmethod
+    def _local(train: Path, test: Path, n_test: int) -> tuple[list[InputFile], list[InputFile]]:
+        """The files this run made, handed to the trainer as they are (nothing to fetch)."""
+        return (
+            [InputFile(train, train.name, train.as_uri())],
+            [InputFile(test, test.name, test.as_uri())] if n_test else [],
+        )
+
+    async def _feedback(self) -> list[TokenRow]:
+        """The feedback the orchestrator exported into this model's folder."""
+        storage = storage_at(self.config.artifacts_uri)
+        await storage.start()
+        path = self.workdir / "feedback.csv"
+        fh = await asyncio.to_thread(open, path, "wb")
+        try:
+            async for chunk in storage.read(
+                f"models/{self.config.model_id}/{self.config.feedback_key}"
+            ):
+                await asyncio.to_thread(fh.write, chunk)
+        except BlobNotFound as exc:
+            raise GenerationError("the base model's exported feedback is missing") from exc
+        finally:
+            fh.close()
+            await storage.close()
+        return read_feedback([path])
+
     async def tokens(self) -> Written:
         config = self.config
         base = None
@@ -176,11 +201,7 @@ class _Run:
         task = config.token
         if config.retrain:
             assert base is not None  # the config requires it
-            try:
-                inputs = await fetch_inputs(config.feedback_files, self.workdir)
-            except InputError as exc:
-                raise GenerationError(f"cannot read the feedback: {exc}") from exc
-            feedback = read_feedback([f.path for f in inputs])
+            feedback = await self._feedback()
             if not feedback:
                 raise GenerationError("the base model's feedback holds no usable sentence")
             labels = [str(x) for x in base.predictor.meta.get("target_labels", [])]
@@ -229,7 +250,13 @@ class _Run:
             },
             {},
         )
-        written = await nlp_token.train_and_write(token_config, self.reporter, self.workdir, base)
+        written = await nlp_token.train_and_write(
+            token_config,
+            self.reporter,
+            self.workdir,
+            base,
+            self._local(fit_path, test_path, n_test),
+        )
         return await self._finish(written, train_path, test_path, n_train, n_test)
 
     async def texts(self) -> Written:
@@ -257,7 +284,9 @@ class _Run:
             },
             {},
         )
-        written = await nlp_text.train_and_write(text_config, self.reporter)
+        written = await nlp_text.train_and_write(
+            text_config, self.reporter, self._local(train_path, test_path, n_test)
+        )
         return await self._finish(written, train_path, test_path, n_train, n_test)
 
     async def _generate(self, task: TokenTask | TextTask) -> Generated[Any]:

@@ -301,13 +301,21 @@ async def _pump(reporter: Reporter, progress: Progress, stop: threading.Event) -
 
 
 async def train_and_write(
-    config: NlpTokenConfig, reporter: Reporter, workdir: Path, base: Base | None = None
+    config: NlpTokenConfig,
+    reporter: Reporter,
+    workdir: Path,
+    base: Base | None = None,
+    inputs: tuple[list[InputFile], list[InputFile]] | None = None,
 ) -> Written:
     """One training, reported and written: the library entry of other trainers (datagen)
-    too. `base`: the config's base model when the caller loaded it already."""
+    too. `base`: the config's base model when the caller loaded it already; `inputs`: the
+    (supervised, test) files when the caller has them on local disk already (data it made)."""
     await reporter.progress(0.0, "reading")
-    supervised = await fetch_inputs(config.supervised_files, workdir)
-    tests = await fetch_inputs(config.test_files, workdir)
+    if inputs is None:
+        supervised = await fetch_inputs(config.supervised_files, workdir)
+        tests = await fetch_inputs(config.test_files, workdir)
+    else:
+        supervised, tests = inputs
     if base is None:
         base = await _load_base(config, workdir)
     progress = Progress()
