@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from trainyard.orchestrator.app import MIGRATIONS
-from trainyard.orchestrator.feedback import Sentence, TokenFeedbackStore
 from trainyard.orchestrator.registry import ModelRegistry
+from trainyard.orchestrator.token_feedback import Sentence, TokenFeedbackStore
 from trainyard.runtime.db import Database
 from trainyard.runtime.errors import FailedPrecondition, InvalidArgument
 

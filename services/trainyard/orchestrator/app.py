@@ -7,12 +7,12 @@ from pathlib import Path
 from trainyard.api.auth.v1 import service_pb2_grpc as auth_grpc
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
 from trainyard.blobs import create_blob_storage
-from trainyard.orchestrator.feedback import TokenFeedbackStore
 from trainyard.orchestrator.inference import Models
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry
 from trainyard.orchestrator.servicer import AuthServicer, ModelServicer, TrainServicer
 from trainyard.orchestrator.settings import OrchestratorSettings
+from trainyard.orchestrator.token_feedback import TokenFeedbackStore
 from trainyard.orchestrator.training import Trainings, WatchLost
 from trainyard.orchestrator.validation import Limits, validators
 from trainyard.runtime.db import Database

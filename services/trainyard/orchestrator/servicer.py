@@ -14,9 +14,9 @@ from trainyard.api.auth.v1 import messages_pb2 as auth_msgs
 from trainyard.api.auth.v1 import service_pb2_grpc as auth_grpc
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
-from trainyard.orchestrator.feedback import TokenFeedbackStore
 from trainyard.orchestrator.inference import Models
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
+from trainyard.orchestrator.token_feedback import TokenFeedbackStore
 from trainyard.orchestrator.tokens import issue_token, parse_token_request
 from trainyard.orchestrator.training import Trainings
 from trainyard.runtime.auth import TokenAuthority, current_identity, current_user

@@ -31,10 +31,10 @@ from google.protobuf.message import Message
 from trainyard.api.jobrunner.v1 import messages_pb2 as jr
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.blobs import BlobStorage
-from trainyard.orchestrator.feedback import TokenFeedbackStore
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
 from trainyard.orchestrator.settings import OrchestratorSettings
+from trainyard.orchestrator.token_feedback import TokenFeedbackStore
 from trainyard.runtime.auth import TokenAuthority
 from trainyard.runtime.errors import (
     FailedPrecondition,
@@ -235,32 +235,6 @@ class Trainings:
                 http_status=422,
             )
 
-    async def _export_feedback(self, plan: Plan, model_id: str) -> dict[str, Any]:
-        """nlp-token-retrain: the base model's feedback, written as a CSV under the new model's
-        folder for its workload; 422 when there is none."""
-        base = str(plan.base_model_id)
-        sentences = await self._feedback.sentences(base) if self._feedback else []
-        if not sentences:
-            raise FailedPrecondition(
-                f"unable to start {plan.type} training, found the following errors: base model "
-                f"{base!r} has no feedback; give corrected tags with POST "
-                f"/api/v2/model/{base}/feedback first",
-                reason="NO_FEEDBACK",
-                http_status=422,
-            )
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(("tokens", "tags"))
-        for sentence in sentences:
-            writer.writerow((" ".join(sentence.tokens), " ".join(sentence.tags)))
-        key = f"models/{model_id}/{FEEDBACK_KEY}"
-        await self._artifacts.put_bytes(key, out.getvalue().encode())
-        return {
-            "feedback_key": FEEDBACK_KEY,
-            "feedback_weight": self._settings.token_feedback_weight,
-            "generate_sentences": self._settings.retrain_generated_sentences,
-        }
-
     async def _resolve(self, info: msgs.FileInfo, where: str, user: str) -> list[str]:
         """The URIs a file entry names, for this user only."""
         if info.location == "upload":
@@ -333,6 +307,32 @@ class Trainings:
         job = await self._peers.submit(spec, idempotency_key=f"model:{model.id}")
         await self._registry.set_job(model.id, job.job_id)
         log.info("training.submitted", model_id=model.id, job_id=job.job_id, type=model.type)
+
+    async def _export_feedback(self, plan: Plan, model_id: str) -> dict[str, Any]:
+        """nlp-token-retrain: the base model's feedback, written as a CSV under the new model's
+        folder for its workload; 422 when there is none."""
+        base = str(plan.base_model_id)
+        sentences = await self._feedback.sentences(base) if self._feedback else []
+        if not sentences:
+            raise FailedPrecondition(
+                f"unable to start {plan.type} training, found the following errors: base model "
+                f"{base!r} has no feedback; give corrected tags with POST "
+                f"/api/v2/model/{base}/feedback first",
+                reason="NO_FEEDBACK",
+                http_status=422,
+            )
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(("tokens", "tags"))
+        for sentence in sentences:
+            writer.writerow((" ".join(sentence.tokens), " ".join(sentence.tags)))
+        key = f"models/{model_id}/{FEEDBACK_KEY}"
+        await self._artifacts.put_bytes(key, out.getvalue().encode())
+        return {
+            "feedback_key": FEEDBACK_KEY,
+            "feedback_weight": self._settings.token_feedback_weight,
+            "generate_sentences": self._settings.retrain_generated_sentences,
+        }
 
     # ---- stopping and deleting -------------------------------------------------------------
 

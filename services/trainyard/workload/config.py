@@ -42,9 +42,10 @@ MAX_READ_BYTES = 64 * 1024 * 1024
 #: The key of the platform's own part of a config.
 PLATFORM_KEY = "platform"
 _PLATFORM_FIELDS = ("orchestrator_address", "job_token")
+_platform: dict[str, str] = {}
+
 #: The platform's LLM provider settings: a flat object of strings and numbers.
 PLATFORM_LLM_KEY = "llm"
-_platform: dict[str, str] = {}
 _platform_llm: dict[str, str | int | float] = {}
 
 

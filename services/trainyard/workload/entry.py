@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from trainyard.workload.config import ConfigError, load_config
@@ -29,7 +29,7 @@ class Written:
 
     where: str
     version: str
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] | None = None
 
 
 async def run_trainer(
@@ -62,7 +62,7 @@ async def run_trainer(
             await reporter.status(
                 "complete",
                 {
-                    **written.attributes,
+                    **(written.attributes or {}),
                     "artifact": written.where,
                     "artifact_version": written.version,
                 },

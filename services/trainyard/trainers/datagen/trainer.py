@@ -331,7 +331,9 @@ class _Run:
         self.attributes.setdefault("datagen", {}).update(
             {"train_rows": n_train, "test_rows": n_test, "test_size": self.config.test_size}
         )
-        return Written(written.where, written.version, {**written.attributes, **self.attributes})
+        return Written(
+            written.where, written.version, {**(written.attributes or {}), **self.attributes}
+        )
 
 
 async def train_and_write(config: DatagenConfig, reporter: Reporter, workdir: Path) -> Written:

@@ -30,12 +30,12 @@ from trainyard.workload import (
     ArtifactNotFound,
     Artifacts,
     InputError,
-    InputFile,
     Reporter,
     Written,
     fetch_inputs,
     run_trainer,
 )
+from trainyard.workload.inputs import InputFile
 
 PROG = "trainyard.trainers.nlp_text"
 MODEL_ARTIFACT = "model"
