@@ -130,6 +130,8 @@ def _text_body(**overrides: Any) -> dict[str, Any]:
             [
                 "exactly one of token_options and text_options must be given",
                 "token_options.tags cannot be empty",
+                "text_options.labels needs at least 2 labels to train a classifier (or a "
+                "base_model_id that has others)",
             ],
         ),
         ("nlp-token-retrain", {"model_name": "n"}, ["base_model_id is required"]),

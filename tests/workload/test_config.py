@@ -107,6 +107,19 @@ async def test_inline_from_trainyard_config_json(monkeypatch: pytest.MonkeyPatch
     }
 
 
+async def test_the_platform_llm_settings_are_kept_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A datagen workload's provider settings come in the platform section, never the config."""
+    monkeypatch.setattr(workload_config, "_platform", {})
+    monkeypatch.setattr(workload_config, "_platform_llm", {})
+    llm = {"provider": "openai", "api_key": "sk-1", "max_attempts": 3}
+    config = {**CONFIG, "platform": {"job_token": "tok", "llm": llm}}
+    assert await load_config({"TRAINYARD_CONFIG_JSON": json.dumps(config)}) == CONFIG
+    assert workload_config.platform_llm() == llm
+    bad = {**CONFIG, "platform": {"job_token": "tok", "llm": {"api_key": ["x"]}}}
+    with pytest.raises(ConfigError, match=r"platform.llm section is malformed"):
+        await load_config({"TRAINYARD_CONFIG_JSON": json.dumps(bad)})
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

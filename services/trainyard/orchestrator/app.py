@@ -12,6 +12,7 @@ from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry
 from trainyard.orchestrator.servicer import AuthServicer, ModelServicer, TrainServicer
 from trainyard.orchestrator.settings import OrchestratorSettings
+from trainyard.orchestrator.token_feedback import TokenFeedbackStore
 from trainyard.orchestrator.training import Trainings, WatchLost
 from trainyard.orchestrator.validation import Limits, validators
 from trainyard.runtime.db import Database
@@ -46,7 +47,8 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
         common.jobrunner_address,
         deadline=common.call_deadline_seconds,
     )
-    trainings = Trainings(registry, peers, storage, authority, own)
+    feedback = TokenFeedbackStore(db.sessions, own.max_token_feedback_per_model)
+    trainings = Trainings(registry, peers, storage, authority, own, feedback=feedback)
     models = Models(
         storage,
         cache_bytes=own.predict_cache_bytes,
@@ -78,7 +80,7 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
             ),
             Registration(
                 svc.add_ModelServiceServicer_to_server,
-                ModelServicer(registry, trainings, models),
+                ModelServicer(registry, trainings, models, feedback),
                 "trainyard.api.orchestrator.v1.ModelService",
             ),
             Registration(

@@ -23,7 +23,7 @@ import structlog
 
 from trainyard.blobs import BlobStorage
 from trainyard.orchestrator.registry import ModelView
-from trainyard.orchestrator.training import MODEL_ARTIFACT, TRAINERS
+from trainyard.orchestrator.training import GENERATED_ARTIFACT, MODEL_ARTIFACT, TRAINERS
 from trainyard.runtime.errors import FailedPrecondition, NotFound
 from trainyard.workload import ArtifactCorrupt, ArtifactNotFound, Artifacts, Manifest
 
@@ -199,9 +199,44 @@ class Models:
         except (ArtifactCorrupt, ValueError) as exc:
             raise _corrupt(model, exc) from exc
 
+    async def generated_manifest(self, model: ModelView) -> Manifest:
+        """The manifest of the data a datagen training generated (NOT_FOUND without any)."""
+        if model.status != "complete":
+            raise _unusable(model, "have its generated data downloaded")
+        try:
+            return await self._artifacts(model).manifest(GENERATED_ARTIFACT)
+        except ArtifactNotFound as exc:
+            raise NotFound(
+                f"model {model.id!r} was not trained on generated data (train it with "
+                "/api/v2/train/nlp-datagen)",
+                reason="GENERATED_DATA_NOT_FOUND",
+            ) from exc
+        except (ArtifactCorrupt, ValueError) as exc:
+            raise _corrupt(model, exc) from exc
+
+    async def token_tags(self, model: ModelView) -> tuple[frozenset[str], str]:
+        """The tags an nlp-token model knows (its labels, their B-/I- forms and its outside
+        tag) and that outside tag; 422 for a model that is not a complete nlp-token model."""
+        if model.type != "nlp-token":
+            raise FailedPrecondition(
+                f"model {model.id!r} is a {model.type} model: token feedback is for nlp-token "
+                "models",
+                reason="FEEDBACK_UNSUPPORTED",
+                http_status=422,
+            )
+        if model.status != "complete":
+            raise _unusable(model, "take feedback")
+        predictor = await self._predictor(model, TRAINERS[model.type])
+        meta = getattr(predictor, "meta", {})
+        labels = [str(x) for x in meta.get("target_labels", [])]
+        outside = str(meta.get("default_tag") or "O")
+        known = {outside, *labels, *(f"B-{x}" for x in labels), *(f"I-{x}" for x in labels)}
+        return frozenset(known), outside
+
     async def zipped(self, model: ModelView, manifest: Manifest) -> AsyncIterator[bytes]:
-        """The artifact's files as a zip archive, produced as it is sent (never whole in
-        memory): the manifest first, then each file, checked against the manifest."""
+        """The artifact's files (the model's, or its generated data's) as a zip archive,
+        produced as it is sent (never whole in memory): the manifest first, then each file,
+        checked against the manifest."""
         sink = _Sink()
         artifacts = self._artifacts(model)
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:

@@ -82,3 +82,23 @@ class Cursor(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# ---- datagen and token feedback (issue 11) ----------------------------------------------------
+
+
+class TokenFeedback(Base):
+    """A sentence with corrected tags, given on an nlp-token model; nlp-token-retrain trains a
+    new model on the base model's feedback."""
+
+    __tablename__ = "orchestrator_token_feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("orchestrator_models.id", ondelete="CASCADE"), index=True
+    )
+    #: Who gave it (the model's owner or a reader of a public model).
+    user: Mapped[str] = mapped_column(String(255))
+    tokens: Mapped[list[str]] = mapped_column(JSON)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -16,6 +16,7 @@ from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
 from trainyard.orchestrator.inference import Models
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
+from trainyard.orchestrator.token_feedback import TokenFeedbackStore
 from trainyard.orchestrator.tokens import issue_token, parse_token_request
 from trainyard.orchestrator.training import Trainings
 from trainyard.runtime.auth import TokenAuthority, current_identity, current_user
@@ -50,6 +51,7 @@ def _model_info(model: ModelView) -> msgs.ModelInfo:
         username=model.owner,
         base_model_id=model.base_model_id or "",
         publish_date=_rfc3339(model.created_at),
+        origin=str(model.train_config.get("kind") or model.type),
     )
     info.attributes.update(metadata)
     if isinstance(progress, dict):
@@ -171,10 +173,17 @@ class TrainServicer(svc.TrainServiceServicer):
 class ModelServicer(svc.ModelServiceServicer):
     """Model management and predictions: proto <-> registry/models mapping only."""
 
-    def __init__(self, registry: ModelRegistry, trainings: Trainings, models: Models) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        trainings: Trainings,
+        models: Models,
+        feedback: TokenFeedbackStore | None = None,
+    ) -> None:
         self._registry = registry
         self._trainings = trainings
         self._models = models
+        self._feedback = feedback
 
     async def ListModels(
         self, request: msgs.ListModelsRequest, context: Context
@@ -219,13 +228,8 @@ class ModelServicer(svc.ModelServiceServicer):
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         model = await self._registry.readable(request.model_id, current_user())
         manifest = await self._models.manifest(model)
-        first = True
-        async for chunk in self._models.zipped(model, manifest):
-            if first:
-                yield httpbody_pb2.HttpBody(content_type="application/zip", data=chunk)
-                first = False
-            else:
-                yield httpbody_pb2.HttpBody(data=chunk)
+        async for body in _zip_bodies(self._models.zipped(model, manifest)):
+            yield body
 
     async def Predict(self, request: msgs.PredictRequest, context: Context) -> msgs.PredictResponse:
         model = await self._registry.readable(request.model_id, current_user())
@@ -240,6 +244,39 @@ class ModelServicer(svc.ModelServiceServicer):
             prediction.tokens.extend(str(t) for t in result.get("tokens", ()))
             prediction.predicted_tags.extend(str(t) for t in result.get("predicted_tags", ()))
         return response
+
+    # ---- datagen and token feedback (issue 11) ----
+
+    async def GetGeneratedData(
+        self, request: msgs.GetGeneratedDataRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        model = await self._registry.readable(request.model_id, current_user())
+        manifest = await self._models.generated_manifest(model)
+        async for body in _zip_bodies(self._models.zipped(model, manifest)):
+            yield body
+
+    async def AddTokenFeedback(
+        self, request: msgs.AddTokenFeedbackRequest, context: Context
+    ) -> msgs.AddTokenFeedbackResponse:
+        user = current_user()
+        model = await self._registry.readable(request.model_id, user)
+        known, _ = await self._models.token_tags(model)
+        assert self._feedback is not None, "the app wires the feedback store"
+        count = await self._feedback.add(
+            model.id, user, list(request.tokens), list(request.tags), known
+        )
+        return msgs.AddTokenFeedbackResponse(feedback_count=count)
+
+
+async def _zip_bodies(chunks: AsyncIterator[bytes]) -> AsyncIterator[httpbody_pb2.HttpBody]:
+    """A streamed zip as HttpBody messages (the first one names the content type)."""
+    first = True
+    async for chunk in chunks:
+        if first:
+            yield httpbody_pb2.HttpBody(content_type="application/zip", data=chunk)
+            first = False
+        else:
+            yield httpbody_pb2.HttpBody(data=chunk)
 
 
 def _source_address(md: Mapping[str, str | bytes], context: Context) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from trainyard.blobs import StorageOverrides
@@ -83,6 +83,63 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
         ge=1,
         description="Largest model artifact predict loads (bigger answers 422).",
     )
+
+    # ---- datagen and token feedback (issue 11) ----
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        # The first alias found wins: the own variable, then OPENAI_API_KEY (which is also
+        # how the keyword openai_api_key reads, env names being case-insensitive).
+        validation_alias=AliasChoices("TRAINYARD_ORCHESTRATOR_OPENAI_API_KEY", "openai_api_key"),
+        description="The key of the OpenAI-compatible provider datagen uses (OPENAI_API_KEY is "
+        "honoured too). Unset or empty: datagen uses its offline provider. It reaches a "
+        "training workload in the platform's part of its config, never in the model's record.",
+    )
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="Base URL of the OpenAI-compatible chat-completions API.",
+    )
+    openai_model: str = Field(default="gpt-4o-mini", description="The chat model datagen asks.")
+    llm_max_attempts: int = Field(
+        default=4, ge=1, le=20, description="Attempts per provider call (429, 5xx, timeouts)."
+    )
+    llm_retry_initial_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="First backoff between attempts (doubling)."
+    )
+    llm_timeout_seconds: float = Field(default=60.0, gt=0, description="Per provider call.")
+    llm_concurrency: int = Field(default=4, ge=1, le=64, description="Provider calls at once.")
+    retrain_generated_sentences: int = Field(
+        default=200,
+        ge=0,
+        le=100_000,
+        description="nlp-token-retrain with an llm_provider: sentences generated from the "
+        "feedback and added to the training data.",
+    )
+    token_feedback_weight: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="nlp-token-retrain: how many times each feedback sentence counts in the "
+        "training data (it corrects a model trained on much more data).",
+    )
+    max_token_feedback_per_model: int = Field(
+        default=10_000, ge=1, description="Feedback sentences kept per nlp-token model."
+    )
+
+    def llm_platform(self) -> dict[str, str | int | float]:
+        """The LLM settings a datagen workload gets (empty without a key)."""
+        key = self.openai_api_key.get_secret_value() if self.openai_api_key else ""
+        if not key:
+            return {}
+        return {
+            "provider": "openai",
+            "base_url": self.openai_base_url,
+            "model": self.openai_model,
+            "api_key": key,
+            "max_attempts": self.llm_max_attempts,
+            "retry_initial_seconds": self.llm_retry_initial_seconds,
+            "timeout_seconds": self.llm_timeout_seconds,
+            "concurrency": self.llm_concurrency,
+        }
 
     @field_validator("local_roots", mode="after")
     @classmethod

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import os
 import uuid
@@ -32,6 +34,7 @@ from trainyard.blobs import BlobStorage
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
 from trainyard.orchestrator.settings import OrchestratorSettings
+from trainyard.orchestrator.token_feedback import TokenFeedbackStore
 from trainyard.runtime.auth import TokenAuthority
 from trainyard.runtime.errors import (
     FailedPrecondition,
@@ -49,6 +52,14 @@ MODEL_LABEL = "model-id"
 #: Trainer module of each model type; types without one run the `unsupported` trainer, which
 #: fails with a clear message (their trainers come with a later version).
 TRAINERS = {"nlp-text": "nlp_text", "nlp-token": "nlp_token"}
+#: Endpoints whose workload is another trainer than their model type's: datagen generates the
+#: data, then trains the type's model with that type's trainer code in the same workload.
+KIND_TRAINERS = {"nlp-datagen": "datagen", "nlp-token-retrain": "datagen"}
+#: The artifact datagen keeps its generated data in (GetGeneratedData).
+GENERATED_ARTIFACT = "generated-data"
+#: Where a retraining's exported feedback lies, under the new model's folder (the workload
+#: reads it as one of its own model's blobs).
+FEEDBACK_KEY = "inputs/feedback.csv"
 CURSOR = "jobrunner-events"
 #: The artifact a trainer writes its model to (models/<model_id>/model); see inference.py.
 MODEL_ARTIFACT = "model"
@@ -137,8 +148,10 @@ class Trainings:
         authority: TokenAuthority,
         settings: OrchestratorSettings,
         orchestrator_address: str = "",
+        feedback: TokenFeedbackStore | None = None,
     ) -> None:
         self._registry = registry
+        self._feedback = feedback
         self._peers = peers
         self._artifacts = artifacts
         self._authority = authority
@@ -165,6 +178,8 @@ class Trainings:
         model_id = str(uuid.uuid4())
         folder = f"models/{model_id}/"
         config: dict[str, Any] = {"model_id": model_id, **resolved, **plan.options}
+        if plan.kind == "nlp-token-retrain":
+            config.update(await self._export_feedback(plan, model_id))
         config["artifacts_uri"] = _folder_uri(self._artifacts, "")
         config["base_model"] = (
             {"model_id": plan.base_model_id, "artifacts_uri": config["artifacts_uri"]}
@@ -173,20 +188,29 @@ class Trainings:
         )
         train_config = {
             "kind": plan.kind,
-            "trainer": TRAINERS.get(plan.type) if plan.kind not in _UNSUPPORTED else None,
+            "trainer": (
+                KIND_TRAINERS.get(plan.kind) or TRAINERS.get(plan.type)
+                if plan.kind not in _UNSUPPORTED
+                else None
+            ),
             "cores": plan.cores,
             "memory_mb": plan.memory_mb,
             "config": config,
         }
-        model = await self._registry.create(
-            owner=user,
-            name=plan.name,
-            type=plan.type,
-            base_model_id=plan.base_model_id,
-            train_config=train_config,
-            artifact_uri=_folder_uri(self._artifacts, folder),
-            model_id=model_id,
-        )
+        try:
+            model = await self._registry.create(
+                owner=user,
+                name=plan.name,
+                type=plan.type,
+                base_model_id=plan.base_model_id,
+                train_config=train_config,
+                artifact_uri=_folder_uri(self._artifacts, folder),
+                model_id=model_id,
+            )
+        except BaseException:
+            if plan.kind == "nlp-token-retrain":  # the exported feedback has no model now
+                await self._artifacts.delete_prefix(folder)
+            raise
         try:
             await self._submit(model)
         except Unavailable:
@@ -256,6 +280,10 @@ class Trainings:
                 ttl=self._settings.training_deadline_seconds + 3600,
             ),
         }
+        if plan.get("trainer") == "datagen":
+            # The provider's key travels in the platform's part only: not in the model's
+            # record (train_config), and never from the request.
+            config["platform"]["llm"] = self._settings.llm_platform()
         module = plan.get("trainer")
         args = ["--kind", str(plan["kind"])] if module is None else []
         spec = jr.JobSpec(
@@ -279,6 +307,32 @@ class Trainings:
         job = await self._peers.submit(spec, idempotency_key=f"model:{model.id}")
         await self._registry.set_job(model.id, job.job_id)
         log.info("training.submitted", model_id=model.id, job_id=job.job_id, type=model.type)
+
+    async def _export_feedback(self, plan: Plan, model_id: str) -> dict[str, Any]:
+        """nlp-token-retrain: the base model's feedback, written as a CSV under the new model's
+        folder for its workload; 422 when there is none."""
+        base = str(plan.base_model_id)
+        sentences = await self._feedback.sentences(base) if self._feedback else []
+        if not sentences:
+            raise FailedPrecondition(
+                f"unable to start {plan.type} training, found the following errors: base model "
+                f"{base!r} has no feedback; give corrected tags with POST "
+                f"/api/v2/model/{base}/feedback first",
+                reason="NO_FEEDBACK",
+                http_status=422,
+            )
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(("tokens", "tags"))
+        for sentence in sentences:
+            writer.writerow((" ".join(sentence.tokens), " ".join(sentence.tags)))
+        key = f"models/{model_id}/{FEEDBACK_KEY}"
+        await self._artifacts.put_bytes(key, out.getvalue().encode())
+        return {
+            "feedback_key": FEEDBACK_KEY,
+            "feedback_weight": self._settings.token_feedback_weight,
+            "generate_sentences": self._settings.retrain_generated_sentences,
+        }
 
     # ---- stopping and deleting -------------------------------------------------------------
 
@@ -491,7 +545,7 @@ def _outcome(job: jr.Job, model: ModelView) -> tuple[str, str | None]:
     return "failed", f"the trainer exited with code {job.exit_code}"
 
 
-_UNSUPPORTED = ("ndb", "ndb-retrain", "nlp-datagen", "nlp-token-retrain")
+_UNSUPPORTED = ("ndb", "ndb-retrain")
 
 
 def _folder_uri(storage: BlobStorage, folder: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.message import Message
 
@@ -24,7 +24,7 @@ from trainyard.runtime.interceptors import Validator
 FILE_LOCATIONS = ("upload", "local", "nfs", "s3")
 MODEL_TYPES = ("ndb", "nlp-token", "nlp-text", "nlp-datagen")
 ACCESS_LEVELS = ("private", "public")
-LLM_PROVIDERS = ("openai",)
+LLM_PROVIDERS = ("openai", "offline")
 MAX_NAME_CHARS = 255
 MAX_FILES = 10_000
 MAX_PATH_CHARS = 4096
@@ -33,6 +33,19 @@ MAX_PREDICT_QUERIES = 1000
 MAX_QUERY_CHARS = 100_000
 MAX_TOP_K = 100
 MAX_LABELS = 10_000
+#: Datagen and token feedback bounds (issue 11).
+MAX_GENERATED_ROWS = 100_000
+MAX_DATAGEN_TAGS = 256
+MAX_DATAGEN_LABELS = 1000
+MAX_DATAGEN_SAMPLES = 1000
+MAX_TEMPLATES_PER_SAMPLE = 1000
+MAX_FEEDBACK_TOKENS = 1000
+MAX_FEEDBACK_TOKEN_CHARS = 200
+OUTSIDE_TAG = "O"
+MAX_PROMPT_CHARS = 10_000
+MAX_EXAMPLES = 100
+MAX_EXAMPLE_CHARS = 1000
+MAX_DESCRIPTION_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -336,6 +349,23 @@ def _entities(entities: Sequence[msgs.LabelEntity], where: str) -> list[FieldVio
     names = [e.name for e in entities]
     for i, entity in enumerate(entities):
         problems += _label(entity.name, f"{where}[{i}].name")
+        if len(entity.examples) > MAX_EXAMPLES or any(
+            len(x) > MAX_EXAMPLE_CHARS for x in entity.examples
+        ):
+            problems.append(
+                FieldViolation(
+                    f"{where}[{i}].examples",
+                    f"{where}[{i}].examples may hold at most {MAX_EXAMPLES} examples of at most "
+                    f"{MAX_EXAMPLE_CHARS} characters",
+                )
+            )
+        if len(entity.description) > MAX_DESCRIPTION_CHARS:
+            problems.append(
+                FieldViolation(
+                    f"{where}[{i}].description",
+                    f"{where}[{i}].description must be at most {MAX_DESCRIPTION_CHARS} characters",
+                )
+            )
     if len(set(names)) != len(names):
         problems.append(FieldViolation(where, f"{where} must not repeat a name"))
     return problems
@@ -352,42 +382,140 @@ def _nlp_datagen(request: msgs.TrainNlpDatagenRequest, limits: Limits) -> list[F
         )
     if not request.task_prompt.strip():
         problems.append(FieldViolation("task_prompt", "task_prompt is required"))
+    elif len(request.task_prompt) > MAX_PROMPT_CHARS:
+        problems.append(
+            FieldViolation(
+                "task_prompt", f"task_prompt must be at most {MAX_PROMPT_CHARS} characters"
+            )
+        )
     if token:
-        opts = request.token_options
-        problems += _entities(opts.tags, "token_options.tags")
-        for field in ("num_sentences_to_generate", "num_samples_per_tag", "templates_per_sample"):
-            if opts.HasField(field) and getattr(opts, field) < 1:
-                problems.append(
-                    FieldViolation(
-                        f"token_options.{field}", f"token_options.{field} must be at least 1"
-                    )
-                )
-        for i, sample in enumerate(opts.samples):
-            if len(sample.tokens) != len(sample.tags):
-                problems.append(
-                    FieldViolation(
-                        f"token_options.samples[{i}]",
-                        f"token_options.samples[{i}] needs one tag per token",
-                    )
-                )
+        problems += _token_datagen(request.token_options)
     if text:
-        opts_text = request.text_options
-        problems += _entities(opts_text.labels, "text_options.labels")
-        if not opts_text.HasField("samples_per_label"):
-            problems.append(
-                FieldViolation(
-                    "text_options.samples_per_label", "text_options.samples_per_label is required"
-                )
-            )
-        elif opts_text.samples_per_label < 1:
-            problems.append(
-                FieldViolation(
-                    "text_options.samples_per_label",
-                    "text_options.samples_per_label must be at least 1",
-                )
-            )
+        problems += _text_datagen(request.text_options, request.HasField("base_model_id"))
     problems += _test_size(request) + _llm_provider(request)
     return problems + _train_options(request) + _job_options(request, limits)
+
+
+def _token_datagen(opts: msgs.TokenDatagenOptions) -> list[FieldViolation]:
+    problems = _entities(opts.tags, "token_options.tags")
+    names = {t.name for t in opts.tags}
+    if len(opts.tags) > MAX_DATAGEN_TAGS:
+        problems.append(
+            FieldViolation(
+                "token_options.tags", f"token_options.tags may hold at most {MAX_DATAGEN_TAGS}"
+            )
+        )
+    if OUTSIDE_TAG in names:
+        problems.append(
+            FieldViolation(
+                "token_options.tags",
+                f"token_options.tags may not use {OUTSIDE_TAG!r}: it is the tag of tokens "
+                "outside any entity",
+            )
+        )
+    bounds = {
+        "num_sentences_to_generate": MAX_GENERATED_ROWS,
+        "num_samples_per_tag": MAX_GENERATED_ROWS,
+        "templates_per_sample": MAX_TEMPLATES_PER_SAMPLE,
+    }
+    for field, high in bounds.items():
+        if opts.HasField(cast(Any, field)) and not 1 <= getattr(opts, field) <= high:
+            problems.append(
+                FieldViolation(
+                    f"token_options.{field}", f"token_options.{field} must be from 1 to {high}"
+                )
+            )
+    per_tag = opts.num_samples_per_tag if opts.HasField("num_samples_per_tag") else 0
+    if 0 < per_tag <= MAX_GENERATED_ROWS and per_tag * len(opts.tags) > MAX_GENERATED_ROWS:
+        problems.append(
+            FieldViolation(
+                "token_options.num_samples_per_tag",
+                f"num_samples_per_tag x tags must be at most {MAX_GENERATED_ROWS} sentences",
+            )
+        )
+    if len(opts.samples) > MAX_DATAGEN_SAMPLES:
+        problems.append(
+            FieldViolation(
+                "token_options.samples",
+                f"token_options.samples may hold at most {MAX_DATAGEN_SAMPLES} sentences",
+            )
+        )
+    for i, sample in enumerate(opts.samples[:MAX_DATAGEN_SAMPLES]):
+        where = f"token_options.samples[{i}]"
+        if len(sample.tokens) != len(sample.tags) or not sample.tokens:
+            problems.append(FieldViolation(where, f"{where} needs one tag per token"))
+            continue
+        problems += _tokens(sample.tokens, f"{where}.tokens")
+        unknown = sorted(
+            {t for t in sample.tags if t != OUTSIDE_TAG and _entity_of(t) not in names}
+        )
+        if unknown:
+            problems.append(
+                FieldViolation(
+                    f"{where}.tags",
+                    f"{where}.tags uses tags that are not in token_options.tags: "
+                    + ", ".join(repr(t[:40]) for t in unknown[:10]),
+                )
+            )
+    return problems
+
+
+def _entity_of(tag: str) -> str:
+    return tag[2:] if tag[:2] in ("B-", "I-") else tag
+
+
+def _tokens(tokens: Sequence[str], where: str) -> list[FieldViolation]:
+    if any(
+        not t or len(t) > MAX_FEEDBACK_TOKEN_CHARS or any(c.isspace() for c in t) for t in tokens
+    ):
+        return [
+            FieldViolation(
+                where,
+                f"{where}: each token must be 1 to {MAX_FEEDBACK_TOKEN_CHARS} characters "
+                "without whitespace",
+            )
+        ]
+    return []
+
+
+def _text_datagen(opts: msgs.TextDatagenOptions, has_base: bool) -> list[FieldViolation]:
+    problems = _entities(opts.labels, "text_options.labels")
+    if len(opts.labels) == 1 and not has_base:
+        problems.append(
+            FieldViolation(
+                "text_options.labels",
+                "text_options.labels needs at least 2 labels to train a classifier (or a "
+                "base_model_id that has others)",
+            )
+        )
+    if len(opts.labels) > MAX_DATAGEN_LABELS:
+        problems.append(
+            FieldViolation(
+                "text_options.labels",
+                f"text_options.labels may hold at most {MAX_DATAGEN_LABELS}",
+            )
+        )
+    if not opts.HasField("samples_per_label"):
+        problems.append(
+            FieldViolation(
+                "text_options.samples_per_label", "text_options.samples_per_label is required"
+            )
+        )
+    elif opts.samples_per_label < 1:
+        problems.append(
+            FieldViolation(
+                "text_options.samples_per_label",
+                "text_options.samples_per_label must be at least 1",
+            )
+        )
+    elif opts.samples_per_label * len(opts.labels) > MAX_GENERATED_ROWS:
+        problems.append(
+            FieldViolation(
+                "text_options.samples_per_label",
+                f"samples_per_label x labels must be at most {MAX_GENERATED_ROWS} texts",
+            )
+        )
+    return problems
 
 
 def _nlp_token_retrain(
@@ -455,6 +583,29 @@ def _predict(request: msgs.PredictRequest) -> list[FieldViolation]:
     return problems
 
 
+def _token_feedback(request: msgs.AddTokenFeedbackRequest) -> list[FieldViolation]:
+    problems = []
+    if not request.tokens:
+        problems.append(FieldViolation("tokens", "tokens must hold at least one token"))
+    elif len(request.tokens) > MAX_FEEDBACK_TOKENS:
+        problems.append(
+            FieldViolation("tokens", f"tokens may hold at most {MAX_FEEDBACK_TOKENS} tokens")
+        )
+    else:
+        problems += _tokens(request.tokens, "tokens")
+    if len(request.tags) != len(request.tokens):
+        problems.append(
+            FieldViolation(
+                "tags",
+                f"tags must hold one tag per token: {len(request.tokens)} tokens and "
+                f"{len(request.tags)} tags",
+            )
+        )
+    elif any(not t or len(t) > MAX_NAME_CHARS or any(c.isspace() for c in t) for t in request.tags):
+        problems.append(FieldViolation("tags", "each tag must be one word"))
+    return problems
+
+
 def validators(limits: Limits | None = None) -> Mapping[str, Validator]:
     """The request rules by message name, with the resource maxima from settings."""
     lim = limits or Limits()
@@ -476,6 +627,7 @@ def validators(limits: Limits | None = None) -> Mapping[str, Validator]:
             msgs.SetModelAccessRequest.DESCRIPTOR.full_name: _set_access,
             msgs.ListModelsRequest.DESCRIPTOR.full_name: _list_models,
             msgs.PredictRequest.DESCRIPTOR.full_name: _predict,
+            msgs.AddTokenFeedbackRequest.DESCRIPTOR.full_name: _token_feedback,
         }
     )
     return rules

@@ -12,7 +12,9 @@ is a `ConfigError` that says what is wrong and where, never what the config hold
 
 A config the orchestrator writes carries a `platform` section (the orchestrator's address and
 the workload's job token): `load_config` takes it out, so a trainer never sees it, and keeps it
-for `Reporter.from_env` (this process is the one workload the config belongs to). It travels in
+for `Reporter.from_env` (this process is the one workload the config belongs to); its optional
+`llm` object (an LLM provider's base URL, model and key, from the orchestrator's settings, for
+the trainers that generate data) is kept for `platform_llm()`. It travels in
 the config file (mode 0600, the workload's own; a per-job Secret on Kubernetes), not in the
 environment, so it shows in no process listing or pod spec.
 """
@@ -42,10 +44,20 @@ PLATFORM_KEY = "platform"
 _PLATFORM_FIELDS = ("orchestrator_address", "job_token")
 _platform: dict[str, str] = {}
 
+#: The platform's LLM provider settings: a flat object of strings and numbers.
+PLATFORM_LLM_KEY = "llm"
+_platform_llm: dict[str, str | int | float] = {}
+
 
 def platform_settings() -> dict[str, str]:
     """The platform section of the config `load_config` read last (empty when none)."""
     return dict(_platform)
+
+
+def platform_llm() -> dict[str, str | int | float]:
+    """The LLM provider settings of the platform section `load_config` read last (empty when
+    the platform configured none)."""
+    return dict(_platform_llm)
 
 
 def _take_platform(config: dict[str, Any]) -> dict[str, Any]:
@@ -56,8 +68,16 @@ def _take_platform(config: dict[str, Any]) -> dict[str, Any]:
         isinstance(section.get(k, ""), str) for k in _PLATFORM_FIELDS
     ):
         raise ConfigError(f"the config's {PLATFORM_KEY!r} section is malformed")
+    llm = section.get(PLATFORM_LLM_KEY) or {}
+    if not isinstance(llm, dict) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+        for k, v in llm.items()
+    ):
+        raise ConfigError(f"the config's {PLATFORM_KEY}.{PLATFORM_LLM_KEY} section is malformed")
     _platform.clear()
     _platform.update({k: str(section[k]) for k in _PLATFORM_FIELDS if section.get(k)})
+    _platform_llm.clear()
+    _platform_llm.update(llm)
     return config
 
 

@@ -24,10 +24,12 @@ C = TypeVar("C")
 
 @dataclass(frozen=True)
 class Written:
-    """Where the trainer's model artifact went: its manifest URI and version."""
+    """Where the trainer's model artifact went: its manifest URI and version, and what else
+    the model's attributes should say (reported with the complete status)."""
 
     where: str
     version: str
+    attributes: Mapping[str, Any] | None = None
 
 
 async def run_trainer(
@@ -58,7 +60,12 @@ async def run_trainer(
             await reporter.status("in_progress")
             written = await train(config, reporter)
             await reporter.status(
-                "complete", {"artifact": written.where, "artifact_version": written.version}
+                "complete",
+                {
+                    **(written.attributes or {}),
+                    "artifact": written.where,
+                    "artifact_version": written.version,
+                },
             )
         except ReportError as exc:
             say(f"cannot report: {exc}")

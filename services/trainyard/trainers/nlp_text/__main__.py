@@ -35,6 +35,7 @@ from trainyard.workload import (
     fetch_inputs,
     run_trainer,
 )
+from trainyard.workload.inputs import InputFile
 
 PROG = "trainyard.trainers.nlp_text"
 MODEL_ARTIFACT = "model"
@@ -96,14 +97,21 @@ async def _base_model(base: BaseModel) -> TextModel:
 
 
 async def _train(
-    config: TextConfig, reporter: Reporter, work: Path
+    config: TextConfig,
+    reporter: Reporter,
+    work: Path,
+    given: tuple[list[InputFile], list[InputFile]] | None = None,
 ) -> tuple[TextModel, dict[str, Any]]:
     warnings: list[str] = []
     try:
-        supervised = await fetch_inputs(config.supervised_files, work)
-        tests = await fetch_inputs(config.test_files, work) if config.test_files else []
+        if given is None:
+            given = (
+                await fetch_inputs(config.supervised_files, work),
+                await fetch_inputs(config.test_files, work) if config.test_files else [],
+            )
     except InputError as exc:
         raise TrainingFailed(f"cannot read the input files: {exc}") from exc
+    supervised, tests = given
     base = await _base_model(config.base_model) if config.base_model else None
     progress = ThrottledProgress(reporter, asyncio.get_running_loop())
     params = TrainParams(
@@ -163,9 +171,16 @@ async def _train(
     return model, report
 
 
-async def _train_and_write(config: TextConfig, reporter: Reporter) -> Written:
+async def train_and_write(
+    config: TextConfig,
+    reporter: Reporter,
+    inputs: tuple[list[InputFile], list[InputFile]] | None = None,
+) -> Written:
+    """One training, reported and written: the library entry of other trainers (datagen)
+    too; `inputs`: the (supervised, test) files when the caller has them on local disk
+    already (data it made)."""
     with tempfile.TemporaryDirectory(prefix="nlp-text-", dir=os.getcwd()) as tmp:
-        model, report = await _train(config, reporter, Path(tmp))
+        model, report = await _train(config, reporter, Path(tmp), inputs)
     await reporter.progress(0.0, "writing")
     storage = storage_at(config.artifacts_uri)
     await storage.start()
@@ -193,7 +208,7 @@ async def run(environ: Mapping[str, str]) -> int:
         PROG,
         environ,
         lambda raw: TextConfig.parse(raw, environ),
-        _train_and_write,
+        train_and_write,
         user_errors=(DataError, TrainingFailed),
     )
 

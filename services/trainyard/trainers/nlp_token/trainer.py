@@ -278,6 +278,11 @@ async def _load_base(config: NlpTokenConfig, workdir: Path) -> Base | None:
     return Base(predictor, folder / DATA_FILE)
 
 
+async def load_base(config: NlpTokenConfig, workdir: Path) -> Base | None:
+    """The config's base model (its predictor and training sentences); None without one."""
+    return await _load_base(config, workdir)
+
+
 async def _pump(reporter: Reporter, progress: Progress, stop: threading.Event) -> None:
     last: tuple[str, float] | None = None
     while True:
@@ -295,11 +300,24 @@ async def _pump(reporter: Reporter, progress: Progress, stop: threading.Event) -
         await asyncio.sleep(0.5)
 
 
-async def _train_and_write(config: NlpTokenConfig, reporter: Reporter, workdir: Path) -> Written:
+async def train_and_write(
+    config: NlpTokenConfig,
+    reporter: Reporter,
+    workdir: Path,
+    base: Base | None = None,
+    inputs: tuple[list[InputFile], list[InputFile]] | None = None,
+) -> Written:
+    """One training, reported and written: the library entry of other trainers (datagen)
+    too. `base`: the config's base model when the caller loaded it already; `inputs`: the
+    (supervised, test) files when the caller has them on local disk already (data it made)."""
     await reporter.progress(0.0, "reading")
-    supervised = await fetch_inputs(config.supervised_files, workdir)
-    tests = await fetch_inputs(config.test_files, workdir)
-    base = await _load_base(config, workdir)
+    if inputs is None:
+        supervised = await fetch_inputs(config.supervised_files, workdir)
+        tests = await fetch_inputs(config.test_files, workdir)
+    else:
+        supervised, tests = inputs
+    if base is None:
+        base = await _load_base(config, workdir)
     progress = Progress()
     stop = threading.Event()
     pump = asyncio.create_task(_pump(reporter, progress, stop))
@@ -321,7 +339,7 @@ async def run(environ: Mapping[str, str], workdir: Path) -> int:
         PROG,
         environ,
         lambda raw: NlpTokenConfig.parse(raw, environ),
-        lambda config, reporter: _train_and_write(config, reporter, workdir),
+        lambda config, reporter: train_and_write(config, reporter, workdir),
         user_errors=(DataError,),
     )
 
@@ -346,4 +364,4 @@ async def _write(config: NlpTokenConfig, outcome: Outcome) -> tuple[str, str]:
         await storage.close()
 
 
-__all__ = ["PROG", "fit", "run"]
+__all__ = ["DATA_COLUMNS", "PROG", "Base", "fit", "load_base", "run", "train_and_write"]

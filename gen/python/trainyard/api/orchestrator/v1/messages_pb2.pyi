@@ -626,12 +626,14 @@ class LabelEntity(_message.Message):
     name: _builtins.str
     """name is the tag or label; required."""
     description: _builtins.str
-    """description tells the LLM what the tag or label means."""
+    """description tells the provider what the tag or label means; at most 2,000 characters."""
     status: _builtins.str
     """status is the entity's status in the model ("uninserted" by default)."""
     @_builtins.property
     def examples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """examples are example texts."""
+        """examples are example values (a tag) or texts (a label): at most 100, each at most 1,000
+        characters.
+        """
 
     def __init__(
         self,
@@ -691,18 +693,28 @@ class TokenDatagenOptions(_message.Message):
     SAMPLES_FIELD_NUMBER: _builtins.int
     TEMPLATES_PER_SAMPLE_FIELD_NUMBER: _builtins.int
     num_sentences_to_generate: _builtins.int
-    """num_sentences_to_generate is how many sentences to generate; default 1000."""
+    """num_sentences_to_generate is how many sentences to generate, 1 to 100,000; default 1000 (or
+    num_samples_per_tag x tags when only that is given). Each tag leads an equal share.
+    """
     num_samples_per_tag: _builtins.int
-    """num_samples_per_tag is how many samples per tag; default unset (derived)."""
+    """num_samples_per_tag, 1 to 100,000, raises the sentences to num_samples_per_tag x tags when
+    that is more; at most 100,000 sentences in all.
+    """
     templates_per_sample: _builtins.int
-    """templates_per_sample is how many templates per sample; default 10."""
+    """templates_per_sample is how many template variants the offline provider makes of each
+    sample, 1 to 1,000; default 10.
+    """
     @_builtins.property
     def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelEntity]:
-        """tags are the tags to generate data for; required."""
+        """tags are the tags to generate data for; required, at most 256; "O" is the outside tag and
+        may not be one.
+        """
 
     @_builtins.property
     def samples(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenSample]:
-        """samples are user-provided samples to learn from."""
+        """samples are example sentences: tokens without whitespace, one tag per token, tags among
+        `tags` (plain, or B-/I- forms) or "O"; at most 1,000.
+        """
 
     def __init__(
         self,
@@ -741,10 +753,14 @@ class TextDatagenOptions(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     SAMPLES_PER_LABEL_FIELD_NUMBER: _builtins.int
     samples_per_label: _builtins.int
-    """samples_per_label is how many samples per label; required."""
+    """samples_per_label is how many texts to generate per label, 1 or more; required. At most
+    100,000 texts in all.
+    """
     @_builtins.property
     def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelEntity]:
-        """labels are the labels to generate data for; required."""
+        """labels are the labels to generate data for; required, at least 2 without base_model_id, at
+        most 1,000. The offline provider needs examples or a description for each.
+        """
 
     def __init__(
         self,
@@ -782,11 +798,15 @@ class TrainNlpDatagenRequest(_message.Message):
     base_model_id: _builtins.str
     """base_model_id is an optional model to start from."""
     task_prompt: _builtins.str
-    """task_prompt describes the task to the LLM."""
+    """task_prompt describes the task to the provider; required, at most 10,000 characters."""
     llm_provider: _builtins.str
-    """llm_provider names the LLM provider; default "openai"."""
+    """llm_provider is "openai" (the default: the platform's OpenAI-compatible provider when it has a
+    key, else the offline provider) or "offline" (templates and Faker values, no network).
+    """
     test_size: _builtins.float
-    """test_size is the fraction of generated data held out; default 0.1."""
+    """test_size is the fraction of generated data held out for the report, in [0, 1), rounded
+    down; default 0.1.
+    """
     @_builtins.property
     def token_options(self) -> Global___TokenDatagenOptions:
         """token_options configure token-data generation."""
@@ -874,9 +894,13 @@ class RetrainNlpTokenRequest(_message.Message):
     base_model_id: _builtins.str
     """base_model_id is the model to retrain; required."""
     llm_provider: _builtins.str
-    """llm_provider names the LLM provider; default "openai"."""
+    """llm_provider, when given ("openai" or "offline", as in TrainNlpDatagenRequest), adds
+    sentences generated from the feedback; unset trains on the base data and the feedback only.
+    """
     test_size: _builtins.float
-    """test_size is the fraction of data held out; default 0.1."""
+    """test_size is the fraction of the feedback (and of the generated sentences) held out for the
+    report, in [0, 1), rounded down; default 0.1.
+    """
     @_builtins.property
     def train_options(self) -> Global___TrainOptions:
         """train_options tune training."""
@@ -1353,12 +1377,13 @@ class ModelInfo(_message.Message):
     PUBLISH_DATE_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """model_id is the model's id."""
     model_name: _builtins.str
     """model_name is the model's name, unique per owner."""
     type: _builtins.str
-    """type is "ndb", "nlp-token", "nlp-text" or "nlp-datagen"."""
+    """type is "ndb", "nlp-token" or "nlp-text" (a datagen model has the type it was trained as)."""
     access: _builtins.str
     """access is "private" (the owner only) or "public" (anyone may read and use it)."""
     train_status: _builtins.str
@@ -1369,6 +1394,11 @@ class ModelInfo(_message.Message):
     """base_model_id is the model it was trained from; empty when none."""
     publish_date: _builtins.str
     """publish_date is when the model was created (RFC 3339)."""
+    origin: _builtins.str
+    """origin is the train endpoint that created the model: "ndb", "nlp-token", "nlp-text",
+    "nlp-datagen" (a token or text model trained on generated data), "ndb-retrain" or
+    "nlp-token-retrain".
+    """
     @_builtins.property
     def attributes(self) -> _struct_pb2.Struct:
         """attributes are what its training reported (the update-status metadata): metrics, artifact."""
@@ -1390,10 +1420,11 @@ class ModelInfo(_message.Message):
         publish_date: _builtins.str = ...,
         attributes: _struct_pb2.Struct | None = ...,
         progress: Global___Progress | None = ...,
+        origin: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "attributes", b"attributes", "base_model_id", b"base_model_id", "model_id", b"model_id", "model_name", b"model_name", "progress", b"progress", "publish_date", b"publish_date", "train_status", b"train_status", "type", b"type", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "attributes", b"attributes", "base_model_id", b"base_model_id", "model_id", b"model_id", "model_name", b"model_name", "origin", b"origin", "progress", b"progress", "publish_date", b"publish_date", "train_status", b"train_status", "type", b"type", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1779,3 +1810,84 @@ class PredictResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PredictResponse: _TypeAlias = PredictResponse  # noqa: Y015
+
+@_typing.final
+class GetGeneratedDataRequest(_message.Message):
+    """---- datagen and token feedback (issue 11) ----
+
+    GetGeneratedDataRequest names a model whose generated data to download.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the model's id."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGeneratedDataRequest: _TypeAlias = GetGeneratedDataRequest  # noqa: Y015
+
+@_typing.final
+class AddTokenFeedbackRequest(_message.Message):
+    """AddTokenFeedbackRequest is one sentence with its corrected tags."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the nlp-token model's id."""
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """tokens are the sentence's tokens, 1 to 1,000, each 1 to 200 characters without whitespace."""
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """tags are one tag per token: the model's labels (plain or B-/I- forms) or its outside tag."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        tokens: _abc.Iterable[_builtins.str] | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "tags", b"tags", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddTokenFeedbackRequest: _TypeAlias = AddTokenFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class AddTokenFeedbackResponse(_message.Message):
+    """AddTokenFeedbackResponse says how much feedback the model holds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_COUNT_FIELD_NUMBER: _builtins.int
+    feedback_count: _builtins.int
+    """feedback_count is the number of feedback sentences the model now holds."""
+    def __init__(
+        self,
+        *,
+        feedback_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback_count", b"feedback_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddTokenFeedbackResponse: _TypeAlias = AddTokenFeedbackResponse  # noqa: Y015

@@ -140,14 +140,25 @@ class TrainServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TrainNlpDatagen(self, request, context):
-        """TrainNlpDatagen generates synthetic data with an LLM and trains an NLP model on it.
+        """TrainNlpDatagen generates labelled data and trains an nlp-token (token_options) or nlp-text
+        (text_options) model on it in the same workload; the model's type is the trained kind and
+        its `origin` is "nlp-datagen". The data comes from the openai provider when the platform has
+        an OpenAI key (orchestrator setting openai_api_key, or OPENAI_API_KEY), else, or with
+        llm_provider "offline", from the offline provider (templates built from the examples and
+        samples, filled with Faker values; seeded, no network); the first status warning says which.
+        The generated train and test files are kept: GetGeneratedData.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RetrainNlpToken(self, request, context):
-        """RetrainNlpToken retrains an NLP token model from collected user feedback.
+        """RetrainNlpToken trains a new nlp-token model from the base model (its training data) plus all
+        the feedback collected on it (AddTokenFeedback), each feedback sentence counted
+        token_feedback_weight times (orchestrator setting, default 5), plus, when llm_provider is
+        given, retrain_generated_sentences (setting, default 200) sentences generated from the
+        feedback; test_size of each is held out for the report. The base model is not changed. A base
+        model without feedback is 422 (FAILED_PRECONDITION) in the train-validation message format.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -690,6 +701,16 @@ class ModelServiceStub:
                 request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.GetGeneratedData = channel.unary_stream(
+                '/trainyard.api.orchestrator.v1.ModelService/GetGeneratedData',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetGeneratedDataRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.AddTokenFeedback = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/AddTokenFeedback',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -747,6 +768,32 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetGeneratedData(self, request, context):
+        """---- datagen and token feedback (issue 11) ----
+
+        GetGeneratedData streams the data a datagen training generated as a zip archive:
+        MANIFEST.json, test.csv and train.csv (columns source/target for token models, space-separated
+        tokens and one tag per token; text/label for text models); an nlp-token-retrain model's holds
+        its feedback and generated sentences. The model must be complete (422); a model trained
+        without generated data is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddTokenFeedback(self, request, context):
+        """AddTokenFeedback records corrected tags for one sentence on a complete nlp-token model (read
+        access needed). The feedback is kept per model, across restarts, until the model is deleted;
+        RetrainNlpToken trains on it. Field rules (422): 1 to 1,000 tokens, each 1 to 200 characters
+        without whitespace; one tag per token. A tag that is not one of the model's (its labels, their
+        B-/I- forms, or its outside tag) is 422 naming it; so is a model that is not a complete
+        nlp-token model, or one that already holds max_token_feedback_per_model (setting, default
+        10,000) sentences.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -784,6 +831,16 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictResponse.SerializeToString,
+            ),
+            'GetGeneratedData': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetGeneratedData,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetGeneratedDataRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'AddTokenFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTokenFeedback,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -977,6 +1034,60 @@ class ModelService:
             '/trainyard.api.orchestrator.v1.ModelService/Predict',
             trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictRequest.SerializeToString,
             trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGeneratedData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/GetGeneratedData',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.GetGeneratedDataRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddTokenFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/AddTokenFeedback',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

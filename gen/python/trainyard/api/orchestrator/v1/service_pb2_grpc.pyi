@@ -46,9 +46,22 @@ class TrainServiceStub:
     TrainNlpText: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTextRequest, _messages_pb2.TrainNlpTextResponse]
     """TrainNlpText trains an NLP text-classification model (document classification too)."""
     TrainNlpDatagen: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpDatagenRequest, _messages_pb2.TrainNlpDatagenResponse]
-    """TrainNlpDatagen generates synthetic data with an LLM and trains an NLP model on it."""
+    """TrainNlpDatagen generates labelled data and trains an nlp-token (token_options) or nlp-text
+    (text_options) model on it in the same workload; the model's type is the trained kind and
+    its `origin` is "nlp-datagen". The data comes from the openai provider when the platform has
+    an OpenAI key (orchestrator setting openai_api_key, or OPENAI_API_KEY), else, or with
+    llm_provider "offline", from the offline provider (templates built from the examples and
+    samples, filled with Faker values; seeded, no network); the first status warning says which.
+    The generated train and test files are kept: GetGeneratedData.
+    """
     RetrainNlpToken: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RetrainNlpTokenRequest, _messages_pb2.RetrainNlpTokenResponse]
-    """RetrainNlpToken retrains an NLP token model from collected user feedback."""
+    """RetrainNlpToken trains a new nlp-token model from the base model (its training data) plus all
+    the feedback collected on it (AddTokenFeedback), each feedback sentence counted
+    token_feedback_weight times (orchestrator setting, default 5), plus, when llm_provider is
+    given, retrain_generated_sentences (setting, default 200) sentences generated from the
+    feedback; test_size of each is held out for the report. The base model is not changed. A base
+    model without feedback is 422 (FAILED_PRECONDITION) in the train-validation message format.
+    """
     GetTrainStatus: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetTrainStatusRequest, _messages_pb2.GetTrainStatusResponse]
     """GetTrainStatus returns a model's train status with its errors and warnings."""
     GetTrainLogs: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetTrainLogsRequest, _messages_pb2.GetTrainLogsResponse]
@@ -95,9 +108,22 @@ class TrainServiceAsyncStub(TrainServiceStub):
     TrainNlpText: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTextRequest, _messages_pb2.TrainNlpTextResponse]  # type: ignore[assignment]
     """TrainNlpText trains an NLP text-classification model (document classification too)."""
     TrainNlpDatagen: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpDatagenRequest, _messages_pb2.TrainNlpDatagenResponse]  # type: ignore[assignment]
-    """TrainNlpDatagen generates synthetic data with an LLM and trains an NLP model on it."""
+    """TrainNlpDatagen generates labelled data and trains an nlp-token (token_options) or nlp-text
+    (text_options) model on it in the same workload; the model's type is the trained kind and
+    its `origin` is "nlp-datagen". The data comes from the openai provider when the platform has
+    an OpenAI key (orchestrator setting openai_api_key, or OPENAI_API_KEY), else, or with
+    llm_provider "offline", from the offline provider (templates built from the examples and
+    samples, filled with Faker values; seeded, no network); the first status warning says which.
+    The generated train and test files are kept: GetGeneratedData.
+    """
     RetrainNlpToken: _aio.UnaryUnaryMultiCallable[_messages_pb2.RetrainNlpTokenRequest, _messages_pb2.RetrainNlpTokenResponse]  # type: ignore[assignment]
-    """RetrainNlpToken retrains an NLP token model from collected user feedback."""
+    """RetrainNlpToken trains a new nlp-token model from the base model (its training data) plus all
+    the feedback collected on it (AddTokenFeedback), each feedback sentence counted
+    token_feedback_weight times (orchestrator setting, default 5), plus, when llm_provider is
+    given, retrain_generated_sentences (setting, default 200) sentences generated from the
+    feedback; test_size of each is held out for the report. The base model is not changed. A base
+    model without feedback is 422 (FAILED_PRECONDITION) in the train-validation message format.
+    """
     GetTrainStatus: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetTrainStatusRequest, _messages_pb2.GetTrainStatusResponse]  # type: ignore[assignment]
     """GetTrainStatus returns a model's train status with its errors and warnings."""
     GetTrainLogs: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetTrainLogsRequest, _messages_pb2.GetTrainLogsResponse]  # type: ignore[assignment]
@@ -171,7 +197,14 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.TrainNlpDatagenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.TrainNlpDatagenResponse, _abc.Awaitable[_messages_pb2.TrainNlpDatagenResponse]]:
-        """TrainNlpDatagen generates synthetic data with an LLM and trains an NLP model on it."""
+        """TrainNlpDatagen generates labelled data and trains an nlp-token (token_options) or nlp-text
+        (text_options) model on it in the same workload; the model's type is the trained kind and
+        its `origin` is "nlp-datagen". The data comes from the openai provider when the platform has
+        an OpenAI key (orchestrator setting openai_api_key, or OPENAI_API_KEY), else, or with
+        llm_provider "offline", from the offline provider (templates built from the examples and
+        samples, filled with Faker values; seeded, no network); the first status warning says which.
+        The generated train and test files are kept: GetGeneratedData.
+        """
 
     @_abc_1.abstractmethod
     def RetrainNlpToken(
@@ -179,7 +212,13 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.RetrainNlpTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.RetrainNlpTokenResponse, _abc.Awaitable[_messages_pb2.RetrainNlpTokenResponse]]:
-        """RetrainNlpToken retrains an NLP token model from collected user feedback."""
+        """RetrainNlpToken trains a new nlp-token model from the base model (its training data) plus all
+        the feedback collected on it (AddTokenFeedback), each feedback sentence counted
+        token_feedback_weight times (orchestrator setting, default 5), plus, when llm_provider is
+        given, retrain_generated_sentences (setting, default 200) sentences generated from the
+        feedback; test_size of each is held out for the report. The base model is not changed. A base
+        model without feedback is 422 (FAILED_PRECONDITION) in the train-validation message format.
+        """
 
     @_abc_1.abstractmethod
     def GetTrainStatus(
@@ -278,6 +317,24 @@ class ModelServiceStub:
     """Predict answers queries with a complete model (422 otherwise): nlp-text models return their
     best classes, nlp-token models a tag per token.
     """
+    GetGeneratedData: _grpc.UnaryStreamMultiCallable[_messages_pb2.GetGeneratedDataRequest, _httpbody_pb2.HttpBody]
+    """---- datagen and token feedback (issue 11) ----
+
+    GetGeneratedData streams the data a datagen training generated as a zip archive:
+    MANIFEST.json, test.csv and train.csv (columns source/target for token models, space-separated
+    tokens and one tag per token; text/label for text models); an nlp-token-retrain model's holds
+    its feedback and generated sentences. The model must be complete (422); a model trained
+    without generated data is NOT_FOUND.
+    """
+    AddTokenFeedback: _grpc.UnaryUnaryMultiCallable[_messages_pb2.AddTokenFeedbackRequest, _messages_pb2.AddTokenFeedbackResponse]
+    """AddTokenFeedback records corrected tags for one sentence on a complete nlp-token model (read
+    access needed). The feedback is kept per model, across restarts, until the model is deleted;
+    RetrainNlpToken trains on it. Field rules (422): 1 to 1,000 tokens, each 1 to 200 characters
+    without whitespace; one tag per token. A tag that is not one of the model's (its labels, their
+    B-/I- forms, or its outside tag) is 422 naming it; so is a model that is not a complete
+    nlp-token model, or one that already holds max_token_feedback_per_model (setting, default
+    10,000) sentences.
+    """
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
@@ -301,6 +358,24 @@ class ModelServiceAsyncStub(ModelServiceStub):
     Predict: _aio.UnaryUnaryMultiCallable[_messages_pb2.PredictRequest, _messages_pb2.PredictResponse]  # type: ignore[assignment]
     """Predict answers queries with a complete model (422 otherwise): nlp-text models return their
     best classes, nlp-token models a tag per token.
+    """
+    GetGeneratedData: _aio.UnaryStreamMultiCallable[_messages_pb2.GetGeneratedDataRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """---- datagen and token feedback (issue 11) ----
+
+    GetGeneratedData streams the data a datagen training generated as a zip archive:
+    MANIFEST.json, test.csv and train.csv (columns source/target for token models, space-separated
+    tokens and one tag per token; text/label for text models); an nlp-token-retrain model's holds
+    its feedback and generated sentences. The model must be complete (422); a model trained
+    without generated data is NOT_FOUND.
+    """
+    AddTokenFeedback: _aio.UnaryUnaryMultiCallable[_messages_pb2.AddTokenFeedbackRequest, _messages_pb2.AddTokenFeedbackResponse]  # type: ignore[assignment]
+    """AddTokenFeedback records corrected tags for one sentence on a complete nlp-token model (read
+    access needed). The feedback is kept per model, across restarts, until the model is deleted;
+    RetrainNlpToken trains on it. Field rules (422): 1 to 1,000 tokens, each 1 to 200 characters
+    without whitespace; one tag per token. A tag that is not one of the model's (its labels, their
+    B-/I- forms, or its outside tag) is 422 naming it; so is a model that is not a complete
+    nlp-token model, or one that already holds max_token_feedback_per_model (setting, default
+    10,000) sentences.
     """
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -364,6 +439,36 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.PredictResponse, _abc.Awaitable[_messages_pb2.PredictResponse]]:
         """Predict answers queries with a complete model (422 otherwise): nlp-text models return their
         best classes, nlp-token models a tag per token.
+        """
+
+    @_abc_1.abstractmethod
+    def GetGeneratedData(
+        self,
+        request: _messages_pb2.GetGeneratedDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """---- datagen and token feedback (issue 11) ----
+
+        GetGeneratedData streams the data a datagen training generated as a zip archive:
+        MANIFEST.json, test.csv and train.csv (columns source/target for token models, space-separated
+        tokens and one tag per token; text/label for text models); an nlp-token-retrain model's holds
+        its feedback and generated sentences. The model must be complete (422); a model trained
+        without generated data is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def AddTokenFeedback(
+        self,
+        request: _messages_pb2.AddTokenFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.AddTokenFeedbackResponse, _abc.Awaitable[_messages_pb2.AddTokenFeedbackResponse]]:
+        """AddTokenFeedback records corrected tags for one sentence on a complete nlp-token model (read
+        access needed). The feedback is kept per model, across restarts, until the model is deleted;
+        RetrainNlpToken trains on it. Field rules (422): 1 to 1,000 tokens, each 1 to 200 characters
+        without whitespace; one tag per token. A tag that is not one of the model's (its labels, their
+        B-/I- forms, or its outside tag) is 422 naming it; so is a model that is not a complete
+        nlp-token model, or one that already holds max_token_feedback_per_model (setting, default
+        10,000) sentences.
         """
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
