@@ -104,9 +104,11 @@ def test_each_contract_breaks_on_a_forbidden_import(tmp_path: Path, contract_id:
         package = tmp_path.joinpath(*name.split("."))
         package.mkdir(parents=True, exist_ok=True)
         (package / "__init__.py").touch()
+    # The contract's exceptions name real modules, which the fake tree does not have.
     renamed = {
         key: [_rename(m) for m in value] if isinstance(value, list) else value
         for key, value in contract.items()
+        if key != "ignore_imports"
     }
     config = tmp_path / "importlinter.toml"
     lines = ["[tool.importlinter]", 'root_packages = ["fakeyard"]']
