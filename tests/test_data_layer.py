@@ -15,7 +15,11 @@ from trainyard.runtime.settings import SERVICE_NAMES
 
 EXPECTED_TABLES = {
     "upload": {"upload_uploads", "upload_files"},
-    "orchestrator": {"orchestrator_models", "orchestrator_model_messages"},
+    "orchestrator": {
+        "orchestrator_models",
+        "orchestrator_model_messages",
+        "orchestrator_ndb_feedback",
+    },
     "jobrunner": {"jobrunner_jobs"},
     "finetuning": {"finetuning_finetunings"},
     "clustering": {"clustering_experiments"},

@@ -21,6 +21,7 @@ from trainyard.orchestrator.models import (
     Cursor,
     Model,
     ModelMessage,
+    NdbFeedback,
 )
 from trainyard.runtime.clock import as_utc, utcnow
 from trainyard.runtime.db import reader_of
@@ -306,6 +307,7 @@ class ModelRegistry:
     async def delete(self, model_id: str) -> None:
         async with self._write() as session:
             await session.execute(delete(ModelMessage).where(ModelMessage.model_id == model_id))
+            await session.execute(delete(NdbFeedback).where(NdbFeedback.model_id == model_id))
             await session.execute(delete(Model).where(Model.id == model_id))
 
     async def update_status(

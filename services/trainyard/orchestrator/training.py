@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 from trainyard.api.jobrunner.v1 import messages_pb2 as jr
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.blobs import BlobStorage
+from trainyard.orchestrator.feedback import CollectedFeedback, FeedbackStore
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
 from trainyard.orchestrator.settings import OrchestratorSettings
@@ -122,10 +123,31 @@ def plan_of(kind: str, request: Any, settings: OrchestratorSettings) -> Plan:
             }
         )
         type_ = _RETRAIN[kind]
+        if kind == "ndb-retrain":
+            # The base model's index plus its feedback (added by Trainings.start): no files.
+            files = {"unsupervised_files": [], "supervised_files": []}
+            options["deletions"] = []
     return Plan(kind, type_, request.model_name, base, files, options, cores, memory)
 
 
 _RETRAIN = {"ndb-retrain": "ndb", "nlp-token-retrain": "nlp-token"}
+
+
+def fit_feedback(collected: CollectedFeedback, budget: int) -> tuple[dict[str, Any], int]:
+    """The trainer's `feedback` config of `collected`, keeping the newest entries of each kind
+    whose JSON fits `budget` bytes in all; how many were left out."""
+    config = collected.to_config()
+    sizes = {key: [len(json.dumps(item)) + 2 for item in items] for key, items in config.items()}
+    total = sum(sum(v) for v in sizes.values())
+    left_out = 0
+    keys = list(config)
+    while total > budget and any(config[k] for k in keys):
+        # Drop the oldest entry of the kind that holds the most bytes.
+        key = max(keys, key=lambda k: sum(sizes[k]))
+        config[key].pop(0)
+        total -= sizes[key].pop(0)
+        left_out += 1
+    return config, left_out
 
 
 class Trainings:
@@ -137,8 +159,11 @@ class Trainings:
         authority: TokenAuthority,
         settings: OrchestratorSettings,
         orchestrator_address: str = "",
+        *,
+        feedback: FeedbackStore,
     ) -> None:
         self._registry = registry
+        self._feedback = feedback
         self._peers = peers
         self._artifacts = artifacts
         self._authority = authority
@@ -152,8 +177,13 @@ class Trainings:
     async def start(self, kind: str, request: Any, user: str) -> str:
         """Create the model and start its trainer; the new model's id."""
         plan = plan_of(kind, request, self._settings)
+        base: ModelView | None = None
         if plan.base_model_id:
-            await self._check_base(plan, user)
+            base = await self._check_base(plan, user)
+        feedback: dict[str, Any] | None = None
+        left_out = 0
+        if kind == "ndb-retrain" and base is not None:
+            feedback, left_out = await self._ndb_feedback(base, user)
         resolved = {
             key: [
                 uri
@@ -171,6 +201,8 @@ class Trainings:
             if plan.base_model_id
             else None
         )
+        if feedback is not None:
+            config["feedback"] = feedback
         train_config = {
             "kind": plan.kind,
             "trainer": TRAINERS.get(plan.type) if plan.kind not in _UNSUPPORTED else None,
@@ -187,6 +219,13 @@ class Trainings:
             artifact_uri=_folder_uri(self._artifacts, folder),
             model_id=model_id,
         )
+        if left_out:
+            await self._registry.add_message(
+                model_id,
+                "warning",
+                f"ndb-retrain used the newest feedback only: {left_out} older entries did not "
+                f"fit in the trainer's config ({self._settings.ndb_retrain_feedback_bytes} bytes)",
+            )
         try:
             await self._submit(model)
         except Unavailable:
@@ -194,7 +233,24 @@ class Trainings:
             log.warning("training.submit_deferred", model_id=model_id)
         return model_id
 
-    async def _check_base(self, plan: Plan, user: str) -> None:
+    async def _ndb_feedback(self, base: ModelView, user: str) -> tuple[dict[str, Any], int]:
+        """The feedback an ndb-retrain of `base` by `user` trains on, as the trainer's config
+        (the newest that fits the configured budget), and how many entries were left out. The
+        owner retrains with every user's feedback; another reader (of a public model) with the
+        owner's and their own, so no one's queries reach a model someone else owns."""
+        users = None if base.owner == user else (base.owner, user)
+        collected = await self._feedback.collected(base.id, users)
+        if not len(collected):
+            raise FailedPrecondition(
+                "unable to start ndb training, found the following errors: base model "
+                f"{base.id!r} has no feedback to retrain on: send upvote, associate or "
+                "implicit-feedback requests to it first",
+                reason="NO_FEEDBACK",
+                http_status=422,
+            )
+        return fit_feedback(collected, self._settings.ndb_retrain_feedback_bytes)
+
+    async def _check_base(self, plan: Plan, user: str) -> ModelView:
         base = await self._registry.readable(str(plan.base_model_id), user)
         problems = []
         if base.type != plan.type:
@@ -210,6 +266,7 @@ class Trainings:
                 reason="BASE_MODEL_UNUSABLE",
                 http_status=422,
             )
+        return base
 
     async def _resolve(self, info: msgs.FileInfo, where: str, user: str) -> list[str]:
         """The URIs a file entry names, for this user only."""

@@ -1,0 +1,241 @@
+"""NDB search, sources, feedback and ndb-retrain (/api/v2/model/{id}/search, upvote, associate,
+implicit-feedback, sources; /api/v2/train/ndb-retrain) as a user sees them through real Envoy:
+what is refused and why (these need no trained model: an unknown id, another user's private
+model, a model of another type, a model that is not complete, and every bound of the bodies)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.platform import Platform, start_platform, unique_name
+
+RETRAIN_PREFIX = "unable to start ndb training, found the following errors: "
+UNKNOWN = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    p = start_platform(tmp_path_factory.mktemp("ndb-api"))
+    try:
+        yield p
+    finally:
+        p.harness.close()
+
+
+def _post(
+    platform: Platform, model_id: str, action: str, body: dict[str, Any], user: str = "alice"
+) -> httpx.Response:
+    return httpx.post(
+        f"{platform.http}/api/v2/model/{model_id}/{action}",
+        headers=platform.headers(user),
+        json=body,
+        timeout=60,
+    )
+
+
+def _sources(
+    platform: Platform, model_id: str, user: str = "alice", **params: Any
+) -> httpx.Response:
+    return httpx.get(
+        f"{platform.http}/api/v2/model/{model_id}/sources",
+        headers=platform.headers(user),
+        params=params,
+        timeout=60,
+    )
+
+
+def _failed_ndb(platform: Platform, user: str = "alice") -> str:
+    """An ndb model whose training failed (nothing in it can be indexed)."""
+    upload = platform.upload([("picture.bin", b"\x00\x01\x02 not a document")], user=user)
+    resp = platform.train(
+        "ndb",
+        {
+            "model_name": unique_name("ndb"),
+            "data": {"unsupervised_files": [{"location": "upload", "path": upload}]},
+        },
+        user=user,
+    )
+    assert resp.status_code == 200, resp.text
+    model_id: str = resp.json()["model_id"]
+    assert platform.wait_final(model_id, user)["status"] == "failed"
+    return model_id
+
+
+def _text_model(platform: Platform) -> str:
+    """An nlp-text model (whatever its status: its type alone rules it out)."""
+    upload = platform.upload([("train.csv", b"text,label\ngood film,pos\nbad film,neg\n")])
+    resp = platform.train(
+        "nlp-text",
+        {
+            "model_name": unique_name("text"),
+            "model_options": {
+                "text_column": "text",
+                "label_column": "label",
+                "n_target_classes": 2,
+            },
+            "data": {"supervised_files": [{"location": "upload", "path": upload}]},
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    model_id: str = resp.json()["model_id"]
+    return model_id
+
+
+@pytest.fixture(scope="module")
+def failed_ndb(platform: Platform) -> str:
+    return _failed_ndb(platform)
+
+
+FEEDBACK_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("search", {"query": "hello"}),
+    ("upvote", {"text_id_pairs": [{"query_text": "hello", "reference_id": "doc.txt#0"}]}),
+    ("associate", {"text_pairs": [{"source": "hi", "target": "hello"}]}),
+    (
+        "implicit-feedback",
+        {"query_text": "hello", "reference_id": "doc.txt#0", "event": "click"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("action", "body"), FEEDBACK_CALLS, ids=[a for a, _ in FEEDBACK_CALLS])
+def test_unknown_foreign_other_type_and_unfinished_models_are_refused(
+    platform: Platform, failed_ndb: str, action: str, body: dict[str, Any]
+) -> None:
+    unknown = _post(platform, UNKNOWN, action, body)
+    assert unknown.status_code == 404, unknown.text
+    assert UNKNOWN in unknown.json()["message"]
+
+    foreign = _post(platform, failed_ndb, action, body, user="mallory")
+    assert foreign.status_code == 403, foreign.text
+    assert "read access" in foreign.json()["message"]
+
+    text_model = _text_model(platform)
+    other_type = _post(platform, text_model, action, body)
+    assert other_type.status_code == 422, other_type.text
+    assert "is a nlp-text model" in other_type.json()["message"]
+    assert "need an ndb model" in other_type.json()["message"]
+
+    unfinished = _post(platform, failed_ndb, action, body)
+    assert unfinished.status_code == 422, unfinished.text
+    assert "its training is failed, not complete" in unfinished.json()["message"]
+
+
+def test_sources_of_unknown_foreign_and_unfinished_models_are_refused(
+    platform: Platform, failed_ndb: str
+) -> None:
+    assert _sources(platform, UNKNOWN).status_code == 404
+    assert _sources(platform, failed_ndb, user="mallory").status_code == 403
+    unfinished = _sources(platform, failed_ndb)
+    assert unfinished.status_code == 422, unfinished.text
+    assert "not complete" in unfinished.json()["message"]
+    assert _sources(platform, failed_ndb, page_size=-1).status_code == 422
+    garbage = _sources(platform, failed_ndb, page_token="not-a-token!")
+    assert garbage.status_code == 422, garbage.text
+    assert "page_token" in garbage.json()["message"]
+
+
+def _violations(resp: httpx.Response) -> str:
+    assert resp.status_code == 422, resp.text
+    message: str = resp.json()["message"]
+    return message
+
+
+BAD_SEARCHES: list[tuple[dict[str, Any], str]] = [
+    ({"query": "a", "queries": ["b"]}, "give either query or queries"),
+    ({}, "give either query or queries"),
+    ({"queries": ["q"] * 1001}, "at most 1000 entries"),
+    ({"query": "x" * 100_001}, "at most 100000 characters"),
+    ({"query": "a", "top_k": 0}, "top_k must be from 1 to 100"),
+    ({"query": "a", "top_k": 101}, "top_k must be from 1 to 100"),
+    ({"queries": ["q"] * 1000, "top_k": 11}, "at most 10000 references"),
+    ({"query": "a", "constraints": {"year": {"gt": 3}}}, "must be a string, number or boolean"),
+    ({"query": "a", "constraints": {"year": []}}, "at least one value"),
+    ({"query": "a", "constraints": {"year": [{"a": 1}]}}, "only strings, numbers or booleans"),
+    ({"query": "a", "constraints": {"year": None}}, "must be a string, number or boolean"),
+    ({"query": "a", "constraints": {f"k{i}": 1 for i in range(101)}}, "at most 100 metadata"),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), BAD_SEARCHES)
+def test_search_bodies_are_checked(
+    platform: Platform, failed_ndb: str, body: dict[str, Any], expected: str
+) -> None:
+    assert expected in _violations(_post(platform, failed_ndb, "search", body))
+
+
+def _pair(**overrides: str) -> dict[str, str]:
+    return {"query_text": "what is it", "reference_id": "doc.txt#0", **overrides}
+
+
+BAD_FEEDBACK: list[tuple[str, dict[str, Any], str]] = [
+    ("upvote", {"text_id_pairs": []}, "text_id_pairs must hold at least one pair"),
+    ("upvote", {"text_id_pairs": [_pair()] * 1001}, "at most 1000 pairs a call"),
+    ("upvote", {"text_id_pairs": [_pair(query_text=" ")]}, "query_text must not be empty"),
+    (
+        "upvote",
+        {"text_id_pairs": [_pair(), _pair(query_text="q" * 1001)]},
+        "text_id_pairs[1].query_text must be at most 1000 characters",
+    ),
+    (
+        "upvote",
+        {"text_id_pairs": [_pair(reference_id="r" * 4097)]},
+        "reference_id must be at most 4096 characters",
+    ),
+    ("upvote", {"text_id_pairs": [_pair(query_text="a\x00b")]}, "must not contain NUL"),
+    ("associate", {"text_pairs": []}, "text_pairs must hold at least one pair"),
+    (
+        "associate",
+        {"text_pairs": [{"source": "same", "target": " same "}]},
+        "text_pairs[0] associates a phrase with itself",
+    ),
+    ("associate", {"text_pairs": [{"source": "x", "target": ""}]}, "target must not be empty"),
+    (
+        "associate",
+        {"text_pairs": [{"source": "s" * 1001, "target": "t"}]},
+        "source must be at most 1000 characters",
+    ),
+    ("implicit-feedback", {"query_text": "q", "reference_id": "r"}, "event is required"),
+    (
+        "implicit-feedback",
+        {"query_text": "q", "reference_id": "r", "event": "a click"},
+        "event must be 1 to 64 letters",
+    ),
+    (
+        "implicit-feedback",
+        {"query_text": "", "reference_id": "r", "event": "click"},
+        "query_text must not be empty",
+    ),
+]
+
+
+@pytest.mark.parametrize(("action", "body", "expected"), BAD_FEEDBACK)
+def test_feedback_bodies_are_checked(
+    platform: Platform, failed_ndb: str, action: str, body: dict[str, Any], expected: str
+) -> None:
+    assert expected in _violations(_post(platform, failed_ndb, action, body))
+
+
+def test_retrain_needs_a_complete_ndb_base_the_caller_may_read(
+    platform: Platform, failed_ndb: str
+) -> None:
+    def retrain(base: str, user: str = "alice") -> httpx.Response:
+        return platform.train(
+            "ndb-retrain", {"model_name": unique_name("retrain"), "base_model_id": base}, user=user
+        )
+
+    missing = retrain("")
+    assert missing.status_code == 422, missing.text
+    assert missing.json()["message"] == RETRAIN_PREFIX + "base_model_id is required"
+    assert retrain(UNKNOWN).status_code == 404
+    assert retrain(failed_ndb, user="mallory").status_code == 403
+    unfinished = retrain(failed_ndb)
+    assert unfinished.status_code == 422, unfinished.text
+    assert unfinished.json()["message"].startswith(RETRAIN_PREFIX)
+    assert "is not complete" in unfinished.json()["message"]
+    other_type = retrain(_text_model(platform))
+    assert other_type.status_code == 422, other_type.text
+    assert "not a ndb model" in other_type.json()["message"]
