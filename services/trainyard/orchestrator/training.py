@@ -548,7 +548,7 @@ def _outcome(job: jr.Job, model: ModelView) -> tuple[str, str | None]:
     return "failed", f"the trainer exited with code {job.exit_code}"
 
 
-_UNSUPPORTED = ("ndb", "ndb-retrain", "nlp-datagen", "nlp-token-retrain")
+_UNSUPPORTED = ("ndb", "nlp-datagen", "nlp-token-retrain")
 
 
 def _folder_uri(storage: BlobStorage, folder: str) -> str:
