@@ -11,7 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.harness import TEST_SECRET
 from tests.support.platform import Platform, start_platform, unique_name
+from trainyard.orchestrator.app import build as build_orchestrator
+from trainyard.orchestrator.settings import OrchestratorSettings
+from trainyard.runtime.settings import CommonSettings
 
 RETRAIN_PREFIX = "unable to start ndb training, found the following errors: "
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
@@ -239,3 +243,241 @@ def test_retrain_needs_a_complete_ndb_base_the_caller_may_read(
     other_type = retrain(_text_model(platform))
     assert other_type.status_code == 422, other_type.text
     assert "not a ndb model" in other_type.json()["message"]
+
+
+# ---- a trained model: search, sources, feedback, restart, retrain -------------------------------
+
+GUIDE = """Brewing espresso at home
+
+A good espresso needs finely ground coffee, water just off the boil and nine bars of pressure.
+Tamp the grounds evenly and pull the shot for about twenty-five seconds.
+
+Caring for a lawn
+
+Mow the grass high in summer, water deeply once a week, and feed the lawn in autumn so the
+roots grow strong before winter.
+"""
+
+PRODUCTS = (
+    "id,text,category,brand\n"
+    "p-kettle,Electric kettle that boils water in two minutes,kitchen,Acme\n"
+    "p-grinder,Burr coffee grinder for an even espresso grind,kitchen,Beanco\n"
+    "p-mower,Cordless lawn mower with a wide cutting deck,garden,Acme\n"
+    "p-hose,Expanding garden hose for watering the lawn,garden,Flowy\n"
+    "p-lamp,Desk lamp with a warm dimmable light,office,Acme\n"
+)
+
+
+def _search(
+    platform: Platform, model_id: str, body: dict[str, Any], user: str = "alice"
+) -> list[dict[str, Any]]:
+    resp = _post(platform, model_id, "search", body, user=user)
+    assert resp.status_code == 200, resp.text
+    results: list[dict[str, Any]] = resp.json()["results"]
+    return results
+
+
+def _top(platform: Platform, model_id: str, query: str, top_k: int = 5) -> list[str]:
+    (result,) = _search(platform, model_id, {"query": query, "top_k": top_k})
+    return [ref["doc_id"] for ref in result["references"]]
+
+
+@pytest.fixture(scope="module")
+def trained(platform: Platform) -> str:
+    upload = platform.upload([("guide.txt", GUIDE.encode()), ("products.csv", PRODUCTS.encode())])
+    resp = platform.train(
+        "ndb",
+        {
+            "model_name": unique_name("ndb"),
+            "data": {"unsupervised_files": [{"location": "upload", "path": upload}]},
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    model_id: str = resp.json()["model_id"]
+    status = platform.wait_final(model_id)
+    assert status["status"] == "complete", status
+    return model_id
+
+
+def test_search_answers_single_and_batched_queries_best_first(
+    platform: Platform, trained: str
+) -> None:
+    (single,) = _search(platform, trained, {"query": "burr grinder for espresso", "top_k": 3})
+    assert single["query"] == "burr grinder for espresso"
+    refs = single["references"]
+    assert 1 <= len(refs) <= 3
+    best = refs[0]
+    assert best["doc_id"] == "p-grinder"
+    assert best["id"].startswith("p-grinder")
+    assert best["source"] == "products.csv"
+    assert "grinder" in best["text"].lower()
+    assert best["metadata"] == {"category": "kitchen", "brand": "Beanco"}
+    scores = [r["score"] for r in refs]
+    assert scores == sorted(scores, reverse=True)
+
+    queries = ["cordless mower", "how long to pull an espresso shot", "dimmable desk lamp"]
+    batch = _search(platform, trained, {"queries": queries})
+    assert [r["query"] for r in batch] == queries
+    assert [r["references"][0]["doc_id"] for r in batch] == ["p-mower", "guide.txt", "p-lamp"]
+    assert all(len(r["references"]) <= 5 for r in batch)  # top_k defaults to 5
+    guide = batch[1]["references"][0]
+    assert guide["source"] == "guide.txt" and guide["id"].startswith("guide.txt#")
+
+
+def test_search_constraints_keep_matching_metadata_only(platform: Platform, trained: str) -> None:
+    (garden,) = _search(
+        platform, trained, {"query": "water", "top_k": 10, "constraints": {"category": "garden"}}
+    )
+    assert {r["doc_id"] for r in garden["references"]} == {"p-hose"}
+    (acme,) = _search(
+        platform,
+        trained,
+        {"query": "lamp mower kettle", "top_k": 10, "constraints": {"brand": ["Acme", "Flowy"]}},
+    )
+    assert {r["metadata"]["brand"] for r in acme["references"]} <= {"Acme", "Flowy"}
+    assert {"p-lamp", "p-mower", "p-kettle"} <= {r["doc_id"] for r in acme["references"]}
+    (nothing,) = _search(
+        platform, trained, {"query": "water", "constraints": {"category": "bathroom"}}
+    )
+    assert nothing["references"] == []
+
+
+def test_sources_list_every_document_a_page_at_a_time(platform: Platform, trained: str) -> None:
+    whole = _sources(platform, trained)
+    assert whole.status_code == 200, whole.text
+    body = whole.json()
+    assert body["next_page_token"] == ""
+    by_id = {s["doc_id"]: s for s in body["sources"]}
+    assert set(by_id) == {"guide.txt", "p-kettle", "p-grinder", "p-mower", "p-hose", "p-lamp"}
+    assert by_id["guide.txt"]["source"] == "guide.txt"
+    assert by_id["guide.txt"]["chunk_count"] >= 1
+    assert by_id["p-lamp"] == {"doc_id": "p-lamp", "source": "products.csv", "chunk_count": 1}
+    paged: list[str] = []
+    token = ""
+    while True:
+        params: dict[str, Any] = {"page_size": 4}
+        if token:
+            params["page_token"] = token
+        page = _sources(platform, trained, **params).json()
+        assert len(page["sources"]) <= 4
+        paged += [s["doc_id"] for s in page["sources"]]
+        token = page["next_page_token"]
+        if not token:
+            break
+    assert paged == [s["doc_id"] for s in body["sources"]]
+
+
+def test_feedback_names_only_references_of_the_model(platform: Platform, trained: str) -> None:
+    (result,) = _search(platform, trained, {"query": "kettle"})
+    real = result["references"][0]["id"]
+    bad = _post(
+        platform,
+        trained,
+        "upvote",
+        {
+            "text_id_pairs": [
+                {"query_text": "kettle", "reference_id": real},
+                {"query_text": "kettle", "reference_id": "no-such-doc#7"},
+            ]
+        },
+    )
+    assert bad.status_code == 422, bad.text
+    assert "'no-such-doc#7'" in bad.json()["message"]
+    implicit = _post(
+        platform,
+        trained,
+        "implicit-feedback",
+        {"query_text": "kettle", "reference_id": "/etc/passwd", "event": "click"},
+    )
+    assert implicit.status_code == 422, implicit.text
+    assert "'/etc/passwd'" in implicit.json()["message"]
+    # Another user may not give feedback on alice's private model.
+    foreign = _post(
+        platform,
+        trained,
+        "upvote",
+        {"text_id_pairs": [{"query_text": "kettle", "reference_id": real}]},
+        user="mallory",
+    )
+    assert foreign.status_code == 403, foreign.text
+
+
+def _restart_orchestrator(platform: Platform) -> None:
+    """Stop the orchestrator and start a new one on the same database and storage (and Envoy
+    in front of it again, since the new one listens on another port)."""
+    harness = platform.harness
+    harness.stop_server("orchestrator")
+    common = CommonSettings(
+        data_dir=platform.data,
+        auth_secret=TEST_SECRET,
+        upload_address=harness.servers["upload"].address,
+        jobrunner_address=harness.servers["jobrunner"].address,
+    )
+    own = OrchestratorSettings(database_url=f"sqlite+aiosqlite:///{platform.data / 'o.db'}")
+    harness.start_app("orchestrator", harness.loop.run(build_orchestrator(common, own)))
+    assert harness.envoy is not None
+    harness.envoy.stop()
+    harness.start_envoy()
+
+
+def test_upvotes_and_associations_survive_a_restart_and_retrain_the_rankings(
+    platform: Platform, trained: str
+) -> None:
+    upvoted_query = "water for the garden"
+    before = _top(platform, trained, upvoted_query, top_k=10)
+    assert before[0] != "p-kettle"
+    (kettle,) = _search(platform, trained, {"query": "electric kettle", "top_k": 1})
+    kettle_ref = kettle["references"][0]["id"]
+    upvote = _post(
+        platform,
+        trained,
+        "upvote",
+        {"text_id_pairs": [{"query_text": upvoted_query, "reference_id": kettle_ref}]},
+    )
+    assert upvote.status_code == 200, upvote.text
+    assert upvote.json() == {"recorded": 1}
+
+    assert _top(platform, trained, "zorblax")[:1] != ["p-lamp"]
+    associate = _post(
+        platform,
+        trained,
+        "associate",
+        {"text_pairs": [{"source": "zorblax", "target": "dimmable desk lamp"}]},
+    )
+    assert associate.status_code == 200, associate.text
+    assert associate.json() == {"recorded": 1}
+    implicit = _post(
+        platform,
+        trained,
+        "implicit-feedback",
+        {"query_text": "boil water", "reference_id": kettle_ref, "event": "click"},
+    )
+    assert implicit.status_code == 200, implicit.text
+
+    _restart_orchestrator(platform)
+
+    resp = platform.train(
+        "ndb-retrain", {"model_name": unique_name("retrained"), "base_model_id": trained}
+    )
+    assert resp.status_code == 200, resp.text
+    retrained: str = resp.json()["model_id"]
+    status = platform.wait_final(retrained)
+    assert status["status"] == "complete", status
+    info = httpx.get(
+        f"{platform.http}/api/v2/model/{retrained}", headers=platform.headers(), timeout=30
+    ).json()
+    assert info["type"] == "ndb" and info["base_model_id"] == trained
+
+    assert _top(platform, retrained, upvoted_query)[0] == "p-kettle"
+    assert _top(platform, retrained, "zorblax")[0] == "p-lamp"
+    # The base model is unchanged.
+    assert _top(platform, trained, upvoted_query, top_k=10) == before
+
+    # The new model has no feedback of its own yet.
+    again = platform.train(
+        "ndb-retrain", {"model_name": unique_name("again"), "base_model_id": retrained}
+    )
+    assert again.status_code == 422, again.text
+    message = again.json()["message"]
+    assert message.startswith(RETRAIN_PREFIX), message
+    assert "no feedback" in message

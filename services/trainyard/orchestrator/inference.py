@@ -151,6 +151,13 @@ class Models:
         if model.status != "complete":
             raise _unusable(model, "predict")
         package = TRAINERS.get(model.type)
+        if model.type in FOLDER_LOADERS:
+            raise FailedPrecondition(
+                f"predict is not supported for {model.type} models: use "
+                f"POST /api/v2/model/{model.id}/search",
+                reason="PREDICT_UNSUPPORTED",
+                http_status=422,
+            )
         if package is None:
             raise FailedPrecondition(
                 f"predict is not supported for {model.type} models",
