@@ -5,6 +5,8 @@ model, a model of another type, a model that is not complete, and every bound of
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -282,21 +284,28 @@ def _top(platform: Platform, model_id: str, query: str, top_k: int = 5) -> list[
     return [ref["doc_id"] for ref in result["references"]]
 
 
-@pytest.fixture(scope="module")
-def trained(platform: Platform) -> str:
-    upload = platform.upload([("guide.txt", GUIDE.encode()), ("products.csv", PRODUCTS.encode())])
+def _train(platform: Platform, user: str = "alice") -> str:
+    upload = platform.upload(
+        [("guide.txt", GUIDE.encode()), ("products.csv", PRODUCTS.encode())], user=user
+    )
     resp = platform.train(
         "ndb",
         {
             "model_name": unique_name("ndb"),
             "data": {"unsupervised_files": [{"location": "upload", "path": upload}]},
         },
+        user=user,
     )
     assert resp.status_code == 200, resp.text
     model_id: str = resp.json()["model_id"]
-    status = platform.wait_final(model_id)
+    status = platform.wait_final(model_id, user)
     assert status["status"] == "complete", status
     return model_id
+
+
+@pytest.fixture(scope="module")
+def trained(platform: Platform) -> str:
+    return _train(platform)
 
 
 def test_search_answers_single_and_batched_queries_best_first(
@@ -481,3 +490,48 @@ def test_upvotes_and_associations_survive_a_restart_and_retrain_the_rankings(
     message = again.json()["message"]
     assert message.startswith(RETRAIN_PREFIX), message
     assert "no feedback" in message
+
+
+def test_readers_of_a_public_model_give_feedback_and_retrain_on_their_own_and_the_owners(
+    platform: Platform,
+) -> None:
+    model_id = _train(platform, user="olga")
+    access = httpx.post(
+        f"{platform.http}/api/v2/model/{model_id}/access",
+        headers=platform.headers("olga"),
+        json={"access": "public"},
+        timeout=30,
+    )
+    assert access.status_code == 200, access.text
+    (result,) = _search(platform, model_id, {"query": "kettle"}, user="bob")
+    ref = result["references"][0]["id"]
+    for user in ("olga", "bob", "carol"):
+        resp = _post(
+            platform,
+            model_id,
+            "upvote",
+            {"text_id_pairs": [{"query_text": f"{user}'s query", "reference_id": ref}]},
+            user=user,
+        )
+        assert resp.status_code == 200, (user, resp.text)
+    sources = _sources(platform, model_id, user="carol")
+    assert sources.status_code == 200, sources.text
+
+    def fed(retrain_user: str) -> set[str]:
+        resp = platform.train(
+            "ndb-retrain",
+            {"model_name": unique_name("retrain"), "base_model_id": model_id},
+            user=retrain_user,
+        )
+        assert resp.status_code == 200, resp.text
+        with sqlite3.connect(platform.data / "o.db") as db:
+            (raw,) = db.execute(
+                "SELECT train_config FROM orchestrator_models WHERE id = ?",
+                (resp.json()["model_id"],),
+            ).fetchone()
+        config = json.loads(raw)["config"]
+        assert config["base_model"]["model_id"] == model_id
+        return {u["query_text"] for u in config["feedback"]["upvotes"]}
+
+    assert fed("olga") == {"olga's query", "bob's query", "carol's query"}
+    assert fed("bob") == {"olga's query", "bob's query"}
