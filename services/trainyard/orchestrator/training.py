@@ -138,16 +138,18 @@ def fit_feedback(collected: CollectedFeedback, budget: int) -> tuple[dict[str, A
     whose JSON fits `budget` bytes in all; how many were left out."""
     config = collected.to_config()
     sizes = {key: [len(json.dumps(item)) + 2 for item in items] for key, items in config.items()}
-    total = sum(sum(v) for v in sizes.values())
-    left_out = 0
-    keys = list(config)
-    while total > budget and any(config[k] for k in keys):
+    held = {key: sum(values) for key, values in sizes.items()}
+    first = dict.fromkeys(config, 0)  # per kind: the oldest entry kept
+    total = sum(held.values())
+    while total > budget and any(held.values()):
         # Drop the oldest entry of the kind that holds the most bytes.
-        key = max(keys, key=lambda k: sum(sizes[k]))
-        config[key].pop(0)
-        total -= sizes[key].pop(0)
-        left_out += 1
-    return config, left_out
+        key = max(held, key=lambda k: held[k])
+        size = sizes[key][first[key]]
+        first[key] += 1
+        held[key] -= size
+        total -= size
+    left_out = sum(first.values())
+    return {key: items[first[key] :] for key, items in config.items()}, left_out
 
 
 class Trainings:
