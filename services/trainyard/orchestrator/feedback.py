@@ -4,6 +4,7 @@ reads them back as the trainer's `feedback` config. Knows nothing of gRPC."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -97,12 +98,15 @@ class FeedbackStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, max_per_model: int) -> None:
         self._sessions = sessions
         self.max_per_model = max_per_model
+        #: Count-then-insert under one lock, so concurrent calls of this process cannot pass
+        #: the bound together (another replica can still add one call's worth: at most 1,000).
+        self._writing = asyncio.Lock()
 
     async def add(self, model_id: str, user: str, items: Sequence[Feedback]) -> int:
         """Store `items` given by `user` on the model; how many were stored. FAILED_PRECONDITION
         (422) when the model would hold more than `max_per_model` entries."""
         try:
-            async with self._sessions.begin() as session:
+            async with self._writing, self._sessions.begin() as session:
                 held = await self._count(session, model_id)
                 if held + len(items) > self.max_per_model:
                     raise FailedPrecondition(
