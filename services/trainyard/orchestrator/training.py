@@ -49,7 +49,7 @@ CREATED_BY = ("created-by", "trainyard-orchestrator")
 MODEL_LABEL = "model-id"
 #: Trainer module of each model type; types without one run the `unsupported` trainer, which
 #: fails with a clear message (their trainers come with a later version).
-TRAINERS = {"nlp-text": "nlp_text", "nlp-token": "nlp_token"}
+TRAINERS = {"nlp-text": "nlp_text", "nlp-token": "nlp_token", "ndb": "ndb"}
 CURSOR = "jobrunner-events"
 #: The artifact a trainer writes its model to (models/<model_id>/model); see inference.py.
 MODEL_ARTIFACT = "model"
@@ -186,17 +186,23 @@ class Trainings:
         left_out = 0
         if kind == "ndb-retrain" and base is not None:
             feedback, left_out = await self._ndb_feedback(base, user)
-        resolved = {
+        entries = {
             key: [
-                uri
+                (info, await self._resolve(info, f"data.{key}[{i}]", user))
                 for i, info in enumerate(infos)
-                for uri in await self._resolve(info, f"data.{key}[{i}]", user)
             ]
             for key, infos in plan.files.items()
         }
+        resolved = {key: [u for _, uris in found for u in uris] for key, found in entries.items()}
         model_id = str(uuid.uuid4())
         folder = f"models/{model_id}/"
         config: dict[str, Any] = {"model_id": model_id, **resolved, **plan.options}
+        if plan.type == "ndb":
+            # NDB reads each file entry's options (CSV columns, metadata, doc_id) with its files.
+            config["file_entries"] = {
+                key: [_entry_config(info, uris) for info, uris in found]
+                for key, found in entries.items()
+            }
         config["artifacts_uri"] = _folder_uri(self._artifacts, "")
         config["base_model"] = (
             {"model_id": plan.base_model_id, "artifacts_uri": config["artifacts_uri"]}
@@ -550,7 +556,20 @@ def _outcome(job: jr.Job, model: ModelView) -> tuple[str, str | None]:
     return "failed", f"the trainer exited with code {job.exit_code}"
 
 
-_UNSUPPORTED = ("ndb", "nlp-datagen", "nlp-token-retrain")
+_UNSUPPORTED = ("nlp-datagen", "nlp-token-retrain")
+
+
+def _entry_config(info: msgs.FileInfo, uris: list[str]) -> dict[str, Any]:
+    """A file entry as the NDB trainer reads it: its URIs, `options` (id_column, text_columns,
+    metadata_columns, field_weights) and `metadata` (options.metadata, then the entry's)."""
+    options = _dict(info.options) if info.HasField("options") else {}
+    metadata = options.pop("metadata", None)
+    entry: dict[str, Any] = {"uris": uris, "options": options}
+    if isinstance(metadata, dict):
+        entry["metadata"] = metadata
+    if info.HasField("doc_id") and info.doc_id:
+        entry["doc_id"] = info.doc_id
+    return entry
 
 
 def _folder_uri(storage: BlobStorage, folder: str) -> str:
