@@ -535,3 +535,16 @@ def test_readers_of_a_public_model_give_feedback_and_retrain_on_their_own_and_th
 
     assert fed("olga") == {"olga's query", "bob's query", "carol's query"}
     assert fed("bob") == {"olga's query", "bob's query"}
+
+    # The feedback goes with the model.
+    deleted = httpx.delete(
+        f"{platform.http}/api/v2/model/{model_id}", headers=platform.headers("olga"), timeout=30
+    )
+    assert deleted.status_code == 200, deleted.text
+    with sqlite3.connect(platform.data / "o.db") as db:
+        (left,) = db.execute(
+            "SELECT count(*) FROM orchestrator_ndb_feedback WHERE model_id = ?", (model_id,)
+        ).fetchone()
+    assert left == 0
+    gone = _post(platform, model_id, "search", {"query": "kettle"}, user="bob")
+    assert gone.status_code == 404, gone.text
