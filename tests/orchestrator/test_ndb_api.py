@@ -332,6 +332,11 @@ def test_search_answers_single_and_batched_queries_best_first(
     guide = batch[1]["references"][0]
     assert guide["source"] == "guide.txt" and guide["id"].startswith("guide.txt#")
 
+    # An ndb model answers search, not predict.
+    predict = _post(platform, trained, "predict", {"query": "kettle"})
+    assert predict.status_code == 422, predict.text
+    assert f"/api/v2/model/{trained}/search" in predict.json()["message"]
+
 
 def test_search_constraints_keep_matching_metadata_only(platform: Platform, trained: str) -> None:
     (garden,) = _search(
