@@ -565,7 +565,11 @@ def _entry_config(info: msgs.FileInfo, uris: list[str]) -> dict[str, Any]:
     options = _dict(info.options) if info.HasField("options") else {}
     metadata = options.pop("metadata", None)
     entry: dict[str, Any] = {"uris": uris, "options": options}
-    if isinstance(metadata, dict):
+    if not isinstance(metadata, dict):
+        metadata = {}
+    if info.HasField("metadata"):
+        metadata.update(_dict(info.metadata))
+    if metadata:
         entry["metadata"] = metadata
     if info.HasField("doc_id") and info.doc_id:
         entry["doc_id"] = info.doc_id

@@ -110,8 +110,8 @@ async def _train_and_write(config: NdbConfig, reporter: Reporter) -> Written:
             )
         finally:
             await progress.drain()
-        for warning in warnings:
-            await reporter.log("warning", warning)
+            for warning in warnings:  # also when the training failed: they may say why
+                await reporter.log("warning", warning)
         report = result.report
         report["model_id"] = config.model_id
         report["warnings"] = warnings[:100]

@@ -30,6 +30,7 @@ class FileInfo(_message.Message):
     LOCATION_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     DOC_ID_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """path is the file's path; for location "upload" it is an upload id."""
     location: _builtins.str
@@ -42,6 +43,12 @@ class FileInfo(_message.Message):
     def options(self) -> _struct_pb2.Struct:
         """options are location-specific options."""
 
+    @_builtins.property
+    def metadata(self) -> _struct_pb2.Struct:
+        """metadata is attached to every chunk of the file's documents (NDB); a CSV row's own
+        metadata columns take precedence over it.
+        """
+
     def __init__(
         self,
         *,
@@ -49,10 +56,11 @@ class FileInfo(_message.Message):
         location: _builtins.str = ...,
         options: _struct_pb2.Struct | None = ...,
         doc_id: _builtins.str | None = ...,
+        metadata: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_doc_id", b"_doc_id", "doc_id", b"doc_id", "options", b"options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_doc_id", b"_doc_id", "doc_id", b"doc_id", "metadata", b"metadata", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_doc_id", b"_doc_id", "doc_id", b"doc_id", "location", b"location", "options", b"options", "path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_doc_id", b"_doc_id", "doc_id", b"doc_id", "location", b"location", "metadata", b"metadata", "options", b"options", "path", b"path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__doc_id: _TypeAlias = _typing.Literal["doc_id"]  # noqa: Y015
     _WhichOneofArgType__doc_id: _TypeAlias = _typing.Literal["_doc_id", b"_doc_id"]  # noqa: Y015
