@@ -52,6 +52,9 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[ModelRegistry, LocalBlobS
         max_model_bytes=1 << 30,
         cache_dir=tmp_path / "cache",
     )
+    (tmp_path / "cache" / "left-by-a-killed-process").mkdir(parents=True)
+    await models.start()
+    assert not (tmp_path / "cache").exists()
     try:
         yield ModelRegistry(db.sessions), storage, models
     finally:

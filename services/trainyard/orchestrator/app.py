@@ -62,6 +62,7 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
     async def start() -> None:
         await db.start()
         await storage.start()
+        await models.start()
 
     async def serving(address: str) -> None:
         trainings.address = callback_address(own, address)

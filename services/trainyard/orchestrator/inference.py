@@ -129,6 +129,11 @@ class Models:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="predict")
         self._max_model_bytes = max_model_bytes
 
+    async def start(self) -> None:
+        """Empty the cache folder: what a previous process left there (killed before it
+        cleaned up) is no longer cached by anyone."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, _remove, self._cache_dir)
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for entry in self._cache.values():

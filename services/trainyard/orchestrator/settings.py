@@ -78,7 +78,8 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
     model_cache_dir: Path | None = Field(
         default=None,
         description="Where loaded ndb models' index files are kept while cached (downloaded "
-        "from blob storage, memory-mapped); default DATA_DIR/model-cache.",
+        "from blob storage, memory-mapped); default DATA_DIR/model-cache. It is emptied when "
+        "the orchestrator starts: give it a folder of its own.",
     )
     ndb_max_feedback_per_model: int = Field(
         default=10_000,
