@@ -119,7 +119,12 @@ class TrainServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RetrainNdb(self, request, context):
-        """RetrainNdb retrains an NDB model from all feedback collected from its users.
+        """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+        on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+        associated phrases retrieve like their targets; the base is not changed. The base's owner
+        retrains on every user's feedback, another reader (of a public model) on the owner's and
+        their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+        ..."); feedback beyond a configured size is left out, oldest first, with a warning.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

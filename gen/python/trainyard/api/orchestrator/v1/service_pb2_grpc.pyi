@@ -40,7 +40,13 @@ class TrainServiceStub:
     TrainNdb: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNdbRequest, _messages_pb2.TrainNdbResponse]
     """TrainNdb trains an NDB (document retrieval) model."""
     RetrainNdb: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RetrainNdbRequest, _messages_pb2.RetrainNdbResponse]
-    """RetrainNdb retrains an NDB model from all feedback collected from its users."""
+    """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+    on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+    associated phrases retrieve like their targets; the base is not changed. The base's owner
+    retrains on every user's feedback, another reader (of a public model) on the owner's and
+    their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+    ..."); feedback beyond a configured size is left out, oldest first, with a warning.
+    """
     TrainNlpToken: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTokenRequest, _messages_pb2.TrainNlpTokenResponse]
     """TrainNlpToken trains an NLP token-classification model."""
     TrainNlpText: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTextRequest, _messages_pb2.TrainNlpTextResponse]
@@ -89,7 +95,13 @@ class TrainServiceAsyncStub(TrainServiceStub):
     TrainNdb: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNdbRequest, _messages_pb2.TrainNdbResponse]  # type: ignore[assignment]
     """TrainNdb trains an NDB (document retrieval) model."""
     RetrainNdb: _aio.UnaryUnaryMultiCallable[_messages_pb2.RetrainNdbRequest, _messages_pb2.RetrainNdbResponse]  # type: ignore[assignment]
-    """RetrainNdb retrains an NDB model from all feedback collected from its users."""
+    """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+    on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+    associated phrases retrieve like their targets; the base is not changed. The base's owner
+    retrains on every user's feedback, another reader (of a public model) on the owner's and
+    their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+    ..."); feedback beyond a configured size is left out, oldest first, with a warning.
+    """
     TrainNlpToken: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTokenRequest, _messages_pb2.TrainNlpTokenResponse]  # type: ignore[assignment]
     """TrainNlpToken trains an NLP token-classification model."""
     TrainNlpText: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTextRequest, _messages_pb2.TrainNlpTextResponse]  # type: ignore[assignment]
@@ -147,7 +159,13 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.RetrainNdbRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.RetrainNdbResponse, _abc.Awaitable[_messages_pb2.RetrainNdbResponse]]:
-        """RetrainNdb retrains an NDB model from all feedback collected from its users."""
+        """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+        on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+        associated phrases retrieve like their targets; the base is not changed. The base's owner
+        retrains on every user's feedback, another reader (of a public model) on the owner's and
+        their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+        ..."); feedback beyond a configured size is left out, oldest first, with a warning.
+        """
 
     @_abc_1.abstractmethod
     def TrainNlpToken(
