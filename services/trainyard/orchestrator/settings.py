@@ -72,8 +72,28 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
     predict_cache_bytes: int = Field(
         default=512 * 1024 * 1024,
         ge=0,
-        description="Memory bound of the loaded-model cache for predict (least recently used "
-        "models are dropped first).",
+        description="Memory bound of the loaded-model cache for predict and search (least "
+        "recently used models are dropped first; the one used last stays loaded).",
+    )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="Where loaded ndb models' index files are kept while cached (downloaded "
+        "from blob storage, memory-mapped); default DATA_DIR/model-cache. It is emptied when "
+        "the orchestrator starts: give it a folder of its own.",
+    )
+    ndb_max_feedback_per_model: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most feedback entries (upvotes, associations, implicit events) kept per "
+        "ndb model; more are refused with 422 until the model is retrained.",
+    )
+    ndb_retrain_feedback_bytes: int = Field(
+        default=768 * 1024,
+        ge=1024,
+        le=900 * 1024,
+        description="Most bytes of feedback (JSON) an ndb-retrain hands its trainer inline (a "
+        "workload's config holds at most 1 MiB); beyond it the newest feedback that fits is "
+        "used and the new model's status warns how much was left out.",
     )
     predict_workers: int = Field(
         default=2, ge=1, description="Threads that load models and answer predict calls."
@@ -148,6 +168,13 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
             if not root.is_absolute():
                 raise ValueError(f"local root {str(root)!r} must be an absolute path")
         return roots
+
+    def model_cache_dir_for(self, common: CommonSettings) -> Path:
+        return (
+            self.model_cache_dir
+            if self.model_cache_dir is not None
+            else common.data_dir / "model-cache"
+        )
 
     def artifacts_root_for(self, common: CommonSettings) -> Path:
         return (

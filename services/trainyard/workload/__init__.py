@@ -38,6 +38,7 @@ from trainyard.workload.reporter import (
     ORCHESTRATOR_ADDRESS_VAR,
     Reporter,
     ReportError,
+    ThrottledProgress,
 )
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "Manifest",
     "ReportError",
     "Reporter",
+    "ThrottledProgress",
     "Written",
     "fetch_inputs",
     "load_config",

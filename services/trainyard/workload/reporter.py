@@ -19,10 +19,14 @@ metadata reported so far with every call (progress sits in it as `progress`).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import math
 import os
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, TextIO
@@ -222,3 +226,37 @@ class Reporter:
 
 def _json(request: Any) -> Any:
     return json_format.MessageToDict(request, preserving_proto_field_name=True)
+
+
+#: The least time between two progress reports of the same phase (ThrottledProgress).
+PROGRESS_INTERVAL_S = 0.5
+
+
+class ThrottledProgress:
+    """Progress from a training thread to the Reporter on the event loop, at most one report
+    per PROGRESS_INTERVAL_S (and on each new phase)."""
+
+    def __init__(self, reporter: Reporter, loop: asyncio.AbstractEventLoop) -> None:
+        self._reporter = reporter
+        self._loop = loop
+        self._last = 0.0
+        self._phase = ""
+        self._lock = threading.Lock()
+        self._pending: list[concurrent.futures.Future[None]] = []
+
+    def __call__(self, fraction: float, phase: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if phase == self._phase and now - self._last < PROGRESS_INTERVAL_S:
+                return
+            self._last, self._phase = now, phase
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(
+                asyncio.run_coroutine_threadsafe(
+                    self._reporter.progress(min(max(fraction, 0.0), 1.0), phase), self._loop
+                )
+            )
+
+    async def drain(self) -> None:
+        for future in list(self._pending):
+            await asyncio.wrap_future(future)

@@ -119,7 +119,12 @@ class TrainServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RetrainNdb(self, request, context):
-        """RetrainNdb retrains an NDB model from all feedback collected from its users.
+        """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+        on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+        associated phrases retrieve like their targets; the base is not changed. The base's owner
+        retrains on every user's feedback, another reader (of a public model) on the owner's and
+        their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+        ..."); feedback beyond a configured size is left out, oldest first, with a warning.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -711,6 +716,31 @@ class ModelServiceStub:
                 request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackResponse.FromString,
                 _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/Search',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchResponse.FromString,
+                _registered_method=True)
+        self.Upvote = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/Upvote',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteResponse.FromString,
+                _registered_method=True)
+        self.Associate = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/Associate',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateResponse.FromString,
+                _registered_method=True)
+        self.ImplicitFeedback = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/ImplicitFeedback',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackResponse.FromString,
+                _registered_method=True)
+        self.ListSources = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/ListSources',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -794,6 +824,53 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Search(self, request, context):
+        """---- NDB search and feedback. Read access is enough (owner, or any user of a public model);
+        the model must be a complete ndb model, else FAILED_PRECONDITION (422) saying which it is
+        not. An unknown model is NOT_FOUND (404), another user's private model PERMISSION_DENIED (403).
+        Invalid requests are 422 with every violation; search, upvote and associate bodies are at
+        most 1 MiB, implicit-feedback bodies 64 KiB (413 beyond).
+
+        Search returns the best references of a complete ndb model for each query, best first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Upvote(self, request, context):
+        """Upvote records that queries should rank references first. Stored per model and per user,
+        used by ndb-retrain. A reference_id the model does not hold is 422 naming it; a model holds
+        at most a configured number of feedback entries (422 beyond).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Associate(self, request, context):
+        """Associate records that source phrases should retrieve like target phrases. Stored per model
+        and per user, used by ndb-retrain; a model holds at most a configured number of feedback
+        entries (422 beyond).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImplicitFeedback(self, request, context):
+        """ImplicitFeedback records one user event on a reference returned for a query (a weaker
+        upvote), used by ndb-retrain. A reference_id the model does not hold is 422 naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSources(self, request, context):
+        """ListSources lists the documents of a complete ndb model (doc id, source file, chunk count),
+        a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -841,6 +918,31 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.AddTokenFeedback,
                     request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackResponse.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchResponse.SerializeToString,
+            ),
+            'Upvote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Upvote,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteResponse.SerializeToString,
+            ),
+            'Associate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Associate,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateResponse.SerializeToString,
+            ),
+            'ImplicitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImplicitFeedback,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackResponse.SerializeToString,
+            ),
+            'ListSources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSources,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1088,6 +1190,141 @@ class ModelService:
             '/trainyard.api.orchestrator.v1.ModelService/AddTokenFeedback',
             trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackRequest.SerializeToString,
             trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/Search',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Upvote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/Upvote',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Associate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/Associate',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImplicitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/ImplicitFeedback',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/ListSources',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,7 +40,13 @@ class TrainServiceStub:
     TrainNdb: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNdbRequest, _messages_pb2.TrainNdbResponse]
     """TrainNdb trains an NDB (document retrieval) model."""
     RetrainNdb: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RetrainNdbRequest, _messages_pb2.RetrainNdbResponse]
-    """RetrainNdb retrains an NDB model from all feedback collected from its users."""
+    """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+    on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+    associated phrases retrieve like their targets; the base is not changed. The base's owner
+    retrains on every user's feedback, another reader (of a public model) on the owner's and
+    their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+    ..."); feedback beyond a configured size is left out, oldest first, with a warning.
+    """
     TrainNlpToken: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTokenRequest, _messages_pb2.TrainNlpTokenResponse]
     """TrainNlpToken trains an NLP token-classification model."""
     TrainNlpText: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTextRequest, _messages_pb2.TrainNlpTextResponse]
@@ -102,7 +108,13 @@ class TrainServiceAsyncStub(TrainServiceStub):
     TrainNdb: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNdbRequest, _messages_pb2.TrainNdbResponse]  # type: ignore[assignment]
     """TrainNdb trains an NDB (document retrieval) model."""
     RetrainNdb: _aio.UnaryUnaryMultiCallable[_messages_pb2.RetrainNdbRequest, _messages_pb2.RetrainNdbResponse]  # type: ignore[assignment]
-    """RetrainNdb retrains an NDB model from all feedback collected from its users."""
+    """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+    on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+    associated phrases retrieve like their targets; the base is not changed. The base's owner
+    retrains on every user's feedback, another reader (of a public model) on the owner's and
+    their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+    ..."); feedback beyond a configured size is left out, oldest first, with a warning.
+    """
     TrainNlpToken: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTokenRequest, _messages_pb2.TrainNlpTokenResponse]  # type: ignore[assignment]
     """TrainNlpToken trains an NLP token-classification model."""
     TrainNlpText: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTextRequest, _messages_pb2.TrainNlpTextResponse]  # type: ignore[assignment]
@@ -173,7 +185,13 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.RetrainNdbRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.RetrainNdbResponse, _abc.Awaitable[_messages_pb2.RetrainNdbResponse]]:
-        """RetrainNdb retrains an NDB model from all feedback collected from its users."""
+        """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+        on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+        associated phrases retrieve like their targets; the base is not changed. The base's owner
+        retrains on every user's feedback, another reader (of a public model) on the owner's and
+        their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+        ..."); feedback beyond a configured size is left out, oldest first, with a warning.
+        """
 
     @_abc_1.abstractmethod
     def TrainNlpToken(
@@ -335,6 +353,33 @@ class ModelServiceStub:
     nlp-token model, or one that already holds max_token_feedback_per_model (setting, default
     10,000) sentences.
     """
+    Search: _grpc.UnaryUnaryMultiCallable[_messages_pb2.SearchRequest, _messages_pb2.SearchResponse]
+    """---- NDB search and feedback. Read access is enough (owner, or any user of a public model);
+    the model must be a complete ndb model, else FAILED_PRECONDITION (422) saying which it is
+    not. An unknown model is NOT_FOUND (404), another user's private model PERMISSION_DENIED (403).
+    Invalid requests are 422 with every violation; search, upvote and associate bodies are at
+    most 1 MiB, implicit-feedback bodies 64 KiB (413 beyond).
+
+    Search returns the best references of a complete ndb model for each query, best first.
+    """
+    Upvote: _grpc.UnaryUnaryMultiCallable[_messages_pb2.UpvoteRequest, _messages_pb2.UpvoteResponse]
+    """Upvote records that queries should rank references first. Stored per model and per user,
+    used by ndb-retrain. A reference_id the model does not hold is 422 naming it; a model holds
+    at most a configured number of feedback entries (422 beyond).
+    """
+    Associate: _grpc.UnaryUnaryMultiCallable[_messages_pb2.AssociateRequest, _messages_pb2.AssociateResponse]
+    """Associate records that source phrases should retrieve like target phrases. Stored per model
+    and per user, used by ndb-retrain; a model holds at most a configured number of feedback
+    entries (422 beyond).
+    """
+    ImplicitFeedback: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ImplicitFeedbackRequest, _messages_pb2.ImplicitFeedbackResponse]
+    """ImplicitFeedback records one user event on a reference returned for a query (a weaker
+    upvote), used by ndb-retrain. A reference_id the model does not hold is 422 naming it.
+    """
+    ListSources: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListSourcesRequest, _messages_pb2.ListSourcesResponse]
+    """ListSources lists the documents of a complete ndb model (doc id, source file, chunk count),
+    a page at a time.
+    """
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
@@ -376,6 +421,33 @@ class ModelServiceAsyncStub(ModelServiceStub):
     B-/I- forms, or its outside tag) is 422 naming it; so is a model that is not a complete
     nlp-token model, or one that already holds max_token_feedback_per_model (setting, default
     10,000) sentences.
+    """
+    Search: _aio.UnaryUnaryMultiCallable[_messages_pb2.SearchRequest, _messages_pb2.SearchResponse]  # type: ignore[assignment]
+    """---- NDB search and feedback. Read access is enough (owner, or any user of a public model);
+    the model must be a complete ndb model, else FAILED_PRECONDITION (422) saying which it is
+    not. An unknown model is NOT_FOUND (404), another user's private model PERMISSION_DENIED (403).
+    Invalid requests are 422 with every violation; search, upvote and associate bodies are at
+    most 1 MiB, implicit-feedback bodies 64 KiB (413 beyond).
+
+    Search returns the best references of a complete ndb model for each query, best first.
+    """
+    Upvote: _aio.UnaryUnaryMultiCallable[_messages_pb2.UpvoteRequest, _messages_pb2.UpvoteResponse]  # type: ignore[assignment]
+    """Upvote records that queries should rank references first. Stored per model and per user,
+    used by ndb-retrain. A reference_id the model does not hold is 422 naming it; a model holds
+    at most a configured number of feedback entries (422 beyond).
+    """
+    Associate: _aio.UnaryUnaryMultiCallable[_messages_pb2.AssociateRequest, _messages_pb2.AssociateResponse]  # type: ignore[assignment]
+    """Associate records that source phrases should retrieve like target phrases. Stored per model
+    and per user, used by ndb-retrain; a model holds at most a configured number of feedback
+    entries (422 beyond).
+    """
+    ImplicitFeedback: _aio.UnaryUnaryMultiCallable[_messages_pb2.ImplicitFeedbackRequest, _messages_pb2.ImplicitFeedbackResponse]  # type: ignore[assignment]
+    """ImplicitFeedback records one user event on a reference returned for a query (a weaker
+    upvote), used by ndb-retrain. A reference_id the model does not hold is 422 naming it.
+    """
+    ListSources: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListSourcesRequest, _messages_pb2.ListSourcesResponse]  # type: ignore[assignment]
+    """ListSources lists the documents of a complete ndb model (doc id, source file, chunk count),
+    a page at a time.
     """
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -469,6 +541,63 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         B-/I- forms, or its outside tag) is 422 naming it; so is a model that is not a complete
         nlp-token model, or one that already holds max_token_feedback_per_model (setting, default
         10,000) sentences.
+        """
+
+    @_abc_1.abstractmethod
+    def Search(
+        self,
+        request: _messages_pb2.SearchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.SearchResponse, _abc.Awaitable[_messages_pb2.SearchResponse]]:
+        """---- NDB search and feedback. Read access is enough (owner, or any user of a public model);
+        the model must be a complete ndb model, else FAILED_PRECONDITION (422) saying which it is
+        not. An unknown model is NOT_FOUND (404), another user's private model PERMISSION_DENIED (403).
+        Invalid requests are 422 with every violation; search, upvote and associate bodies are at
+        most 1 MiB, implicit-feedback bodies 64 KiB (413 beyond).
+
+        Search returns the best references of a complete ndb model for each query, best first.
+        """
+
+    @_abc_1.abstractmethod
+    def Upvote(
+        self,
+        request: _messages_pb2.UpvoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.UpvoteResponse, _abc.Awaitable[_messages_pb2.UpvoteResponse]]:
+        """Upvote records that queries should rank references first. Stored per model and per user,
+        used by ndb-retrain. A reference_id the model does not hold is 422 naming it; a model holds
+        at most a configured number of feedback entries (422 beyond).
+        """
+
+    @_abc_1.abstractmethod
+    def Associate(
+        self,
+        request: _messages_pb2.AssociateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.AssociateResponse, _abc.Awaitable[_messages_pb2.AssociateResponse]]:
+        """Associate records that source phrases should retrieve like target phrases. Stored per model
+        and per user, used by ndb-retrain; a model holds at most a configured number of feedback
+        entries (422 beyond).
+        """
+
+    @_abc_1.abstractmethod
+    def ImplicitFeedback(
+        self,
+        request: _messages_pb2.ImplicitFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ImplicitFeedbackResponse, _abc.Awaitable[_messages_pb2.ImplicitFeedbackResponse]]:
+        """ImplicitFeedback records one user event on a reference returned for a query (a weaker
+        upvote), used by ndb-retrain. A reference_id the model does not hold is 422 naming it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSources(
+        self,
+        request: _messages_pb2.ListSourcesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ListSourcesResponse, _abc.Awaitable[_messages_pb2.ListSourcesResponse]]:
+        """ListSources lists the documents of a complete ndb model (doc id, source file, chunk count),
+        a page at a time.
         """
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
