@@ -114,9 +114,12 @@ def start_platform(
     *,
     jobrunner_backend: Literal["local", "kubernetes"] = "local",
     kube: FakeKubernetes | None = None,
+    upload_settings: dict[str, Any] | None = None,
+    jobrunner_settings: dict[str, Any] | None = None,
     **orchestrator: Any,
 ) -> Platform:
-    """Start the platform in `tmp`; `orchestrator` overrides OrchestratorSettings. On the
+    """Start the platform in `tmp`; `orchestrator` overrides OrchestratorSettings,
+    `upload_settings` and `jobrunner_settings` those of the other two services. On the
     kubernetes backend (`kube`: a started FakeKubernetes the caller owns and stops after the
     platform) trainers run as `[this python, -m, trainyard.trainers.<module>]` in the
     KUBE_TRAINER_IMAGE image, unless `orchestrator` says otherwise."""
@@ -125,21 +128,28 @@ def start_platform(
     upload = harness.start_app(
         "upload",
         harness.loop.run(
-            build_upload(common, UploadSettings(database_url=f"sqlite+aiosqlite:///{tmp / 'u.db'}"))
+            build_upload(
+                common,
+                UploadSettings(
+                    database_url=f"sqlite+aiosqlite:///{tmp / 'u.db'}", **(upload_settings or {})
+                ),
+            )
         ),
     )
-    jobrunner_settings = JobrunnerSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
-        kill_grace_seconds=1,
-        workload_user="nobody" if python_runs_as("nobody") else "",
-    )
+    jobrunner_own = {
+        "database_url": f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
+        "kill_grace_seconds": 1,
+        "workload_user": "nobody" if python_runs_as("nobody") else "",
+        **(jobrunner_settings or {}),
+    }
+    jr_settings = JobrunnerSettings(**jobrunner_own)
     if jobrunner_backend == "kubernetes":
         if kube is None:
             raise ValueError("the kubernetes backend needs `kube`, a FakeKubernetes")
         orchestrator.setdefault("trainer_python", sys.executable)
         orchestrator.setdefault("trainer_image", KUBE_TRAINER_IMAGE)
         kube.add_image(orchestrator["trainer_image"])
-        jobrunner_settings = jobrunner_settings.model_copy(
+        jr_settings = jr_settings.model_copy(
             update={
                 "backend": "kubernetes",
                 "namespace": KUBE_NAMESPACE,
@@ -147,7 +157,7 @@ def start_platform(
             }
         )
     jobrunner = harness.start_app(
-        "jobrunner", harness.loop.run(build_jobrunner(common, jobrunner_settings))
+        "jobrunner", harness.loop.run(build_jobrunner(common, jr_settings))
     )
     wired = common.model_copy(
         update={"upload_address": upload.address, "jobrunner_address": jobrunner.address}

@@ -32,6 +32,7 @@ from trainyard.blobs import BlobStorage
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
 from trainyard.orchestrator.settings import OrchestratorSettings
+from trainyard.orchestrator.workload_data import UPLOAD_SOURCES, S3Inputs, WorkloadData
 from trainyard.runtime.auth import TokenAuthority
 from trainyard.runtime.errors import (
     FailedPrecondition,
@@ -146,6 +147,11 @@ class Trainings:
         #: Where trainers call back; set once the server listens (see app.py).
         self.address = orchestrator_address
         self._roots = [Path(os.path.realpath(root)) for root in settings.local_roots]
+        self._s3_inputs = S3Inputs(settings.s3_input_locations, settings.storage_settings())
+        #: Inputs and blobs of the workloads, relayed for their job tokens.
+        self.data = WorkloadData(
+            registry, peers, artifacts, self._s3_inputs, self._roots, settings.max_model_bytes
+        )
 
     # ---- starting --------------------------------------------------------------------------
 
@@ -154,11 +160,12 @@ class Trainings:
         plan = plan_of(kind, request, self._settings)
         if plan.base_model_id:
             await self._check_base(plan, user)
+        sources: dict[str, list[str]] = {}
         resolved = {
             key: [
                 uri
                 for i, info in enumerate(infos)
-                for uri in await self._resolve(info, f"data.{key}[{i}]", user)
+                for uri in await self._resolve(info, f"data.{key}[{i}]", user, sources)
             ]
             for key, infos in plan.files.items()
         }
@@ -177,6 +184,7 @@ class Trainings:
             "cores": plan.cores,
             "memory_mb": plan.memory_mb,
             "config": config,
+            UPLOAD_SOURCES: sources,
         }
         model = await self._registry.create(
             owner=user,
@@ -211,14 +219,20 @@ class Trainings:
                 http_status=422,
             )
 
-    async def _resolve(self, info: msgs.FileInfo, where: str, user: str) -> list[str]:
-        """The URIs a file entry names, for this user only."""
+    async def _resolve(
+        self, info: msgs.FileInfo, where: str, user: str, sources: dict[str, list[str]]
+    ) -> list[str]:
+        """The URIs a file entry names, for this user only; an upload's files are recorded in
+        `sources` (uri -> [upload_id, name]), which is how the workload's reads find them."""
         if info.location == "upload":
             upload = await self._peers.resolve_upload(info.path, user, where)
+            sources.update({f.uri: [upload.upload_id, f.name] for f in upload.files})
             return [f.uri for f in upload.files]
         if info.location in ("local", "nfs"):
             return [self._local_uri(info.path, where)]
-        return [info.path]  # s3://bucket/key-or-prefix/ (checked by the validator)
+        # s3://bucket/key-or-prefix/ (its form checked by the validator): only where allowed.
+        await self._s3_inputs.check_exists(info.path, where)
+        return [info.path]
 
     def _local_uri(self, path: str, where: str) -> str:
         if not self._roots:
@@ -248,6 +262,9 @@ class Trainings:
         plan = model.train_config
         config = dict(plan["config"])
         config["platform"] = {
+            # Inputs and artifacts go through the orchestrator (workload_data.py): the
+            # workload holds no storage access of its own.
+            "relay": "orchestrator",
             "orchestrator_address": self.address,
             "job_token": self._authority.mint_job(
                 model.owner,

@@ -7,7 +7,9 @@ opens with plain file I/O and a name relative to what the URI named (`sports/a.t
 found under a folder or prefix, the base name for a single file), so document folders keep
 their category. Local files are read in place; S3 objects are streamed to `dest` (the job's
 working directory) without being held in memory. Symlinks inside a folder are skipped: a
-folder's content is what lies in it.
+folder's content is what lies in it. When the config relays data through the orchestrator (a
+trainer it started: see relay.py), every URI is read through it into `dest` instead, whatever
+its scheme: the workload itself may read none of them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from trainyard.blobs import BlobNotFound, S3BlobStorage, StorageSettings, parse_blob_uri
+from trainyard.workload.relay import RelayError, read_input, relay
 
 
 class InputError(Exception):
@@ -38,6 +41,15 @@ async def fetch_inputs(
     """Every file the URIs name, in order (files of a folder sorted by name); InputError
     for a URI that is malformed or names nothing."""
     out: list[InputFile] = []
+    relayed = relay()
+    if relayed is not None:
+        for i, uri in enumerate(uris):
+            try:
+                files = await read_input(uri, dest / "inputs" / str(i), *relayed)
+            except RelayError as exc:
+                raise InputError(f"{uri}: {exc}") from exc
+            out += [InputFile(path, name, uri) for path, name in files]
+        return out
     for uri in uris:
         try:
             parsed = parse_blob_uri(uri)

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainyard.blobs import storage_at
 from trainyard.trainers.nlp_text.config import BaseModel, TextConfig
 from trainyard.trainers.nlp_text.model import TextModel
 from trainyard.trainers.nlp_text.reading import (
@@ -34,6 +33,7 @@ from trainyard.workload import (
     Written,
     fetch_inputs,
     run_trainer,
+    storage_for,
 )
 
 PROG = "trainyard.trainers.nlp_text"
@@ -77,7 +77,7 @@ class ThrottledProgress:
 
 
 async def _base_model(base: BaseModel) -> TextModel:
-    storage = storage_at(base.artifacts_uri)
+    storage = storage_for(base.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{base.model_id}/")
@@ -167,7 +167,7 @@ async def _train_and_write(config: TextConfig, reporter: Reporter) -> Written:
     with tempfile.TemporaryDirectory(prefix="nlp-text-", dir=os.getcwd()) as tmp:
         model, report = await _train(config, reporter, Path(tmp))
     await reporter.progress(0.0, "writing")
-    storage = storage_at(config.artifacts_uri)
+    storage = storage_for(config.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{config.model_id}/")

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainyard.blobs import storage_at
 from trainyard.trainers.nlp_token.config import NlpTokenConfig
 from trainyard.trainers.nlp_token.data import (
     DataError,
@@ -38,6 +37,7 @@ from trainyard.workload import (
     Written,
     fetch_inputs,
     run_trainer,
+    storage_for,
 )
 
 PROG = "trainyard.trainers.nlp_token"
@@ -264,7 +264,7 @@ def fit(
 async def _load_base(config: NlpTokenConfig, workdir: Path) -> Base | None:
     if config.base_model is None:
         return None
-    storage = storage_at(config.base_model.artifacts_uri)
+    storage = storage_for(config.base_model.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{config.base_model.model_id}/")
@@ -327,7 +327,7 @@ async def run(environ: Mapping[str, str], workdir: Path) -> int:
 
 
 async def _write(config: NlpTokenConfig, outcome: Outcome) -> tuple[str, str]:
-    storage = storage_at(config.artifacts_uri)
+    storage = storage_for(config.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{config.model_id}/")
