@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib
 import json
 import os
 import sys
@@ -13,17 +14,16 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from trainyard.trainers.nlp_text.config import BaseModel, TextConfig
-from trainyard.trainers.nlp_text.model import TextModel
 from trainyard.trainers.nlp_text.reading import (
     CsvSource,
     DataError,
     JsonlSource,
     cache_documents,
 )
-from trainyard.trainers.nlp_text.training import TrainParams, train
 from trainyard.workload import (
     ArtifactCorrupt,
     ArtifactNotFound,
@@ -36,7 +36,31 @@ from trainyard.workload import (
     storage_for,
 )
 
+if TYPE_CHECKING:
+    from trainyard.trainers.nlp_text.model import TextModel
+
 PROG = "trainyard.trainers.nlp_text"
+#: The module that brings the model's libraries (NumPy, SciPy, scikit-learn): most of a
+#: trainer's start, about 2 s of imports. `main` imports it in a thread while the config, the
+#: first report and the inputs travel (those wait on the platform, not on this CPU).
+LIBRARIES = "trainyard.trainers.nlp_text.training"
+_libraries: concurrent.futures.Future[ModuleType] | None = None
+
+
+def _preload_libraries() -> None:
+    global _libraries
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="preload")
+    _libraries = pool.submit(importlib.import_module, LIBRARIES)
+    pool.shutdown(wait=False)
+
+
+async def _loaded() -> None:
+    """The model's libraries are imported (by the preload, or now)."""
+    if _libraries is not None:
+        await asyncio.wrap_future(_libraries)
+    importlib.import_module(LIBRARIES)
+
+
 MODEL_ARTIFACT = "model"
 REPORT_ARTIFACT = "report"
 PROGRESS_INTERVAL_S = 0.5
@@ -77,6 +101,9 @@ class ThrottledProgress:
 
 
 async def _base_model(base: BaseModel) -> TextModel:
+    await _loaded()
+    from trainyard.trainers.nlp_text.model import TextModel
+
     storage = storage_for(base.artifacts_uri)
     await storage.start()
     try:
@@ -105,6 +132,9 @@ async def _train(
     except InputError as exc:
         raise TrainingFailed(f"cannot read the input files: {exc}") from exc
     base = await _base_model(config.base_model) if config.base_model else None
+    await _loaded()
+    from trainyard.trainers.nlp_text.training import TrainParams, train
+
     progress = ThrottledProgress(reporter, asyncio.get_running_loop())
     params = TrainParams(
         epochs=config.epochs,
@@ -199,6 +229,7 @@ async def run(environ: Mapping[str, str]) -> int:
 
 
 def main() -> int:
+    _preload_libraries()
     return asyncio.run(run(os.environ))
 
 
