@@ -25,6 +25,7 @@ from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
 PLATFORM_BUCKET = "ty-platform"
 DATA_BUCKET = "ty-data"
 OTHER_BUCKET = "ty-other"
+MISSING_BUCKET = "ty-never-created"
 
 
 def _text_csv(repeat: int = 6) -> bytes:
@@ -57,7 +58,7 @@ def platform(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
         tmp_path_factory.mktemp("s3-train"),
         upload_settings=storage,
         # The platform's own bucket is allowed on purpose: its storage is refused all the same.
-        s3_input_locations=[f"{DATA_BUCKET}/reviews/", PLATFORM_BUCKET],
+        s3_input_locations=[f"{DATA_BUCKET}/reviews/", PLATFORM_BUCKET, MISSING_BUCKET],
         **storage,
     )
     try:
@@ -121,6 +122,12 @@ def test_a_missing_s3_input_is_404(platform: Platform) -> None:
     resp = platform.train("nlp-text", _body(f"s3://{DATA_BUCKET}/reviews/nothing.csv"))
     assert resp.status_code == 404, resp.text
     assert "names no S3 object" in resp.json()["message"]
+
+
+def test_an_allowed_bucket_s3_cannot_read_is_503_not_a_crash(platform: Platform) -> None:
+    resp = platform.train("nlp-text", _body(f"s3://{MISSING_BUCKET}/train.csv"))
+    assert resp.status_code == 503, resp.text
+    assert "cannot be read now" in resp.json()["message"]
 
 
 def test_another_users_upload_in_s3_is_unreachable(platform: Platform, moto: MotoServer) -> None:

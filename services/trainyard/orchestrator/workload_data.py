@@ -38,7 +38,13 @@ from trainyard.blobs import (
 )
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
-from trainyard.runtime.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from trainyard.runtime.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 
 log = structlog.get_logger("trainyard.orchestrator.workload_data")
 
@@ -120,14 +126,19 @@ class S3Inputs:
         )
 
     async def check_exists(self, uri: str, where: str) -> None:
-        """NotFound when an allowed S3 input names no object (a key) or nothing (a prefix)."""
+        """NotFound when an allowed S3 input names no object (a key) or nothing (a prefix);
+        Unavailable when S3 cannot answer (the operator's bucket, endpoint or credentials)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         bucket, key = self.check(uri, where)
         storage = self.storage(bucket)
         try:
             await storage.start()
         except RuntimeError as exc:
-            raise NotFound(
-                f"{where}: S3 bucket {bucket!r} is not reachable", reason="S3_INPUT_NOT_FOUND"
+            log.warning("s3_inputs.unreachable", bucket=bucket, error=str(exc))
+            raise Unavailable(
+                f"{where}: S3 bucket {bucket!r} cannot be read now; try again later",
+                reason="S3_UNAVAILABLE",
             ) from exc
         try:
             if key and not key.endswith("/"):
@@ -137,6 +148,11 @@ class S3Inputs:
                 async for _ in storage.list_blobs(key):
                     found = True
                     break
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("s3_inputs.unreadable", bucket=bucket, error=str(exc))
+            raise Unavailable(
+                f"{where}: {uri!r} cannot be read now; try again later", reason="S3_UNAVAILABLE"
+            ) from exc
         finally:
             await storage.close()
         if not found:
@@ -225,13 +241,15 @@ class WorkloadData:
             raise NotFound(f"{uri!r}: the folder holds no files", reason="INPUT_NOT_FOUND")
 
     async def _s3_files(self, uri: str) -> AsyncIterator[InputStart | bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         bucket, key = self._s3.check(uri, "input")
         storage = self._s3.storage(bucket)
         try:
             await storage.start()
         except RuntimeError as exc:
-            raise NotFound(
-                f"S3 bucket {bucket!r} is not reachable", reason="INPUT_NOT_FOUND"
+            raise Unavailable(
+                f"S3 bucket {bucket!r} cannot be read now", reason="S3_UNAVAILABLE"
             ) from exc
         try:
             if key and not key.endswith("/"):
@@ -252,6 +270,9 @@ class WorkloadData:
                     raise NotFound(
                         f"s3://{bucket}/{item}: no such object", reason="INPUT_NOT_FOUND"
                     ) from exc
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("s3_inputs.unreadable", bucket=bucket, error=str(exc))
+            raise Unavailable(f"{uri!r} cannot be read now", reason="S3_UNAVAILABLE") from exc
         finally:
             await storage.close()
 
