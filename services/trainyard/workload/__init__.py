@@ -32,7 +32,7 @@ from trainyard.workload.config import (
     read_config_file,
     read_config_uri,
 )
-from trainyard.workload.entry import Written, run_trainer
+from trainyard.workload.entry import Preload, Written, run_trainer
 from trainyard.workload.inputs import InputError, InputFile, fetch_inputs
 from trainyard.workload.relay import OrchestratorBlobStorage, RelayError, storage_for
 from trainyard.workload.reporter import (
@@ -58,6 +58,7 @@ __all__ = [
     "InputFile",
     "Manifest",
     "OrchestratorBlobStorage",
+    "Preload",
     "RelayError",
     "ReportError",
     "Reporter",

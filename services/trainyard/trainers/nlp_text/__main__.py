@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from trainyard.trainers.nlp_text.config import BaseModel, TextConfig
@@ -29,6 +28,7 @@ from trainyard.workload import (
     ArtifactNotFound,
     Artifacts,
     InputError,
+    Preload,
     Reporter,
     Written,
     fetch_inputs,
@@ -41,23 +41,15 @@ if TYPE_CHECKING:
 
 PROG = "trainyard.trainers.nlp_text"
 #: The module that brings the model's libraries (NumPy, SciPy, scikit-learn): most of a
-#: trainer's start, about 2 s of imports. `main` imports it in a thread while the config, the
-#: first report and the inputs travel (those wait on the platform, not on this CPU).
+#: trainer's start, about 2 s of imports, preloaded by `main` (see workload.entry.Preload).
 LIBRARIES = "trainyard.trainers.nlp_text.training"
-_libraries: concurrent.futures.Future[ModuleType] | None = None
-
-
-def _preload_libraries() -> None:
-    global _libraries
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="preload")
-    _libraries = pool.submit(importlib.import_module, LIBRARIES)
-    pool.shutdown(wait=False)
+_preload: Preload | None = None
 
 
 async def _loaded() -> None:
     """The model's libraries are imported (by the preload, or now)."""
-    if _libraries is not None:
-        await asyncio.wrap_future(_libraries)
+    if _preload is not None:
+        await _preload.ready()
     importlib.import_module(LIBRARIES)
 
 
@@ -229,7 +221,8 @@ async def run(environ: Mapping[str, str]) -> int:
 
 
 def main() -> int:
-    _preload_libraries()
+    global _preload
+    _preload = Preload(LIBRARIES)
     return asyncio.run(run(os.environ))
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainyard.trainers.nlp_token.config import NlpTokenConfig
 from trainyard.trainers.nlp_token.data import (
@@ -29,7 +29,6 @@ from trainyard.trainers.nlp_token.data import (
     read_sentences,
 )
 from trainyard.trainers.nlp_token.inference import MODEL_FILES, TokenPredictor, load
-from trainyard.trainers.nlp_token.model import CrfParams, CrfTraining, Evaluation, evaluate
 from trainyard.workload import (
     Artifacts,
     InputFile,
@@ -40,7 +39,14 @@ from trainyard.workload import (
     storage_for,
 )
 
+if TYPE_CHECKING:
+    from trainyard.trainers.nlp_token.model import Evaluation
+
 PROG = "trainyard.trainers.nlp_token"
+#: The module that brings the CRF's and the metrics' libraries (pycrfsuite, seqeval,
+#: scikit-learn): about 1.5 s of a start, imported in a thread from the start by `__main__`
+#: (workload.entry.Preload) and here, lazily, by `fit` (which waits for that import).
+LIBRARIES = "trainyard.trainers.nlp_token.model"
 MODEL, DATA, REPORT = "model", "data", "report"
 DATA_FILE = "sentences.csv.gz"
 DATA_COLUMNS = ("tokens", "tags")
@@ -116,6 +122,8 @@ def fit(
     progress: Progress,
 ) -> Outcome:
     """Everything but I/O with the platform: read, train, evaluate, build the report."""
+    from trainyard.trainers.nlp_token.model import CrfParams, CrfTraining, evaluate
+
     started = time.monotonic()
     scheme, source, target = scheme_of(config, base)
     stats = ReadStats()
