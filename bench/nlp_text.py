@@ -19,7 +19,10 @@ sublinear tf) + LinearSVC(C=1), the standard strong linear baseline; fastText wi
 
 Last, the same training through the platform (bench/through_api.py: `trainyard up`, the split
 uploaded as two CSVs, POST /api/v2/train/nlp-text with test_files): submit → complete seconds
-beside the trainer's own training_seconds and the macro-F1 its report gives.
+beside the trainer's own training_seconds and the macro-F1 its report gives, and beside the same
+trainer run as a plain process on the same files (interleaved with the API runs, so both see the
+same load): what the API adds to that process is the platform's share. `--api-only` skips the
+peers, `--api-rounds N` repeats both N times and prints the medians.
 """
 
 from __future__ import annotations
@@ -162,16 +165,44 @@ def through_the_api(
     y_test: Sequence[str],
     rounds: int = 1,
 ) -> None:
-    """`rounds` trainings in one `trainyard up`, one after the other; each printed, then the
-    median submit -> complete and the median of its part outside the trainer's own
-    training_seconds (process start, inputs, evaluating the test files, artifacts, reports)."""
+    """`rounds` trainings in one `trainyard up`, one after the other, each beside the same
+    trainer run as a plain process on the same files (interleaved, so both see the same load);
+    each printed, then the medians: submit -> complete, the plain process's wall time, and for
+    both the part outside the trainer's own training_seconds (its start and imports, inputs,
+    evaluating the test files, artifacts, reports). The difference is the platform's share."""
     runs: list[through_api.Timed] = []
-    with through_api.running_suite() as api:
-        train_id = through_api.upload(api, [("train.csv", _csv(x_train, y_train))])
-        test_id = through_api.upload(api, [("test.csv", _csv(x_test, y_test))])
-        for i in range(rounds):
-            runs.append(_train_through(api, train_id, test_id, len(set(y_train)), f"bench-{i}"))
-    for timed in runs:
+    alone: list[through_api.Timed] = []
+    classes = len(set(y_train))
+    with tempfile.TemporaryDirectory(prefix="nlp-text-alone-") as tmp:
+        folder = Path(tmp)
+        (folder / "train.csv").write_bytes(_csv(x_train, y_train))
+        (folder / "test.csv").write_bytes(_csv(x_test, y_test))
+        config = {
+            "model_id": "00000000-0000-0000-0000-00000000be7c",
+            "supervised_files": [(folder / "train.csv").as_uri()],
+            "test_files": [(folder / "test.csv").as_uri()],
+            "model_options": {
+                "text_column": "text",
+                "label_column": "label",
+                "n_target_classes": classes,
+            },
+            "base_model": None,
+        }
+        with through_api.running_suite() as api:
+            train_id = through_api.upload(api, [("train.csv", _csv(x_train, y_train))])
+            test_id = through_api.upload(api, [("test.csv", _csv(x_test, y_test))])
+            for i in range(rounds):
+                runs.append(_train_through(api, train_id, test_id, classes, f"bench-{i}"))
+                alone.append(
+                    through_api.trainer_alone(
+                        "trainyard.trainers.nlp_text", config, folder / f"alone-{i}"
+                    )
+                )
+    for timed in alone:
+        if timed.status["status"] != "complete":
+            print(f"the trainer alone failed: {timed.status}")
+            return
+    for timed, plain in zip(runs, alone, strict=True):
         if timed.status["status"] != "complete":
             print(f"through the API: the training ended {timed.status}")
             return
@@ -179,17 +210,24 @@ def through_the_api(
         f1 = float(timed.report.get("macro_f1", float("nan")))
         print(
             f"through the API: submit -> complete {timed.seconds:.2f} s, the trainer's own "
-            f"training {own:.2f} s ({timed.seconds / own:.1f}x), report macro-F1 {f1:.4f}"
+            f"training {own:.2f} s ({timed.seconds / own:.1f}x), report macro-F1 {f1:.4f}; "
+            f"the trainer as a plain process {plain.seconds:.2f} s "
+            f"(training {float(plain.report.get('training_seconds', float('nan'))):.2f} s)"
         )
-    if len(runs) > 1:
-        total = statistics.median(t.seconds for t in runs)
-        rest = statistics.median(
-            t.seconds - float(t.report.get("training_seconds", 0.0)) for t in runs
-        )
-        print(
-            f"through the API, median of {len(runs)}: submit -> complete {total:.2f} s, of which "
-            f"{rest:.2f} s outside the trainer's training_seconds"
-        )
+
+    def rest(timed: through_api.Timed) -> float:
+        return timed.seconds - float(timed.report.get("training_seconds", 0.0))
+
+    api_s, alone_s = (
+        statistics.median(t.seconds for t in runs),
+        statistics.median(t.seconds for t in alone),
+    )
+    print(
+        f"median of {len(runs)}: submit -> complete {api_s:.2f} s "
+        f"({statistics.median(map(rest, runs)):.2f} s outside training_seconds); the trainer as "
+        f"a plain process {alone_s:.2f} s ({statistics.median(map(rest, alone)):.2f} s outside); "
+        f"the platform's share {api_s - alone_s:+.2f} s"
+    )
 
 
 def _train_through(
