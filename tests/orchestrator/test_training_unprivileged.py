@@ -14,8 +14,7 @@ import httpx
 import pytest
 
 from tests.orchestrator.test_training_e2e import _text_csv
-from tests.support.jobs import open_dir, python_for
-from tests.support.platform import Platform, start_platform, unique_name
+from tests.support.platform import Platform, as_nobody, start_platform, unique_name
 from tests.support.wait import eventually
 from trainyard.jobrunner.settings import Pipeline
 from trainyard.runtime.settings import ensure_local_secret
@@ -35,20 +34,13 @@ PROBE = (
 
 
 @pytest.fixture(scope="module")
-def platform() -> Iterator[Platform]:
-    python = python_for("nobody")
-    if python is None:
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    data, how = as_nobody(tmp_path_factory.mktemp("nobody"))
+    if not how:
         pytest.skip("no interpreter the nobody user can run")
-    data = open_dir()
     ensure_local_secret(data / "auth-secret")
-    p = start_platform(
-        data,
-        trainer_python=str(python),
-        jobrunner_settings={
-            "workload_user": "nobody",
-            "pipelines": {"probe": Pipeline(command=["/bin/sh", "-c", PROBE])},
-        },
-    )
+    how["jobrunner_settings"]["pipelines"] = {"probe": Pipeline(command=["/bin/sh", "-c", PROBE])}
+    p = start_platform(data, **how)
     try:
         yield p
     finally:

@@ -5,6 +5,7 @@ Kubernetes API double, whose pods are local processes too."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import uuid
@@ -17,7 +18,7 @@ import httpx
 
 from tests.k8s_double import FakeKubernetes
 from tests.support.harness import TEST_SECRET, Harness
-from tests.support.jobs import python_runs_as
+from tests.support.jobs import open_dir, python_for, python_runs_as
 from tests.support.wait import eventually
 from trainyard.jobrunner.app import build as build_jobrunner
 from trainyard.jobrunner.settings import JobrunnerSettings
@@ -84,6 +85,24 @@ class Platform:
             timeout=timeout,
             message=f"model {model_id} never finished training",
         )
+
+
+@functools.cache
+def _nobody_python() -> Path | None:
+    return python_for("nobody")
+
+
+def as_nobody(tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """Where and how to `start_platform(where, **how)` so that the (root) job-runner runs the
+    trainers as `nobody`, with an interpreter nobody can run, on a data dir whose parents
+    nobody can pass through; `(tmp, {})` when that cannot be (not root, no such Python)."""
+    python = _nobody_python()
+    if python is None:
+        return tmp, {}
+    return open_dir(), {
+        "trainer_python": str(python),
+        "jobrunner_settings": {"workload_user": "nobody"},
+    }
 
 
 def unique_name(prefix: str = "model") -> str:
