@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from tests.orchestrator.test_training_e2e import _text_csv
@@ -26,7 +27,18 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     (root / "folder" / "sports").mkdir(parents=True)
     (root / "folder" / "sports" / "a.csv").write_bytes(_text_csv())
     (root / "single.csv").write_bytes(_text_csv())
-    p = start_platform(tmp / "data", local_roots=[root])
+    # The trainer sleeps: its model stays in training while the test plays the trainer.
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    trainer = bin_dir / "trainer"
+    trainer.write_text("#!/bin/sh\nexec sleep 600\n")
+    trainer.chmod(0o755)
+    p = start_platform(
+        tmp / "data",
+        local_roots=[root],
+        trainer_python=str(trainer),
+        jobrunner_settings={"workload_user": ""},  # the script lives under a private tmp
+    )
     try:
         yield p
     finally:
@@ -54,7 +66,6 @@ def _model(platform: Platform, *paths: str, user: str = "alice") -> tuple[str, A
     )
     assert resp.status_code == 200, resp.text
     model_id: str = resp.json()["model_id"]
-    platform.wait_final(model_id, user=user)
     token = platform.harness.authority.mint_job(user, model_id=model_id)
     channel = grpc.insecure_channel(platform.harness.servers["orchestrator"].address)
     return model_id, svc.TrainServiceStub(channel), (("authorization", f"Bearer {token}"),)
@@ -83,7 +94,7 @@ def test_a_folder_input_streams_its_files_and_a_swapped_symlink_reads_nothing(
     platform: Platform,
 ) -> None:
     root = _root(platform)
-    _, stub, meta = _model(platform, str(root / "folder"), str(root / "single.csv"))
+    model_id, stub, meta = _model(platform, str(root / "folder"), str(root / "single.csv"))
     folder_uri = (root / "folder").resolve().as_uri() + "/"
     single_uri = (root / "single.csv").resolve().as_uri()
     assert _read(stub, meta, folder_uri) == {"sports/a.csv": _text_csv()}
@@ -102,6 +113,7 @@ def test_a_folder_input_streams_its_files_and_a_swapped_symlink_reads_nothing(
     (root / "single.csv").symlink_to(secret)
     assert _code(lambda: _read(stub, meta, folder_uri)) == grpc.StatusCode.NOT_FOUND
     assert _code(lambda: _read(stub, meta, single_uri)) == grpc.StatusCode.PERMISSION_DENIED
+    _stop(platform, model_id)
 
 
 def test_blobs_only_under_the_tokens_own_model(platform: Platform) -> None:
@@ -157,8 +169,7 @@ def test_blobs_only_under_the_tokens_own_model(platform: Platform) -> None:
         )
         == grpc.StatusCode.PERMISSION_DENIED
     )
-    # Bob's model is whole; a user token is no job token.
-    assert platform.status(other_id, user="bob")["status"] == "complete"
+    # A user token is no job token.
     user_meta = (("authorization", platform.headers()["authorization"]),)
     assert (
         _code(
@@ -174,3 +185,25 @@ def test_blobs_only_under_the_tokens_own_model(platform: Platform) -> None:
         _code(lambda: list(stub.ReadTrainBlob(msgs.ReadTrainBlobRequest(key=key), metadata=meta)))
         == grpc.StatusCode.NOT_FOUND
     )
+
+    # A stopped training's straggler writes nothing more to its model.
+    _stop(platform, model_id)
+    _stop(platform, other_id, user="bob")
+    assert (
+        _code(
+            lambda: stub.WriteTrainBlob(
+                iter([msgs.WriteTrainBlobRequest(key=key, data=b"late")]), metadata=meta
+            )
+        )
+        == grpc.StatusCode.FAILED_PRECONDITION
+    )
+
+
+def _stop(platform: Platform, model_id: str, user: str = "alice") -> None:
+    resp = httpx.post(
+        f"{platform.http}/api/v2/train/{model_id}/stop",
+        headers=platform.headers(user),
+        json={},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text

@@ -32,7 +32,7 @@ from trainyard.blobs import BlobStorage
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
 from trainyard.orchestrator.settings import OrchestratorSettings
-from trainyard.orchestrator.workload_data import UPLOAD_SOURCES, S3Inputs, WorkloadData
+from trainyard.orchestrator.workload_data import INPUTS, UPLOAD_SOURCES, S3Inputs, WorkloadData
 from trainyard.runtime.auth import TokenAuthority
 from trainyard.runtime.errors import (
     FailedPrecondition,
@@ -184,6 +184,7 @@ class Trainings:
             "cores": plan.cores,
             "memory_mb": plan.memory_mb,
             "config": config,
+            INPUTS: sorted({uri for uris in resolved.values() for uri in uris}),
             UPLOAD_SOURCES: sources,
         }
         model = await self._registry.create(

@@ -22,7 +22,6 @@ import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import structlog
 
@@ -39,6 +38,7 @@ from trainyard.blobs import (
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
 from trainyard.runtime.errors import (
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -48,8 +48,9 @@ from trainyard.runtime.errors import (
 
 log = structlog.get_logger("trainyard.orchestrator.workload_data")
 
-#: The keys of a trainer config that list input URIs.
-INPUT_KEYS = ("supervised_files", "test_files", "unsupervised_files")
+#: The key of a train config listing every input URI its trainer may read (resolved for the
+#: owner at request time, whatever config key the trainer finds them under).
+INPUTS = "inputs"
 #: The key of a train config mapping an upload's file URI to [upload_id, file name].
 UPLOAD_SOURCES = "upload_sources"
 
@@ -187,9 +188,8 @@ class WorkloadData:
     async def read_input(self, model_id: str, uri: str) -> AsyncIterator[InputStart | bytes]:
         """Each file `uri` names (an InputStart, then its bytes), if the model lists it."""
         model = await self._registry.get(model_id)
-        config: dict[str, Any] = dict(model.train_config.get("config") or {})
-        listed = {u for key in INPUT_KEYS for u in config.get(key) or [] if isinstance(u, str)}
-        if uri not in listed:
+        listed = model.train_config.get(INPUTS) or []
+        if not isinstance(listed, list) or uri not in listed:
             raise PermissionDenied(
                 "this input is not one of the training's inputs", reason="INPUT_NOT_LISTED"
             )
@@ -278,8 +278,15 @@ class WorkloadData:
 
     # ---- the model's blobs -----------------------------------------------------------------
 
-    async def _model(self, model_id: str) -> ModelView:
-        return await self._registry.get(model_id)
+    async def _model(self, model_id: str, *, writing: bool = False) -> ModelView:
+        model = await self._registry.get(model_id)
+        if writing and model.final:
+            # A stopped (or otherwise ended) training's straggler adds nothing to its model.
+            raise FailedPrecondition(
+                f"the training of model {model_id!r} has ended ({model.status})",
+                reason="TRAINING_ENDED",
+            )
+        return model
 
     @staticmethod
     def _checked(key: str, allowed: Sequence[str]) -> str:
@@ -305,7 +312,7 @@ class WorkloadData:
             raise NotFound("no such blob", reason="BLOB_NOT_FOUND") from exc
 
     async def write_blob(self, model_id: str, key: str, chunks: AsyncIterator[bytes]) -> StoredBlob:
-        await self._model(model_id)
+        await self._model(model_id, writing=True)
         writer = await self._artifacts.open_writer(self._checked(key, [_model_key(model_id)]))
         size = 0
         try:
@@ -323,7 +330,7 @@ class WorkloadData:
             raise
 
     async def delete_blobs(self, model_id: str, prefix: str) -> None:
-        await self._model(model_id)
+        await self._model(model_id, writing=True)
         key = self._checked(prefix, [_model_key(model_id)])
         if key.endswith("/"):
             await self._artifacts.delete_prefix(key)
