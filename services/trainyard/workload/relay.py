@@ -8,6 +8,11 @@ and `storage_for(artifacts_uri)` is an `OrchestratorBlobStorage` that reads, wri
 the model's blobs through ReadTrainBlob / WriteTrainBlob / DeleteTrainBlobs. The orchestrator
 checks every call against the token's model (see trainyard.orchestrator.workload_data). A job
 run by hand or by tests, without that section, reads and writes its URIs directly.
+
+An orchestrator that is away for a moment (restarting) does not fail the training: each call
+waits for it to be ready and is retried on UNAVAILABLE / DEADLINE_EXCEEDED for up to
+RETRY_SECONDS (an input is then read again from its start, a blob written again whole; a blob
+read is retried until its first bytes arrive).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import grpc
+import tenacity
 
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
@@ -38,6 +44,20 @@ from trainyard.workload.config import platform_settings
 RELAY_ORCHESTRATOR = "orchestrator"
 #: A write is spooled in memory up to this size, then on the job's disk.
 _SPOOL_BYTES = 8 * 1024 * 1024
+#: How long a relayed call is retried while the orchestrator is away.
+RETRY_SECONDS = 300.0
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _retrying() -> tenacity.AsyncRetrying:
+    return tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception(
+            lambda e: isinstance(e, grpc.aio.AioRpcError) and e.code() in _TRANSIENT
+        ),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
+        stop=tenacity.stop_after_delay(RETRY_SECONDS),
+        reraise=True,
+    )
 
 
 class RelayError(Exception):
@@ -97,29 +117,40 @@ async def read_input(uri: str, dest: Path, address: str, token: str) -> list[tup
     """Every file one input URI names, streamed by the orchestrator into `dest`: (local path,
     name relative to what the URI named)."""
     conn = _Connection(address, token)
-    found: list[tuple[Path, str]] = []
-    fh: Any = None
+
+    async def once() -> list[tuple[Path, str]]:
+        found: list[tuple[Path, str]] = []
+        fh: Any = None
+        try:
+            call = conn.stub.ReadTrainInput(
+                msgs.ReadTrainInputRequest(uri=uri), metadata=conn.metadata, wait_for_ready=True
+            )
+            async for message in call:
+                if message.WhichOneof("chunk") == "file":
+                    if fh is not None:
+                        fh.close()
+                    name = message.file.name
+                    check_key(name)  # the name stays inside dest
+                    local = dest.joinpath(*PurePosixPath(name).parts)
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    fh = open(local, "wb")  # noqa: ASYNC230, SIM115 - the job's own disk
+                    found.append((local, name))
+                elif fh is not None:
+                    fh.write(message.data)
+        finally:
+            if fh is not None:
+                fh.close()
+        return found
+
     try:
-        call = conn.stub.ReadTrainInput(msgs.ReadTrainInputRequest(uri=uri), metadata=conn.metadata)
-        async for message in call:
-            if message.WhichOneof("chunk") == "file":
-                if fh is not None:
-                    fh.close()
-                name = message.file.name
-                check_key(name)  # the name stays inside dest
-                local = dest.joinpath(*PurePosixPath(name).parts)
-                local.parent.mkdir(parents=True, exist_ok=True)
-                fh = open(local, "wb")  # noqa: ASYNC230, SIM115 - the job's own disk, chunked
-                found.append((local, name))
-            elif fh is not None:
-                fh.write(message.data)
+        async for attempt in _retrying():
+            with attempt:
+                return await once()
     except grpc.aio.AioRpcError as exc:
         raise conn.error("ReadTrainInput", exc) from exc
     finally:
-        if fh is not None:
-            fh.close()
         await conn.close()
-    return found
+    raise AssertionError("unreachable: the retrying returns or raises")
 
 
 class OrchestratorBlobStorage(BlobStorage):
@@ -143,19 +174,37 @@ class OrchestratorBlobStorage(BlobStorage):
 
     async def read(self, key: str, chunk_size: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
         check_key(key)
-        call = self._conn.stub.ReadTrainBlob(
-            msgs.ReadTrainBlobRequest(key=key), metadata=self._conn.metadata
-        )
+        call: Any = None
+        first: Any = None
+
+        async def start() -> None:
+            nonlocal call, first
+            if call is not None:
+                call.cancel()
+            call = self._conn.stub.ReadTrainBlob(
+                msgs.ReadTrainBlobRequest(key=key),
+                metadata=self._conn.metadata,
+                wait_for_ready=True,
+            )
+            first = await anext(aiter(call), None)
+
         try:
-            async for message in call:
-                if message.data:
-                    yield message.data
+            async for attempt in _retrying():
+                with attempt:
+                    await start()
+            if first is not None:
+                if first.data:
+                    yield first.data
+                async for message in call:
+                    if message.data:
+                        yield message.data
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise BlobNotFound(key) from exc
             raise self._conn.error("ReadTrainBlob", exc) from exc
         finally:
-            call.cancel()
+            if call is not None:
+                call.cancel()
 
     async def exists(self, key: str) -> bool:
         try:
@@ -167,9 +216,13 @@ class OrchestratorBlobStorage(BlobStorage):
 
     async def _delete(self, prefix: str) -> None:
         try:
-            await self._conn.stub.DeleteTrainBlobs(
-                msgs.DeleteTrainBlobsRequest(prefix=prefix), metadata=self._conn.metadata
-            )
+            async for attempt in _retrying():
+                with attempt:
+                    await self._conn.stub.DeleteTrainBlobs(
+                        msgs.DeleteTrainBlobsRequest(prefix=prefix),
+                        metadata=self._conn.metadata,
+                        wait_for_ready=True,
+                    )
         except grpc.aio.AioRpcError as exc:
             raise self._conn.error("DeleteTrainBlobs", exc) from exc
 
@@ -204,17 +257,19 @@ class _RelayedWriter(BlobWriter):
         self._size += len(data)
 
     async def commit(self) -> StoredBlob:
-        self._spool.seek(0)
-
         async def messages() -> AsyncIterator[msgs.WriteTrainBlobRequest]:
+            self._spool.seek(0)
             yield msgs.WriteTrainBlobRequest(key=self.key)
             while chunk := self._spool.read(READ_CHUNK_BYTES):
                 yield msgs.WriteTrainBlobRequest(data=chunk)
 
+        response: Any = None
         try:
-            response = await self._conn.stub.WriteTrainBlob(
-                messages(), metadata=self._conn.metadata
-            )
+            async for attempt in _retrying():  # each attempt writes the blob again, whole
+                with attempt:
+                    response = await self._conn.stub.WriteTrainBlob(
+                        messages(), metadata=self._conn.metadata, wait_for_ready=True
+                    )
         except grpc.aio.AioRpcError as exc:
             raise self._conn.error("WriteTrainBlob", exc) from exc
         finally:
