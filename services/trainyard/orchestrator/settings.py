@@ -91,6 +91,15 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
         description="Largest model artifact predict loads (bigger answers 422).",
     )
 
+    @field_validator("s3_input_locations", mode="after")
+    @classmethod
+    def _s3_locations(cls, locations: list[str]) -> list[str]:
+        for text in locations:
+            bucket = text.removeprefix("s3://").partition("/")[0]
+            if not bucket or any(c.isspace() for c in text):
+                raise ValueError(f"S3 input location {text!r} must be bucket or bucket/prefix/")
+        return locations
+
     @field_validator("local_roots", mode="after")
     @classmethod
     def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
