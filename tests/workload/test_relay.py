@@ -55,6 +55,16 @@ async def test_inputs_are_streamed_into_the_work_dir_and_reread_after_a_restart(
     assert {r.authorization for r in relay.received} <= {"Bearer t0k"}
 
 
+async def test_inputs_of_the_same_name_stay_apart(relay: RelayTrainService, tmp_path: Path) -> None:
+    relay.inputs["upload-a"] = [("reviews.csv", b"training rows")]
+    relay.inputs["upload-b"] = [("reviews.csv", b"test rows")]
+    train = await fetch_inputs(["upload-a"], tmp_path)
+    test = await fetch_inputs(["upload-b"], tmp_path)  # as a trainer reads its test_files
+    assert train[0].path != test[0].path
+    assert train[0].path.read_bytes() == b"training rows"
+    assert test[0].path.read_bytes() == b"test rows"
+
+
 async def test_an_input_the_orchestrator_refuses_is_an_input_error(
     relay: RelayTrainService, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ its scheme: the workload itself may read none of them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,9 +44,12 @@ async def fetch_inputs(
     out: list[InputFile] = []
     relayed = relay()
     if relayed is not None:
-        for i, uri in enumerate(uris):
+        for uri in uris:
+            # One folder per URI (its files keep their names; two inputs, or the training and
+            # the test files, may hold files of the same name).
+            folder = dest / "inputs" / hashlib.sha256(uri.encode()).hexdigest()[:24]
             try:
-                files = await read_input(uri, dest / "inputs" / str(i), *relayed)
+                files = await read_input(uri, folder, *relayed)
             except RelayError as exc:
                 raise InputError(f"{uri}: {exc}") from exc
             out += [InputFile(path, name, uri) for path, name in files]
