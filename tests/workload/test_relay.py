@@ -71,6 +71,11 @@ async def test_an_input_the_orchestrator_refuses_is_an_input_error(
     with pytest.raises(InputError, match="PERMISSION_DENIED"):
         await fetch_inputs(["s3://someone-else/data.csv"], tmp_path)
     assert relay.calls["ReadTrainInput"] == 1  # refused, not retried
+    # What its owner reads names neither the platform's address nor a server path.
+    with pytest.raises(InputError) as refused:
+        await fetch_inputs(["file:///srv/trainyard/uploads/u1/data.csv"], tmp_path)
+    assert str(refused.value).startswith("input file 'data.csv': ReadTrainInput failed")
+    assert "127.0.0.1" not in str(refused.value) and "/srv/" not in str(refused.value)
 
 
 async def test_artifacts_are_written_and_read_through_the_orchestrator(

@@ -51,7 +51,7 @@ async def fetch_inputs(
             try:
                 files = await read_input(uri, folder, *relayed)
             except RelayError as exc:
-                raise InputError(f"{uri}: {exc}") from exc
+                raise InputError(f"{_shown(uri)}: {exc}") from exc
             out += [InputFile(path, name, uri) for path, name in files]
         return out
     for uri in uris:
@@ -64,6 +64,14 @@ async def fetch_inputs(
         else:
             out += await _s3(parsed.bucket, parsed.key, uri, dest / "inputs", settings)
     return out
+
+
+def _shown(uri: str) -> str:
+    """An input URI as its owner may see it: an S3 URI whole (they gave it); a file on the
+    platform (an upload's, say) by its name only, never the server's path."""
+    if uri.startswith("file:"):
+        return f"input file {PurePosixPath(uri).name!r}"
+    return uri
 
 
 def _local(path: Path, uri: str) -> list[InputFile]:

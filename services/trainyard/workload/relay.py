@@ -110,7 +110,8 @@ class _Connection:
         self._stub = None
 
     def error(self, rpc: str, exc: grpc.aio.AioRpcError) -> RelayError:
-        return RelayError(f"{rpc} at {self.address} failed: {exc.code().name}: {exc.details()}")
+        # Shown to the model's owner: no address of the platform's.
+        return RelayError(f"{rpc} failed: {exc.code().name}: {exc.details()}")
 
 
 async def read_input(uri: str, dest: Path, address: str, token: str) -> list[tuple[Path, str]]:
