@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.support.documents import docx_bytes, pdf_bytes
-from tests.support.platform import Platform, start_platform, unique_name
+from tests.support.platform import Platform, as_nobody, start_platform, unique_name
 from trainyard.trainers.ndb import NdbModel, load_model
 
 PAIRS = [
@@ -34,7 +34,9 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    p = start_platform(tmp_path_factory.mktemp("ndb-e2e"))
+    # As root (CI), the trainers run as nobody: they reach their data only through the API.
+    where, how = as_nobody(tmp_path_factory.mktemp("ndb-e2e"))
+    p = start_platform(where, **how)
     try:
         yield p
     finally:

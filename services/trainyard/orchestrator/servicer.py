@@ -22,7 +22,12 @@ from trainyard.orchestrator.token_feedback import TokenFeedbackStore
 from trainyard.orchestrator.tokens import issue_token, parse_token_request
 from trainyard.orchestrator.training import Trainings
 from trainyard.runtime.auth import TokenAuthority, current_identity, current_user
-from trainyard.runtime.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from trainyard.runtime.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from trainyard.runtime.http import CLIENT_ADDRESS_HEADER, json_body
 from trainyard.runtime.ratelimit import FailureLimiter
 from trainyard.runtime.untrusted import struct_to_dict
@@ -170,6 +175,49 @@ class TrainServicer(svc.TrainServiceServicer):
     ) -> msgs.LogTrainMessageResponse:
         await self._registry.add_message(_job_model(), request.level, request.message)
         return msgs.LogTrainMessageResponse()
+
+    # ---- a workload's data, relayed (job tokens only; see workload_data.py) ------------------
+
+    async def ReadTrainInput(
+        self, request: msgs.ReadTrainInputRequest, context: Context
+    ) -> AsyncIterator[msgs.ReadTrainInputResponse]:
+        async for item in self._trainings.data.read_input(_job_model(), request.uri):
+            if isinstance(item, bytes):
+                yield msgs.ReadTrainInputResponse(data=item)
+            else:
+                yield msgs.ReadTrainInputResponse(
+                    file=msgs.ReadTrainInputFile(name=item.name, uri=item.uri)
+                )
+
+    async def ReadTrainBlob(
+        self, request: msgs.ReadTrainBlobRequest, context: Context
+    ) -> AsyncIterator[msgs.ReadTrainBlobResponse]:
+        async for chunk in self._trainings.data.read_blob(_job_model(), request.key):
+            yield msgs.ReadTrainBlobResponse(data=chunk)
+
+    async def WriteTrainBlob(
+        self, request_iterator: AsyncIterator[msgs.WriteTrainBlobRequest], context: Context
+    ) -> msgs.WriteTrainBlobResponse:
+        model_id = _job_model()
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.key:
+            raise InvalidArgument("the first message must name the blob's key", reason="NO_KEY")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            if first.data:
+                yield first.data
+            async for message in request_iterator:
+                if message.data:
+                    yield message.data
+
+        stored = await self._trainings.data.write_blob(model_id, first.key, chunks())
+        return msgs.WriteTrainBlobResponse(size=stored.size, sha256=stored.sha256)
+
+    async def DeleteTrainBlobs(
+        self, request: msgs.DeleteTrainBlobsRequest, context: Context
+    ) -> msgs.DeleteTrainBlobsResponse:
+        await self._trainings.data.delete_blobs(_job_model(), request.prefix)
+        return msgs.DeleteTrainBlobsResponse()
 
 
 def _plain(value: Any) -> Any:

@@ -35,6 +35,13 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
         "(a JSON list). Empty by default: local paths are refused until an operator allows a "
         "root. Paths are resolved (symlinks followed) and must stay inside a root.",
     )
+    s3_input_locations: list[str] = Field(
+        default_factory=list,
+        description='S3 buckets or prefixes ("bucket" or "bucket/prefix/", a JSON list) a '
+        'train request may name with {"location": "s3"}, read with the orchestrator\'s S3 '
+        "settings and credentials. Empty by default: S3 inputs are refused (403). The "
+        "platform's own storage (its uploads and artifacts) is never an input.",
+    )
     artifacts_root: Path | None = Field(
         default=None,
         description="Local storage backend: where models' artifacts live; default "
@@ -160,6 +167,15 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
             "timeout_seconds": self.llm_timeout_seconds,
             "concurrency": self.llm_concurrency,
         }
+
+    @field_validator("s3_input_locations", mode="after")
+    @classmethod
+    def _s3_locations(cls, locations: list[str]) -> list[str]:
+        for text in locations:
+            bucket = text.removeprefix("s3://").partition("/")[0]
+            if not bucket or any(c.isspace() for c in text):
+                raise ValueError(f"S3 input location {text!r} must be bucket or bucket/prefix/")
+        return locations
 
     @field_validator("local_roots", mode="after")
     @classmethod

@@ -36,6 +36,7 @@ from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
 from trainyard.orchestrator.settings import OrchestratorSettings
 from trainyard.orchestrator.token_feedback import TokenFeedbackStore
+from trainyard.orchestrator.workload_data import INPUTS, UPLOAD_SOURCES, S3Inputs, WorkloadData
 from trainyard.runtime.auth import TokenAuthority
 from trainyard.runtime.errors import (
     FailedPrecondition,
@@ -186,6 +187,11 @@ class Trainings:
         #: Where trainers call back; set once the server listens (see app.py).
         self.address = orchestrator_address
         self._roots = [Path(os.path.realpath(root)) for root in settings.local_roots]
+        self._s3_inputs = S3Inputs(settings.s3_input_locations, settings.storage_settings())
+        #: Inputs and blobs of the workloads, relayed for their job tokens.
+        self.data = WorkloadData(
+            registry, peers, artifacts, self._s3_inputs, self._roots, settings.max_model_bytes
+        )
 
     # ---- starting --------------------------------------------------------------------------
 
@@ -199,9 +205,10 @@ class Trainings:
         left_out = 0
         if kind == "ndb-retrain" and base is not None:
             feedback, left_out = await self._ndb_feedback(base, user)
+        sources: dict[str, list[str]] = {}
         entries = {
             key: [
-                (info, await self._resolve(info, f"data.{key}[{i}]", user))
+                (info, await self._resolve(info, f"data.{key}[{i}]", user, sources))
                 for i, info in enumerate(infos)
             ]
             for key, infos in plan.files.items()
@@ -232,6 +239,8 @@ class Trainings:
             "cores": plan.cores,
             "memory_mb": plan.memory_mb,
             "config": config,
+            INPUTS: sorted({uri for uris in resolved.values() for uri in uris}),
+            UPLOAD_SOURCES: sources,
         }
         try:
             model = await self._registry.create(
@@ -296,14 +305,20 @@ class Trainings:
             )
         return base
 
-    async def _resolve(self, info: msgs.FileInfo, where: str, user: str) -> list[str]:
-        """The URIs a file entry names, for this user only."""
+    async def _resolve(
+        self, info: msgs.FileInfo, where: str, user: str, sources: dict[str, list[str]]
+    ) -> list[str]:
+        """The URIs a file entry names, for this user only; an upload's files are recorded in
+        `sources` (uri -> [upload_id, name]), which is how the workload's reads find them."""
         if info.location == "upload":
             upload = await self._peers.resolve_upload(info.path, user, where)
+            sources.update({f.uri: [upload.upload_id, f.name] for f in upload.files})
             return [f.uri for f in upload.files]
         if info.location in ("local", "nfs"):
             return [self._local_uri(info.path, where)]
-        return [info.path]  # s3://bucket/key-or-prefix/ (checked by the validator)
+        # s3://bucket/key-or-prefix/ (its form checked by the validator): only where allowed.
+        await self._s3_inputs.check_exists(info.path, where)
+        return [info.path]
 
     def _local_uri(self, path: str, where: str) -> str:
         if not self._roots:
@@ -333,6 +348,9 @@ class Trainings:
         plan = model.train_config
         config = dict(plan["config"])
         config["platform"] = {
+            # Inputs and artifacts go through the orchestrator (workload_data.py): the
+            # workload holds no storage access of its own.
+            "relay": "orchestrator",
             "orchestrator_address": self.address,
             "job_token": self._authority.mint_job(
                 model.owner,

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from trainyard.blobs import storage_at
 from trainyard.trainers import embeddings
 from trainyard.trainers.ndb.config import BaseModel, NdbConfig
 from trainyard.trainers.ndb.model import NdbModel, Settings, load_model
@@ -29,6 +28,7 @@ from trainyard.workload import (
     Written,
     fetch_inputs,
     run_trainer,
+    storage_for,
 )
 
 PROG = "trainyard.trainers.ndb"
@@ -41,7 +41,7 @@ class TrainingFailed(Exception):
 
 
 async def _base_model(base: BaseModel, dest: Path) -> NdbModel:
-    storage = storage_at(base.artifacts_uri)
+    storage = storage_for(base.artifacts_uri)
     await storage.start()
     try:
         await Artifacts(storage, f"models/{base.model_id}/").download(MODEL_ARTIFACT, dest)
@@ -120,7 +120,7 @@ async def _train_and_write(config: NdbConfig, reporter: Reporter) -> Written:
         out = work / "model"
         await asyncio.to_thread(result.model.save, out, [c.fields for c in result.chunks])
         await reporter.progress(0.0, "writing")
-        storage = storage_at(config.artifacts_uri)
+        storage = storage_for(config.artifacts_uri)
         await storage.start()
         try:
             artifacts = Artifacts(storage, f"models/{config.model_id}/")

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainyard.blobs import storage_at
 from trainyard.trainers.nlp_text.config import BaseModel, TextConfig
 from trainyard.trainers.nlp_text.model import TextModel
 from trainyard.trainers.nlp_text.reading import (
@@ -32,6 +31,7 @@ from trainyard.workload import (
     Written,
     fetch_inputs,
     run_trainer,
+    storage_for,
 )
 from trainyard.workload.inputs import InputFile
 
@@ -45,7 +45,7 @@ class TrainingFailed(Exception):
 
 
 async def _base_model(base: BaseModel) -> TextModel:
-    storage = storage_at(base.artifacts_uri)
+    storage = storage_for(base.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{base.model_id}/")
@@ -149,7 +149,7 @@ async def train_and_write(
     with tempfile.TemporaryDirectory(prefix="nlp-text-", dir=os.getcwd()) as tmp:
         model, report = await _train(config, reporter, Path(tmp), inputs)
     await reporter.progress(0.0, "writing")
-    storage = storage_at(config.artifacts_uri)
+    storage = storage_for(config.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{config.model_id}/")

@@ -1305,6 +1305,221 @@ class LogTrainMessageResponse(_message.Message):
 Global___LogTrainMessageResponse: _TypeAlias = LogTrainMessageResponse  # noqa: Y015
 
 @_typing.final
+class ReadTrainInputRequest(_message.Message):
+    """ReadTrainInputRequest names one input of the job token's model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URI_FIELD_NUMBER: _builtins.int
+    uri: _builtins.str
+    """uri is one of the input URIs of the model's trainer config, as the config writes it."""
+    def __init__(
+        self,
+        *,
+        uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadTrainInputRequest: _TypeAlias = ReadTrainInputRequest  # noqa: Y015
+
+@_typing.final
+class ReadTrainInputFile(_message.Message):
+    """ReadTrainInputFile starts one file of a streamed input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the file's path relative to what `uri` names ("sports/a.txt" under a folder or
+    prefix; the base name of a single file).
+    """
+    uri: _builtins.str
+    """uri is where the file came from."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadTrainInputFile: _TypeAlias = ReadTrainInputFile  # noqa: Y015
+
+@_typing.final
+class ReadTrainInputResponse(_message.Message):
+    """ReadTrainInputResponse is the start of the next file or the next bytes of the current one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """data is the next bytes of the current file (at most 1 MiB a message)."""
+    @_builtins.property
+    def file(self) -> Global___ReadTrainInputFile:
+        """file starts the next file."""
+
+    def __init__(
+        self,
+        *,
+        file: Global___ReadTrainInputFile | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "data", b"data", "file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "data", b"data", "file", b"file"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_chunk: _TypeAlias = _typing.Literal["file", "data"]  # noqa: Y015
+    _WhichOneofArgType_chunk: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_chunk) -> _WhichOneofReturnType_chunk | None: ...
+
+Global___ReadTrainInputResponse: _TypeAlias = ReadTrainInputResponse  # noqa: Y015
+
+@_typing.final
+class ReadTrainBlobRequest(_message.Message):
+    """ReadTrainBlobRequest names one blob of the artifact store."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """key is the blob's key relative to the store's root, e.g. "models/<model_id>/model/MANIFEST.json"."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadTrainBlobRequest: _TypeAlias = ReadTrainBlobRequest  # noqa: Y015
+
+@_typing.final
+class ReadTrainBlobResponse(_message.Message):
+    """ReadTrainBlobResponse is the next chunk of the blob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """data is the next bytes of the blob (at most 1 MiB a message)."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadTrainBlobResponse: _TypeAlias = ReadTrainBlobResponse  # noqa: Y015
+
+@_typing.final
+class WriteTrainBlobRequest(_message.Message):
+    """WriteTrainBlobRequest is one message of a blob's write."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """key, in the first message only, is the blob's key relative to the store's root."""
+    data: _builtins.bytes
+    """data is the next bytes of the blob (at most 1 MiB a message)."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteTrainBlobRequest: _TypeAlias = WriteTrainBlobRequest  # noqa: Y015
+
+@_typing.final
+class WriteTrainBlobResponse(_message.Message):
+    """WriteTrainBlobResponse describes the blob written."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """size is the blob's size in bytes."""
+    sha256: _builtins.str
+    """sha256 is the hex SHA-256 of the blob's bytes."""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteTrainBlobResponse: _TypeAlias = WriteTrainBlobResponse  # noqa: Y015
+
+@_typing.final
+class DeleteTrainBlobsRequest(_message.Message):
+    """DeleteTrainBlobsRequest names the prefix to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFIX_FIELD_NUMBER: _builtins.int
+    prefix: _builtins.str
+    """prefix is a folder (ending in "/") relative to the store's root."""
+    def __init__(
+        self,
+        *,
+        prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prefix", b"prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTrainBlobsRequest: _TypeAlias = DeleteTrainBlobsRequest  # noqa: Y015
+
+@_typing.final
+class DeleteTrainBlobsResponse(_message.Message):
+    """DeleteTrainBlobsResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTrainBlobsResponse: _TypeAlias = DeleteTrainBlobsResponse  # noqa: Y015
+
+@_typing.final
 class StopTrainingRequest(_message.Message):
     """StopTrainingRequest names a model whose training to stop."""
 

@@ -103,6 +103,26 @@ class TrainServiceStub:
                 request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageResponse.FromString,
                 _registered_method=True)
+        self.ReadTrainInput = channel.unary_stream(
+                '/trainyard.api.orchestrator.v1.TrainService/ReadTrainInput',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputResponse.FromString,
+                _registered_method=True)
+        self.ReadTrainBlob = channel.unary_stream(
+                '/trainyard.api.orchestrator.v1.TrainService/ReadTrainBlob',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobResponse.FromString,
+                _registered_method=True)
+        self.WriteTrainBlob = channel.stream_unary(
+                '/trainyard.api.orchestrator.v1.TrainService/WriteTrainBlob',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobResponse.FromString,
+                _registered_method=True)
+        self.DeleteTrainBlobs = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.TrainService/DeleteTrainBlobs',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainServiceServicer:
@@ -226,6 +246,48 @@ class TrainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadTrainInput(self, request, context):
+        """ReadTrainInput streams the input files of the job token's model that `uri` names: one of the
+        URIs its trainer config lists (an upload's file, a file or folder under an allowed local root,
+        an S3 object or prefix). The orchestrator reads them with its own access (the upload service,
+        its S3 credentials), so a workload needs none and reads nothing but its own model's inputs.
+        A folder or prefix is streamed file after file, each starting with its `file` header. Job
+        tokens only; internal, no REST route. Errors: PERMISSION_DENIED for a URI the model's config
+        does not list, NOT_FOUND when it names nothing (any more).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadTrainBlob(self, request, context):
+        """ReadTrainBlob streams one blob of the artifact store: a key under `models/<model_id>/` of
+        the job token's model or of its base model. Job tokens only; internal. Errors:
+        PERMISSION_DENIED for any other key, NOT_FOUND for a missing blob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteTrainBlob(self, request_iterator, context):
+        """WriteTrainBlob writes one blob under `models/<model_id>/` of the job token's model: the first
+        message names the key, every message may carry data; the blob exists (whole) only once the
+        stream ends without error. Job tokens only; internal. Errors: PERMISSION_DENIED for any other
+        key, INVALID_ARGUMENT for a first message without a key, RESOURCE_EXHAUSTED past the largest
+        artifact file the server takes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTrainBlobs(self, request, context):
+        """DeleteTrainBlobs deletes every blob under a prefix inside `models/<model_id>/` of the job
+        token's model (an aborted artifact version). Job tokens only; internal. Errors:
+        PERMISSION_DENIED for any other prefix.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -293,6 +355,26 @@ def add_TrainServiceServicer_to_server(servicer, server):
                     servicer.LogTrainMessage,
                     request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageResponse.SerializeToString,
+            ),
+            'ReadTrainInput': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadTrainInput,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputResponse.SerializeToString,
+            ),
+            'ReadTrainBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadTrainBlob,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobResponse.SerializeToString,
+            ),
+            'WriteTrainBlob': grpc.stream_unary_rpc_method_handler(
+                    servicer.WriteTrainBlob,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobResponse.SerializeToString,
+            ),
+            'DeleteTrainBlobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTrainBlobs,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -649,6 +731,114 @@ class TrainService:
             '/trainyard.api.orchestrator.v1.TrainService/LogTrainMessage',
             trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageRequest.SerializeToString,
             trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadTrainInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.TrainService/ReadTrainInput',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadTrainBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.TrainService/ReadTrainBlob',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteTrainBlob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/trainyard.api.orchestrator.v1.TrainService/WriteTrainBlob',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTrainBlobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.TrainService/DeleteTrainBlobs',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

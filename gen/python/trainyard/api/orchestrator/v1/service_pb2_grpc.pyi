@@ -96,6 +96,32 @@ class TrainServiceStub:
     """LogTrainMessage records a warning or error for the model named by the job token. Job tokens
     only. The documented method is GET with a JSON body; POST is accepted too.
     """
+    ReadTrainInput: _grpc.UnaryStreamMultiCallable[_messages_pb2.ReadTrainInputRequest, _messages_pb2.ReadTrainInputResponse]
+    """ReadTrainInput streams the input files of the job token's model that `uri` names: one of the
+    URIs its trainer config lists (an upload's file, a file or folder under an allowed local root,
+    an S3 object or prefix). The orchestrator reads them with its own access (the upload service,
+    its S3 credentials), so a workload needs none and reads nothing but its own model's inputs.
+    A folder or prefix is streamed file after file, each starting with its `file` header. Job
+    tokens only; internal, no REST route. Errors: PERMISSION_DENIED for a URI the model's config
+    does not list, NOT_FOUND when it names nothing (any more).
+    """
+    ReadTrainBlob: _grpc.UnaryStreamMultiCallable[_messages_pb2.ReadTrainBlobRequest, _messages_pb2.ReadTrainBlobResponse]
+    """ReadTrainBlob streams one blob of the artifact store: a key under `models/<model_id>/` of
+    the job token's model or of its base model. Job tokens only; internal. Errors:
+    PERMISSION_DENIED for any other key, NOT_FOUND for a missing blob.
+    """
+    WriteTrainBlob: _grpc.StreamUnaryMultiCallable[_messages_pb2.WriteTrainBlobRequest, _messages_pb2.WriteTrainBlobResponse]
+    """WriteTrainBlob writes one blob under `models/<model_id>/` of the job token's model: the first
+    message names the key, every message may carry data; the blob exists (whole) only once the
+    stream ends without error. Job tokens only; internal. Errors: PERMISSION_DENIED for any other
+    key, INVALID_ARGUMENT for a first message without a key, RESOURCE_EXHAUSTED past the largest
+    artifact file the server takes.
+    """
+    DeleteTrainBlobs: _grpc.UnaryUnaryMultiCallable[_messages_pb2.DeleteTrainBlobsRequest, _messages_pb2.DeleteTrainBlobsResponse]
+    """DeleteTrainBlobs deletes every blob under a prefix inside `models/<model_id>/` of the job
+    token's model (an aborted artifact version). Job tokens only; internal. Errors:
+    PERMISSION_DENIED for any other prefix.
+    """
 
 @_typing.type_check_only
 class TrainServiceAsyncStub(TrainServiceStub):
@@ -163,6 +189,32 @@ class TrainServiceAsyncStub(TrainServiceStub):
     LogTrainMessage: _aio.UnaryUnaryMultiCallable[_messages_pb2.LogTrainMessageRequest, _messages_pb2.LogTrainMessageResponse]  # type: ignore[assignment]
     """LogTrainMessage records a warning or error for the model named by the job token. Job tokens
     only. The documented method is GET with a JSON body; POST is accepted too.
+    """
+    ReadTrainInput: _aio.UnaryStreamMultiCallable[_messages_pb2.ReadTrainInputRequest, _messages_pb2.ReadTrainInputResponse]  # type: ignore[assignment]
+    """ReadTrainInput streams the input files of the job token's model that `uri` names: one of the
+    URIs its trainer config lists (an upload's file, a file or folder under an allowed local root,
+    an S3 object or prefix). The orchestrator reads them with its own access (the upload service,
+    its S3 credentials), so a workload needs none and reads nothing but its own model's inputs.
+    A folder or prefix is streamed file after file, each starting with its `file` header. Job
+    tokens only; internal, no REST route. Errors: PERMISSION_DENIED for a URI the model's config
+    does not list, NOT_FOUND when it names nothing (any more).
+    """
+    ReadTrainBlob: _aio.UnaryStreamMultiCallable[_messages_pb2.ReadTrainBlobRequest, _messages_pb2.ReadTrainBlobResponse]  # type: ignore[assignment]
+    """ReadTrainBlob streams one blob of the artifact store: a key under `models/<model_id>/` of
+    the job token's model or of its base model. Job tokens only; internal. Errors:
+    PERMISSION_DENIED for any other key, NOT_FOUND for a missing blob.
+    """
+    WriteTrainBlob: _aio.StreamUnaryMultiCallable[_messages_pb2.WriteTrainBlobRequest, _messages_pb2.WriteTrainBlobResponse]  # type: ignore[assignment]
+    """WriteTrainBlob writes one blob under `models/<model_id>/` of the job token's model: the first
+    message names the key, every message may carry data; the blob exists (whole) only once the
+    stream ends without error. Job tokens only; internal. Errors: PERMISSION_DENIED for any other
+    key, INVALID_ARGUMENT for a first message without a key, RESOURCE_EXHAUSTED past the largest
+    artifact file the server takes.
+    """
+    DeleteTrainBlobs: _aio.UnaryUnaryMultiCallable[_messages_pb2.DeleteTrainBlobsRequest, _messages_pb2.DeleteTrainBlobsResponse]  # type: ignore[assignment]
+    """DeleteTrainBlobs deletes every blob under a prefix inside `models/<model_id>/` of the job
+    token's model (an aborted artifact version). Job tokens only; internal. Errors:
+    PERMISSION_DENIED for any other prefix.
     """
 
 class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -306,6 +358,56 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.LogTrainMessageResponse, _abc.Awaitable[_messages_pb2.LogTrainMessageResponse]]:
         """LogTrainMessage records a warning or error for the model named by the job token. Job tokens
         only. The documented method is GET with a JSON body; POST is accepted too.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadTrainInput(
+        self,
+        request: _messages_pb2.ReadTrainInputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_messages_pb2.ReadTrainInputResponse], _abc.AsyncIterator[_messages_pb2.ReadTrainInputResponse]]:
+        """ReadTrainInput streams the input files of the job token's model that `uri` names: one of the
+        URIs its trainer config lists (an upload's file, a file or folder under an allowed local root,
+        an S3 object or prefix). The orchestrator reads them with its own access (the upload service,
+        its S3 credentials), so a workload needs none and reads nothing but its own model's inputs.
+        A folder or prefix is streamed file after file, each starting with its `file` header. Job
+        tokens only; internal, no REST route. Errors: PERMISSION_DENIED for a URI the model's config
+        does not list, NOT_FOUND when it names nothing (any more).
+        """
+
+    @_abc_1.abstractmethod
+    def ReadTrainBlob(
+        self,
+        request: _messages_pb2.ReadTrainBlobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_messages_pb2.ReadTrainBlobResponse], _abc.AsyncIterator[_messages_pb2.ReadTrainBlobResponse]]:
+        """ReadTrainBlob streams one blob of the artifact store: a key under `models/<model_id>/` of
+        the job token's model or of its base model. Job tokens only; internal. Errors:
+        PERMISSION_DENIED for any other key, NOT_FOUND for a missing blob.
+        """
+
+    @_abc_1.abstractmethod
+    def WriteTrainBlob(
+        self,
+        request_iterator: _MaybeAsyncIterator[_messages_pb2.WriteTrainBlobRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.WriteTrainBlobResponse, _abc.Awaitable[_messages_pb2.WriteTrainBlobResponse]]:
+        """WriteTrainBlob writes one blob under `models/<model_id>/` of the job token's model: the first
+        message names the key, every message may carry data; the blob exists (whole) only once the
+        stream ends without error. Job tokens only; internal. Errors: PERMISSION_DENIED for any other
+        key, INVALID_ARGUMENT for a first message without a key, RESOURCE_EXHAUSTED past the largest
+        artifact file the server takes.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteTrainBlobs(
+        self,
+        request: _messages_pb2.DeleteTrainBlobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.DeleteTrainBlobsResponse, _abc.Awaitable[_messages_pb2.DeleteTrainBlobsResponse]]:
+        """DeleteTrainBlobs deletes every blob under a prefix inside `models/<model_id>/` of the job
+        token's model (an aborted artifact version). Job tokens only; internal. Errors:
+        PERMISSION_DENIED for any other prefix.
         """
 
 def add_TrainServiceServicer_to_server(servicer: TrainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
