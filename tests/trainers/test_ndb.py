@@ -405,3 +405,20 @@ def test_advanced_search_with_the_packaged_encoder_finds_paraphrases(tmp_path: P
     loaded = load_model(tmp_path / "adv", encoder=encoder)
     assert loaded.uses_dense
     assert top_doc(loaded, "getting compensated for an item I dislike") == "refunds.txt"
+
+
+def test_the_orchestrators_loader_serves_a_model_from_its_files(tmp_path: Path) -> None:
+    from trainyard.trainers.ndb import inference
+
+    model = build(help_center(tmp_path), settings={"in_memory": False})
+    model.save(tmp_path / "m")
+    files = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    predictor = inference.load(files)
+    [answer] = predictor.predict(["forgot password"], 2)
+    assert answer["query"] == "forgot password"
+    assert answer["references"][0]["id"] == "password.txt#0"
+    assert set(answer["references"][0]) == {"id", "doc_id", "text", "source", "score", "metadata"}
+    with pytest.raises(ValueError):
+        inference.load({"ndb.json": b"{}"})
+    with pytest.raises(ValueError):
+        inference.load({"../escape": b"x"})
