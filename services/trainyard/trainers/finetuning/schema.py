@@ -1,0 +1,230 @@
+"""Read a user's database schema (SQLAlchemy's inspector) for the finetuning prompt.
+
+The connection URI is the user's: any SQLAlchemy URL of sqlite, postgresql or mysql/mariadb.
+Async drivers (`+asyncpg`, `+aiosqlite`, `+aiomysql`) and driver-less URLs are mapped to the sync
+drivers this project installs (psycopg, pysqlite, PyMySQL). Every failure to reach or read the
+database is a `DatabaseUnreachable` whose message is the driver's reason with the password masked.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, MetaData, Table, create_engine, func, inspect, select
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.schema import CreateTable
+from sqlalchemy.sql import sqltypes
+
+# A text column with at most this many distinct values has them listed in the prompt.
+LOW_CARDINALITY_MAX = 20
+# Longer sample values are cut (a prompt is no place for a blob).
+SAMPLE_VALUE_MAX_CHARS = 80
+
+_SYNC_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+asyncpg": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+    "sqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+    "mysql": "mysql+pymysql",
+    "mysql+aiomysql": "mysql+pymysql",
+    "mysql+asyncmy": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "mariadb+aiomysql": "mariadb+pymysql",
+}
+
+
+class DatabaseUnreachable(Exception):
+    """The database cannot be reached or read; the message is the reason, without secrets."""
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    schema: str | None
+    name: str
+    create_sql: str
+    sample_rows: list[dict[str, str]] = field(default_factory=list)
+    low_cardinality: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+@dataclass(frozen=True)
+class DatabaseSchema:
+    dialect: str
+    schemas: list[str]
+    tables: list[TableInfo]
+
+
+def mask_password(connection_uri: str) -> str:
+    """The URI with its password shown as ***; text that is no URL is returned masked whole."""
+    try:
+        return make_url(connection_uri).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "***"
+
+
+def sync_url(connection_uri: str) -> URL:
+    """The URL parsed, with its driver mapped to an installed sync driver.
+
+    Raises DatabaseUnreachable for text that is no SQLAlchemy URL or names an unknown dialect.
+    """
+    try:
+        url = make_url(connection_uri)
+    except (ArgumentError, ValueError) as exc:
+        raise DatabaseUnreachable(
+            "the connection URI is not a valid SQLAlchemy URL (dialect+driver://user:password@host/db)"
+        ) from exc
+    name = url.drivername.lower()
+    if name in _SYNC_DRIVERS:
+        return url.set(drivername=_SYNC_DRIVERS[name])
+    backend = name.split("+", 1)[0]
+    if backend not in {"postgresql", "sqlite", "mysql", "mariadb"}:
+        raise DatabaseUnreachable(
+            f"unsupported database dialect {url.drivername!r}: "
+            "use sqlite, postgresql, mysql or mariadb"
+        )
+    return url
+
+
+def _connect_args(url: URL, timeout_seconds: float) -> dict[str, Any]:
+    backend = url.get_backend_name()
+    seconds = max(1, round(timeout_seconds))
+    if backend == "postgresql":
+        return {"connect_timeout": seconds}
+    if backend in {"mysql", "mariadb"}:
+        return {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
+    return {"timeout": timeout_seconds}
+
+
+def _reason(exc: BaseException, url: URL) -> str:
+    """The driver's own message, first lines only, with the password removed."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()][:3]
+    message = " ".join(line.strip() for line in lines) or type(exc).__name__
+    if url.password:
+        message = message.replace(str(url.password), "***")
+    full = url.render_as_string(hide_password=False)
+    return message.replace(full, url.render_as_string(hide_password=True))
+
+
+@contextmanager
+def open_engine(
+    connection_uri: str, *, timeout_seconds: float = 10.0, read_only: bool = False
+) -> Iterator[Engine]:
+    """A sync engine on the user's database (no pool), disposed afterwards.
+
+    A sqlite file must exist (it is opened, never created); `read_only` opens it in `mode=ro`.
+    """
+    url = sync_url(connection_uri)
+    connect_args = _connect_args(url, timeout_seconds)
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in {"", ":memory:"}:
+            raise DatabaseUnreachable("a sqlite connection needs a database file path")
+        if not Path(database).is_file():
+            raise DatabaseUnreachable("unable to open database file: the file does not exist")
+        mode = "ro" if read_only else "rw"
+        path = Path(database).as_posix()
+        url = url.set(database=f"file:{path}?mode={mode}", query={"uri": "true"})
+    try:
+        engine = create_engine(url, poolclass=None, connect_args=connect_args)
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise DatabaseUnreachable(f"unsupported database driver {url.drivername!r}") from exc
+    except ImportError as exc:
+        raise DatabaseUnreachable(f"the driver for {url.drivername!r} is not installed") from exc
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(bytes(value))} bytes>"
+    text = value.isoformat() if isinstance(value, datetime.date | datetime.time) else str(value)
+    return text if len(text) <= SAMPLE_VALUE_MAX_CHARS else text[: SAMPLE_VALUE_MAX_CHARS - 1] + "…"
+
+
+def _describe_table(conn: Connection, schema: str | None, name: str, sample_rows: int) -> TableInfo:
+    metadata = MetaData()
+    table = Table(name, metadata, schema=schema, autoload_with=conn)
+    create_sql = str(CreateTable(table).compile(dialect=conn.dialect)).strip()
+    rows: list[dict[str, str]] = []
+    if sample_rows > 0:
+        for row in conn.execute(select(table).limit(sample_rows)).mappings():
+            rows.append({str(key): _text(value) for key, value in row.items()})
+    low: dict[str, list[str]] = {}
+    for column in table.columns:
+        if not isinstance(column.type, sqltypes.String):
+            continue
+        query = (
+            select(column)
+            .where(column.is_not(None))
+            .group_by(column)
+            .order_by(func.count().desc(), column)
+            .limit(LOW_CARDINALITY_MAX + 1)
+        )
+        values = [_text(value) for value in conn.execute(query).scalars()]
+        if 0 < len(values) <= LOW_CARDINALITY_MAX:
+            low[str(column.name)] = sorted(values)
+    return TableInfo(
+        schema=schema, name=name, create_sql=create_sql, sample_rows=rows, low_cardinality=low
+    )
+
+
+def describe_database(
+    connection_uri: str,
+    schemas: Sequence[str] | None = None,
+    *,
+    timeout_seconds: float = 10.0,
+    sample_rows: int = 3,
+) -> DatabaseSchema:
+    """Tables (CREATE TABLE with keys, low-cardinality values, sample rows) of the given schemas.
+
+    Without `schemas` the connection's default schema is read and tables carry `schema=None`;
+    with them, every listed schema must exist and tables carry their schema name.
+    """
+    with open_engine(connection_uri, timeout_seconds=timeout_seconds, read_only=True) as engine:
+        url = engine.url
+        try:
+            with engine.connect() as conn:
+                inspector = inspect(conn)
+                dialect = conn.dialect.name
+                if schemas:
+                    existing = set(inspector.get_schema_names())
+                    missing = [name for name in schemas if name not in existing]
+                    if missing:
+                        raise DatabaseUnreachable(
+                            f"schema {missing[0]!r} does not exist in the database"
+                        )
+                    targets: list[str | None] = list(schemas)
+                    names = list(schemas)
+                else:
+                    targets = [None]
+                    names = [inspector.default_schema_name or "main"]
+                tables: list[TableInfo] = []
+                for schema in targets:
+                    for name in sorted(inspector.get_table_names(schema=schema)):
+                        tables.append(_describe_table(conn, schema, name, sample_rows))
+                    conn.rollback()
+        except DatabaseUnreachable:
+            raise
+        except SQLAlchemyError as exc:
+            raise DatabaseUnreachable(_reason(exc, url)) from exc
+        except (OSError, ValueError) as exc:
+            raise DatabaseUnreachable(_reason(exc, url)) from exc
+    return DatabaseSchema(dialect=dialect, schemas=names, tables=tables)
