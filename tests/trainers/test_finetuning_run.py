@@ -59,6 +59,10 @@ def config(fake: FineTuningProvider, uri: str, **overrides: Any) -> dict[str, An
     return base
 
 
+def ignore(update: Mapping[str, Any]) -> None:
+    """A report callback that keeps nothing."""
+
+
 def merged(reports: list[Mapping[str, Any]]) -> dict[str, Any]:
     state: dict[str, Any] = {}
     for update in reports:
@@ -180,31 +184,31 @@ def test_a_restarted_run_resumes_the_same_job(
     assert merged(second)["provider_job_id"] == merged(first)["provider_job_id"]
     assert statuses(second)[-1] == "succeeded"
     # A third run of a finished finetuning creates nothing either.
-    run(config(provider, sqlite_uri), [].append)
+    run(config(provider, sqlite_uri), ignore)
     assert provider.jobs_created == 1
 
 
 def test_no_provider_key(provider: FineTuningProvider, sqlite_uri: str) -> None:
     with pytest.raises(FinetuningError, match="no provider key is configured"):
-        run(config(provider, sqlite_uri, provider={"base_url": None, "api_key": None}), [].append)
+        run(config(provider, sqlite_uri, provider={"base_url": None, "api_key": None}), ignore)
     assert provider.jobs_created == 0
 
 
 def test_a_record_that_cannot_fit_is_named(provider: FineTuningProvider, sqlite_uri: str) -> None:
     with pytest.raises(FinetuningError, match="golden record train-0 cannot fit"):
-        run(config(provider, sqlite_uri, context_window_tokens=60), [].append)
+        run(config(provider, sqlite_uri, context_window_tokens=60), ignore)
     assert provider.files == {} and provider.jobs_created == 0
 
 
 def test_fewer_than_ten_records(provider: FineTuningProvider, sqlite_uri: str) -> None:
     records = nl2sql.records(nl2sql.TRAIN[:9], "train")
     with pytest.raises(FinetuningError, match="at least 10 golden records"):
-        run(config(provider, sqlite_uri, train_records=records), [].append)
+        run(config(provider, sqlite_uri, train_records=records), ignore)
 
 
 def test_an_unreachable_database(provider: FineTuningProvider, tmp_path: Path) -> None:
     with pytest.raises(FinetuningError, match="the database cannot be read"):
-        run(config(provider, f"sqlite:///{tmp_path / 'gone.db'}"), [].append)
+        run(config(provider, f"sqlite:///{tmp_path / 'gone.db'}"), ignore)
 
 
 def test_a_wrong_key_is_the_providers_refusal(
@@ -212,4 +216,4 @@ def test_a_wrong_key_is_the_providers_refusal(
 ) -> None:
     bad = {"base_url": provider.server.base_url, "api_key": "sk-wrong"}
     with pytest.raises(FinetuningError, match="Incorrect API key provided"):
-        run(config(provider, sqlite_uri, provider=bad), [].append)
+        run(config(provider, sqlite_uri, provider=bad), ignore)
