@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,29 @@ def test_postgresql_statement_timeout(pg_uri: str) -> None:
 def test_tokens_are_counted_with_the_offline_encoding() -> None:
     assert _encoder() is not None
     assert count_tokens("SELECT name FROM employees") == 4
+
+
+def test_mariadb_evaluation_runs_read_only(mariadb_url: str) -> None:
+    table = f"t{uuid.uuid4().hex[:10]}_items"
+    engine = create_engine(mariadb_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {table} (id INTEGER NOT NULL, PRIMARY KEY (id))"))
+        conn.execute(text(f"INSERT INTO {table} VALUES (1), (2), (3)"))
+    try:
+        result = evaluate(
+            mariadb_url,
+            "mysql",
+            [
+                Case("how many", f"SELECT COUNT(*) FROM {table}"),
+                Case("smallest", f"SELECT MIN(id) FROM {table}"),
+            ],
+            lambda question: f"SELECT COUNT(id) FROM {table}",
+            timeout_seconds=5,
+        )
+        assert result["execution_accuracy"] == 0.5
+        failures = result["failures"]
+        assert isinstance(failures, list) and failures[0]["error"] == "the results differ"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
