@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from tests.support import nl2sql
 from tests.support.openai_finetuning import FineTuningProvider
-from tests.support.openai_server import OpenAIServer
+from tests.support.openai_server import ApiError, OpenAIServer
 from trainyard.trainers.finetuning import FinetuningError, run
 
 MODEL = "gpt-4o-mini-2024-07-18"
@@ -217,3 +217,25 @@ def test_a_wrong_key_is_the_providers_refusal(
     bad = {"base_url": provider.server.base_url, "api_key": "sk-wrong"}
     with pytest.raises(FinetuningError, match="Incorrect API key provided"):
         run(config(provider, sqlite_uri, provider=bad), ignore)
+
+
+def test_transient_errors_are_retried_and_a_lost_answer_creates_no_second_job(
+    provider: FineTuningProvider, sqlite_uri: str
+) -> None:
+    server = provider.server
+    server.fail_next("POST", r"^/v1/files$", ApiError(503, "overloaded", "server_error"))
+    # The job is created but its answer is lost: the retry must find it, not create another.
+    server.fail_next(
+        "POST",
+        r"^/v1/fine_tuning/jobs$",
+        ApiError(500, "oops", "server_error"),
+        after_handling=True,
+    )
+    events = r"^/v1/fine_tuning/jobs/[^/]+/events$"
+    server.fail_next("GET", events, ApiError(429, "slow down"), times=2)
+    reports: list[Mapping[str, Any]] = []
+    run(config(provider, sqlite_uri), reports.append)
+    assert statuses(reports)[-1] == "succeeded"
+    assert provider.jobs_created == 1
+    assert len(provider.files) == 1
+    assert server.faults == []
