@@ -159,3 +159,15 @@ def test_mask_password() -> None:
     assert mask_password("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
     assert mask_password("sqlite:////data/x.db") == "sqlite:////data/x.db"
     assert "pw" not in mask_password("garbage pw")
+
+
+def test_schema_reading_stops_at_its_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "big.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, kind VARCHAR(10))")
+        conn.executemany(
+            "INSERT INTO events (kind) VALUES (?)", ((f"k{i % 7}",) for i in range(50_000))
+        )
+    # A deadline already passed: the first long statement (the kind column's values) is stopped.
+    with pytest.raises(DatabaseUnreachable, match="reading the schema took longer than 0s"):
+        describe_database(f"sqlite:///{path}", timeout_seconds=0)

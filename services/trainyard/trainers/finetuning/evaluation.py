@@ -12,19 +12,22 @@ from __future__ import annotations
 import datetime
 import decimal
 import math
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlglot
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlglot import exp
 
-from trainyard.trainers.finetuning.schema import DatabaseUnreachable, _reason, open_engine
+from trainyard.trainers.finetuning.schema import (
+    DatabaseUnreachable,
+    _reason,
+    open_engine,
+    read_only_session,
+)
 from trainyard.trainers.finetuning.sql import check_read_only, normalise, sqlglot_dialect
 
 # At most this many failing examples are kept in the report.
@@ -56,35 +59,6 @@ def _value(value: Any) -> Any:
     return value
 
 
-@contextmanager
-def _read_only(conn: Connection, timeout_seconds: float) -> Iterator[None]:
-    """A read-only transaction with a statement timeout, in the connection's dialect."""
-    name = conn.dialect.name
-    if name == "postgresql":
-        conn.execute(text("SET TRANSACTION READ ONLY"))
-        conn.execute(text(f"SET LOCAL statement_timeout = {max(1, int(timeout_seconds * 1000))}"))
-        yield
-    elif name in {"mysql", "mariadb"}:
-        if getattr(conn.dialect, "is_mariadb", False):
-            conn.execute(text(f"SET SESSION max_statement_time = {max(0.001, timeout_seconds)}"))
-        else:
-            milliseconds = max(1, int(timeout_seconds * 1000))
-            conn.execute(text(f"SET SESSION max_execution_time = {milliseconds}"))
-        conn.execute(text("SET TRANSACTION READ ONLY"))
-        yield
-    elif name == "sqlite":
-        raw: Any = conn.connection.driver_connection
-        deadline = time.monotonic() + timeout_seconds
-        raw.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
-        try:
-            yield
-        finally:
-            raw.set_progress_handler(None, 0)
-    else:
-        yield
-    conn.rollback()
-
-
 def run_query(
     conn: Connection, sql: str, dialect: str, *, row_limit: int, timeout_seconds: float
 ) -> Result:
@@ -92,7 +66,7 @@ def run_query(
     if problem is not None:
         raise QueryFailed(problem)
     try:
-        with _read_only(conn, timeout_seconds):
+        with read_only_session(conn, timeout_seconds):
             result = conn.exec_driver_sql(sql.strip().rstrip(";"))
             rows = result.fetchmany(row_limit + 1)
             result.close()

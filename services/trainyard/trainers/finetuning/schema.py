@@ -9,13 +9,14 @@ database is a `DatabaseUnreachable` whose message is the driver's reason with th
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, MetaData, Table, create_engine, func, inspect, select
+from sqlalchemy import Connection, MetaData, Table, create_engine, func, inspect, select, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.schema import CreateTable
@@ -40,6 +41,10 @@ _SYNC_DRIVERS = {
     "mariadb": "mariadb+pymysql",
     "mariadb+aiomysql": "mariadb+pymysql",
 }
+
+
+# How the drivers say a statement ran past its timeout.
+_TIMEOUT_MARKS = ("interrupted", "statement timeout", "max_statement_time", "execution time")
 
 
 class DatabaseUnreachable(Exception):
@@ -150,6 +155,38 @@ def open_engine(
         engine.dispose()
 
 
+@contextmanager
+def read_only_session(conn: Connection, timeout_seconds: float) -> Iterator[None]:
+    """A read-only transaction with a per-statement timeout, in the connection's dialect,
+    rolled back at the end: PostgreSQL `SET TRANSACTION READ ONLY` + `statement_timeout`,
+    MySQL `max_execution_time` / MariaDB `max_statement_time` + `SET TRANSACTION READ ONLY`;
+    SQLite (opened `mode=ro`) is interrupted once `timeout_seconds` have passed in all."""
+    name = conn.dialect.name
+    raw: Any = None
+    try:
+        if name == "postgresql":
+            milliseconds = max(1, int(timeout_seconds * 1000))
+            conn.execute(text("SET TRANSACTION READ ONLY"))
+            conn.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
+        elif name in {"mysql", "mariadb"}:
+            if getattr(conn.dialect, "is_mariadb", False):
+                seconds = max(0.001, timeout_seconds)
+                conn.execute(text(f"SET SESSION max_statement_time = {seconds}"))
+            else:
+                milliseconds = max(1, int(timeout_seconds * 1000))
+                conn.execute(text(f"SET SESSION max_execution_time = {milliseconds}"))
+            conn.execute(text("SET TRANSACTION READ ONLY"))
+        elif name == "sqlite":
+            raw = conn.connection.driver_connection
+            deadline = time.monotonic() + timeout_seconds
+            raw.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
+        yield
+    finally:
+        if raw is not None:
+            raw.set_progress_handler(None, 0)
+        conn.rollback()
+
+
 def _text(value: Any) -> str:
     if value is None:
         return "NULL"
@@ -201,7 +238,7 @@ def describe_database(
     with open_engine(connection_uri, timeout_seconds=timeout_seconds, read_only=True) as engine:
         url = engine.url
         try:
-            with engine.connect() as conn:
+            with engine.connect() as conn, read_only_session(conn, timeout_seconds):
                 inspector = inspect(conn)
                 dialect = conn.dialect.name
                 if schemas:
@@ -220,11 +257,13 @@ def describe_database(
                 for schema in targets:
                     for name in sorted(inspector.get_table_names(schema=schema)):
                         tables.append(_describe_table(conn, schema, name, sample_rows))
-                    conn.rollback()
         except DatabaseUnreachable:
             raise
         except SQLAlchemyError as exc:
-            raise DatabaseUnreachable(_reason(exc, url)) from exc
+            reason = _reason(exc, url)
+            if any(mark in reason.lower() for mark in _TIMEOUT_MARKS):
+                reason = f"reading the schema took longer than {timeout_seconds:g}s ({reason})"
+            raise DatabaseUnreachable(reason) from exc
         except (OSError, ValueError) as exc:
             raise DatabaseUnreachable(_reason(exc, url)) from exc
     return DatabaseSchema(dialect=dialect, schemas=names, tables=tables)
