@@ -239,3 +239,42 @@ def test_transient_errors_are_retried_and_a_lost_answer_creates_no_second_job(
     assert provider.jobs_created == 1
     assert len(provider.files) == 1
     assert server.faults == []
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"n_epochs": 0}, "model_parameters.n_epochs must be a positive integer"),
+        ({"batch_size": 1.5}, "model_parameters.batch_size must be a positive integer"),
+        (
+            {"learning_rate_multiplier": "fast"},
+            "learning_rate_multiplier must be a positive number",
+        ),
+    ],
+)
+def test_bad_hyperparameters(
+    provider: FineTuningProvider, sqlite_uri: str, parameters: dict[str, Any], message: str
+) -> None:
+    base = {"model_provider": "openai", "model_name": MODEL, "model_parameters": parameters}
+    with pytest.raises(FinetuningError, match=message):
+        run(config(provider, sqlite_uri, base_llm=base), ignore)
+    assert provider.jobs_created == 0
+
+
+def test_a_resumed_job_is_followed_while_the_database_is_down(
+    provider: FineTuningProvider, sqlite_uri: str
+) -> None:
+    with pytest.raises(Crash):
+        run(config(provider, sqlite_uri), crash_once_the_job_exists)
+    Path(sqlite_uri.removeprefix("sqlite:///")).unlink()
+    reports: list[Mapping[str, Any]] = []
+    run(config(provider, sqlite_uri), reports.append)
+    state = merged(reports)
+    assert statuses(reports)[-1] == "succeeded" and state["model_id"]
+    assert "the database cannot be read" in state["metadata"]["evaluation"]["error"]
+    assert provider.jobs_created == 1
+
+
+def crash_once_the_job_exists(update: Mapping[str, Any]) -> None:
+    if "provider_job_id" in update:
+        raise Crash

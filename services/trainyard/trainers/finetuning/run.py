@@ -132,8 +132,15 @@ def parse_config(config: Mapping[str, Any]) -> Config:
         "learning_rate_multiplier": parameters.get("learning_rate_multiplier", "auto"),
     }
     for key, value in hyper.items():
-        if value is None:
+        if value is None or value == "auto":
             hyper[key] = "auto"
+            continue
+        number_ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        if not number_ok or (key != "learning_rate_multiplier" and not isinstance(value, int)):
+            kind = (
+                "a positive number" if key == "learning_rate_multiplier" else "a positive integer"
+            )
+            raise FinetuningError(f'model_parameters.{key} must be {kind} or "auto", not {value!r}')
     schemas = config.get("schemas")
     window = config.get("context_window_tokens")
     return Config(
@@ -385,24 +392,33 @@ def run(config: Mapping[str, Any], report: Report) -> None:
     client = openai.OpenAI(
         api_key=settings.api_key, base_url=settings.base_url, max_retries=0, timeout=60.0
     )
-    try:
-        schema = describe_database(settings.connection_uri, settings.schemas)
-    except DatabaseUnreachable as exc:
-        raise FinetuningError(f"the database cannot be read: {exc}") from exc
     job = find_job(client, settings.finetuning_id)
+    schema: DatabaseSchema | None = None
     if job is None:
         if len(settings.train_records) < MIN_EXAMPLES:
             raise FinetuningError(
                 f"at least {MIN_EXAMPLES} golden records are required for training, "
                 f"found {len(settings.train_records)}"
             )
+        try:
+            schema = describe_database(settings.connection_uri, settings.schemas)
+        except DatabaseUnreachable as exc:
+            raise FinetuningError(f"the database cannot be read: {exc}") from exc
         content = build_training_file(settings, schema)
         file_id = _upload(client, content, settings, report)
         job = _create_job(client, file_id, settings)
     else:
         _say(f"resuming the provider job {job.id}")
+    # A resumed job is followed even while the database is down; only the evaluation needs it.
     job = _follow(client, job, settings, report)
-    if job.status == "succeeded" and job.fine_tuned_model:
+    if job.status == "succeeded" and job.fine_tuned_model and settings.eval_records:
+        if schema is None:
+            try:
+                schema = describe_database(settings.connection_uri, settings.schemas)
+            except DatabaseUnreachable as exc:
+                error = f"the database cannot be read: {exc}"
+                report({"metadata": {"evaluation": {"error": error}}})
+                return
         _evaluate(client, settings, schema, job.fine_tuned_model, report)
 
 

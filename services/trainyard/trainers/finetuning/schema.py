@@ -193,6 +193,8 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(bytes(value))} bytes>"
     text = value.isoformat() if isinstance(value, datetime.date | datetime.time) else str(value)
+    # One line per value: the prompt's layout is ours, not the data's.
+    text = " ".join(text.split())
     return text if len(text) <= SAMPLE_VALUE_MAX_CHARS else text[: SAMPLE_VALUE_MAX_CHARS - 1] + "…"
 
 
