@@ -128,6 +128,7 @@ class _Job:
     created_at: int
     failure: JSON | None = None
     cancelled_at: float | None = None
+    cancelled_in: str | None = None  # the status it was cancelled in
     pairs: dict[str, str] = field(default_factory=dict)
 
 
@@ -363,20 +364,19 @@ class FineTuningProvider:
         status = self._status(job)
         if status in {"succeeded", "failed", "cancelled"}:
             raise ApiError(400, f"Job {job.id} has already completed: its status is {status}.")
-        job.cancelled_at = time.monotonic()
+        job.cancelled_in, job.cancelled_at = status, time.monotonic()
         return 200, self._job_json(job)
 
     def _job_events(self, request: Request) -> tuple[int, JSON]:
         job = self._job(request)
         status = self._status(job)
-        reached = (
-            list(JOB_STEPS[: JOB_STEPS.index(status) + 1])
-            if status in JOB_STEPS
-            else [
-                *JOB_STEPS,
-                status,
-            ]
-        )
+        if status in JOB_STEPS:
+            reached = list(JOB_STEPS[: JOB_STEPS.index(status) + 1])
+        elif status == "cancelled":
+            before = job.cancelled_in or JOB_STEPS[0]
+            reached = [*JOB_STEPS[: JOB_STEPS.index(before) + 1], status]
+        else:
+            reached = [*JOB_STEPS, status]
         texts = {
             "validating_files": "Validating training file: " + job.training_file,
             "queued": "Fine-tuning job queued",

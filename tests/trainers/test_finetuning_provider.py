@@ -114,7 +114,10 @@ def test_jobs_listed_by_metadata_cancelled_and_their_events(
     with pytest.raises(openai.BadRequestError, match="already completed"):
         client.fine_tuning.jobs.cancel(ids[1])
     events = client.fine_tuning.jobs.list_events(ids[1])
-    assert events.data[0].message == "The job was cancelled"
+    assert [event.message for event in events.data] == [
+        "The job was cancelled",
+        f"Validating training file: {file.id}",
+    ]
 
 
 def test_a_job_cancelled_while_followed_is_reported_cancelled(
