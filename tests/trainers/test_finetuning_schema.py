@@ -171,3 +171,23 @@ def test_schema_reading_stops_at_its_timeout(tmp_path: Path) -> None:
     # A deadline already passed: the first long statement (the kind column's values) is stopped.
     with pytest.raises(DatabaseUnreachable, match="reading the schema took longer than 0s"):
         describe_database(f"sqlite:///{path}", timeout_seconds=0)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mysql+pymysql://root@127.0.0.1/test?read_default_file=/etc/mysql/my.cnf",
+        "postgresql://u@127.0.0.1/db?passfile=/root/.pgpass",
+        "sqlite:////tmp/x.db?mode=rwc",
+    ],
+)
+def test_driver_options_that_reach_this_machine_are_refused(uri: str) -> None:
+    with pytest.raises(DatabaseUnreachable, match="is not allowed"):
+        describe_database(uri)
+
+
+def test_a_sqlite_name_with_uri_characters_is_a_name(tmp_path: Path) -> None:
+    sqlite_database(tmp_path / "odd #1 ?mode=rwc.db")
+    # The URL spells '?' as %3F; opened read-only all the same, the name is not a URI query.
+    schema = describe_database(f"sqlite:///{tmp_path}/odd #1 %3Fmode=rwc.db")
+    assert len(schema.tables) == 3

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, MetaData, Table, create_engine, func, inspect, select, text
 from sqlalchemy.engine import URL, Engine, make_url
@@ -45,6 +46,18 @@ _SYNC_DRIVERS = {
 
 # How the drivers say a statement ran past its timeout.
 _TIMEOUT_MARKS = ("interrupted", "statement timeout", "max_statement_time", "execution time")
+
+
+# The URL query options a user may set, per backend. Others are refused: driver options can read
+# files on this machine (pymysql's read_default_file, libpq's passfile/service/sslkey) or run code.
+_QUERY_OPTIONS: dict[str, frozenset[str]] = {
+    "postgresql": frozenset(
+        {"options", "sslmode", "application_name", "target_session_attrs", "connect_timeout"}
+    ),
+    "mysql": frozenset({"charset", "collation"}),
+    "mariadb": frozenset({"charset", "collation"}),
+    "sqlite": frozenset(),
+}
 
 
 class DatabaseUnreachable(Exception):
@@ -91,13 +104,20 @@ def sync_url(connection_uri: str) -> URL:
             "the connection URI is not a valid SQLAlchemy URL (dialect+driver://user:password@host/db)"
         ) from exc
     name = url.drivername.lower()
-    if name in _SYNC_DRIVERS:
-        return url.set(drivername=_SYNC_DRIVERS[name])
     backend = name.split("+", 1)[0]
-    if backend not in {"postgresql", "sqlite", "mysql", "mariadb"}:
+    if name in _SYNC_DRIVERS:
+        url = url.set(drivername=_SYNC_DRIVERS[name])
+        backend = url.get_backend_name()
+    elif backend not in _QUERY_OPTIONS:
         raise DatabaseUnreachable(
             f"unsupported database dialect {url.drivername!r}: "
             "use sqlite, postgresql, mysql or mariadb"
+        )
+    refused = sorted(set(url.query) - _QUERY_OPTIONS[backend])
+    if refused:
+        allowed = ", ".join(sorted(_QUERY_OPTIONS[backend])) or "none"
+        raise DatabaseUnreachable(
+            f"connection option {refused[0]!r} is not allowed for {backend} (allowed: {allowed})"
         )
     return url
 
@@ -141,7 +161,7 @@ def open_engine(
         if not Path(database).is_file():
             raise DatabaseUnreachable("unable to open database file: the file does not exist")
         mode = "ro" if read_only else "rw"
-        path = Path(database).as_posix()
+        path = quote(Path(database).as_posix())  # a '?' or '#' in the name stays a name
         url = url.set(database=f"file:{path}?mode={mode}", query={"uri": "true"})
     try:
         engine = create_engine(url, poolclass=None, connect_args=connect_args)
