@@ -1,7 +1,7 @@
 """The provider's files and fine-tuning API on the one OpenAI test server (openai_server.py).
 
     with OpenAIServer() as server:
-        provider = FineTuningProvider.register(server, step_seconds=0.05)
+        provider = FineTuningProvider(server, step_seconds=0.05)   # or .register(server, ...)
         ...                                  # the real SDK: files.create, fine_tuning.jobs.*
         provider.fail_next_job("The job failed due to an invalid training file.")
         assert provider.jobs_created == 1
@@ -142,6 +142,18 @@ class FineTuningProvider:
     _next_failure: JSON | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        server = self.server
+        server.route("POST", "/v1/files", self._create_file)
+        server.route("GET", "/v1/files/{file_id}", self._get_file)
+        server.route("POST", "/v1/fine_tuning/jobs", self._create_job)
+        server.route("GET", "/v1/fine_tuning/jobs", self._list_jobs)
+        server.route("GET", "/v1/fine_tuning/jobs/{job_id}", self._get_job)
+        server.route("POST", "/v1/fine_tuning/jobs/{job_id}/cancel", self._cancel_job)
+        server.route("GET", "/v1/fine_tuning/jobs/{job_id}/events", self._job_events)
+        fallback = server.chat
+        server.chat = lambda body: self.answer(body) or fallback(body)
+
     @classmethod
     def register(
         cls,
@@ -150,19 +162,10 @@ class FineTuningProvider:
         step_seconds: float = 0.05,
         file_processing_seconds: float = 0.05,
     ) -> FineTuningProvider:
-        provider = cls(
+        """The provider's routes on `server` (constructing one does the same)."""
+        return cls(
             server, step_seconds=step_seconds, file_processing_seconds=file_processing_seconds
         )
-        server.route("POST", "/v1/files", provider._create_file)
-        server.route("GET", "/v1/files/{file_id}", provider._get_file)
-        server.route("POST", "/v1/fine_tuning/jobs", provider._create_job)
-        server.route("GET", "/v1/fine_tuning/jobs", provider._list_jobs)
-        server.route("GET", "/v1/fine_tuning/jobs/{job_id}", provider._get_job)
-        server.route("POST", "/v1/fine_tuning/jobs/{job_id}/cancel", provider._cancel_job)
-        server.route("GET", "/v1/fine_tuning/jobs/{job_id}/events", provider._job_events)
-        fallback = server.chat
-        server.chat = lambda body: provider.answer(body) or fallback(body)
-        return provider
 
     # -- hooks ---------------------------------------------------------------------------------
     @property
@@ -179,6 +182,13 @@ class FineTuningProvider:
         self, job_id: str, message: str, code: str = "server_error", param: str | None = None
     ) -> None:
         self.jobs[job_id].failure = {"code": code, "message": message, "param": param}
+
+    # The names main's first version of this module used (tests written against it still run).
+    def fail(self, job_id: str, message: str) -> None:
+        self.fail_job(job_id, message)
+
+    def fail_next(self, message: str) -> None:
+        self.fail_next_job(message)
 
     # -- files ---------------------------------------------------------------------------------
     def _file_status(self, file: _File) -> tuple[str, str | None]:
