@@ -39,7 +39,7 @@ _CONFIG_VARS = (CONFIG_PATH_VAR, CONFIG_JSON_VAR, CONFIG_URI_VAR)
 MAX_READ_BYTES = 64 * 1024 * 1024
 #: The key of the platform's own part of a config.
 PLATFORM_KEY = "platform"
-_PLATFORM_FIELDS = ("orchestrator_address", "job_token")
+_PLATFORM_FIELDS = ("orchestrator_address", "callback_address", "job_token")
 _platform: dict[str, str] = {}
 
 
