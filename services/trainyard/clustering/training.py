@@ -92,7 +92,8 @@ def _records(params: TrainParams, form: RawForm) -> list[Record]:
         problems.append(
             FieldViolation(
                 "numClusters",
-                f"{params.num_clusters} is more than the {len(records)} utterances in the data; "
+                f"numClusters {params.num_clusters} is more than the {len(records)} utterances in "
+                "the data; "
                 "ask for fewer clusters or 0 to let the model choose",
             )
         )
