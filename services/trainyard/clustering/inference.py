@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,9 @@ class _Entry:
     prefix: str
     state: str
     model: Any = None
+    #: The folder the model was loaded from (kept while it serves: a model may read its files
+    #: lazily).
+    folder: Path | None = None
     last_used: float = 0.0
     task: asyncio.Task[None] | None = None
     error: str | None = None
@@ -71,6 +75,7 @@ class Published:
         for entry in self._entries.values():
             if entry.task is not None:
                 entry.task.cancel()
+            _remove(entry.folder)
         self._entries.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -98,30 +103,40 @@ class Published:
         new = _Entry(prefix=prefix, state=PENDING, last_used=self._clock())
         if entry is not None and entry.state == RUNNING:
             # Keep serving the previous artifact while the new one loads.
-            new.model = entry.model
+            new.model, new.folder = entry.model, entry.folder
+        elif entry is not None:
+            _remove(entry.folder)
         self._entries[model_id] = new
         new.task = asyncio.get_running_loop().create_task(self._load(model_id, new))
         return PENDING
 
     async def _load(self, model_id: str, entry: _Entry) -> None:
         try:
-            model = await self._read(entry.prefix)
+            model, folder = await self._read(entry.prefix)
         except Exception as exc:  # a broken artifact must not take the service down
             log.warning("clustering.publish_failed", model_id=model_id, error=str(exc))
             entry.error = str(exc)
             entry.state = UNPUBLISHED if entry.model is None else RUNNING
             return
-        entry.model = model
+        previous = entry.folder
+        entry.model, entry.folder = model, folder
+        _remove(previous)
         entry.state = RUNNING
         entry.last_used = self._clock()
         log.info("clustering.published", model_id=model_id, prefix=entry.prefix)
 
-    async def _read(self, prefix: str) -> Any:
-        artifacts = Artifacts(self._storage, prefix)
-        with tempfile.TemporaryDirectory(prefix="clustering-model-") as tmp:
-            await artifacts.download(MODEL_ARTIFACT, Path(tmp))
+    async def _read(self, prefix: str) -> tuple[Any, Path]:
+        """The model under `prefix` and the local folder it was loaded from (the caller
+        removes it when done)."""
+        folder = Path(tempfile.mkdtemp(prefix="clustering-model-"))
+        try:
+            await Artifacts(self._storage, prefix).download(MODEL_ARTIFACT, folder)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, _library().load_model, Path(tmp))
+            model = await loop.run_in_executor(self._pool, _library().load_model, folder)
+        except BaseException:
+            _remove(folder)
+            raise
+        return model, folder
 
     async def assign(self, model_id: str, texts: Sequence[str]) -> list[Any]:
         entry = self._entries.get(model_id)
@@ -146,16 +161,19 @@ class Published:
         entry = self._entries.get(model_id)
         loop = asyncio.get_running_loop()
         if entry is not None and entry.prefix == prefix and entry.model is not None:
-            model = entry.model
-        else:
-            try:
-                model = await self._read(prefix)
-            except (ArtifactNotFound, ArtifactCorrupt) as exc:
-                raise FailedPrecondition(
-                    f"model {model_id!r} has no usable clusters: {exc}",
-                    reason="MODEL_ARTIFACT_UNUSABLE",
-                ) from exc
-        result: list[Any] = await loop.run_in_executor(self._pool, model.clusters)
+            served: list[Any] = await loop.run_in_executor(self._pool, entry.model.clusters)
+            return served
+        try:
+            model, folder = await self._read(prefix)
+        except (ArtifactNotFound, ArtifactCorrupt) as exc:
+            raise FailedPrecondition(
+                f"model {model_id!r} has no usable clusters: {exc}",
+                reason="MODEL_ARTIFACT_UNUSABLE",
+            ) from exc
+        try:
+            result: list[Any] = await loop.run_in_executor(self._pool, model.clusters)
+        finally:
+            _remove(folder)
         return result
 
     async def sweep_idle(self) -> None:
@@ -165,4 +183,11 @@ class Published:
             if entry.state == RUNNING and now - entry.last_used >= self._idle:
                 entry.state = UNPUBLISHED
                 entry.model = None
+                _remove(entry.folder)
+                entry.folder = None
                 log.info("clustering.unpublished_idle", model_id=model_id)
+
+
+def _remove(folder: Path | None) -> None:
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
