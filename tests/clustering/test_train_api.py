@@ -28,7 +28,11 @@ from tests.clustering.support import (
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clustering]:
     waiting = script(tmp_path_factory.mktemp("bin"), "trainer", "exec sleep 600")
-    c = start_clustering(tmp_path_factory.mktemp("clustering"), trainer_python=str(waiting))
+    c = start_clustering(
+        tmp_path_factory.mktemp("clustering"),
+        trainer_python=str(waiting),
+        max_file_bytes=64 * 1024,
+    )
     try:
         yield c
     finally:
@@ -261,3 +265,10 @@ def test_unauthenticated_requests_are_401(svc: Clustering) -> None:
 
     resp = httpx.post(f"{svc.http}{TRAIN}", files={"dataFile": ("d.csv", DIALOGUE_CSV)})
     assert resp.status_code == 401
+
+
+def test_a_file_over_the_limit_is_413(svc: Clustering) -> None:
+    big = DIALOGUE_CSV + b"c9,customer,more words here\n" * 5000
+    resp = svc.train(form(new_id()), {"dataFile": ("big.csv", big)})
+    assert resp.status_code == 413, resp.text
+    assert "dataFile" in resp.json()["message"] and "65536 bytes" in resp.json()["message"]
