@@ -151,30 +151,37 @@ class Trainings:
         lock = self._locks.setdefault(params.model_id, asyncio.Lock())
         if lock.locked():
             raise _in_progress(params.model_id)
-        async with lock:
-            latest = await self._store.latest(params.model_id)
-            if latest is not None and not latest.final:
-                raise _in_progress(params.model_id)
-            records = await asyncio.to_thread(_records, params, form)
-            files = {name: f.data for name, f in form.files.items()}
-            print_ = fingerprint(params, files)
-            experiment = await self._store.create(
-                experiment_id=str(uuid.uuid4()),
-                model_id=params.model_id,
-                owner=user,
-                product_name=params.product_name,
-                params=params.as_json(),
-                fingerprint=print_,
-            )
-            previous = await self._store.latest(params.model_id, status=COMPLETED)
-            if (
-                not params.force_train
-                and previous is not None
-                and previous.fingerprint == print_
-                and previous.model_prefix
-            ):
-                return await self._redeploy(experiment, previous)
-            return await self._start(experiment, params, form, records)
+        try:
+            async with lock:
+                return await self._train_locked(user, params, form)
+        finally:
+            if not lock.locked():
+                self._locks.pop(params.model_id, None)
+
+    async def _train_locked(self, user: str, params: TrainParams, form: RawForm) -> ExperimentView:
+        latest = await self._store.latest(params.model_id)
+        if latest is not None and not latest.final:
+            raise _in_progress(params.model_id)
+        records = await asyncio.to_thread(_records, params, form)
+        files = {name: f.data for name, f in form.files.items()}
+        print_ = fingerprint(params, files)
+        experiment = await self._store.create(
+            experiment_id=str(uuid.uuid4()),
+            model_id=params.model_id,
+            owner=user,
+            product_name=params.product_name,
+            params=params.as_json(),
+            fingerprint=print_,
+        )
+        previous = await self._store.latest(params.model_id, status=COMPLETED)
+        if (
+            not params.force_train
+            and previous is not None
+            and previous.fingerprint == print_
+            and previous.model_prefix
+        ):
+            return await self._redeploy(experiment, previous)
+        return await self._start(experiment, params, form, records)
 
     async def _redeploy(
         self, experiment: ExperimentView, previous: ExperimentView
