@@ -245,7 +245,11 @@ def test_the_deprecated_path_behaves_the_same_with_a_deprecation_header(svc: Clu
     assert resp.headers["deprecation"] == "true"
     assert TRAIN in resp.headers["link"] and 'rel="successor-version"' in resp.headers["link"]
     assert "deprecation" not in svc.train(form(new_id()), DATA).headers
-    assert svc.train(form("Bad"), DATA, path=DEPRECATED_TRAIN).status_code == 400
+    refused = svc.train(form("Bad"), DATA, path=DEPRECATED_TRAIN)
+    assert refused.status_code == 400 and refused.headers["deprecation"] == "true"
+    busy = svc.train(form(model_id), DATA, path=DEPRECATED_TRAIN)
+    assert busy.status_code == 202 and busy.headers["deprecation"] == "true"
+    assert TRAIN in busy.headers["link"]
 
 
 def test_progress_and_ready_before_training_ends(svc: Clustering) -> None:

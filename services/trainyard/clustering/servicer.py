@@ -16,6 +16,7 @@ from trainyard.clustering.store import COMPLETED, FAILED, ExperimentStore, Exper
 from trainyard.clustering.training import Trainings
 from trainyard.runtime.auth import current_identity, current_user
 from trainyard.runtime.errors import (
+    DomainError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -103,7 +104,11 @@ class ClusteringServicer(svc.ClusteringTrainingServiceServicer):
     async def _train(
         self, requests: AsyncIterator[Any], context: Context, headers: tuple[tuple[str, str], ...]
     ) -> msgs.Experiment:
-        view = await self._trainings.train(current_user(), _chunks(requests))
+        try:
+            view = await self._trainings.train(current_user(), _chunks(requests))
+        except DomainError as exc:
+            exc.headers.update(headers)
+            raise
         if headers:
             await context.send_initial_metadata(headers)
         return experiment_proto(view, self._published)
