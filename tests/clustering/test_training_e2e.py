@@ -179,6 +179,8 @@ def test_force_train_false_with_unchanged_data_redeploys(
     svc: Clustering, trained: dict[str, Any]
 ) -> None:
     model_id = trained["model_id"]
+    svc.progress(model_id)
+    svc.wait_ready(model_id)
     resp = svc.train(form(model_id, secondaryDataSchema="intent", llm="openai"), trained["files"])
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -186,6 +188,11 @@ def test_force_train_false_with_unchanged_data_redeploys(
     assert (body["status"], body["statusMessage"], body["percent"]) == (8, "Completed", 100)
     assert {m["name"] for m in body["experimentMetrics"]} >= {"silhouette", "nmi"}
     assert svc.history(body["id"]) == ["Initialized", "Completed"]
+    # The model was published (earlier tests): the same artifact keeps serving.
+    assert body["endpoints"] == [
+        f"/sestekai-api/api/external/trainings/{model_id}/assign",
+        f"/sestekai-api/api/external/trainings/{model_id}/clusters",
+    ]
     view = svc.harness.loop.run(svc.store.get(body["id"]))
     assert view.job_id is None  # no workload ran
     svc.wait_ready(model_id)
