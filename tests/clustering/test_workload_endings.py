@@ -11,8 +11,13 @@ import grpc
 import pytest
 
 from tests.clustering.support import DIALOGUE_CSV, Clustering, script, start_clustering
+from tests.support.harness import TEST_SECRET
+from tests.support.wait import eventually
 from trainyard.api.clustering.v1 import messages_pb2 as msgs
 from trainyard.api.clustering.v1 import service_pb2_grpc as svc_grpc
+from trainyard.clustering.app import build as build_clustering
+from trainyard.clustering.settings import ClusteringSettings
+from trainyard.runtime.settings import CommonSettings
 
 FORM = {
     "modelId": "",
@@ -116,3 +121,38 @@ def test_only_job_tokens_call_back(waiting: Clustering) -> None:
     )
     assert other is not None and other.code() == grpc.StatusCode.NOT_FOUND
     assert waiting.history(experiment)[-1] == "DatasetUploading"
+
+
+def test_a_workload_that_ends_while_the_service_is_down_is_settled_on_restart(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    gate = tmp_path_factory.mktemp("gate") / "open"
+    trainer = script(
+        tmp_path_factory.mktemp("bin"),
+        "trainer",
+        f'while [ ! -e "{gate}" ]; do sleep 0.1; done\nexit 4',
+    )
+    data = tmp_path_factory.mktemp("restart")
+    c = start_clustering(data, trainer_python=str(trainer))
+    try:
+        model_id, experiment = _train(c)
+        c.harness.stop_server("clustering")
+        gate.touch()  # the workload ends while nobody follows it
+        jobrunner = c.harness.servers["jobrunner"].address
+        common = CommonSettings(data_dir=data, auth_secret=TEST_SECRET, jobrunner_address=jobrunner)
+        settings = ClusteringSettings(
+            database_url=f"sqlite+aiosqlite:///{data / 'c.db'}", trainer_python=str(trainer)
+        )
+        app = c.harness.loop.run(build_clustering(common, settings))
+        c.harness.start_app("clustering", app)
+        store = app.state["store"]
+        view = eventually(
+            lambda: (v := c.harness.loop.run(store.get(experiment))).final and v,
+            timeout=60,
+            message="the restarted service never settled the ended workload",
+        )
+        assert view.status_name == "Failed"
+        assert view.error == "the trainer exited with code 4"
+        assert model_id == view.model_id
+    finally:
+        c.harness.close()
