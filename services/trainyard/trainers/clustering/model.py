@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from trainyard.trainers.clustering.features import Featurizer
+from trainyard.trainers.embeddings import load_encoder
 
 SUPPORTED_LANGUAGES = ("en-US", "tr-TR", "ar-SA", "fr-FR", "nl-NL", "it-IT")
 
 MANIFEST = "model.json"
 CENTROIDS = "centroids.npy"
+LEXICAL_CENTROIDS = "lexical_centroids.npy"
+FEATURE_ARRAYS = ("word_idf", "char_idf", "svd_components")
 FORMAT_VERSION = 1
 
 
@@ -60,25 +63,34 @@ class ModelFormatError(ValueError):
 
 
 class ClusterModel:
-    """A trained clustering: featurizer + unit centroids; assigns texts to the nearest one."""
+    """A trained clustering: featurizer + unit centroids; assigns texts to the nearest one.
+
+    Centroids are kept twice: in the combined space (lexical + dense embedding) and in the lexical
+    space alone, so a model trained with an encoder still serves where that encoder is missing."""
 
     def __init__(
         self,
         featurizer: Featurizer,
         centroids: np.ndarray,
+        lexical_centroids: np.ndarray,
         infos: list[ClusterInfo],
         metrics: list[tuple[str, float]],
     ) -> None:
         self._featurizer = featurizer
         self._centroids = centroids
+        self._lexical_centroids = lexical_centroids
         self._infos = infos
         self.metrics = metrics
 
     def assign(self, texts: Sequence[str]) -> list[Assignment]:
         if not texts:
             return []
-        vectors = self._featurizer.transform(list(texts))
-        sims = vectors @ self._centroids.T
+        if self._featurizer.encoder is not None:
+            vectors = self._featurizer.transform(list(texts))
+            sims = vectors @ self._centroids.T
+        else:
+            vectors = self._featurizer.lexical(list(texts))
+            sims = vectors @ self._lexical_centroids.T
         best = np.argmax(sims, axis=1)
         out: list[Assignment] = []
         for row, index in enumerate(best):
@@ -93,13 +105,21 @@ class ClusterModel:
 
     def save(self, model_dir: Path) -> None:
         model_dir.mkdir(parents=True, exist_ok=True)
+        # A stale manifest would make half-rewritten files look complete: drop it first.
+        (model_dir / MANIFEST).unlink(missing_ok=True)
         arrays = self._featurizer.arrays()
         for name, array in arrays.items():
             np.save(model_dir / f"{name}.npy", array, allow_pickle=False)
         np.save(model_dir / CENTROIDS, self._centroids.astype(np.float32), allow_pickle=False)
+        np.save(
+            model_dir / LEXICAL_CENTROIDS,
+            self._lexical_centroids.astype(np.float32),
+            allow_pickle=False,
+        )
         manifest = {
             "format": "trainyard-clustering",
             "version": FORMAT_VERSION,
+            "libraries": _library_versions(),
             "featurizer": self._featurizer.config(),
             "arrays": sorted(arrays),
             "clusters": [
@@ -129,12 +149,19 @@ def load_model(model_dir: Path) -> ClusterModel:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if manifest.get("format") != "trainyard-clustering":
             raise ModelFormatError("not a clustering model")
+        # Only the file names this module writes: a manifest never chooses a path.
         arrays = {
             name: np.load(model_dir / f"{name}.npy", allow_pickle=False)
-            for name in manifest["arrays"]
+            for name in FEATURE_ARRAYS
+            if name in manifest["arrays"]
         }
-        featurizer = Featurizer.from_saved(manifest["featurizer"], arrays)
+        config = manifest["featurizer"]
+        encoder_name = config.get("encoder")
+        # The encoder it was trained with, when this process has it; else lexical centroids.
+        encoder = load_encoder(str(encoder_name)) if encoder_name else None
+        featurizer = Featurizer.from_saved(config, arrays, encoder)
         centroids = np.load(model_dir / CENTROIDS, allow_pickle=False).astype(np.float32)
+        lexical = np.load(model_dir / LEXICAL_CENTROIDS, allow_pickle=False).astype(np.float32)
         infos = [
             ClusterInfo(
                 cluster_id=int(c["cluster_id"]),
@@ -147,8 +174,24 @@ def load_model(model_dir: Path) -> ClusterModel:
             for c in manifest["clusters"]
         ]
         metrics = [(str(k), float(v)) for k, v in manifest["metrics"]]
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, ModelFormatError):
-            raise
+        if len(infos) == 0 or len(centroids) != len(infos) or len(lexical) != len(infos):
+            raise ModelFormatError("the clustering model's centroids and clusters differ")
+        if lexical.shape[1] != featurizer.lexical_width():
+            raise ModelFormatError("the clustering model's centroids do not fit its features")
+    except ModelFormatError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFormatError("the clustering model files are unreadable") from exc
-    return ClusterModel(featurizer, centroids, infos, metrics)
+    return ClusterModel(featurizer, centroids, lexical, infos, metrics)
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for name in ("numpy", "scikit-learn", "PyStemmer", "stop-words"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions

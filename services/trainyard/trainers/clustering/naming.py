@@ -16,7 +16,7 @@ class Namer(Protocol):
 
 
 class KeywordNamer:
-    """Names a cluster by its top keywords joined with underscores (`card_lost`)."""
+    """Names a cluster by its top distinct keyword words joined with underscores (`card_lost`)."""
 
     def __init__(self, max_words: int = 3) -> None:
         self._max_words = max_words
@@ -24,7 +24,11 @@ class KeywordNamer:
     def name(
         self, keywords: Sequence[str], representatives: Sequence[str], language_code: str
     ) -> str:
-        picked = [k for k in keywords if k][: self._max_words]
+        picked: list[str] = []
+        for keyword in keywords:  # keywords may be phrases ("bank transfer"): take their words
+            for word in keyword.split():
+                if word not in picked and len(picked) < self._max_words:
+                    picked.append(word)
         return "_".join(picked) if picked else "cluster"
 
 
