@@ -11,7 +11,10 @@ TCP connections to the double's port, RSS. Each N gets a fresh double and a fres
 
 Per N it prints: wall time from the first submit until every job finished, how many
 succeeded, peak threads, peak open connections to the API server, peak RSS, and the number of
-watch requests the double received. A run past --timeout is reported with what it reached.
+watch requests the double received, how long the submissions took, and the CPU seconds the
+job-runner and the double (with its pods' processes) used: CPU per job flat in N means the
+work is linear even where a loaded machine stretches the wall time. A run past --timeout is
+reported with what it reached.
 """
 
 from __future__ import annotations
@@ -134,8 +137,17 @@ def job_runner_main(count: int, timeout: float, data: Path) -> None:
 # ---- the driver --------------------------------------------------------------------------------
 
 
-def sample(proc: psutil.Process, port: int, peaks: dict[str, int]) -> None:
+def cpu_seconds(proc: psutil.Process, children: bool = False) -> float:
+    times = proc.cpu_times()
+    total = times.user + times.system
+    if children:
+        total += times.children_user + times.children_system
+    return total
+
+
+def sample(proc: psutil.Process, port: int, peaks: dict[str, float]) -> None:
     try:
+        peaks["cpu"] = cpu_seconds(proc)
         threads = proc.num_threads()
         rss = proc.memory_info().rss
         connections = sum(
@@ -197,7 +209,7 @@ def measure(count: int, timeout: float) -> dict[str, Any]:
                 env=runner_env,
             )
         proc = psutil.Process(job_runner.pid)
-        peaks = {"threads": 0, "connections": 0, "rss": 0}
+        peaks: dict[str, float] = {"threads": 0, "connections": 0, "rss": 0, "cpu": 0.0}
         hard_deadline = time.monotonic() + timeout + 120
         while job_runner.poll() is None and time.monotonic() < hard_deadline:
             sample(proc, port, peaks)
@@ -206,6 +218,8 @@ def measure(count: int, timeout: float) -> dict[str, Any]:
             job_runner.kill()
         job_runner.wait()
         out, errors = out_path.read_text(), err_path.read_text()
+    # The double's CPU, with its kubelet's pod processes (reaped children).
+    peaks["double_cpu"] = cpu_seconds(psutil.Process(double.pid), children=True)
     double.stdin.close()
     counts = json.loads(double.stdout.readline() or "{}")
     double.wait(timeout=60)
@@ -235,7 +249,8 @@ def main() -> None:
         return
     header = (
         f"{'N':>5} {'wall s':>8} {'done':>9} {'logged':>6} {'peak thr':>8} {'peak conn':>9} "
-        f"{'peak RSS MiB':>12} {'watch req':>9}"
+        f"{'peak RSS MiB':>12} {'watch req':>9} {'submit s':>8} {'runner cpu s':>12} "
+        f"{'double cpu s':>12}"
     )
     print(header, flush=True)
     for count in (int(part) for part in args.sizes.split(",") if part):
@@ -245,7 +260,8 @@ def main() -> None:
         print(
             f"{count:>5} {wall:>8} {row.get('succeeded', 0):>4}/{count:<4} "
             f"{row.get('logged', 0):>6} {row['threads']:>8} {row['connections']:>9} "
-            f"{row['rss'] / 2**20:>12.1f} {row.get('watches', 0):>9}{flag}",
+            f"{row['rss'] / 2**20:>12.1f} {row.get('watches', 0):>9} "
+            f"{row.get('submit_s', 0):>8.2f} {row['cpu']:>12.1f} {row['double_cpu']:>12.1f}{flag}",
             flush=True,
         )
 

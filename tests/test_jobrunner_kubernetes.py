@@ -532,6 +532,49 @@ async def test_ttl_zero_deletes_the_job_right_away_yet_no_line_is_lost(
         await stop_runner(runner, db)
 
 
+async def test_logs_read_after_the_job_ended_lose_no_line(
+    tmp_path: Path, k8s: FakeKubernetes
+) -> None:
+    """One log stream for all jobs, taken by a running job: the other job ends before its log
+    can be read. Its end is reported after the drain wait, and its pod (and, with a ttl of 0,
+    its Job) stays until the log is read once the stream frees up: no line is lost."""
+    runner, db = await make_runner(
+        tmp_path, k8s, ttl_seconds_after_finished=0, max_log_streams=1, log_drain_seconds=0.2
+    )
+    try:
+        gate = tmp_path / "gate"
+        holder = await runner.submit(
+            job_spec(
+                py(
+                    "import os, time\nprint('holding', flush=True)\n"
+                    f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)"
+                )
+            ),
+            "a",
+        )
+        await wait_until(
+            lambda: list(iter_records(runner.log_path(holder.id))), what="the stream is taken"
+        )
+        short = await runner.submit(job_spec(py("for i in range(3): print('short', i)")), "a")
+        done = await runner.wait(short.id, 30)
+        assert done.state == "SUCCEEDED"
+        assert list(iter_records(runner.log_path(short.id))) == []
+        assert k8s.job(short.name, NS) is not None, "ttl 0 waits until the log is read"
+        assert k8s.pods(NS, job=short.name), "the pod stays until its log is read"
+        gate.touch()
+        await wait_until(
+            lambda: (
+                [r.text for r in iter_records(runner.log_path(short.id))]
+                == ["short 0", "short 1", "short 2"]
+            ),
+            what="the late log is read to the end",
+        )
+        await wait_until(lambda: k8s.job(short.name, NS) is None, what="then ttl 0 applies")
+        assert (await runner.wait(holder.id, 30)).state == "SUCCEEDED"
+    finally:
+        await stop_runner(runner, db)
+
+
 async def test_orphans_are_deleted(tmp_path: Path, k8s: FakeKubernetes) -> None:
     batch = batch_api(k8s)
 

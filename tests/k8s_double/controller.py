@@ -103,7 +103,7 @@ class JobController:
 
     def sync_all(self) -> None:
         with self.store.lock:
-            jobs, _ = self.store.list(JOBS)
+            jobs = self.store.live(JOBS)
             # Index pod runtimes by owner once per pass, not once per job: with a thousand
             # jobs a per-job scan of every runtime made each pass quadratic.
             self._by_owner = {}
@@ -288,7 +288,7 @@ class JobController:
     def _owned_secrets(self, owner_uid: str) -> list[JSON]:
         return [
             secret
-            for secret in self.store.list(SECRETS)[0]
+            for secret in self.store.live(SECRETS)
             if any(
                 ref.get("uid") == owner_uid
                 for ref in secret["metadata"].get("ownerReferences") or []
@@ -331,14 +331,14 @@ class JobController:
             self._release(meta["namespace"], meta["name"])
 
     def _collect_garbage(self) -> None:
-        jobs, _ = self.store.list(JOBS)
-        pods, _ = self.store.list(PODS)
+        jobs = self.store.live(JOBS)
+        pods = self.store.live(PODS)
         live_uids = {job["metadata"]["uid"] for job in jobs}
 
         def dependents(uid: str) -> list[JSON]:
             return [
                 pod
-                for pod in self.store.list(PODS)[0]
+                for pod in self.store.live(PODS)
                 if any(
                     ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or []
                 )
@@ -390,7 +390,7 @@ class JobController:
 
         # Background collection of Secrets: once none of the Jobs a Secret names as owners
         # exists, it goes (owners of kinds the double does not model keep it).
-        for secret in self.store.list(SECRETS)[0]:
+        for secret in self.store.live(SECRETS):
             meta = secret["metadata"]
             refs = meta.get("ownerReferences") or []
             if not refs or any(ref.get("kind") != "Job" for ref in refs):

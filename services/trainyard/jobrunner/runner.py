@@ -229,6 +229,9 @@ class JobRunner:
         self.max_concurrent = max(1, max_concurrent)
         self._monitors: dict[str, asyncio.Task[None]] = {}
         self._subscribers: list[_Subscriber] = []
+        #: `wait` callers by job id: each hears only its job's events, so a thousand waiters
+        #: cost one dictionary lookup per event, not a thousand queue puts and wakeups.
+        self._waiters: dict[str, list[_Subscriber]] = {}
         self._schedule_lock = asyncio.Lock()
         self._closing = False
         #: Recent summary lists, dropped by every write of this runner (see `summaries`).
@@ -315,8 +318,14 @@ class JobRunner:
             ) from exc
         view = await self.get(job_id)
         self._publish(view, "")
-        await self._schedule()
-        return await self.get(job_id)
+        if self.backend.runner_admission:
+            await self._schedule()  # a slot may be free: start the oldest pending jobs
+            return await self.get(job_id)
+        # A backend that admits jobs itself (the cluster queues them) starts this one now. A
+        # scan of every pending job per submission made a burst of N submissions O(N^2).
+        if not self._closing and job_id not in self._monitors:
+            self._spawn_monitor(view, None)
+        return view
 
     def _same_spec(self, existing: Job, spec_hash: str, key: str) -> JobView:
         if existing.spec_hash != spec_hash:
@@ -614,7 +623,7 @@ class JobRunner:
         """Wait until the job ends (for callers and tests); returns its final view."""
         # Subscribe before looking, so an end that happens in between is not missed.
         sub = _Subscriber({})
-        self._subscribers.append(sub)
+        self._waiters.setdefault(job_id, []).append(sub)
 
         async def until_done() -> JobView:
             view = await self.get(job_id)
@@ -623,20 +632,23 @@ class JobRunner:
                 if event is None:  # fell behind: look again
                     sub.overflowed = False
                     view = await self.get(job_id)
-                elif event.job.id == job_id:
+                else:
                     view = event.job
             return view
 
         try:
             return await asyncio.wait_for(until_done(), timeout)
         finally:
-            self._subscribers.remove(sub)
+            waiters = self._waiters.get(job_id, [])
+            waiters.remove(sub)
+            if not waiters:
+                self._waiters.pop(job_id, None)
 
     # ---- internals -------------------------------------------------------------------------
 
     def _publish(self, view: JobView, previous: JobState | Literal[""]) -> None:
         event = JobEvent(view, previous, utcnow())
-        for sub in self._subscribers:
+        for sub in [*self._subscribers, *self._waiters.get(view.id, ())]:
             if sub.overflowed or any(view.labels.get(k) != v for k, v in sub.labels.items()):
                 continue
             if sub.queue.qsize() >= WATCH_BUFFER - 1:
@@ -726,7 +738,8 @@ class JobRunner:
             )
         self._monitors.pop(job_id, None)
         await self._finish(job_id, outcome)
-        await self._schedule()
+        if self.backend.runner_admission:
+            await self._schedule()  # its slot is free
 
     async def _finish(self, job_id: str, outcome: Outcome) -> None:
         async with self._write() as session:

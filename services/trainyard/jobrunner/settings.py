@@ -53,6 +53,14 @@ class JobrunnerSettings(ServiceSettings, StorageOverrides):
     )
     image_registry: str = Field(default="", description="Prefix of model-training-* images.")
     ttl_seconds_after_finished: int = 3600
+    max_log_streams: int = Field(
+        default=256,
+        ge=1,
+        le=4096,
+        description="Kubernetes backend: pod logs followed live at once (a thread and a "
+        "connection each). Beyond it a pod's log is read when a stream frees up; nothing is "
+        "lost, since a pod is deleted only once its log is read.",
+    )
     pipelines: dict[str, Pipeline] = Field(
         default_factory=dict,
         description='JSON: {"name": {"image": "...", "command": ["python", "-m", "..."]}}.',

@@ -28,7 +28,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -137,10 +137,13 @@ class KubernetesBackend(Backend):
         watch_timeout_seconds: int = 240,
         log_read_timeout_seconds: float = 120.0,
         max_log_streams: int = MAX_LOG_STREAMS,
+        log_drain_seconds: float = LOG_DRAIN_MARGIN,
     ) -> None:
         """`api_client`: a `kubernetes.client.ApiClient` (the backend owns and closes it).
         `max_log_streams`: pod logs streamed at once; beyond that a pod's log is read when a
-        stream frees up (nothing is lost: pods are deleted only once read)."""
+        stream frees up (nothing is lost: pods are deleted only once read). `log_drain_seconds`:
+        how long (beyond the grace) the end of a job waits for its last lines; a job whose logs
+        take longer is reported ended and its logs are read after."""
         self.kube = KubernetesApi(api_client if api_client is not None else client.ApiClient())
         self.namespace = namespace
         self.ttl = ttl_seconds_after_finished
@@ -152,6 +155,7 @@ class KubernetesBackend(Backend):
         #: Per-job helpers (log followers, absence checks, ttl timers), cancelled on close.
         self._background = Background("kubernetes", started=True)
         self._informers: dict[str, NamespaceInformer] = {}
+        self.log_drain = log_drain_seconds
         self._log_streams = ThreadPoolExecutor(max(1, max_log_streams), "k8s-log")
 
     @classmethod
@@ -173,7 +177,7 @@ class KubernetesBackend(Backend):
             )
         # Long-lived connections: two watches per namespace, one per pod log being streamed.
         configuration.connection_pool_maxsize = max(
-            configuration.connection_pool_maxsize, MAX_LOG_STREAMS + 16
+            configuration.connection_pool_maxsize, own.max_log_streams + 16
         )
         ttl = own.ttl_seconds_after_finished
         return cls(
@@ -181,6 +185,7 @@ class KubernetesBackend(Backend):
             namespace=own.namespace,
             ttl_seconds_after_finished=ttl if ttl >= 0 else None,
             grace_seconds=own.kill_grace_seconds,
+            max_log_streams=own.max_log_streams,
         )
 
     def job_manifest(self, wl: Workload) -> JSON:
@@ -212,6 +217,17 @@ class KubernetesBackend(Backend):
         self._runs[wl.job_id] = run
         follower: asyncio.Task[None] | None = None
         unsubscribe = None
+        late = False  # the job ended before its logs were read: the follower reads on
+
+        def release() -> None:
+            run.ctl.stop()
+            if follower is not None and not follower.done():
+                follower.cancel()
+            if unsubscribe is not None:
+                unsubscribe()
+            if self._runs.get(wl.job_id) is run:
+                self._runs.pop(wl.job_id, None)
+
         try:
             problem = await self._attach(run, handle)
             if problem is not None:
@@ -231,21 +247,35 @@ class KubernetesBackend(Backend):
             run.notify()
             try:
                 await asyncio.wait_for(
-                    asyncio.shield(follower), timeout=self.grace + LOG_DRAIN_MARGIN
+                    asyncio.shield(follower), timeout=self.grace + self.log_drain
                 )
             except TimeoutError:
-                log.warning("job.logs_incomplete", job_id=wl.job_id)
+                # A busy API server (or a pool of log streams all taken) is slow, not wrong:
+                # the end is reported now and the follower reads the last lines into the job
+                # log after it; the pods (and a short ttl's Job) go only once they are read.
+                # Stopping it here lost those lines for good.
+                log.warning("job.logs_late", job_id=wl.job_id)
+                late = True
+                self._task(self._finish_late(run, follower, release), f"k8s-late-{wl.job_id}")
             except Exception:
                 log.exception("job.logs_failed", job_id=wl.job_id)
-            await self._expire(run)
+            if not late:
+                await self._expire(run)
             return dataclasses.replace(outcome, attempts=max(outcome.attempts, len(run.pods)))
         finally:
-            run.ctl.stop()
-            if follower is not None and not follower.done():
-                follower.cancel()
-            if unsubscribe is not None:
-                unsubscribe()
-            self._runs.pop(wl.job_id, None)
+            if not late:
+                release()
+
+    async def _finish_late(
+        self, run: _Run, follower: asyncio.Task[None], release: Callable[[], None]
+    ) -> None:
+        """Let a late log follower finish (the runner's close cancels it), then expire."""
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(follower)
+            await self._expire(run)
+        finally:
+            release()
 
     async def _attach(self, run: _Run, handle: dict[str, Any] | None) -> Outcome | None:
         """Create the Job (or adopt ours if it already exists), or find it again with a
