@@ -94,10 +94,20 @@ ORDER = [
 ]
 
 
+def name_from_prompt(request: dict[str, Any]) -> str:
+    """The test provider's answer: a name chosen from the examples in the prompt."""
+    prompt = request["messages"][-1]["content"].lower()
+    if "password" in prompt:
+        return "Password help"
+    if "charge" in prompt or "refund" in prompt or "bill" in prompt:
+        return "Billing issue"
+    return "Delivery status"
+
+
 @pytest.fixture(scope="module")
 def llm() -> Iterator[OpenAIServer]:
     with OpenAIServer() as server:
-        server.chat = lambda request: "Account access"
+        server.chat = name_from_prompt
         yield server
 
 
@@ -141,7 +151,7 @@ def test_progress_goes_through_every_status_in_order(
 
 
 def test_progress_publishes_then_ready_assign_and_clusters(
-    svc: Clustering, trained: dict[str, Any], llm: OpenAIServer
+    svc: Clustering, trained: dict[str, Any]
 ) -> None:
     model_id = trained["model_id"]
     first = svc.progress(model_id)
@@ -160,10 +170,21 @@ def test_progress_publishes_then_ready_assign_and_clusters(
     assert sum(c["size"] for c in found) >= 18
     assert {c["intent"] for c in found} == {"password", "billing", "delivery"}
     assert all(c["keywords"] and c["representatives"] for c in found)
-    # llm=openai: the names come from the provider, through the real SDK.
-    assert {c["label"] for c in found} == {"Account access"}
-    assert any(r.path.endswith("/chat/completions") for r in llm.requests)
-    assert a["label"] == "Account access"
+    # Clusters anchored by intent data are named after their intent.
+    assert {c["label"] for c in found} == {"password", "billing", "delivery"}
+    assert a["label"] == "password"
+
+
+def test_llm_openai_names_the_clusters(svc: Clustering, llm: OpenAIServer) -> None:
+    model_id = f"named-{uuid.uuid4().hex[:8]}"
+    resp = svc.train(form(model_id, llm="openai"), {"dataFile": ("d.csv", dialogue_csv(TOPICS))})
+    assert resp.status_code == 200, resp.text
+    assert svc.wait_status(model_id, ["Completed", "Failed"])["trainingStatus"] == "Completed"
+    found = svc.get(model_id, "clusters").json()["clusters"]
+    # The names come from the provider, through the real SDK, with the configured model.
+    assert {c["label"] for c in found} == {"Password help", "Billing issue", "Delivery status"}
+    chats = [r for r in llm.requests if r.path.endswith("/chat/completions")]
+    assert chats and all(r.body["model"] == "test-model" for r in chats)
 
 
 def test_assign_limits(svc: Clustering, trained: dict[str, Any]) -> None:

@@ -191,7 +191,7 @@ class ExperimentStore:
                 session.add(
                     StatusChange(experiment_id=experiment_id, status=status, percent=row.percent)
                 )
-            elif status is None and percent is not None:
+            elif (status is None or status == row.status) and percent is not None:
                 row.percent = max(row.percent, max(0, min(100, percent)))
             if error is not None:
                 row.error = error[:2000]

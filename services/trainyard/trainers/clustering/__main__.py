@@ -158,14 +158,16 @@ async def _train(config: Config, reporter: StatusReporter, work: Path) -> list[t
 
     def report(status: str, percent: float) -> None:
         # From the training thread: each report is delivered, in order, before training goes on.
-        asyncio.run_coroutine_threadsafe(reporter.status(status, percent), loop).result()
+        # The library counts 0-100 up to Trained; storing the model is the last 10%.
+        scaled = 0.9 * max(0.0, min(100.0, percent))
+        asyncio.run_coroutine_threadsafe(reporter.status(status, scaled), loop).result()
 
     out = work / "model"
     out.mkdir()
     result = await asyncio.to_thread(
         library.train, utterances, params, out, report, _namer(library, config.llm)
     )
-    await reporter.status("ModelUploading", 90)
+    await reporter.status("ModelUploading", 95)
     storage = storage_at(config.artifacts_uri)
     await storage.start()
     try:
