@@ -225,12 +225,6 @@ class Featurizer:
         ).astype(np.float32)
         return _unit_rows(combined)
 
-    def without_encoder(self) -> Featurizer:
-        """The same lexical features with no dense part."""
-        clone = Featurizer(self.language_code, self.dims, self.seed, None)
-        clone._word, clone._char, clone._components = self._word, self._char, self._components
-        return clone
-
     def word_vocabulary(self) -> list[str]:
         return [str(t) for t in self._word.get_feature_names_out()]
 
