@@ -19,7 +19,10 @@ sublinear tf) + LinearSVC(C=1), the standard strong linear baseline; fastText wi
 
 Last, the same training through the platform (bench/through_api.py: `trainyard up`, the split
 uploaded as two CSVs, POST /api/v2/train/nlp-text with test_files): submit → complete seconds
-beside the trainer's own training_seconds and the macro-F1 its report gives.
+beside the trainer's own training_seconds and the macro-F1 its report gives, and beside the same
+trainer run as a plain process on the same files (interleaved with the API runs, so both see the
+same load): what the API adds to that process is the platform's share. `--api-only` skips the
+peers, `--api-rounds N` repeats both N times and prints the medians.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import bz2
 import csv
 import io
 import re
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -106,6 +110,12 @@ def main() -> None:
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-api", action="store_true", help="skip the run through the API")
+    parser.add_argument(
+        "--api-only", action="store_true", help="only the run through the API (no peers)"
+    )
+    parser.add_argument(
+        "--api-rounds", type=int, default=1, help="trainings through the API (median shown)"
+    )
     args = parser.parse_args()
     texts, labels = load_data()
     x_train, x_test, y_train, y_test = train_test_split(
@@ -122,7 +132,7 @@ def main() -> None:
         f"{len(set(labels))} classes, seed {args.seed}"
     )
     print(f"{'system':<20} {'macro-F1':>9} {'accuracy':>9} {'train s':>8} {'predict s':>10}")
-    for name, fit in systems:
+    for name, fit in [] if args.api_only else systems:
         best = float("inf")
         predict: Predict | None = None
         for _ in range(args.rounds):
@@ -137,7 +147,7 @@ def main() -> None:
         acc = accuracy_score(y_test, got)
         print(f"{name:<20} {f1:>9.4f} {acc:>9.4f} {best:>8.2f} {predict_s:>10.2f}", flush=True)
     if not args.no_api:
-        through_the_api(x_train, y_train, x_test, y_test)
+        through_the_api(x_train, y_train, x_test, y_test, rounds=args.api_rounds)
 
 
 def _csv(texts: Sequence[str], labels: Sequence[str]) -> bytes:
@@ -149,35 +159,95 @@ def _csv(texts: Sequence[str], labels: Sequence[str]) -> bytes:
 
 
 def through_the_api(
-    x_train: Sequence[str], y_train: Sequence[str], x_test: Sequence[str], y_test: Sequence[str]
+    x_train: Sequence[str],
+    y_train: Sequence[str],
+    x_test: Sequence[str],
+    y_test: Sequence[str],
+    rounds: int = 1,
 ) -> None:
-    with through_api.running_suite() as api:
-        train_id = through_api.upload(api, [("train.csv", _csv(x_train, y_train))])
-        test_id = through_api.upload(api, [("test.csv", _csv(x_test, y_test))])
-        timed = through_api.train(
-            api,
-            "nlp-text",
-            {
-                "model_name": "bench",
-                "model_options": {
-                    "text_column": "text",
-                    "label_column": "label",
-                    "n_target_classes": len(set(y_train)),
-                },
-                "data": {
-                    "supervised_files": [{"location": "upload", "path": train_id}],
-                    "test_files": [{"location": "upload", "path": test_id}],
-                },
+    """`rounds` trainings in one `trainyard up`, one after the other, each beside the same
+    trainer run as a plain process on the same files (interleaved, so both see the same load);
+    each printed, then the medians: submit -> complete, the plain process's wall time, and for
+    both the part outside the trainer's own training_seconds (its start and imports, inputs,
+    evaluating the test files, artifacts, reports). The difference is the platform's share."""
+    runs: list[through_api.Timed] = []
+    alone: list[through_api.Timed] = []
+    classes = len(set(y_train))
+    with tempfile.TemporaryDirectory(prefix="nlp-text-alone-") as tmp:
+        folder = Path(tmp)
+        (folder / "train.csv").write_bytes(_csv(x_train, y_train))
+        (folder / "test.csv").write_bytes(_csv(x_test, y_test))
+        config = {
+            "model_id": "00000000-0000-0000-0000-00000000be7c",
+            "supervised_files": [(folder / "train.csv").as_uri()],
+            "test_files": [(folder / "test.csv").as_uri()],
+            "model_options": {
+                "text_column": "text",
+                "label_column": "label",
+                "n_target_classes": classes,
             },
+            "base_model": None,
+        }
+        with through_api.running_suite() as api:
+            train_id = through_api.upload(api, [("train.csv", _csv(x_train, y_train))])
+            test_id = through_api.upload(api, [("test.csv", _csv(x_test, y_test))])
+            for i in range(rounds):
+                runs.append(_train_through(api, train_id, test_id, classes, f"bench-{i}"))
+                alone.append(
+                    through_api.trainer_alone(
+                        "trainyard.trainers.nlp_text", config, folder / f"alone-{i}"
+                    )
+                )
+    for timed in alone:
+        if timed.status["status"] != "complete":
+            print(f"the trainer alone failed: {timed.status}")
+            return
+    for timed, plain in zip(runs, alone, strict=True):
+        if timed.status["status"] != "complete":
+            print(f"through the API: the training ended {timed.status}")
+            return
+        own = float(timed.report.get("training_seconds", float("nan")))
+        f1 = float(timed.report.get("macro_f1", float("nan")))
+        print(
+            f"through the API: submit -> complete {timed.seconds:.2f} s, the trainer's own "
+            f"training {own:.2f} s ({timed.seconds / own:.1f}x), report macro-F1 {f1:.4f}; "
+            f"the trainer as a plain process {plain.seconds:.2f} s "
+            f"(training {float(plain.report.get('training_seconds', float('nan'))):.2f} s)"
         )
-    if timed.status["status"] != "complete":
-        print(f"through the API: the training ended {timed.status}")
-        return
-    own = float(timed.report.get("training_seconds", float("nan")))
-    f1 = float(timed.report.get("macro_f1", float("nan")))
+
+    def rest(timed: through_api.Timed) -> float:
+        return timed.seconds - float(timed.report.get("training_seconds", 0.0))
+
+    api_s, alone_s = (
+        statistics.median(t.seconds for t in runs),
+        statistics.median(t.seconds for t in alone),
+    )
     print(
-        f"through the API: submit -> complete {timed.seconds:.2f} s, the trainer's own training "
-        f"{own:.2f} s ({timed.seconds / own:.1f}x), report macro-F1 {f1:.4f}"
+        f"median of {len(runs)}: submit -> complete {api_s:.2f} s "
+        f"({statistics.median(map(rest, runs)):.2f} s outside training_seconds); the trainer as "
+        f"a plain process {alone_s:.2f} s ({statistics.median(map(rest, alone)):.2f} s outside); "
+        f"the platform's share {api_s - alone_s:+.2f} s"
+    )
+
+
+def _train_through(
+    api: through_api.Api, train_id: str, test_id: str, classes: int, name: str
+) -> through_api.Timed:
+    return through_api.train(
+        api,
+        "nlp-text",
+        {
+            "model_name": name,
+            "model_options": {
+                "text_column": "text",
+                "label_column": "label",
+                "n_target_classes": classes,
+            },
+            "data": {
+                "supervised_files": [{"location": "upload", "path": train_id}],
+                "test_files": [{"location": "upload", "path": test_id}],
+            },
+        },
     )
 
 

@@ -85,6 +85,35 @@ def upload(api: Api, files: Sequence[tuple[str, bytes]]) -> str:
     return upload_id
 
 
+def trainer_alone(module: str, config: dict[str, Any], workdir: Path) -> Timed:
+    """The same trainer as a plain process, without the platform: `python -m <module>` with
+    the config in a file (inputs as file:// URIs, artifacts under `workdir`), reporting
+    offline. Its wall time beside the API's submit -> complete is the platform's own share."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {**config, "artifacts_uri": (workdir / "artifacts").as_uri() + "/"}
+    path = workdir / "config.json"
+    path.write_text(json.dumps(config))
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        env={"PATH": os.environ.get("PATH", ""), "TRAINYARD_CONFIG": str(path)},
+        cwd=workdir,
+        capture_output=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    reports = sorted(
+        (workdir / "artifacts" / "models" / str(config["model_id"]) / "report").glob(
+            "versions/*/report.json"
+        ),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if done.returncode != 0 or not reports:
+        return Timed({"status": "failed", "stderr": done.stderr.decode()[-2000:]}, seconds, {})
+    report: dict[str, Any] = json.loads(reports[-1].read_text())
+    return Timed({"status": "complete"}, seconds, report)
+
+
 def train(api: Api, kind: str, body: dict[str, Any], timeout: float = 1800) -> Timed:
     """Post a train request and wait for its end; the time from the POST to the final status."""
     start = time.perf_counter()

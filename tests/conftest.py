@@ -21,6 +21,10 @@ from trainyard.upload.store import UploadStore
 POSTGRES_URL = os.environ.get(
     "TRAINYARD_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+# A user database for the finetuning tests (schema reading); tests use unique table names.
+MARIADB_URL = os.environ.get(
+    "TRAINYARD_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +87,26 @@ def postgres_url() -> str:
             pytest.fail(message + "; CI requires it")
         pytest.skip(message + "; set TRAINYARD_TEST_POSTGRES_URL to run these tests")
     return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> str:
+    """The MariaDB/MySQL at MARIADB_URL (sync PyMySQL URL); skipped when absent, failed under CI."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(MARIADB_URL, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        message = f"MariaDB at {MARIADB_URL} is not reachable ({type(exc).__name__}: {exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; CI requires it")
+        pytest.skip(message + "; set TRAINYARD_TEST_MARIADB_URL to run these tests")
+    finally:
+        engine.dispose()
+    return MARIADB_URL
 
 
 @pytest.fixture

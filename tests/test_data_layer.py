@@ -19,6 +19,7 @@ EXPECTED_TABLES = {
         "orchestrator_models",
         "orchestrator_model_messages",
         "orchestrator_token_feedback",
+        "orchestrator_ndb_feedback",
     },
     "jobrunner": {"jobrunner_jobs"},
     "finetuning": {"finetuning_finetunings"},

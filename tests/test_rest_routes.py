@@ -16,6 +16,7 @@ from tests.support.recording import Recorder
 from trainyard.runtime.http import http_statuses_of
 
 ORCH = "trainyard.api.orchestrator.v1.TrainService"
+MODELS = "trainyard.api.orchestrator.v1.ModelService"
 UPL = "trainyard.api.upload.v1.UploadService"
 TJ = "trainyard.api.jobrunner.v1.TrainingJobsService"
 FT = "trainyard.api.finetuning.v1.FinetuningService"
@@ -178,6 +179,46 @@ ROWS = [
         {"level": "warning", "message": "careful"},
         {"level": "warning", "message": "careful"},
         auth="job",
+    ),
+    # NDB search and feedback (issue 11).
+    Row(
+        "POST",
+        "/api/v2/model/m-1/search",
+        f"{MODELS}.Search",
+        {
+            "model_id": "m-1",
+            "queries": ["a", "b"],
+            "top_k": 3,
+            "constraints": {"kind": ["x", "y"], "year": 2020.0},
+        },
+        {"queries": ["a", "b"], "top_k": 3, "constraints": {"kind": ["x", "y"], "year": 2020}},
+    ),
+    Row(
+        "POST",
+        "/api/v2/model/m-1/upvote",
+        f"{MODELS}.Upvote",
+        {"model_id": "m-1", "text_id_pairs": [{"query_text": "q", "reference_id": "d#0"}]},
+        {"text_id_pairs": [{"query_text": "q", "reference_id": "d#0"}]},
+    ),
+    Row(
+        "POST",
+        "/api/v2/model/m-1/associate",
+        f"{MODELS}.Associate",
+        {"model_id": "m-1", "text_pairs": [{"source": "s", "target": "t"}]},
+        {"text_pairs": [{"source": "s", "target": "t"}]},
+    ),
+    Row(
+        "POST",
+        "/api/v2/model/m-1/implicit-feedback",
+        f"{MODELS}.ImplicitFeedback",
+        {"model_id": "m-1", "query_text": "q", "reference_id": "d#0", "event": "click"},
+        {"query_text": "q", "reference_id": "d#0", "event": "click"},
+    ),
+    Row(
+        "GET",
+        "/api/v2/model/m-1/sources?page_size=10&page_token=t",
+        f"{MODELS}.ListSources",
+        {"model_id": "m-1", "page_size": 10, "page_token": "t"},
     ),
     Row(
         "GET",

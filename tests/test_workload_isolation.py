@@ -9,12 +9,9 @@ code) starts isolated with a clean environment even when the job-runner's own ca
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,7 @@ import psutil
 import pytest
 
 from tests.support.harness import Harness
-from tests.support.jobs import gone, job_spec, lines
+from tests.support.jobs import gone, job_spec, lines, open_dir
 from tests.support.wait import eventually, wait_until
 from trainyard.api.jobrunner.v1 import messages_pb2 as msgs
 from trainyard.api.jobrunner.v1 import service_pb2_grpc as svc
@@ -49,15 +46,6 @@ from trainyard.upload.settings import UploadSettings
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="workload users need a root job-runner")
 NOBODY = 65534
-
-
-def open_dir() -> Path:
-    """A data dir others could reach if the platform did not protect it (unlike pytest's
-    tmp_path, whose parent is private to root), so the checks below mean something."""
-    path = Path(tempfile.mkdtemp(prefix="trainyard-sec-"))
-    path.chmod(0o755)
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
 
 
 def mode(path: Path) -> int:

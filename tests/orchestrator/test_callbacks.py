@@ -21,7 +21,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 
 def _model(platform: Platform) -> str:
-    upload = platform.upload([("doc.txt", b"text")])
+    """An ndb training that fails: its one file is of no type NDB reads (nothing indexed)."""
+    upload = platform.upload([("doc.bin", b"text")])
     resp = platform.train(
         "ndb",
         {

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.support.openai_server import ApiError, OpenAIServer
-from tests.support.platform import Platform, start_platform, unique_name
+from tests.support.platform import Platform, as_nobody, start_platform, unique_name
 from tests.trainers.test_datagen import text_reply, token_reply
 
 PREFIX = "unable to start nlp-token training, found the following errors: "
@@ -51,8 +51,11 @@ TEXT_OPTIONS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    # As root (CI), the trainers run as nobody: they reach their data only through the API.
+    where, how = as_nobody(tmp_path_factory.mktemp("datagen-offline"))
     p = start_platform(
-        tmp_path_factory.mktemp("datagen-offline"),
+        where,
+        **how,
         openai_api_key="",
         retrain_generated_sentences=20,
     )

@@ -24,7 +24,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 
 def _ndb(platform: Platform, user: str = "alice", name: str | None = None) -> str:
-    upload = platform.upload([("doc.txt", b"some text")], user=user)
+    """An ndb training that fails: its one file is of no type NDB reads (nothing indexed)."""
+    upload = platform.upload([("doc.bin", b"some text")], user=user)
     resp = platform.train(
         "ndb",
         {
@@ -174,7 +175,7 @@ def test_logs_hold_one_entry_per_allocation(platform: Platform) -> None:
     logs = resp.json()
     assert isinstance(logs, list) and len(logs) == 1
     assert set(logs[0]) == {"stdout", "stderr"}
-    assert "not yet supported" in logs[0]["stderr"]
+    assert "nothing was indexed" in logs[0]["stderr"]
     foreign = httpx.get(
         f"{platform.http}/api/v2/train/{model_id}/logs", headers=platform.headers("bob")
     )

@@ -268,8 +268,10 @@ def test_base_models_must_exist_be_readable_of_the_type_and_complete(platform: P
     assert "is not complete" in message
 
 
-def test_a_type_without_a_trainer_yet_ends_failed_with_the_reason(platform: Platform) -> None:
-    upload = platform.upload([("doc.txt", b"some text")])
+def test_an_ndb_training_with_nothing_indexable_ends_failed_with_the_reason(
+    platform: Platform,
+) -> None:
+    upload = platform.upload([("doc.bin", b"some text")])
     resp = platform.train(
         "ndb",
         {
@@ -280,4 +282,5 @@ def test_a_type_without_a_trainer_yet_ends_failed_with_the_reason(platform: Plat
     assert resp.status_code == 200, resp.text
     status = platform.wait_final(resp.json()["model_id"])
     assert status["status"] == "failed"
-    assert "ndb training is not yet supported by this Trainyard version" in status["errors"]
+    assert "Unable to parse doc.bin. Unsupported filetype." in status["warnings"]
+    assert any("nothing was indexed" in e for e in status["errors"]), status["errors"]

@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from tests.support.jobs import python_runs_as
-from tests.support.platform import Platform, start_platform, unique_name
+from tests.support.platform import Platform, as_nobody, start_platform, unique_name
 from tests.support.up import running_up, user_token
 from tests.support.wait import eventually
 
@@ -61,7 +61,9 @@ def _token_csv() -> bytes:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    p = start_platform(tmp_path_factory.mktemp("e2e"))
+    # As root (CI), the trainers run as nobody: they reach their data only through the API.
+    where, how = as_nobody(tmp_path_factory.mktemp("e2e"))
+    p = start_platform(where, **how)
     try:
         yield p
     finally:

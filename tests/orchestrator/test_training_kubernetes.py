@@ -43,7 +43,7 @@ def test_a_trainer_gets_its_config_through_the_jobs_secret_and_calls_back(
 ) -> None:
     kube = platform.kube
     assert kube is not None
-    upload = platform.upload([("doc.txt", b"some text")])
+    upload = platform.upload([("doc.bin", b"some text")])  # nothing NDB can index: it fails
     model_id = _train(
         platform,
         "ndb",
@@ -53,11 +53,14 @@ def test_a_trainer_gets_its_config_through_the_jobs_secret_and_calls_back(
         },
     )
     status = platform.wait_final(model_id)
-    # Only the trainer's own report says this: it read the config (the unsupported trainer
+    # Only the trainer's own report says this: it read the config (the trainer
     # reports through the Reporter, which needs the token and address from it) and the
     # orchestrator took its callback. A trainer without its config would exit 1 unheard.
     assert status["status"] == "failed", status
-    assert status["errors"] == ["ndb training is not yet supported by this Trainyard version"]
+    assert status["errors"] == [
+        "nothing was indexed: none of the 1 file(s) held a usable document (see the warnings)"
+    ]
+    assert status["warnings"] == ["Unable to parse doc.bin. Unsupported filetype."]
 
     name = f"train-{model_id}"
     job = kube.job(name, platform.namespace)
@@ -69,7 +72,7 @@ def test_a_trainer_gets_its_config_through_the_jobs_secret_and_calls_back(
     assert [ref["uid"] for ref in secret["metadata"]["ownerReferences"]] == [job["metadata"]["uid"]]
     # The pod spec carries only the reference; neither the Job nor its request holds the token.
     [container] = job["spec"]["template"]["spec"]["containers"]
-    assert container["command"][1:] == ["-m", "trainyard.trainers.unsupported"]
+    assert container["command"][1:] == ["-m", "trainyard.trainers.ndb"]
     assert [e for e in container["env"] if e["name"].startswith("TRAINYARD_CONFIG")] == [
         {
             "name": "TRAINYARD_CONFIG_JSON",

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
@@ -88,3 +93,43 @@ def python_runs_as(user: str) -> bool:
     except OSError:
         return False
     return done.returncode == 0
+
+
+def open_dir() -> Path:
+    """A data dir others could reach if the platform did not protect it (unlike pytest's
+    tmp_path, whose parent is private to root), so checks of what a workload user can reach
+    mean something."""
+    path = Path(tempfile.mkdtemp(prefix="trainyard-sec-"))
+    path.chmod(0o755)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+#: The system's interpreter of this Python's version (outside any private home).
+SYSTEM_PYTHON = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+
+
+def python_for(user: str) -> Path | None:
+    """An interpreter `user` can run with this environment's packages: this one when it can
+    (python_runs_as), else a bare venv of the system's same-version Python in a folder anyone
+    can reach whose site-packages adds this environment's (the binary packages are built for
+    this minor version). None when neither works (no such system Python, not root)."""
+    if python_runs_as(user):
+        return Path(sys.executable)
+    if os.geteuid() != 0 or not SYSTEM_PYTHON.exists():
+        return None
+    venv = open_dir() / "venv"
+    subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", str(venv)], check=True)
+    ours = sysconfig.get_paths()["purelib"]
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    pth = venv / "lib" / version / "site-packages" / "trainyard-env.pth"
+    pth.write_text(f"import site; site.addsitedir({ours!r})\n")
+    python = venv / "bin" / "python"
+    done = subprocess.run(
+        [str(python), "-c", "import trainyard.trainers.nlp_text.__main__"],
+        user=user,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return python if done.returncode == 0 else None

@@ -1,59 +1,119 @@
-"""The provider's files and fine-tuning API on the one OpenAI-compatible test server.
+"""The provider's files and fine-tuning API on the one OpenAI test server (openai_server.py).
 
     with OpenAIServer() as server:
-        provider = FineTuningProvider(server, step_seconds=0.2)
+        provider = FineTuningProvider(server, step_seconds=0.05)   # or .register(server, ...)
+        ...                                  # the real SDK: files.create, fine_tuning.jobs.*
+        provider.fail_next_job("The job failed due to an invalid training file.")
+        assert provider.jobs_created == 1
 
-Registers what the `openai` SDK calls for a fine-tuning: files (create as multipart, retrieve),
-fine_tuning.jobs (create, retrieve, list with `metadata[key]=value` filters, cancel, list_events),
-and answers chat completions with a fine-tuned model from that job's training file (the exact
-question's SQL, else the SQL of the question sharing the most words), so an evaluation has real
-SQL to run. Uploaded JSONL is validated as the provider does (at least 10 lines, each a JSON
-object whose `messages` have system/user/assistant roles with string contents, an assistant
-message last). Jobs advance validating_files -> queued -> running -> succeeded on the server's own
-clock, one state per `step_seconds`; `fail(job_id, message)` makes one fail, `fail_next` the next
-created. `jobs_created` counts creations (a resumed workload must not add one).
+Files validate their JSONL like the provider (≥ 10 examples, each a JSON object with `messages`
+of system/user/assistant roles and non-empty string contents, an assistant message, size
+limits) and go `uploaded` → `processed` (or `error` with `status_details`) on the server's own
+clock. Jobs go validating_files → queued → running → succeeded, one `step_seconds` each, computed
+from the time they were created (so no thread drives them); a job told to fail ends `failed` with
+`error {code, message, param}` after running. Chat completions whose model is a job's
+`fine_tuned_model` answer from that job's training file: the SQL of the exact question, else of
+the closest one; other models get the server's `chat` reply.
 """
 
 from __future__ import annotations
 
+import difflib
+import email.parser
+import email.policy
 import json
 import threading
 import time
 from dataclasses import dataclass, field
-from email.parser import BytesParser
-from email.policy import HTTP
+from typing import Any
 
 from tests.support.openai_server import JSON, ApiError, OpenAIServer, Request
 
-_STEPS = ("validating_files", "queued", "running", "succeeded")
-MIN_LINES = 10
+MIN_EXAMPLES = 10
+MAX_FILE_BYTES = 512 * 1024 * 1024
+# Per-example limit, counted as whitespace-separated words (the test server has no tokenizer).
+MAX_EXAMPLE_WORDS = 65_536
+ROLES = {"system", "user", "assistant"}
+MODELS = ("gpt-3.5-turbo", "gpt-4o-mini", "gpt-4o", "gpt-4", "gpt-4.1", "babbage-002", "davinci")
+JOB_STEPS = ("validating_files", "queued", "running")
+ORGANIZATION = "org-trainyard-test"
+
+
+def validate_jsonl(content: bytes) -> str | None:
+    """The provider's check of a fine-tuning file: None when valid, else its status_details."""
+    if len(content) > MAX_FILE_BYTES:
+        return f"File size exceeds the limit of {MAX_FILE_BYTES} bytes."
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return "Invalid file format. The file must be UTF-8 encoded JSONL."
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < MIN_EXAMPLES:
+        return (
+            f"Invalid file format. Training file has {len(lines)} example(s), but must have at "
+            f"least {MIN_EXAMPLES} examples."
+        )
+    for number, line in enumerate(lines, start=1):
+        try:
+            example = json.loads(line)
+        except ValueError:
+            return f"Invalid file format. Line {number} is not valid JSON."
+        if not isinstance(example, dict) or not isinstance(example.get("messages"), list):
+            return f'Invalid file format. Line {number}, key "messages": missing or not a list.'
+        messages = example["messages"]
+        if not messages:
+            return f"Invalid file format. Line {number}: no messages."
+        words = 0
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in ROLES:
+                return (
+                    f"Invalid file format. Line {number}, message {index}: role must be one of "
+                    "system, user, assistant."
+                )
+            content_ = message.get("content")
+            if not isinstance(content_, str) or not content_.strip():
+                return (
+                    f"Invalid file format. Line {number}, message {index}: content must be a "
+                    "non-empty string."
+                )
+            words += len(content_.split())
+        if not any(message["role"] == "assistant" for message in messages):
+            return f"Invalid file format. Line {number}: no assistant message."
+        if words > MAX_EXAMPLE_WORDS:
+            return f"Line {number} exceeds the maximum of {MAX_EXAMPLE_WORDS} tokens per example."
+    return None
+
+
+def _multipart(request: Request) -> tuple[dict[str, str], tuple[str, bytes] | None]:
+    """The form fields and the uploaded file (name, content) of a multipart body."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(400, "the body must be multipart/form-data")
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.body)
+    fields: dict[str, str] = {}
+    upload: tuple[str, bytes] | None = None
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        filename = part.get_filename()
+        if filename is not None:
+            upload = (filename, data)
+        elif isinstance(name, str):
+            fields[name] = data.decode("utf-8", "replace")
+    return fields, upload
 
 
 @dataclass
 class _File:
     id: str
     filename: str
-    body: bytes
+    content: bytes
+    purpose: str
     created: float
-    error: str | None = None
-
-    def status(self, now: float, step: float) -> str:
-        if now - self.created < step:
-            return "uploaded"
-        return "error" if self.error else "processed"
-
-    def to_json(self, now: float, step: float) -> JSON:
-        status = self.status(now, step)
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": len(self.body),
-            "created_at": int(self.created),
-            "filename": self.filename,
-            "purpose": "fine-tune",
-            "status": status,
-            "status_details": self.error if status == "error" else None,
-        }
+    created_at: int
+    problem: str | None
 
 
 @dataclass
@@ -65,187 +125,228 @@ class _Job:
     suffix: str | None
     metadata: dict[str, str] | None
     created: float
-    examples: list[tuple[str, str]]
-    fail_message: str | None = None
+    created_at: int
+    failure: JSON | None = None
     cancelled_at: float | None = None
-    events: list[JSON] = field(default_factory=list)
-
-    def status(self, now: float, step: float) -> str:
-        if self.cancelled_at is not None:
-            return "cancelled"
-        index = min(int((now - self.created) / step), len(_STEPS) - 1)
-        if self.fail_message is not None and index >= 2:
-            return "failed"
-        return _STEPS[index]
-
-    def fine_tuned_model(self) -> str:
-        return f"ft:{self.model}:trainyard-test:{self.suffix or 'model'}:{self.id[-6:]}"
-
-    def to_json(self, now: float, step: float) -> JSON:
-        status = self.status(now, step)
-        hyper = {
-            "n_epochs": self.hyperparameters.get("n_epochs", 3),
-            "batch_size": self.hyperparameters.get("batch_size", 1),
-            "learning_rate_multiplier": self.hyperparameters.get("learning_rate_multiplier", 2),
-        }
-        return {
-            "id": self.id,
-            "object": "fine_tuning.job",
-            "created_at": int(self.created),
-            "finished_at": int(now) if status in ("succeeded", "failed", "cancelled") else None,
-            "model": self.model,
-            "fine_tuned_model": self.fine_tuned_model() if status == "succeeded" else None,
-            "organization_id": "org-trainyard-test",
-            "status": status,
-            "hyperparameters": hyper,
-            "training_file": self.training_file,
-            "validation_file": None,
-            "result_files": [],
-            "trained_tokens": sum(len(q.split()) + len(a.split()) for q, a in self.examples)
-            if status == "succeeded"
-            else None,
-            "error": {"code": "job_failed", "message": self.fail_message, "param": None}
-            if status == "failed"
-            else None,
-            "metadata": self.metadata,
-            "seed": 0,
-            "suffix": self.suffix,
-            "estimated_finish": None,
-            "integrations": [],
-        }
+    cancelled_in: str | None = None  # the status it was cancelled in
+    pairs: dict[str, str] = field(default_factory=dict)
 
 
-def _validate_jsonl(body: bytes) -> tuple[list[tuple[str, str]], str | None]:
-    """The (question, answer) pairs of a training file, or the provider's complaint."""
-    try:
-        lines = [line for line in body.decode("utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError:
-        return [], "the file is not UTF-8"
-    if len(lines) < MIN_LINES:
-        return [], f"Training file has {len(lines)} example(s), but must have at least {MIN_LINES}"
-    pairs = []
-    for number, line in enumerate(lines, 1):
-        try:
-            item = json.loads(line)
-        except ValueError:
-            return [], f"Invalid file format. Line {number} is not valid JSON"
-        messages = item.get("messages") if isinstance(item, dict) else None
-        if not isinstance(messages, list) or not messages:
-            return [], f"Invalid file format. Line {number}: 'messages' is missing"
-        roles = []
-        for message in messages:
-            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-                return [], f"Invalid file format. Line {number}: each message needs a content"
-            if message.get("role") not in ("system", "user", "assistant"):
-                return [], f"Invalid file format. Line {number}: unknown role"
-            roles.append(message["role"])
-        if roles[-1] != "assistant":
-            return [], f"Invalid file format. Line {number}: the last message must be assistant's"
-        question = next(m["content"] for m in messages if m["role"] == "user")
-        pairs.append((question, messages[-1]["content"]))
-    return pairs, None
-
-
+@dataclass
 class FineTuningProvider:
-    def __init__(self, server: OpenAIServer, step_seconds: float = 0.2) -> None:
-        self.server = server
-        self.step = step_seconds
-        self.files: dict[str, _File] = {}
-        self.jobs: dict[str, _Job] = {}
-        self.jobs_created = 0
-        self._fail_next: str | None = None
-        self._lock = threading.Lock()
+    server: OpenAIServer
+    step_seconds: float = 0.05
+    file_processing_seconds: float = 0.05
+    files: dict[str, _File] = field(default_factory=dict)
+    jobs: dict[str, _Job] = field(default_factory=dict)
+    _next_failure: JSON | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        server = self.server
         server.route("POST", "/v1/files", self._create_file)
         server.route("GET", "/v1/files/{file_id}", self._get_file)
         server.route("POST", "/v1/fine_tuning/jobs", self._create_job)
         server.route("GET", "/v1/fine_tuning/jobs", self._list_jobs)
         server.route("GET", "/v1/fine_tuning/jobs/{job_id}", self._get_job)
         server.route("POST", "/v1/fine_tuning/jobs/{job_id}/cancel", self._cancel_job)
-        server.route("GET", "/v1/fine_tuning/jobs/{job_id}/events", self._events)
-        self._chat = server.chat
-        server.chat = self._answer
+        server.route("GET", "/v1/fine_tuning/jobs/{job_id}/events", self._job_events)
+        fallback = server.chat
+        server.chat = lambda body: self.answer(body) or fallback(body)
 
-    # -- test controls ---------------------------------------------------------------------
+    @classmethod
+    def register(
+        cls,
+        server: OpenAIServer,
+        *,
+        step_seconds: float = 0.05,
+        file_processing_seconds: float = 0.05,
+    ) -> FineTuningProvider:
+        """The provider's routes on `server` (constructing one does the same)."""
+        return cls(
+            server, step_seconds=step_seconds, file_processing_seconds=file_processing_seconds
+        )
+
+    # -- hooks ---------------------------------------------------------------------------------
+    @property
+    def jobs_created(self) -> int:
+        return len(self.jobs)
+
+    def fail_next_job(
+        self, message: str, code: str = "invalid_training_file", param: str | None = "training_file"
+    ) -> None:
+        """The next job created fails (after running) with this error."""
+        self._next_failure = {"code": code, "message": message, "param": param}
+
+    def fail_job(
+        self, job_id: str, message: str, code: str = "server_error", param: str | None = None
+    ) -> None:
+        self.jobs[job_id].failure = {"code": code, "message": message, "param": param}
+
+    # The names main's first version of this module used (tests written against it still run).
     def fail(self, job_id: str, message: str) -> None:
-        with self._lock:
-            self.jobs[job_id].fail_message = message
+        self.fail_job(job_id, message)
 
     def fail_next(self, message: str) -> None:
-        self._fail_next = message
+        self.fail_next_job(message)
 
-    # -- files -----------------------------------------------------------------------------
+    # -- files ---------------------------------------------------------------------------------
+    def _file_status(self, file: _File) -> tuple[str, str | None]:
+        if time.monotonic() - file.created < self.file_processing_seconds:
+            return "uploaded", None
+        if file.problem is not None:
+            return "error", file.problem
+        return "processed", None
+
+    def _file_json(self, file: _File) -> JSON:
+        status, details = self._file_status(file)
+        return {
+            "id": file.id,
+            "object": "file",
+            "bytes": len(file.content),
+            "created_at": file.created_at,
+            "filename": file.filename,
+            "purpose": file.purpose,
+            "status": status,
+            "status_details": details,
+            "expires_at": None,
+        }
+
     def _create_file(self, request: Request) -> tuple[int, JSON]:
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith("multipart/form-data"):
-            raise ApiError(400, "files must be uploaded as multipart/form-data")
-        raw = f"Content-Type: {content_type}\r\n\r\n".encode() + request.body
-        message = BytesParser(policy=HTTP).parsebytes(raw)
-        fields: dict[str, tuple[str | None, bytes]] = {}
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True)
-            if isinstance(name, str) and isinstance(payload, bytes):
-                fields[name] = (part.get_filename(), payload)
-        purpose = fields.get("purpose", (None, b""))[1].decode()
+        fields, upload = _multipart(request)
+        purpose = fields.get("purpose")
         if purpose != "fine-tune":
-            raise ApiError(400, f"unsupported purpose {purpose!r}")
-        if "file" not in fields:
-            raise ApiError(400, "'file' is required")
-        filename, body = fields["file"]
-        _pairs, problem = _validate_jsonl(body)
-        item = _File(self.server.new_id("file"), filename or "upload.jsonl", body, time.time())
-        item.error = problem
+            raise ApiError(400, f"'{purpose}' is not one of ['fine-tune', ...] - 'purpose'")
+        if upload is None:
+            raise ApiError(400, "'file' is a required property")
+        name, content = upload
+        file = _File(
+            id=self.server.new_id("file"),
+            filename=name,
+            content=content,
+            purpose=purpose,
+            created=time.monotonic(),
+            created_at=int(time.time()),
+            problem=validate_jsonl(content),
+        )
         with self._lock:
-            self.files[item.id] = item
-        return 200, item.to_json(time.time(), self.step)
+            self.files[file.id] = file
+        return 200, self._file_json(file)
 
     def _get_file(self, request: Request) -> tuple[int, JSON]:
-        item = self.files.get(request.params["file_id"])
-        if item is None:
+        file = self.files.get(request.params["file_id"])
+        if file is None:
             raise ApiError(404, f"No such File object: {request.params['file_id']}")
-        return 200, item.to_json(time.time(), self.step)
+        return 200, self._file_json(file)
 
-    # -- jobs ------------------------------------------------------------------------------
-    def _job(self, job_id: str) -> _Job:
-        job = self.jobs.get(job_id)
+    # -- jobs ----------------------------------------------------------------------------------
+    def _status(self, job: _Job) -> str:
+        elapsed = time.monotonic() - job.created
+        step = int(elapsed / self.step_seconds) if self.step_seconds > 0 else len(JOB_STEPS)
+        if job.cancelled_at is not None:
+            return "cancelled"
+        if step < len(JOB_STEPS):
+            return JOB_STEPS[step]
+        return "failed" if job.failure is not None else "succeeded"
+
+    def _fine_tuned_model(self, job: _Job) -> str:
+        return f"ft:{job.model}:{ORGANIZATION}:{job.suffix or ''}:{job.id.split('-')[-1]}"
+
+    def _job_json(self, job: _Job) -> JSON:
+        status = self._status(job)
+        done = status in {"succeeded", "failed", "cancelled"}
+        return {
+            "id": job.id,
+            "object": "fine_tuning.job",
+            "created_at": job.created_at,
+            "error": job.failure if status == "failed" else None,
+            "fine_tuned_model": self._fine_tuned_model(job) if status == "succeeded" else None,
+            "finished_at": int(time.time()) if done else None,
+            "hyperparameters": job.hyperparameters,
+            "model": job.model,
+            "organization_id": ORGANIZATION,
+            "result_files": [],
+            "seed": 42,
+            "status": status,
+            "trained_tokens": sum(len(s.split()) for s in job.pairs.values())
+            if status == "succeeded"
+            else None,
+            "training_file": job.training_file,
+            "validation_file": None,
+            "metadata": job.metadata,
+            "estimated_finish": None,
+            "integrations": [],
+            "suffix": job.suffix,
+        }
+
+    def _job(self, request: Request) -> _Job:
+        job = self.jobs.get(request.params["job_id"])
         if job is None:
-            raise ApiError(404, f"Could not find fine tune job: {job_id}")
+            raise ApiError(404, f"Could not find fine-tune: {request.params['job_id']}")
         return job
 
     def _create_job(self, request: Request) -> tuple[int, JSON]:
         body = request.json()
-        model, file_id = body.get("model"), body.get("training_file")
-        if not isinstance(model, str) or not model:
-            raise ApiError(400, "'model' is required")
-        item = self.files.get(str(file_id))
-        if item is None:
-            raise ApiError(400, f"invalid training_file: {file_id}")
-        now = time.time()
-        status = item.status(now, self.step)
-        if status == "uploaded":
+        model = body.get("model")
+        if not isinstance(model, str) or not model.startswith(MODELS):
             raise ApiError(
-                400, f"File '{item.id}' is still being processed and is not ready to be used"
+                400, f"Model {model} is not available for fine-tuning or does not exist."
             )
-        if status == "error":
-            raise ApiError(400, f"File '{item.id}' is not valid: {item.error}")
-        pairs, _problem = _validate_jsonl(item.body)
+        file = self.files.get(str(body.get("training_file")))
+        if file is None:
+            raise ApiError(400, f"invalid training_file: {body.get('training_file')}")
+        status, _ = self._file_status(file)
+        if status != "processed":
+            raise ApiError(400, f"File {file.id} is not ready: its status is {status}.")
+        given = body.get("hyperparameters") or {}
+        if not isinstance(given, dict):
+            raise ApiError(400, "'hyperparameters' must be an object")
+        hyper: JSON = {}
+        for key, kind, default in (
+            ("n_epochs", int, 3),
+            ("batch_size", int, 1),
+            ("learning_rate_multiplier", (int, float), 1.8),
+        ):
+            value = given.get(key, "auto")
+            if value == "auto":
+                value = default
+            elif isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+                raise ApiError(400, f"invalid hyperparameters.{key}: {value!r}")
+            hyper[key] = value
+        suffix = body.get("suffix")
+        if suffix is not None and (not isinstance(suffix, str) or len(suffix) > 64):
+            raise ApiError(400, "suffix must be a string of at most 64 characters")
         metadata = body.get("metadata")
+        if metadata is not None and not (
+            isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+        ):
+            raise ApiError(400, "metadata must map strings to strings")
+        pairs: dict[str, str] = {}
+        for line in file.content.decode().splitlines():
+            if line.strip():
+                messages = json.loads(line)["messages"]
+                question = next((m["content"] for m in messages if m["role"] == "user"), None)
+                answer = next((m["content"] for m in messages if m["role"] == "assistant"), None)
+                if question is not None and answer is not None:
+                    pairs[question] = answer
         job = _Job(
             id=self.server.new_id("ftjob"),
             model=model,
-            training_file=item.id,
-            hyperparameters=dict(body.get("hyperparameters") or {}),
-            suffix=body.get("suffix"),
-            metadata=dict(metadata) if isinstance(metadata, dict) else None,
-            created=now,
-            examples=pairs,
-            fail_message=self._fail_next,
+            training_file=file.id,
+            hyperparameters=hyper,
+            suffix=suffix,
+            metadata=metadata,
+            created=time.monotonic(),
+            created_at=int(time.time()),
+            pairs=pairs,
         )
-        self._fail_next = None
         with self._lock:
+            job.failure, self._next_failure = self._next_failure, None
             self.jobs[job.id] = job
-            self.jobs_created += 1
-        return 200, job.to_json(now, self.step)
+        return 200, self._job_json(job)
+
+    def _get_job(self, request: Request) -> tuple[int, JSON]:
+        return 200, self._job_json(self._job(request))
 
     def _list_jobs(self, request: Request) -> tuple[int, JSON]:
         wanted = {
@@ -253,59 +354,91 @@ class FineTuningProvider:
             for key, value in request.query.items()
             if key.startswith("metadata[") and key.endswith("]")
         }
-        now = time.time()
-        jobs = sorted(self.jobs.values(), key=lambda j: j.created, reverse=True)
-        found = [
-            j.to_json(now, self.step)
-            for j in jobs
-            if all((j.metadata or {}).get(k) == v for k, v in wanted.items())
+        jobs = sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)
+        jobs = [
+            job for job in jobs if all((job.metadata or {}).get(k) == v for k, v in wanted.items())
         ]
-        limit = int(request.query.get("limit", "20"))
-        return 200, {"object": "list", "data": found[:limit], "has_more": len(found) > limit}
-
-    def _get_job(self, request: Request) -> tuple[int, JSON]:
-        return 200, self._job(request.params["job_id"]).to_json(time.time(), self.step)
+        after = request.query.get("after")
+        if after:
+            jobs = [job for job in jobs if job.id < after]
+        limit = int(request.query.get("limit") or 20)
+        page = jobs[:limit]
+        return 200, {
+            "object": "list",
+            "data": [self._job_json(job) for job in page],
+            "has_more": len(jobs) > limit,
+        }
 
     def _cancel_job(self, request: Request) -> tuple[int, JSON]:
-        job = self._job(request.params["job_id"])
-        now = time.time()
-        if job.status(now, self.step) in ("succeeded", "failed", "cancelled"):
-            raise ApiError(400, "Job has already completed")
-        job.cancelled_at = now
-        return 200, job.to_json(now, self.step)
+        job = self._job(request)
+        status = self._status(job)
+        if status in {"succeeded", "failed", "cancelled"}:
+            raise ApiError(400, f"Job {job.id} has already completed: its status is {status}.")
+        job.cancelled_in, job.cancelled_at = status, time.monotonic()
+        return 200, self._job_json(job)
 
-    def _events(self, request: Request) -> tuple[int, JSON]:
-        job = self._job(request.params["job_id"])
-        now = time.time()
-        status = job.status(now, self.step)
-        reached = _STEPS[: _STEPS.index(status) + 1] if status in _STEPS else [*_STEPS[:3], status]
-        data = [
+    def _job_events(self, request: Request) -> tuple[int, JSON]:
+        job = self._job(request)
+        status = self._status(job)
+        if status in JOB_STEPS:
+            reached = list(JOB_STEPS[: JOB_STEPS.index(status) + 1])
+        elif status == "cancelled":
+            before = job.cancelled_in or JOB_STEPS[0]
+            reached = [*JOB_STEPS[: JOB_STEPS.index(before) + 1], status]
+        else:
+            reached = [*JOB_STEPS, status]
+        texts = {
+            "validating_files": "Validating training file: " + job.training_file,
+            "queued": "Fine-tuning job queued",
+            "running": "Fine-tuning job started",
+            "succeeded": "The job has successfully completed",
+            "failed": (job.failure or {}).get("message", "The job failed"),
+            "cancelled": "The job was cancelled",
+        }
+        events = [
             {
-                "id": f"{job.id}-event-{n}",
+                "id": f"ftevent-{job.id.split('-')[-1]}-{index}",
                 "object": "fine_tuning.job.event",
-                "created_at": int(job.created + n * self.step),
-                "level": "error" if state == "failed" else "info",
-                "message": job.fail_message if state == "failed" else f"Job is {state}",
+                "created_at": job.created_at + index,
+                "level": "error" if step == "failed" else "info",
+                "message": texts[step],
                 "type": "message",
+                "data": {},
             }
-            for n, state in enumerate(reached)
+            for index, step in enumerate(reached)
         ]
-        data.reverse()
-        return 200, {"object": "list", "data": data, "has_more": False}
+        events.reverse()  # newest first, as the provider lists them
+        after = request.query.get("after")
+        if after:
+            ids = [event["id"] for event in events]
+            events = events[ids.index(after) + 1 :] if after in ids else []
+        limit = int(request.query.get("limit") or 20)
+        return 200, {"object": "list", "data": events[:limit], "has_more": len(events) > limit}
 
-    # -- chat with a fine-tuned model ------------------------------------------------------
-    def _answer(self, request: JSON) -> str:
-        model = str(request.get("model", ""))
-        job = next((j for j in self.jobs.values() if j.fine_tuned_model() == model), None)
+    # -- chat ----------------------------------------------------------------------------------
+    def answer(self, body: JSON) -> str | None:
+        """The SQL a fine-tuned model answers, or None for a model that is no fine-tuned one."""
+        model = body.get("model")
+        job = next(
+            (
+                job
+                for job in self.jobs.values()
+                if self._status(job) == "succeeded" and self._fine_tuned_model(job) == model
+            ),
+            None,
+        )
         if job is None:
-            return self._chat(request)
+            return None
+        messages: list[Any] = body.get("messages") or []
         question = next(
-            (m.get("content", "") for m in request.get("messages", []) if m.get("role") == "user"),
+            (
+                str(m.get("content"))
+                for m in reversed(messages)
+                if isinstance(m, dict) and m.get("role") == "user"
+            ),
             "",
         )
-        exact = [answer for q, answer in job.examples if q == question]
-        if exact:
-            return exact[0]
-        words = set(str(question).lower().split())
-        best = max(job.examples, key=lambda pair: len(words & set(pair[0].lower().split())))
-        return best[1]
+        if question in job.pairs:
+            return job.pairs[question]
+        closest = difflib.get_close_matches(question, list(job.pairs), n=1, cutoff=0.0)
+        return job.pairs[closest[0]] if closest else "SELECT 1"

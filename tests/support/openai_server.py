@@ -11,7 +11,8 @@ fine-tuning jobs are added by the finetuning tests' module) without a second ser
 
 A handler receives a `Request` and returns `(status, json_body)`; raise `ApiError` for an error
 answer.
-`server.requests` records every request (method, path, JSON body) for assertions.
+`server.requests` records every request (method, path, JSON body) for assertions;
+`server.fail_next(...)` answers an error to the next matching requests (transient failures).
 """
 
 from __future__ import annotations
@@ -78,6 +79,18 @@ class _Route:
 
 
 @dataclass
+class Fault:
+    """An error answered to the next `times` requests of `method` on a path matching `path`;
+    `after_handling` runs the handler first (its effect happens, its answer is lost)."""
+
+    method: str
+    path: re.Pattern[str]
+    error: ApiError
+    times: int = 1
+    after_handling: bool = False
+
+
+@dataclass
 class Recorded:
     method: str
     path: str
@@ -93,6 +106,7 @@ class OpenAIServer:
     # When set, every chat completion answers this error (e.g. ApiError(429, "rate limited")).
     chat_error: ApiError | None = None
     requests: list[Recorded] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
     _routes: list[_Route] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -107,6 +121,29 @@ class OpenAIServer:
         """Add a route; `{name}` in `path` matches one path segment, passed in `request.params`."""
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
         self._routes.append(_Route(method.upper(), re.compile(f"^{regex}$"), handler))
+
+    def fail_next(
+        self,
+        method: str,
+        path: str,
+        error: ApiError,
+        *,
+        times: int = 1,
+        after_handling: bool = False,
+    ) -> None:
+        """Answer `error` to the next `times` `method` requests whose path matches the regex
+        `path` (e.g. a 500 or a 429 the client must retry)."""
+        self.faults.append(Fault(method.upper(), re.compile(path), error, times, after_handling))
+
+    def _fault(self, request: Request) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.method == request.method and fault.path.search(request.path):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
 
     def new_id(self, prefix: str) -> str:
         with self._lock:
@@ -197,7 +234,13 @@ class OpenAIServer:
             allowed = True
             if route.method == request.method:
                 request.params = match.groupdict()
-                return route.handler(request)
+                fault = self._fault(request)
+                if fault is not None and not fault.after_handling:
+                    raise fault.error
+                answer = route.handler(request)
+                if fault is not None:
+                    raise fault.error
+                return answer
         if allowed:
             raise ApiError(405, f"method {request.method} is not allowed on {request.path}")
         raise ApiError(404, f"unknown path {request.path}", "invalid_request_error", "not_found")

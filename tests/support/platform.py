@@ -5,6 +5,7 @@ Kubernetes API double, whose pods are local processes too."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import uuid
@@ -17,7 +18,7 @@ import httpx
 
 from tests.k8s_double import FakeKubernetes
 from tests.support.harness import TEST_SECRET, Harness
-from tests.support.jobs import python_runs_as
+from tests.support.jobs import open_dir, python_for, python_runs_as
 from tests.support.wait import eventually
 from trainyard.jobrunner.app import build as build_jobrunner
 from trainyard.jobrunner.settings import JobrunnerSettings
@@ -86,6 +87,24 @@ class Platform:
         )
 
 
+@functools.cache
+def _nobody_python() -> Path | None:
+    return python_for("nobody")
+
+
+def as_nobody(tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """Where and how to `start_platform(where, **how)` so that the (root) job-runner runs the
+    trainers as `nobody`, with an interpreter nobody can run, on a data dir whose parents
+    nobody can pass through; `(tmp, {})` when that cannot be (not root, no such Python)."""
+    python = _nobody_python()
+    if python is None:
+        return tmp, {}
+    return open_dir(), {
+        "trainer_python": str(python),
+        "jobrunner_settings": {"workload_user": "nobody"},
+    }
+
+
 def unique_name(prefix: str = "model") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
@@ -114,9 +133,12 @@ def start_platform(
     *,
     jobrunner_backend: Literal["local", "kubernetes"] = "local",
     kube: FakeKubernetes | None = None,
+    upload_settings: dict[str, Any] | None = None,
+    jobrunner_settings: dict[str, Any] | None = None,
     **orchestrator: Any,
 ) -> Platform:
-    """Start the platform in `tmp`; `orchestrator` overrides OrchestratorSettings. On the
+    """Start the platform in `tmp`; `orchestrator` overrides OrchestratorSettings,
+    `upload_settings` and `jobrunner_settings` those of the other two services. On the
     kubernetes backend (`kube`: a started FakeKubernetes the caller owns and stops after the
     platform) trainers run as `[this python, -m, trainyard.trainers.<module>]` in the
     KUBE_TRAINER_IMAGE image, unless `orchestrator` says otherwise."""
@@ -125,21 +147,28 @@ def start_platform(
     upload = harness.start_app(
         "upload",
         harness.loop.run(
-            build_upload(common, UploadSettings(database_url=f"sqlite+aiosqlite:///{tmp / 'u.db'}"))
+            build_upload(
+                common,
+                UploadSettings(
+                    database_url=f"sqlite+aiosqlite:///{tmp / 'u.db'}", **(upload_settings or {})
+                ),
+            )
         ),
     )
-    jobrunner_settings = JobrunnerSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
-        kill_grace_seconds=1,
-        workload_user="nobody" if python_runs_as("nobody") else "",
-    )
+    jobrunner_own = {
+        "database_url": f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
+        "kill_grace_seconds": 1,
+        "workload_user": "nobody" if python_runs_as("nobody") else "",
+        **(jobrunner_settings or {}),
+    }
+    jr_settings = JobrunnerSettings(**jobrunner_own)
     if jobrunner_backend == "kubernetes":
         if kube is None:
             raise ValueError("the kubernetes backend needs `kube`, a FakeKubernetes")
         orchestrator.setdefault("trainer_python", sys.executable)
         orchestrator.setdefault("trainer_image", KUBE_TRAINER_IMAGE)
         kube.add_image(orchestrator["trainer_image"])
-        jobrunner_settings = jobrunner_settings.model_copy(
+        jr_settings = jr_settings.model_copy(
             update={
                 "backend": "kubernetes",
                 "namespace": KUBE_NAMESPACE,
@@ -147,7 +176,7 @@ def start_platform(
             }
         )
     jobrunner = harness.start_app(
-        "jobrunner", harness.loop.run(build_jobrunner(common, jobrunner_settings))
+        "jobrunner", harness.loop.run(build_jobrunner(common, jr_settings))
     )
     wired = common.model_copy(
         update={"upload_address": upload.address, "jobrunner_address": jobrunner.address}

@@ -15,7 +15,9 @@ FORBIDDEN = (
     "trainyard.clustering",
     "trainyard.gateway",
     "trainyard.runtime.db",
-    "sqlalchemy",
+    # sqlalchemy itself is not here: the finetuning trainer reads the user's own database with
+    # it (sync drivers). The import-linter contract (pyproject) allows that one package only;
+    # the platform's database layer, migrations and async drivers stay out of every trainer.
     "alembic",
     "asyncpg",
     "aiosqlite",

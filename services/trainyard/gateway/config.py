@@ -51,6 +51,10 @@ BODY_LIMITS: dict[str, int] = {
     "trainyard.api.auth.v1.AuthService/IssueToken": 16 * 1024,
     "trainyard.api.finetuning.v1.FinetuningService/CreateGoldenRecords": 1024 * 1024,
     "trainyard.api.clustering.v1.ClusteringTrainingService/AssignClusters": 1024 * 1024,
+    # NDB search (up to 1,000 queries) and feedback (up to 1,000 pairs a call).
+    "trainyard.api.orchestrator.v1.ModelService/Search": 1024 * 1024,
+    "trainyard.api.orchestrator.v1.ModelService/Upvote": 1024 * 1024,
+    "trainyard.api.orchestrator.v1.ModelService/Associate": 1024 * 1024,
 }
 #: Envoy buffers a checked body up to this (its per-connection buffer limit, 1 MiB by default);
 #: no route limit may exceed it.

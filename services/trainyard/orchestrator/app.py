@@ -7,9 +7,11 @@ from pathlib import Path
 from trainyard.api.auth.v1 import service_pb2_grpc as auth_grpc
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
 from trainyard.blobs import create_blob_storage
+from trainyard.orchestrator.feedback import FeedbackStore
 from trainyard.orchestrator.inference import Models
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry
+from trainyard.orchestrator.retrieval import Retrieval
 from trainyard.orchestrator.servicer import AuthServicer, ModelServicer, TrainServicer
 from trainyard.orchestrator.settings import OrchestratorSettings
 from trainyard.orchestrator.token_feedback import TokenFeedbackStore
@@ -47,18 +49,24 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
         common.jobrunner_address,
         deadline=common.call_deadline_seconds,
     )
-    feedback = TokenFeedbackStore(db.sessions, own.max_token_feedback_per_model)
-    trainings = Trainings(registry, peers, storage, authority, own, feedback=feedback)
+    feedback = FeedbackStore(db.sessions, max_per_model=own.ndb_max_feedback_per_model)
+    token_feedback = TokenFeedbackStore(db.sessions, own.max_token_feedback_per_model)
+    trainings = Trainings(
+        registry, peers, storage, authority, own, feedback=feedback, token_feedback=token_feedback
+    )
     models = Models(
         storage,
         cache_bytes=own.predict_cache_bytes,
         workers=own.predict_workers,
         max_model_bytes=own.max_model_bytes,
+        cache_dir=own.model_cache_dir_for(common),
     )
+    retrieval = Retrieval(registry, models, feedback)
 
     async def start() -> None:
         await db.start()
         await storage.start()
+        await models.start()
 
     async def serving(address: str) -> None:
         trainings.address = callback_address(own, address)
@@ -80,7 +88,7 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
             ),
             Registration(
                 svc.add_ModelServiceServicer_to_server,
-                ModelServicer(registry, trainings, models, feedback),
+                ModelServicer(registry, trainings, models, retrieval, token_feedback),
                 "trainyard.api.orchestrator.v1.ModelService",
             ),
             Registration(

@@ -102,3 +102,30 @@ class TokenFeedback(Base):
     tokens: Mapped[list[str]] = mapped_column(JSON)
     tags: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# ---- ndb feedback (issue 11) -------------------------------------------------------------------
+
+#: Kinds of NdbFeedback rows: the ndb-retrain config keys they feed.
+NDB_FEEDBACK_KINDS = ("upvote", "associate", "implicit")
+
+
+class NdbFeedback(Base):
+    """One piece of feedback a user gave on an ndb model: an upvote (`text` = query,
+    `target` = reference id), an association (`text` = source phrase, `target` = target phrase)
+    or an implicit event (an upvote with its `event`, e.g. "click"). ndb-retrain trains a new
+    model from the base and its feedback."""
+
+    __tablename__ = "orchestrator_ndb_feedback"
+    __table_args__ = (Index("ix_orchestrator_ndb_feedback_model_id", "model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("orchestrator_models.id", ondelete="CASCADE")
+    )
+    username: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    event: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -88,6 +88,27 @@ class Peers:
         upload: up.Upload = response.upload
         return upload
 
+    async def read_upload_file(self, upload_id: str, owner: str, name: str) -> AsyncIterator[bytes]:
+        """One file of an upload, read for its owner (a training's input)."""
+        call = self.uploads.ReadUploadFile(
+            up.ReadUploadFileRequest(upload_id=upload_id, owner=owner, name=name)
+        )
+        try:
+            async for message in call:
+                yield message.data
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise NotFound(
+                    f"upload {upload_id!r} has no file {name!r} any more", reason="INPUT_NOT_FOUND"
+                ) from exc
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                raise PermissionDenied(
+                    f"upload {upload_id!r} is not the model owner's", reason="UPLOAD_ACCESS_DENIED"
+                ) from exc
+            raise _unavailable("upload", exc) from exc
+        finally:
+            call.cancel()
+
     async def submit(self, spec: jr.JobSpec, idempotency_key: str) -> jr.Job:
         try:
             response = await self.jobs.SubmitJob(

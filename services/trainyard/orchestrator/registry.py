@@ -21,6 +21,7 @@ from trainyard.orchestrator.models import (
     Cursor,
     Model,
     ModelMessage,
+    NdbFeedback,
     TokenFeedback,
 )
 from trainyard.runtime.clock import as_utc, utcnow
@@ -308,6 +309,7 @@ class ModelRegistry:
         async with self._write() as session:
             await session.execute(delete(ModelMessage).where(ModelMessage.model_id == model_id))
             await session.execute(delete(TokenFeedback).where(TokenFeedback.model_id == model_id))
+            await session.execute(delete(NdbFeedback).where(NdbFeedback.model_id == model_id))
             await session.execute(delete(Model).where(Model.id == model_id))
 
     async def update_status(

@@ -14,13 +14,20 @@ from trainyard.api.auth.v1 import messages_pb2 as auth_msgs
 from trainyard.api.auth.v1 import service_pb2_grpc as auth_grpc
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
-from trainyard.orchestrator.inference import Models
+from trainyard.orchestrator.feedback import Association, ImplicitEvent, Upvote
+from trainyard.orchestrator.inference import Models, NdbReference
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
+from trainyard.orchestrator.retrieval import Retrieval
 from trainyard.orchestrator.token_feedback import TokenFeedbackStore
 from trainyard.orchestrator.tokens import issue_token, parse_token_request
 from trainyard.orchestrator.training import Trainings
 from trainyard.runtime.auth import TokenAuthority, current_identity, current_user
-from trainyard.runtime.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from trainyard.runtime.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from trainyard.runtime.http import CLIENT_ADDRESS_HEADER, json_body
 from trainyard.runtime.ratelimit import FailureLimiter
 from trainyard.runtime.untrusted import struct_to_dict
@@ -169,21 +176,86 @@ class TrainServicer(svc.TrainServiceServicer):
         await self._registry.add_message(_job_model(), request.level, request.message)
         return msgs.LogTrainMessageResponse()
 
+    # ---- a workload's data, relayed (job tokens only; see workload_data.py) ------------------
+
+    async def ReadTrainInput(
+        self, request: msgs.ReadTrainInputRequest, context: Context
+    ) -> AsyncIterator[msgs.ReadTrainInputResponse]:
+        async for item in self._trainings.data.read_input(_job_model(), request.uri):
+            if isinstance(item, bytes):
+                yield msgs.ReadTrainInputResponse(data=item)
+            else:
+                yield msgs.ReadTrainInputResponse(
+                    file=msgs.ReadTrainInputFile(name=item.name, uri=item.uri)
+                )
+
+    async def ReadTrainBlob(
+        self, request: msgs.ReadTrainBlobRequest, context: Context
+    ) -> AsyncIterator[msgs.ReadTrainBlobResponse]:
+        async for chunk in self._trainings.data.read_blob(_job_model(), request.key):
+            yield msgs.ReadTrainBlobResponse(data=chunk)
+
+    async def WriteTrainBlob(
+        self, request_iterator: AsyncIterator[msgs.WriteTrainBlobRequest], context: Context
+    ) -> msgs.WriteTrainBlobResponse:
+        model_id = _job_model()
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.key:
+            raise InvalidArgument("the first message must name the blob's key", reason="NO_KEY")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            if first.data:
+                yield first.data
+            async for message in request_iterator:
+                if message.data:
+                    yield message.data
+
+        stored = await self._trainings.data.write_blob(model_id, first.key, chunks())
+        return msgs.WriteTrainBlobResponse(size=stored.size, sha256=stored.sha256)
+
+    async def DeleteTrainBlobs(
+        self, request: msgs.DeleteTrainBlobsRequest, context: Context
+    ) -> msgs.DeleteTrainBlobsResponse:
+        await self._trainings.data.delete_blobs(_job_model(), request.prefix)
+        return msgs.DeleteTrainBlobsResponse()
+
+
+def _plain(value: Any) -> Any:
+    """A metadata value as JSON a Struct holds (anything else as its text)."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _reference(ref: NdbReference, into: msgs.Reference) -> None:
+    into.id = ref.id
+    into.doc_id = ref.doc_id
+    into.text = ref.text
+    into.source = ref.source
+    into.score = float(ref.score)
+    into.metadata.update(_plain(dict(ref.metadata)))
+
 
 class ModelServicer(svc.ModelServiceServicer):
-    """Model management and predictions: proto <-> registry/models mapping only."""
+    """Model management, predictions and ndb search/feedback: proto <-> domain mapping only."""
 
     def __init__(
         self,
         registry: ModelRegistry,
         trainings: Trainings,
         models: Models,
-        feedback: TokenFeedbackStore | None = None,
+        retrieval: Retrieval,
+        token_feedback: TokenFeedbackStore | None = None,
     ) -> None:
         self._registry = registry
         self._trainings = trainings
         self._models = models
-        self._feedback = feedback
+        self._retrieval = retrieval
+        self._token_feedback = token_feedback
 
     async def ListModels(
         self, request: msgs.ListModelsRequest, context: Context
@@ -261,11 +333,67 @@ class ModelServicer(svc.ModelServiceServicer):
         user = current_user()
         model = await self._registry.readable(request.model_id, user)
         known, _ = await self._models.token_tags(model)
-        assert self._feedback is not None, "the app wires the feedback store"
-        count = await self._feedback.add(
+        assert self._token_feedback is not None, "the app wires the feedback store"
+        count = await self._token_feedback.add(
             model.id, user, list(request.tokens), list(request.tags), known
         )
         return msgs.AddTokenFeedbackResponse(feedback_count=count)
+
+    # ---- ndb search and feedback (request fields checked by validation.py) -------------------
+
+    async def Search(self, request: msgs.SearchRequest, context: Context) -> msgs.SearchResponse:
+        queries = [request.query] if request.HasField("query") else list(request.queries)
+        top_k = request.top_k if request.HasField("top_k") else 5
+        constraints = (
+            struct_to_dict(request.constraints, field="constraints", base_depth=1)
+            if request.HasField("constraints")
+            else None
+        )
+        results = await self._retrieval.search(
+            request.model_id, current_user(), queries, top_k, constraints or None
+        )
+        response = msgs.SearchResponse()
+        for query, refs in zip(queries, results, strict=True):
+            result = response.results.add(query=query)
+            for ref in refs:
+                _reference(ref, result.references.add())
+        return response
+
+    async def Upvote(self, request: msgs.UpvoteRequest, context: Context) -> msgs.UpvoteResponse:
+        upvotes = [Upvote(p.query_text, p.reference_id) for p in request.text_id_pairs]
+        recorded = await self._retrieval.upvote(request.model_id, current_user(), upvotes)
+        return msgs.UpvoteResponse(recorded=recorded)
+
+    async def Associate(
+        self, request: msgs.AssociateRequest, context: Context
+    ) -> msgs.AssociateResponse:
+        pairs = [Association(p.source, p.target) for p in request.text_pairs]
+        recorded = await self._retrieval.associate(request.model_id, current_user(), pairs)
+        return msgs.AssociateResponse(recorded=recorded)
+
+    async def ImplicitFeedback(
+        self, request: msgs.ImplicitFeedbackRequest, context: Context
+    ) -> msgs.ImplicitFeedbackResponse:
+        event = ImplicitEvent(request.query_text, request.reference_id, request.event)
+        recorded = await self._retrieval.implicit(request.model_id, current_user(), event)
+        return msgs.ImplicitFeedbackResponse(recorded=recorded)
+
+    async def ListSources(
+        self, request: msgs.ListSourcesRequest, context: Context
+    ) -> msgs.ListSourcesResponse:
+        page = await self._retrieval.sources(
+            request.model_id,
+            current_user(),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return msgs.ListSourcesResponse(
+            sources=[
+                msgs.SourceInfo(doc_id=s.doc_id, source=s.source, chunk_count=int(s.chunk_count))
+                for s in page.sources
+            ],
+            next_page_token=page.next_page_token,
+        )
 
 
 async def _zip_bodies(chunks: AsyncIterator[bytes]) -> AsyncIterator[httpbody_pb2.HttpBody]:

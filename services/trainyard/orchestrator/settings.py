@@ -35,6 +35,13 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
         "(a JSON list). Empty by default: local paths are refused until an operator allows a "
         "root. Paths are resolved (symlinks followed) and must stay inside a root.",
     )
+    s3_input_locations: list[str] = Field(
+        default_factory=list,
+        description='S3 buckets or prefixes ("bucket" or "bucket/prefix/", a JSON list) a '
+        'train request may name with {"location": "s3"}, read with the orchestrator\'s S3 '
+        "settings and credentials. Empty by default: S3 inputs are refused (403). The "
+        "platform's own storage (its uploads and artifacts) is never an input.",
+    )
     artifacts_root: Path | None = Field(
         default=None,
         description="Local storage backend: where models' artifacts live; default "
@@ -72,8 +79,28 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
     predict_cache_bytes: int = Field(
         default=512 * 1024 * 1024,
         ge=0,
-        description="Memory bound of the loaded-model cache for predict (least recently used "
-        "models are dropped first).",
+        description="Memory bound of the loaded-model cache for predict and search (least "
+        "recently used models are dropped first; the one used last stays loaded).",
+    )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="Where loaded ndb models' index files are kept while cached (downloaded "
+        "from blob storage, memory-mapped); default DATA_DIR/model-cache. It is emptied when "
+        "the orchestrator starts: give it a folder of its own.",
+    )
+    ndb_max_feedback_per_model: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most feedback entries (upvotes, associations, implicit events) kept per "
+        "ndb model; more are refused with 422 until the model is retrained.",
+    )
+    ndb_retrain_feedback_bytes: int = Field(
+        default=768 * 1024,
+        ge=1024,
+        le=900 * 1024,
+        description="Most bytes of feedback (JSON) an ndb-retrain hands its trainer inline (a "
+        "workload's config holds at most 1 MiB); beyond it the newest feedback that fits is "
+        "used and the new model's status warns how much was left out.",
     )
     predict_workers: int = Field(
         default=2, ge=1, description="Threads that load models and answer predict calls."
@@ -141,6 +168,15 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
             "concurrency": self.llm_concurrency,
         }
 
+    @field_validator("s3_input_locations", mode="after")
+    @classmethod
+    def _s3_locations(cls, locations: list[str]) -> list[str]:
+        for text in locations:
+            bucket = text.removeprefix("s3://").partition("/")[0]
+            if not bucket or any(c.isspace() for c in text):
+                raise ValueError(f"S3 input location {text!r} must be bucket or bucket/prefix/")
+        return locations
+
     @field_validator("local_roots", mode="after")
     @classmethod
     def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
@@ -148,6 +184,13 @@ class OrchestratorSettings(ServiceSettings, StorageOverrides):
             if not root.is_absolute():
                 raise ValueError(f"local root {str(root)!r} must be an absolute path")
         return roots
+
+    def model_cache_dir_for(self, common: CommonSettings) -> Path:
+        return (
+            self.model_cache_dir
+            if self.model_cache_dir is not None
+            else common.data_dir / "model-cache"
+        )
 
     def artifacts_root_for(self, common: CommonSettings) -> Path:
         return (

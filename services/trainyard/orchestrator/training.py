@@ -31,10 +31,12 @@ from google.protobuf.message import Message
 from trainyard.api.jobrunner.v1 import messages_pb2 as jr
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.blobs import BlobStorage
+from trainyard.orchestrator.feedback import CollectedFeedback, FeedbackStore
 from trainyard.orchestrator.peers import Peers
 from trainyard.orchestrator.registry import ModelRegistry, ModelView
 from trainyard.orchestrator.settings import OrchestratorSettings
 from trainyard.orchestrator.token_feedback import TokenFeedbackStore
+from trainyard.orchestrator.workload_data import INPUTS, UPLOAD_SOURCES, S3Inputs, WorkloadData
 from trainyard.runtime.auth import TokenAuthority
 from trainyard.runtime.errors import (
     FailedPrecondition,
@@ -51,7 +53,7 @@ CREATED_BY = ("created-by", "trainyard-orchestrator")
 MODEL_LABEL = "model-id"
 #: Trainer module of each model type; types without one run the `unsupported` trainer, which
 #: fails with a clear message (their trainers come with a later version).
-TRAINERS = {"nlp-text": "nlp_text", "nlp-token": "nlp_token"}
+TRAINERS = {"nlp-text": "nlp_text", "nlp-token": "nlp_token", "ndb": "ndb"}
 #: Endpoints whose workload is another trainer than their model type's: datagen generates the
 #: data, then trains the type's model with that type's trainer code in the same workload.
 KIND_TRAINERS = {"nlp-datagen": "datagen", "nlp-token-retrain": "datagen"}
@@ -133,10 +135,33 @@ def plan_of(kind: str, request: Any, settings: OrchestratorSettings) -> Plan:
             }
         )
         type_ = _RETRAIN[kind]
+        if kind == "ndb-retrain":
+            # The base model's index plus its feedback (added by Trainings.start): no files.
+            files = {"unsupervised_files": [], "supervised_files": []}
+            options["deletions"] = []
     return Plan(kind, type_, request.model_name, base, files, options, cores, memory)
 
 
 _RETRAIN = {"ndb-retrain": "ndb", "nlp-token-retrain": "nlp-token"}
+
+
+def fit_feedback(collected: CollectedFeedback, budget: int) -> tuple[dict[str, Any], int]:
+    """The trainer's `feedback` config of `collected`, keeping the newest entries of each kind
+    whose JSON fits `budget` bytes in all; how many were left out."""
+    config = collected.to_config()
+    sizes = {key: [len(json.dumps(item)) + 2 for item in items] for key, items in config.items()}
+    held = {key: sum(values) for key, values in sizes.items()}
+    first = dict.fromkeys(config, 0)  # per kind: the oldest entry kept
+    total = sum(held.values())
+    while total > budget and any(held.values()):
+        # Drop the oldest entry of the kind that holds the most bytes.
+        key = max(held, key=lambda k: held[k])
+        size = sizes[key][first[key]]
+        first[key] += 1
+        held[key] -= size
+        total -= size
+    left_out = sum(first.values())
+    return {key: items[first[key] :] for key, items in config.items()}, left_out
 
 
 class Trainings:
@@ -148,10 +173,13 @@ class Trainings:
         authority: TokenAuthority,
         settings: OrchestratorSettings,
         orchestrator_address: str = "",
-        feedback: TokenFeedbackStore | None = None,
+        *,
+        feedback: FeedbackStore,
+        token_feedback: TokenFeedbackStore | None = None,
     ) -> None:
         self._registry = registry
         self._feedback = feedback
+        self._token_feedback = token_feedback
         self._peers = peers
         self._artifacts = artifacts
         self._authority = authority
@@ -159,43 +187,60 @@ class Trainings:
         #: Where trainers call back; set once the server listens (see app.py).
         self.address = orchestrator_address
         self._roots = [Path(os.path.realpath(root)) for root in settings.local_roots]
+        self._s3_inputs = S3Inputs(settings.s3_input_locations, settings.storage_settings())
+        #: Inputs and blobs of the workloads, relayed for their job tokens.
+        self.data = WorkloadData(
+            registry, peers, artifacts, self._s3_inputs, self._roots, settings.max_model_bytes
+        )
 
     # ---- starting --------------------------------------------------------------------------
 
     async def start(self, kind: str, request: Any, user: str) -> str:
         """Create the model and start its trainer; the new model's id."""
         plan = plan_of(kind, request, self._settings)
+        base: ModelView | None = None
         if plan.base_model_id:
-            await self._check_base(plan, user)
-        resolved = {
+            base = await self._check_base(plan, user)
+        feedback: dict[str, Any] | None = None
+        left_out = 0
+        if kind == "ndb-retrain" and base is not None:
+            feedback, left_out = await self._ndb_feedback(base, user)
+        sources: dict[str, list[str]] = {}
+        entries = {
             key: [
-                uri
+                (info, await self._resolve(info, f"data.{key}[{i}]", user, sources))
                 for i, info in enumerate(infos)
-                for uri in await self._resolve(info, f"data.{key}[{i}]", user)
             ]
             for key, infos in plan.files.items()
         }
+        resolved = {key: [u for _, uris in found for u in uris] for key, found in entries.items()}
         model_id = str(uuid.uuid4())
         folder = f"models/{model_id}/"
         config: dict[str, Any] = {"model_id": model_id, **resolved, **plan.options}
         if plan.kind == "nlp-token-retrain":
             config.update(await self._export_feedback(plan, model_id))
+        if plan.type == "ndb":
+            # NDB reads each file entry's options (CSV columns, metadata, doc_id) with its files.
+            config["file_entries"] = {
+                key: [_entry_config(info, uris) for info, uris in found]
+                for key, found in entries.items()
+            }
         config["artifacts_uri"] = _folder_uri(self._artifacts, "")
         config["base_model"] = (
             {"model_id": plan.base_model_id, "artifacts_uri": config["artifacts_uri"]}
             if plan.base_model_id
             else None
         )
+        if feedback is not None:
+            config["feedback"] = feedback
         train_config = {
             "kind": plan.kind,
-            "trainer": (
-                KIND_TRAINERS.get(plan.kind) or TRAINERS.get(plan.type)
-                if plan.kind not in _UNSUPPORTED
-                else None
-            ),
+            "trainer": KIND_TRAINERS.get(plan.kind) or TRAINERS.get(plan.type),
             "cores": plan.cores,
             "memory_mb": plan.memory_mb,
             "config": config,
+            INPUTS: sorted({uri for uris in resolved.values() for uri in uris}),
+            UPLOAD_SOURCES: sources,
         }
         try:
             model = await self._registry.create(
@@ -211,6 +256,13 @@ class Trainings:
             if plan.kind == "nlp-token-retrain":  # the exported feedback has no model now
                 await self._artifacts.delete_prefix(folder)
             raise
+        if left_out:
+            await self._registry.add_message(
+                model_id,
+                "warning",
+                f"ndb-retrain used the newest feedback only: {left_out} older entries did not "
+                f"fit in the trainer's config ({self._settings.ndb_retrain_feedback_bytes} bytes)",
+            )
         try:
             await self._submit(model)
         except Unavailable:
@@ -218,7 +270,24 @@ class Trainings:
             log.warning("training.submit_deferred", model_id=model_id)
         return model_id
 
-    async def _check_base(self, plan: Plan, user: str) -> None:
+    async def _ndb_feedback(self, base: ModelView, user: str) -> tuple[dict[str, Any], int]:
+        """The feedback an ndb-retrain of `base` by `user` trains on, as the trainer's config
+        (the newest that fits the configured budget), and how many entries were left out. The
+        owner retrains with every user's feedback; another reader (of a public model) with the
+        owner's and their own, so no one's queries reach a model someone else owns."""
+        users = None if base.owner == user else (base.owner, user)
+        collected = await self._feedback.collected(base.id, users)
+        if not len(collected):
+            raise FailedPrecondition(
+                "unable to start ndb training, found the following errors: base model "
+                f"{base.id!r} has no feedback to retrain on: send upvote, associate or "
+                "implicit-feedback requests to it first",
+                reason="NO_FEEDBACK",
+                http_status=422,
+            )
+        return fit_feedback(collected, self._settings.ndb_retrain_feedback_bytes)
+
+    async def _check_base(self, plan: Plan, user: str) -> ModelView:
         base = await self._registry.readable(str(plan.base_model_id), user)
         problems = []
         if base.type != plan.type:
@@ -234,15 +303,22 @@ class Trainings:
                 reason="BASE_MODEL_UNUSABLE",
                 http_status=422,
             )
+        return base
 
-    async def _resolve(self, info: msgs.FileInfo, where: str, user: str) -> list[str]:
-        """The URIs a file entry names, for this user only."""
+    async def _resolve(
+        self, info: msgs.FileInfo, where: str, user: str, sources: dict[str, list[str]]
+    ) -> list[str]:
+        """The URIs a file entry names, for this user only; an upload's files are recorded in
+        `sources` (uri -> [upload_id, name]), which is how the workload's reads find them."""
         if info.location == "upload":
             upload = await self._peers.resolve_upload(info.path, user, where)
+            sources.update({f.uri: [upload.upload_id, f.name] for f in upload.files})
             return [f.uri for f in upload.files]
         if info.location in ("local", "nfs"):
             return [self._local_uri(info.path, where)]
-        return [info.path]  # s3://bucket/key-or-prefix/ (checked by the validator)
+        # s3://bucket/key-or-prefix/ (its form checked by the validator): only where allowed.
+        await self._s3_inputs.check_exists(info.path, where)
+        return [info.path]
 
     def _local_uri(self, path: str, where: str) -> str:
         if not self._roots:
@@ -272,6 +348,9 @@ class Trainings:
         plan = model.train_config
         config = dict(plan["config"])
         config["platform"] = {
+            # Inputs and artifacts go through the orchestrator (workload_data.py): the
+            # workload holds no storage access of its own.
+            "relay": "orchestrator",
             "orchestrator_address": self.address,
             "job_token": self._authority.mint_job(
                 model.owner,
@@ -312,7 +391,7 @@ class Trainings:
         """nlp-token-retrain: the base model's feedback, written as a CSV under the new model's
         folder for its workload; 422 when there is none."""
         base = str(plan.base_model_id)
-        sentences = await self._feedback.sentences(base) if self._feedback else []
+        sentences = await self._token_feedback.sentences(base) if self._token_feedback else []
         if not sentences:
             raise FailedPrecondition(
                 f"unable to start {plan.type} training, found the following errors: base model "
@@ -545,7 +624,21 @@ def _outcome(job: jr.Job, model: ModelView) -> tuple[str, str | None]:
     return "failed", f"the trainer exited with code {job.exit_code}"
 
 
-_UNSUPPORTED = ("ndb", "ndb-retrain")
+def _entry_config(info: msgs.FileInfo, uris: list[str]) -> dict[str, Any]:
+    """A file entry as the NDB trainer reads it: its URIs, `options` (id_column, text_columns,
+    metadata_columns, field_weights) and `metadata` (options.metadata, then the entry's)."""
+    options = _dict(info.options) if info.HasField("options") else {}
+    metadata = options.pop("metadata", None)
+    entry: dict[str, Any] = {"uris": uris, "options": options}
+    if not isinstance(metadata, dict):
+        metadata = {}
+    if info.HasField("metadata"):
+        metadata.update(_dict(info.metadata))
+    if metadata:
+        entry["metadata"] = metadata
+    if info.HasField("doc_id") and info.doc_id:
+        entry["doc_id"] = info.doc_id
+    return entry
 
 
 def _folder_uri(storage: BlobStorage, folder: str) -> str:

@@ -13,12 +13,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.orchestrator.registry import CALLBACK_STATUSES, MESSAGE_LEVELS, TRAIN_STATUSES
+from trainyard.orchestrator.retrieval import MAX_SOURCES_PAGE
 from trainyard.runtime.errors import FieldViolation
 from trainyard.runtime.interceptors import Validator
+from trainyard.runtime.pagination import page_size_violations
 
 #: Where a file of a train request may live ("nfs" is a path under a configured root, as "local").
 FILE_LOCATIONS = ("upload", "local", "nfs", "s3")
@@ -606,6 +609,174 @@ def _token_feedback(request: msgs.AddTokenFeedbackRequest) -> list[FieldViolatio
     return problems
 
 
+# ---- ndb search and feedback -------------------------------------------------------------
+
+MAX_SEARCH_REFERENCES = 10_000
+MAX_CONSTRAINT_KEYS = 100
+MAX_CONSTRAINT_VALUES = 1000
+MAX_FEEDBACK_PAIRS = 1000
+MAX_FEEDBACK_TEXT_CHARS = 1000
+MAX_REFERENCE_ID_CHARS = 4096
+MAX_EVENT_CHARS = 64
+
+
+def _search(request: msgs.SearchRequest) -> list[FieldViolation]:
+    problems = []
+    has_query = request.HasField("query")
+    if has_query == bool(request.queries):
+        problems.append(FieldViolation("query", "give either query or queries (not both)"))
+    if len(request.queries) > MAX_PREDICT_QUERIES:
+        problems.append(
+            FieldViolation("queries", f"queries may hold at most {MAX_PREDICT_QUERIES} entries")
+        )
+    texts = [request.query] if has_query else list(request.queries)
+    if any(len(q) > MAX_QUERY_CHARS for q in texts):
+        problems.append(
+            FieldViolation("queries", f"a query must be at most {MAX_QUERY_CHARS} characters")
+        )
+    top_k = request.top_k if request.HasField("top_k") else 5
+    if not 1 <= top_k <= MAX_TOP_K:
+        problems.append(FieldViolation("top_k", f"top_k must be from 1 to {MAX_TOP_K}"))
+    elif len(texts) * top_k > MAX_SEARCH_REFERENCES:
+        problems.append(
+            FieldViolation(
+                "top_k",
+                f"a call returns at most {MAX_SEARCH_REFERENCES} references (queries x top_k): "
+                "lower top_k or send fewer queries",
+            )
+        )
+    if request.HasField("constraints"):
+        problems += _constraints(request.constraints)
+    return problems
+
+
+def _constraints(constraints: struct_pb2.Struct) -> list[FieldViolation]:
+    fields = constraints.fields
+    if len(fields) > MAX_CONSTRAINT_KEYS:
+        return [
+            FieldViolation(
+                "constraints", f"constraints may name at most {MAX_CONSTRAINT_KEYS} metadata keys"
+            )
+        ]
+    problems = []
+    for key, value in fields.items():
+        where = f"constraints.{key[:80]}"
+        if not key.strip() or len(key) > MAX_NAME_CHARS:
+            problems.append(
+                FieldViolation(
+                    "constraints", f"a constraint key must be 1 to {MAX_NAME_CHARS} characters"
+                )
+            )
+            continue
+        kind = value.WhichOneof("kind")
+        if kind == "list_value":
+            values = value.list_value.values
+            if not values:
+                problems.append(FieldViolation(where, f"{where} must list at least one value"))
+            elif len(values) > MAX_CONSTRAINT_VALUES:
+                problems.append(
+                    FieldViolation(
+                        where, f"{where} may list at most {MAX_CONSTRAINT_VALUES} values"
+                    )
+                )
+            elif any(v.WhichOneof("kind") not in _SCALARS for v in values):
+                problems.append(
+                    FieldViolation(where, f"{where} may list only strings, numbers or booleans")
+                )
+        elif kind not in _SCALARS:
+            problems.append(
+                FieldViolation(
+                    where,
+                    f"{where} must be a string, number or boolean (equality), or a list of "
+                    "them (any of)",
+                )
+            )
+    return problems
+
+
+_SCALARS = ("string_value", "number_value", "bool_value")
+
+
+def _feedback_text(value: str, field: str, maximum: int = MAX_FEEDBACK_TEXT_CHARS) -> list[str]:
+    """What is wrong with a stored feedback string (as descriptions of `field`)."""
+    if not value.strip():
+        return [f"{field} must not be empty"]
+    if len(value) > maximum:
+        return [f"{field} must be at most {maximum} characters"]
+    if "\x00" in value:
+        return [f"{field} must not contain NUL characters"]
+    return []
+
+
+def _pairs(count: int, field: str) -> list[FieldViolation]:
+    if count == 0:
+        return [FieldViolation(field, f"{field} must hold at least one pair")]
+    if count > MAX_FEEDBACK_PAIRS:
+        return [
+            FieldViolation(field, f"{field} may hold at most {MAX_FEEDBACK_PAIRS} pairs a call")
+        ]
+    return []
+
+
+def _upvote(request: msgs.UpvoteRequest) -> list[FieldViolation]:
+    problems = _pairs(len(request.text_id_pairs), "text_id_pairs")
+    if problems:
+        return problems
+    for i, pair in enumerate(request.text_id_pairs):
+        for name, value, maximum in (
+            ("query_text", pair.query_text, MAX_FEEDBACK_TEXT_CHARS),
+            ("reference_id", pair.reference_id, MAX_REFERENCE_ID_CHARS),
+        ):
+            field = f"text_id_pairs[{i}].{name}"
+            problems += [FieldViolation(field, d) for d in _feedback_text(value, field, maximum)]
+    return problems
+
+
+def _associate(request: msgs.AssociateRequest) -> list[FieldViolation]:
+    problems = _pairs(len(request.text_pairs), "text_pairs")
+    if problems:
+        return problems
+    for i, pair in enumerate(request.text_pairs):
+        for name, value in (("source", pair.source), ("target", pair.target)):
+            field = f"text_pairs[{i}].{name}"
+            problems += [FieldViolation(field, d) for d in _feedback_text(value, field)]
+        if pair.source.strip() and pair.source.strip() == pair.target.strip():
+            problems.append(
+                FieldViolation(
+                    f"text_pairs[{i}]", f"text_pairs[{i}] associates a phrase with itself"
+                )
+            )
+    return problems
+
+
+def _implicit_feedback(request: msgs.ImplicitFeedbackRequest) -> list[FieldViolation]:
+    problems = [
+        FieldViolation(field, d)
+        for field, value, maximum in (
+            ("query_text", request.query_text, MAX_FEEDBACK_TEXT_CHARS),
+            ("reference_id", request.reference_id, MAX_REFERENCE_ID_CHARS),
+        )
+        for d in _feedback_text(value, field, maximum)
+    ]
+    event = request.event
+    if not event:
+        problems.append(FieldViolation("event", 'event is required, e.g. "click"'))
+    elif len(event) > MAX_EVENT_CHARS or not all(
+        c.isascii() and (c.isalnum() or c in "_-.") for c in event
+    ):
+        problems.append(
+            FieldViolation(
+                "event",
+                f"event must be 1 to {MAX_EVENT_CHARS} letters, digits, '_', '-' or '.'",
+            )
+        )
+    return problems
+
+
+def _list_sources(request: msgs.ListSourcesRequest) -> list[FieldViolation]:
+    return page_size_violations(request.page_size, maximum=MAX_SOURCES_PAGE)
+
+
 def validators(limits: Limits | None = None) -> Mapping[str, Validator]:
     """The request rules by message name, with the resource maxima from settings."""
     lim = limits or Limits()
@@ -628,6 +799,11 @@ def validators(limits: Limits | None = None) -> Mapping[str, Validator]:
             msgs.ListModelsRequest.DESCRIPTOR.full_name: _list_models,
             msgs.PredictRequest.DESCRIPTOR.full_name: _predict,
             msgs.AddTokenFeedbackRequest.DESCRIPTOR.full_name: _token_feedback,
+            msgs.SearchRequest.DESCRIPTOR.full_name: _search,
+            msgs.UpvoteRequest.DESCRIPTOR.full_name: _upvote,
+            msgs.AssociateRequest.DESCRIPTOR.full_name: _associate,
+            msgs.ImplicitFeedbackRequest.DESCRIPTOR.full_name: _implicit_feedback,
+            msgs.ListSourcesRequest.DESCRIPTOR.full_name: _list_sources,
         }
     )
     return rules

@@ -37,6 +37,7 @@ class DomainError(Exception):
         metadata: Mapping[str, str] | None = None,
         http_status: int | None = None,
         retry_after_seconds: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -48,6 +49,9 @@ class DomainError(Exception):
         self.http_status = http_status
         #: When to try again: a google.rpc.RetryInfo detail and a `retry-after` header.
         self.retry_after_seconds = retry_after_seconds
+        #: Response headers of this error (sent as trailing metadata, which Envoy turns into
+        #: headers of the REST answer), e.g. `deprecation` on a deprecated route.
+        self.headers = dict(headers or {})
 
     def to_status_proto(self) -> status_pb2.Status:
         details: list[any_pb2.Any] = []
@@ -90,6 +94,7 @@ class DomainError(Exception):
         )
         if self.retry_after_seconds is not None:
             md.append(("retry-after", str(self.retry_after_seconds)))
+        md.extend((name.lower(), value) for name, value in self.headers.items())
         return tuple(md)
 
 

@@ -54,3 +54,25 @@ def checked_page_size(value: int, *, maximum: int | None = None, field: str = "p
             violations=violations,
         )
     return min(value, maximum) if maximum else value
+
+
+def encode_offset_token(offset: int) -> str:
+    """The token of the page starting at `offset` of a list in a fixed order (a trained
+    model's documents): unpadded base64url of {"o": offset}."""
+    raw = json.dumps({"o": offset}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_offset_token(token: str, *, field: str = "page_token") -> int:
+    """The offset of a token `encode_offset_token` issued ("" is 0); anything else is
+    INVALID_ARGUMENT naming `field`."""
+    if not token:
+        return 0
+    data = decode_json_cursor(token, field=field)
+    offset = data.get("o") if isinstance(data, dict) else None
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise InvalidArgument(
+            f"invalid {field}: pass the next_page_token of a previous response unchanged",
+            violations=[FieldViolation(field, "is not a token this service issued")],
+        )
+    return offset

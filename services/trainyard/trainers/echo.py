@@ -24,8 +24,15 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from trainyard.blobs import check_key, storage_at
-from trainyard.workload import Artifacts, ConfigError, Reporter, Written, run_trainer
+from trainyard.blobs import check_key
+from trainyard.workload import (
+    Artifacts,
+    ConfigError,
+    Reporter,
+    Written,
+    run_trainer,
+    storage_for,
+)
 
 PROG = "trainyard.trainers.echo"
 MAX_REPEAT = 1000
@@ -84,7 +91,7 @@ async def _echo(config: EchoConfig, reporter: Reporter) -> Written:
         await reporter.progress((i + 1) / config.repeat, "echo")
     if config.warning:
         await reporter.log("warning", config.warning)
-    storage = storage_at(config.artifacts_uri)
+    storage = storage_for(config.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{config.model_id}/")

@@ -3,7 +3,8 @@
 `config` loads the job's config (TRAINYARD_CONFIG file, TRAINYARD_CONFIG_JSON inline or
 TRAINYARD_CONFIG_URI blob URI),
 `reporter` reports status, progress, warnings and errors to the orchestrator with the job's
-token, `inputs` makes the job's input files readable on local disk, `artifacts` writes
+token, `inputs` makes the job's input files readable on local disk, `relay` reads inputs and
+artifacts through the orchestrator for a trainer it started (`storage_for`), `artifacts` writes
 and reads the workload's artifacts in blob storage, all or nothing; `entry.run_trainer` is the
 skeleton every trainer's entry point shares.
 
@@ -31,13 +32,15 @@ from trainyard.workload.config import (
     read_config_file,
     read_config_uri,
 )
-from trainyard.workload.entry import Written, run_trainer
+from trainyard.workload.entry import Preload, Written, run_trainer
 from trainyard.workload.inputs import InputError, InputFile, fetch_inputs
+from trainyard.workload.relay import OrchestratorBlobStorage, RelayError, storage_for
 from trainyard.workload.reporter import (
     JOB_TOKEN_VAR,
     ORCHESTRATOR_ADDRESS_VAR,
     Reporter,
     ReportError,
+    ThrottledProgress,
 )
 
 __all__ = [
@@ -55,8 +58,12 @@ __all__ = [
     "InputError",
     "InputFile",
     "Manifest",
+    "OrchestratorBlobStorage",
+    "Preload",
+    "RelayError",
     "ReportError",
     "Reporter",
+    "ThrottledProgress",
     "Written",
     "fetch_inputs",
     "load_config",
@@ -64,4 +71,5 @@ __all__ = [
     "read_config_file",
     "read_config_uri",
     "run_trainer",
+    "storage_for",
 ]

@@ -41,7 +41,9 @@ _CONFIG_VARS = (CONFIG_PATH_VAR, CONFIG_JSON_VAR, CONFIG_URI_VAR)
 MAX_READ_BYTES = 64 * 1024 * 1024
 #: The key of the platform's own part of a config.
 PLATFORM_KEY = "platform"
-_PLATFORM_FIELDS = ("orchestrator_address", "job_token")
+#: `relay` = "orchestrator": inputs and artifacts go through the orchestrator (see relay.py);
+#: `callback_address`: the service a workload reports to when it is not the orchestrator.
+_PLATFORM_FIELDS = ("orchestrator_address", "callback_address", "job_token", "relay")
 _platform: dict[str, str] = {}
 
 #: The platform's LLM provider settings: a flat object of strings and numbers.

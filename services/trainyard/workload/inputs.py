@@ -7,18 +7,22 @@ opens with plain file I/O and a name relative to what the URI named (`sports/a.t
 found under a folder or prefix, the base name for a single file), so document folders keep
 their category. Local files are read in place; S3 objects are streamed to `dest` (the job's
 working directory) without being held in memory. Symlinks inside a folder are skipped: a
-folder's content is what lies in it.
+folder's content is what lies in it. When the config relays data through the orchestrator (a
+trainer it started: see relay.py), every URI is read through it into `dest` instead, whatever
+its scheme: the workload itself may read none of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from trainyard.blobs import BlobNotFound, S3BlobStorage, StorageSettings, parse_blob_uri
+from trainyard.workload.relay import RelayError, read_input, relay
 
 
 class InputError(Exception):
@@ -38,6 +42,18 @@ async def fetch_inputs(
     """Every file the URIs name, in order (files of a folder sorted by name); InputError
     for a URI that is malformed or names nothing."""
     out: list[InputFile] = []
+    relayed = relay()
+    if relayed is not None:
+        for uri in uris:
+            # One folder per URI (its files keep their names; two inputs, or the training and
+            # the test files, may hold files of the same name).
+            folder = dest / "inputs" / hashlib.sha256(uri.encode()).hexdigest()[:24]
+            try:
+                files = await read_input(uri, folder, *relayed)
+            except RelayError as exc:
+                raise InputError(f"{_shown(uri)}: {exc}") from exc
+            out += [InputFile(path, name, uri) for path, name in files]
+        return out
     for uri in uris:
         try:
             parsed = parse_blob_uri(uri)
@@ -48,6 +64,14 @@ async def fetch_inputs(
         else:
             out += await _s3(parsed.bucket, parsed.key, uri, dest / "inputs", settings)
     return out
+
+
+def _shown(uri: str) -> str:
+    """An input URI as its owner may see it: an S3 URI whole (they gave it); a file on the
+    platform (an upload's, say) by its name only, never the server's path."""
+    if uri.startswith("file:"):
+        return f"input file {PurePosixPath(uri).name!r}"
+    return uri
 
 
 def _local(path: Path, uri: str) -> list[InputFile]:

@@ -19,13 +19,17 @@ metadata reported so far with every call (progress sits in it as `progress`).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import math
 import os
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 import grpc
 import tenacity
@@ -66,8 +70,12 @@ class ReportError(Exception):
         self.details = details
 
 
-class Reporter:
-    """One workload's reports. Use as `async with Reporter.from_env() as report: ...`."""
+class JobCallbacks:
+    """What every workload callback client shares: a job token, a lazily opened channel to the
+    service that follows the job, essential calls retried with backoff on transient codes for up
+    to `final_timeout` seconds, other undelivered calls written to stderr, a refusal raised as
+    ReportError. `Reporter` (the orchestrator's trainers) and the clustering trainer's reporter
+    build on it."""
 
     def __init__(
         self,
@@ -86,8 +94,92 @@ class Reporter:
         self.timeout = timeout
         self.final_timeout = final_timeout
         self._stream = stream
-        self._metadata: dict[str, Any] = {}
         self._channel: grpc.aio.Channel | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether reports go to a service (else only to stderr)."""
+        return bool(self.address)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        return self._channel
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+            self._channel = None
+            self._closed()
+
+    def _closed(self) -> None:
+        """Drop what was built on the channel (subclasses' stubs)."""
+
+    async def _call(self, rpc: str, method: Any, request: Any, *, essential: bool) -> None:
+        """Deliver one report. An essential one is retried on transient codes for up to
+        final_timeout seconds; any other that meets a transient code goes to stderr only."""
+
+        async def once() -> None:
+            await method(
+                request,
+                metadata=(("authorization", f"Bearer {self._token}"),),
+                timeout=self.timeout,
+                wait_for_ready=True,  # ride out a moment of the service (re)starting
+            )
+
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, grpc.aio.AioRpcError) and e.code() in _TRANSIENT
+            ),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
+            stop=tenacity.stop_after_delay(self.final_timeout if essential else 0),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await once()
+        except grpc.aio.AioRpcError as exc:
+            if not essential and exc.code() in _TRANSIENT:
+                self._offline(
+                    "undelivered", {"rpc": rpc, "code": exc.code().name, "request": _json(request)}
+                )
+                return
+            raise ReportError(rpc, exc.code(), exc.details() or "", self.address) from exc
+
+    def _offline(self, kind: str, body: Mapping[str, Any]) -> None:
+        stream = self._stream if self._stream is not None else sys.stderr
+        stream.write(f"trainyard-report {kind} {json.dumps(body, sort_keys=True)}\n")
+        stream.flush()
+
+
+class Reporter(JobCallbacks):
+    """One workload's reports. Use as `async with Reporter.from_env() as report: ...`."""
+
+    def __init__(
+        self,
+        address: str | None,
+        token: str | None,
+        *,
+        timeout: float = 10.0,
+        final_timeout: float = 300.0,
+        stream: TextIO | None = None,
+    ) -> None:
+        super().__init__(
+            address, token, timeout=timeout, final_timeout=final_timeout, stream=stream
+        )
+        self._metadata: dict[str, Any] = {}
         self._stub: svc.TrainServiceStub | None = None
 
     @classmethod
@@ -105,27 +197,8 @@ class Reporter:
             token = platform.get("job_token") or None
         return cls(address, token, **kwargs)
 
-    @property
-    def connected(self) -> bool:
-        """Whether reports go to an orchestrator (else only to stderr)."""
-        return bool(self.address)
-
-    async def __aenter__(self) -> Reporter:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(grace=None)
-            self._channel = None
-            self._stub = None
+    def _closed(self) -> None:
+        self._stub = None
 
     # ---- reports ---------------------------------------------------------------------------
 
@@ -178,47 +251,43 @@ class Reporter:
 
     def _service(self) -> svc.TrainServiceStub:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
-            self._stub = svc.TrainServiceStub(self._channel)
+            self._stub = svc.TrainServiceStub(self.channel())
         return self._stub
-
-    async def _call(self, rpc: str, method: Any, request: Any, *, essential: bool) -> None:
-        """Deliver one report. An essential one is retried on transient codes for up to
-        final_timeout seconds; any other that meets a transient code goes to stderr only."""
-
-        async def once() -> None:
-            await method(
-                request,
-                metadata=(("authorization", f"Bearer {self._token}"),),
-                timeout=self.timeout,
-                wait_for_ready=True,  # ride out a moment of the orchestrator (re)starting
-            )
-
-        retrying = tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception(
-                lambda e: isinstance(e, grpc.aio.AioRpcError) and e.code() in _TRANSIENT
-            ),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
-            stop=tenacity.stop_after_delay(self.final_timeout if essential else 0),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    await once()
-        except grpc.aio.AioRpcError as exc:
-            if not essential and exc.code() in _TRANSIENT:
-                self._offline(
-                    "undelivered", {"rpc": rpc, "code": exc.code().name, "request": _json(request)}
-                )
-                return
-            raise ReportError(rpc, exc.code(), exc.details() or "", self.address) from exc
-
-    def _offline(self, kind: str, body: Mapping[str, Any]) -> None:
-        stream = self._stream if self._stream is not None else sys.stderr
-        stream.write(f"trainyard-report {kind} {json.dumps(body, sort_keys=True)}\n")
-        stream.flush()
 
 
 def _json(request: Any) -> Any:
     return json_format.MessageToDict(request, preserving_proto_field_name=True)
+
+
+#: The least time between two progress reports of the same phase (ThrottledProgress).
+PROGRESS_INTERVAL_S = 0.5
+
+
+class ThrottledProgress:
+    """Progress from a training thread to the Reporter on the event loop, at most one report
+    per PROGRESS_INTERVAL_S (and on each new phase)."""
+
+    def __init__(self, reporter: Reporter, loop: asyncio.AbstractEventLoop) -> None:
+        self._reporter = reporter
+        self._loop = loop
+        self._last = 0.0
+        self._phase = ""
+        self._lock = threading.Lock()
+        self._pending: list[concurrent.futures.Future[None]] = []
+
+    def __call__(self, fraction: float, phase: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if phase == self._phase and now - self._last < PROGRESS_INTERVAL_S:
+                return
+            self._last, self._phase = now, phase
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(
+                asyncio.run_coroutine_threadsafe(
+                    self._reporter.progress(min(max(fraction, 0.0), 1.0), phase), self._loop
+                )
+            )
+
+    async def drain(self) -> None:
+        for future in list(self._pending):
+            await asyncio.wrap_future(future)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainyard.blobs import BlobNotFound, storage_at
+from trainyard.blobs import BlobNotFound
 from trainyard.trainers.datagen.config import DatagenConfig
 from trainyard.trainers.datagen.offline import OfflineProvider
 from trainyard.trainers.datagen.openai_provider import OpenAIProvider, OpenAISettings
@@ -46,6 +46,7 @@ from trainyard.workload import (
     Reporter,
     Written,
     run_trainer,
+    storage_for,
 )
 from trainyard.workload.config import platform_llm
 
@@ -174,7 +175,7 @@ class _Run:
 
     async def _feedback(self) -> list[TokenRow]:
         """The feedback the orchestrator exported into this model's folder."""
-        storage = storage_at(self.config.artifacts_uri)
+        storage = storage_for(self.config.artifacts_uri)
         await storage.start()
         path = self.workdir / "feedback.csv"
         fh = await asyncio.to_thread(open, path, "wb")
@@ -318,7 +319,7 @@ class _Run:
     async def _finish(
         self, written: Written, train: Path, test: Path, n_train: int, n_test: int
     ) -> Written:
-        storage = storage_at(self.config.artifacts_uri)
+        storage = storage_for(self.config.artifacts_uri)
         await storage.start()
         try:
             artifacts = Artifacts(storage, f"models/{self.config.model_id}/")

@@ -1,148 +1,171 @@
-"""How good a fine-tuned model is on the user's own database.
+"""Evaluate a fine-tuned model on the user's own database.
 
-Held-out golden records are asked to the model; the SQL it writes and the golden SQL are both
-run read-only (SQLite `PRAGMA query_only`, PostgreSQL and MySQL/MariaDB read-only transactions,
-each statement bounded by `timeout_seconds`), at most `row_limit` rows read of each. A record
-counts for execution accuracy when both results hold the same rows (as multisets; in order when
-the golden query has an ORDER BY), and for exact match when both queries are equal after sqlglot
-normalisation. Generated SQL that is not one read-only query is never run.
+Each held-out record's question is asked to the model; its SQL and the golden SQL are both run
+read-only (`check_read_only` first, then a read-only transaction or a read-only sqlite file, a
+row limit and a statement timeout) and their results compared: execution accuracy counts equal
+result sets (as multisets of rows, or as lists when the golden query has an ORDER BY), exact
+match counts equal `normalise`d texts.
 """
 
 from __future__ import annotations
 
-import re
+import datetime
+import decimal
+import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlglot
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
+from sqlglot import exp
 
-from trainyard.trainers.finetuning.schema import connection, database_url
+from trainyard.trainers.finetuning.schema import (
+    DatabaseUnreachable,
+    _reason,
+    open_engine,
+    read_only_session,
+)
 from trainyard.trainers.finetuning.sql import check_read_only, normalise, sqlglot_dialect
 
-MAX_FAILURES_SHOWN = 20
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+# At most this many failing examples are kept in the report.
+MAX_FAILURES = 50
 
 
-@dataclass
-class Evaluation:
-    total: int = 0
-    execution_matches: int = 0
-    exact_matches: int = 0
-    failures: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "execution_accuracy": self.execution_matches / self.total if self.total else None,
-            "exact_match": self.exact_matches / self.total if self.total else None,
-            "failures": self.failures[:MAX_FAILURES_SHOWN],
-        }
+class QueryFailed(Exception):
+    """A query was refused or failed on the database; the message says why."""
 
 
-def clean_answer(answer: str) -> str:
-    """The SQL of a model's answer: code fences and a trailing semicolon dropped."""
-    return _FENCE.sub("", answer.strip()).strip().rstrip(";").strip()
+@dataclass(frozen=True)
+class Result:
+    rows: list[tuple[Any, ...]]
+    truncated: bool
 
 
-def session_read_only(conn: Connection, dialect: str, timeout_seconds: float) -> None:
-    """Make every later transaction of a MySQL/MariaDB session read-only and time-bounded
-    (SQLite and PostgreSQL are set per transaction in `_read_only`)."""
-    if dialect not in ("mysql", "mariadb"):
-        return
-    conn.execute(text("SET SESSION TRANSACTION READ ONLY"))
-    try:  # MariaDB: seconds
-        conn.execute(text(f"SET SESSION max_statement_time = {timeout_seconds:.3f}"))
-    except SQLAlchemyError:  # MySQL: milliseconds, SELECTs only
-        conn.rollback()
-        conn.execute(text("SET SESSION TRANSACTION READ ONLY"))
-        conn.execute(text(f"SET SESSION max_execution_time = {int(timeout_seconds * 1000)}"))
-    conn.commit()
-
-
-def _read_only(conn: Connection, dialect: str, timeout_seconds: float) -> None:
-    millis = max(1, int(timeout_seconds * 1000))
-    if dialect == "sqlite":
-        conn.execute(text("PRAGMA query_only = ON"))
-    elif dialect == "postgresql":
-        conn.execute(text("SET TRANSACTION READ ONLY"))
-        conn.execute(text(f"SET LOCAL statement_timeout = {millis}"))
+def _value(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal | float):
+        number = float(value)
+        if math.isnan(number):
+            return "NaN"
+        return round(number, 6) if not number.is_integer() else int(number)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return value
 
 
 def run_query(
-    conn: Connection, sql: str, dialect: str, row_limit: int, timeout_seconds: float
-) -> list[tuple[Any, ...]]:
-    """At most `row_limit` rows of one read-only query, in a read-only transaction."""
+    conn: Connection, sql: str, dialect: str, *, row_limit: int, timeout_seconds: float
+) -> Result:
     problem = check_read_only(sql, dialect)
     if problem is not None:
-        raise ValueError(problem)
-    with conn.begin():
-        _read_only(conn, dialect, timeout_seconds)
-        result = conn.execute(text(sql))
-        rows = [tuple(row) for row in result.fetchmany(row_limit)]
-        result.close()
-    return rows
+        raise QueryFailed(problem)
+    try:
+        with read_only_session(conn, timeout_seconds):
+            result = conn.exec_driver_sql(sql.strip().rstrip(";"))
+            rows = result.fetchmany(row_limit + 1)
+            result.close()
+    except SQLAlchemyError as exc:
+        conn.rollback()
+        raise QueryFailed(_reason(exc, conn.engine.url)) from exc
+    values = [tuple(_value(value) for value in row) for row in rows[:row_limit]]
+    return Result(rows=values, truncated=len(rows) > row_limit)
 
 
 def _ordered(sql: str, dialect: str) -> bool:
     try:
-        tree = sqlglot.parse_one(sql, read=sqlglot_dialect(dialect))
+        statement = sqlglot.parse_one(sql, read=sqlglot_dialect(dialect))
     except sqlglot.errors.SqlglotError:
         return False
-    return tree.args.get("order") is not None
+    return statement.args.get("order") is not None or isinstance(statement, exp.Order)
 
 
-def _same(golden: list[tuple[Any, ...]], generated: list[tuple[Any, ...]], ordered: bool) -> bool:
-    norm = [tuple(str(v) for v in row) for row in golden]
-    other = [tuple(str(v) for v in row) for row in generated]
-    return norm == other if ordered else Counter(norm) == Counter(other)
+def same_results(golden: Result, generated: Result, ordered: bool) -> bool:
+    if ordered:
+        return golden.rows == generated.rows
+    return Counter(map(repr, golden.rows)) == Counter(map(repr, generated.rows))
+
+
+@dataclass(frozen=True)
+class Case:
+    question: str
+    golden_sql: str
 
 
 def evaluate(
     connection_uri: str,
-    records: Sequence[Mapping[str, Any]],
-    ask: Callable[[Mapping[str, Any]], str],
+    dialect: str,
+    cases: Sequence[Case],
+    ask: Callable[[str], str],
     *,
     row_limit: int = 1000,
     timeout_seconds: float = 10.0,
-) -> Evaluation:
-    """Ask each record's question (`ask` returns the model's answer) and compare results."""
-    dialect = database_url(connection_uri).get_backend_name()
-    out = Evaluation(total=len(records))
-    with connection(connection_uri, timeout_seconds) as conn:
-        session_read_only(conn, dialect, timeout_seconds)
-        for record in records:
-            golden_sql = str(record["sql_query"])
-            failure: dict[str, Any] = {
-                "question": str(record["question"]),
-                "golden_sql": golden_sql,
-                "generated_sql": None,
-                "error": None,
-            }
-            try:
-                generated = clean_answer(ask(record))
-            except Exception as exc:  # the provider refused one question: that one fails
-                failure["error"] = f"the model gave no answer: {exc}"[:500]
-                out.failures.append(failure)
-                continue
-            failure["generated_sql"] = generated
-            if normalise(generated, dialect) == normalise(golden_sql, dialect):
-                out.exact_matches += 1
-            try:
-                golden_rows = run_query(conn, golden_sql, dialect, row_limit, timeout_seconds)
-                generated_rows = run_query(conn, generated, dialect, row_limit, timeout_seconds)
-            except (ValueError, SQLAlchemyError) as exc:
-                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-                failure["error"] = (reason[0] if reason else type(exc).__name__)[:500]
-                out.failures.append(failure)
-                continue
-            if _same(golden_rows, generated_rows, _ordered(golden_sql, dialect)):
-                out.execution_matches += 1
-            else:
-                failure["error"] = "the results differ"
-                out.failures.append(failure)
-    return out
+) -> dict[str, Any]:
+    """The `evaluation` report: execution_accuracy, exact_match, total, failures."""
+    failures: list[dict[str, Any]] = []
+    correct = exact = 0
+    with open_engine(connection_uri, timeout_seconds=timeout_seconds, read_only=True) as engine:
+        try:
+            conn_cm = engine.connect()
+            conn = conn_cm.__enter__()
+        except SQLAlchemyError as exc:
+            raise DatabaseUnreachable(_reason(exc, engine.url)) from exc
+        try:
+            for case in cases:
+                generated = ""
+                error: str | None = None
+                try:
+                    generated = ask(case.question)
+                    if normalise(generated, dialect) == normalise(case.golden_sql, dialect):
+                        exact += 1
+                    try:
+                        golden = run_query(
+                            conn,
+                            case.golden_sql,
+                            dialect,
+                            row_limit=row_limit,
+                            timeout_seconds=timeout_seconds,
+                        )
+                    except QueryFailed as exc:
+                        raise QueryFailed(f"the golden query failed: {exc}") from exc
+                    try:
+                        answer = run_query(
+                            conn,
+                            generated,
+                            dialect,
+                            row_limit=row_limit,
+                            timeout_seconds=timeout_seconds,
+                        )
+                    except QueryFailed as exc:
+                        raise QueryFailed(f"the generated query failed: {exc}") from exc
+                    if same_results(golden, answer, _ordered(case.golden_sql, dialect)):
+                        correct += 1
+                        continue
+                    error = "the results differ"
+                except QueryFailed as exc:
+                    error = str(exc)
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                if len(failures) < MAX_FAILURES:
+                    failures.append(
+                        {
+                            "question": case.question,
+                            "golden_sql": case.golden_sql,
+                            "generated_sql": generated,
+                            "error": error,
+                        }
+                    )
+        finally:
+            conn_cm.__exit__(None, None, None)
+    total = len(cases)
+    return {
+        "execution_accuracy": correct / total if total else 0.0,
+        "exact_match": exact / total if total else 0.0,
+        "total": total,
+        "failures": failures,
+    }

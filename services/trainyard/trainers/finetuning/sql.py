@@ -1,24 +1,29 @@
-"""SQL checks for golden records and generated queries, with sqlglot in the connection's dialect.
-
-`check_read_only` accepts one read-only statement (SELECT, a set operation of SELECTs, or WITH
-... SELECT) and nothing that writes, creates or changes state anywhere in its tree (a data-
-modifying CTE, SELECT ... INTO, a command sqlglot cannot parse into a query). It is a first
-gate with a clear message; queries are also run in read-only transactions (evaluation.py), so a
-function with side effects that parses as a SELECT still cannot write.
-"""
+"""SQL checks with sqlglot: read-only queries only, normalisation for exact match, tables read."""
 
 from __future__ import annotations
 
+import re
+
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import SqlglotError
+from sqlglot.errors import ParseError, SqlglotError
 
-#: SQLAlchemy dialect names -> sqlglot's.
-_DIALECTS = {"postgresql": "postgres", "mariadb": "mysql", "mysql": "mysql", "sqlite": "sqlite"}
-#: The statements a query may be (its root, after WITH).
-_QUERIES = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)
-#: Nodes that write or change state, wherever they appear.
-_WRITES = (
+# SQLAlchemy dialect names → sqlglot's.
+_DIALECTS = {
+    "postgresql": "postgres",
+    "postgres": "postgres",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "sqlite": "sqlite",
+    "mssql": "tsql",
+    "oracle": "oracle",
+    "duckdb": "duckdb",
+    "bigquery": "bigquery",
+    "snowflake": "snowflake",
+}
+
+# Anywhere in a query these make it a write, a lock or something other than a read.
+_FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = (
     exp.Insert,
     exp.Update,
     exp.Delete,
@@ -28,64 +33,101 @@ _WRITES = (
     exp.Alter,
     exp.Command,
     exp.Into,
+    exp.Lock,
     exp.Set,
+    exp.Use,
     exp.Transaction,
     exp.Commit,
     exp.Rollback,
-    exp.Grant,
     exp.Copy,
     exp.LoadData,
-    exp.Pragma,
+    exp.Grant,
+    exp.TruncateTable,
 )
 
 
-def sqlglot_dialect(dialect: str) -> str:
-    return _DIALECTS.get(dialect, dialect)
+def sqlglot_dialect(dialect: str) -> str | None:
+    """sqlglot's name for a SQLAlchemy dialect name (None: sqlglot's generic SQL)."""
+    return _DIALECTS.get(dialect.lower().split("+", 1)[0])
+
+
+def _describe(node: exp.Expr) -> str:
+    if isinstance(node, exp.Command):
+        return str(node.this).upper() or "a command"
+    if isinstance(node, exp.Into):
+        return "SELECT INTO"
+    if isinstance(node, exp.Lock):
+        return "a locking clause (FOR UPDATE/SHARE)"
+    if isinstance(node, exp.TruncateTable):
+        return "TRUNCATE"
+    return node.key.upper()
 
 
 def _parse(sql: str, dialect: str) -> list[exp.Expr]:
-    return [s for s in sqlglot.parse(sql, read=sqlglot_dialect(dialect)) if s is not None]
+    return [
+        statement
+        for statement in sqlglot.parse(sql, read=sqlglot_dialect(dialect))
+        if statement is not None
+    ]
 
 
 def check_read_only(sql: str, dialect: str) -> str | None:
-    """None when `sql` is one read-only query; else the problem, in words for the user."""
+    """None when `sql` is one read-only query (SELECT, WITH … SELECT, set operations of those);
+    else what is wrong, e.g. "does not parse: …" or "only SELECT/WITH queries are allowed, found
+    INSERT"."""
     if not sql.strip():
         return "the query is empty"
     try:
         statements = _parse(sql, dialect)
+    except ParseError as exc:
+        errors = exc.errors
+        detail = str(errors[0].get("description") or exc) if errors else str(exc)
+        return f"does not parse: {detail.splitlines()[0]}"
     except SqlglotError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"the query does not parse as {dialect} SQL: {first[:300]}"
+        return f"does not parse: {str(exc).splitlines()[0]}"
     if not statements:
         return "the query is empty"
     if len(statements) > 1:
-        return f"the query must be one statement, found {len(statements)}"
-    [root] = statements
-    query = root.this if isinstance(root, exp.With) else root
-    if not isinstance(query, _QUERIES):
-        return f"only SELECT or WITH queries are allowed, found {root.key.upper()}"
-    for node in root.walk():
-        if isinstance(node, _WRITES):
-            return f"only read-only queries are allowed, found {node.key.upper()}"
+        return f"only a single statement is allowed, found {len(statements)}"
+    statement = statements[0]
+    if not isinstance(statement, exp.Query):
+        return f"only SELECT/WITH queries are allowed, found {_describe(statement)}"
+    for node in statement.walk():
+        if isinstance(node, _FORBIDDEN_NODES):
+            return f"only SELECT/WITH queries are allowed, found {_describe(node)}"
     return None
 
 
 def normalise(sql: str, dialect: str) -> str:
-    """A canonical form for exact-match comparison: parsed and printed by sqlglot with
-    identifiers normalised, comments and formatting dropped."""
-    target = sqlglot_dialect(dialect)
+    """A canonical text of the query for exact-match comparison: sqlglot's rendering with
+    unquoted identifiers lower-cased, keywords upper-cased, whitespace and a trailing ';' gone.
+    Text that does not parse is returned with whitespace collapsed."""
+    name = sqlglot_dialect(dialect)
     try:
-        tree = sqlglot.parse_one(sql, read=target)
+        statements = _parse(sql, dialect)
     except SqlglotError:
-        return " ".join(sql.split()).rstrip(";").lower()
-    return tree.sql(dialect=target, normalize=True, comments=False)
+        statements = []
+    if len(statements) != 1:
+        return re.sub(r"\s+", " ", sql).strip().rstrip(";").strip()
+    return statements[0].sql(dialect=name, normalize=True, pretty=False)
 
 
 def tables_read(sql: str, dialect: str) -> set[str]:
-    """The tables a query reads (lower-cased names, CTEs excluded); empty if it does not parse."""
+    """The tables a query reads, lower-cased, `schema.table` when qualified; CTE names excluded.
+    Empty for text that does not parse."""
     try:
-        tree = sqlglot.parse_one(sql, read=sqlglot_dialect(dialect))
+        statements = _parse(sql, dialect)
     except SqlglotError:
         return set()
-    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
-    return {t.name.lower() for t in tree.find_all(exp.Table) if t.name.lower() not in ctes}
+    names: set[str] = set()
+    for statement in statements:
+        ctes = {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}
+        for table in statement.find_all(exp.Table):
+            name = table.name.lower()
+            if not name:
+                continue
+            schema = table.db.lower()
+            if not schema and name in ctes:
+                continue
+            names.add(f"{schema}.{name}" if schema else name)
+    return names

@@ -4,18 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainyard.blobs import storage_at
 from trainyard.trainers.nlp_text.config import BaseModel, TextConfig
 from trainyard.trainers.nlp_text.model import TextModel
 from trainyard.trainers.nlp_text.reading import (
@@ -31,54 +27,25 @@ from trainyard.workload import (
     Artifacts,
     InputError,
     Reporter,
+    ThrottledProgress,
     Written,
     fetch_inputs,
     run_trainer,
+    storage_for,
 )
 from trainyard.workload.inputs import InputFile
 
 PROG = "trainyard.trainers.nlp_text"
 MODEL_ARTIFACT = "model"
 REPORT_ARTIFACT = "report"
-PROGRESS_INTERVAL_S = 0.5
 
 
 class TrainingFailed(Exception):
     """A failure with a message for the user (bad data, unusable base model)."""
 
 
-class ThrottledProgress:
-    """Progress from the training thread to the Reporter on the event loop, at most one report
-    per PROGRESS_INTERVAL_S (and on each new phase)."""
-
-    def __init__(self, reporter: Reporter, loop: asyncio.AbstractEventLoop) -> None:
-        self._reporter = reporter
-        self._loop = loop
-        self._last = 0.0
-        self._phase = ""
-        self._lock = threading.Lock()
-        self._pending: list[concurrent.futures.Future[None]] = []
-
-    def __call__(self, fraction: float, phase: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if phase == self._phase and now - self._last < PROGRESS_INTERVAL_S:
-                return
-            self._last, self._phase = now, phase
-            self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(
-                asyncio.run_coroutine_threadsafe(
-                    self._reporter.progress(min(max(fraction, 0.0), 1.0), phase), self._loop
-                )
-            )
-
-    async def drain(self) -> None:
-        for future in list(self._pending):
-            await asyncio.wrap_future(future)
-
-
 async def _base_model(base: BaseModel) -> TextModel:
-    storage = storage_at(base.artifacts_uri)
+    storage = storage_for(base.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{base.model_id}/")
@@ -182,7 +149,7 @@ async def train_and_write(
     with tempfile.TemporaryDirectory(prefix="nlp-text-", dir=os.getcwd()) as tmp:
         model, report = await _train(config, reporter, Path(tmp), inputs)
     await reporter.progress(0.0, "writing")
-    storage = storage_at(config.artifacts_uri)
+    storage = storage_for(config.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{config.model_id}/")

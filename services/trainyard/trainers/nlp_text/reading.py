@@ -10,14 +10,14 @@ member within caps on members and uncompressed bytes, and members with path tric
 from __future__ import annotations
 
 import csv
-import html.parser
-import io
 import json
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from trainyard.trainers.documents import DOCUMENT_TYPES, MAX_DOCUMENT_BYTES
+from trainyard.trainers.documents import extract_text as extract_text  # used by tests too
 from trainyard.workload import InputFile
 
 #: Largest CSV field (the csv module's default is 128 KiB: a long document would stop the run).
@@ -26,9 +26,6 @@ MAX_FIELD_CHARS = 16 * 1024 * 1024
 #: at most MAX_DOCUMENT_BYTES (a plain document file too).
 MAX_ZIP_MEMBERS = 100_000
 MAX_ZIP_BYTES = 4 * 1024 * 1024 * 1024
-MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
-MAX_PDF_PAGES = 2000
-DOCUMENT_TYPES = (".txt", ".text", ".md", ".pdf", ".docx", ".html", ".htm")
 
 csv.field_size_limit(MAX_FIELD_CHARS)
 
@@ -231,52 +228,3 @@ def _document(name: str, read: Callable[[], bytes], skipped: Skipped) -> Example
         skipped.note(f"{name}: no text", True)
         return None
     return Example(text, parts[0], name)
-
-
-def extract_text(raw: bytes, suffix: str) -> str:
-    """The text of a document of that type (suffix with its dot, lower case)."""
-    if suffix == ".pdf":
-        from pypdf import PdfReader
-
-        reader = PdfReader(io.BytesIO(raw))
-        pages = reader.pages
-        if len(pages) > MAX_PDF_PAGES:
-            raise ValueError(f"more than {MAX_PDF_PAGES} pages")
-        return "\n".join(page.extract_text() or "" for page in pages)
-    if suffix == ".docx":
-        import docx
-
-        document = docx.Document(io.BytesIO(raw))
-        return "\n".join(p.text for p in document.paragraphs)
-    decoded = raw.decode("utf-8", errors="replace")
-    if suffix in (".html", ".htm"):
-        return _html_text(decoded)
-    return decoded
-
-
-class _TextOfHtml(html.parser.HTMLParser):
-    _SKIP = frozenset({"script", "style", "template", "noscript"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skipping += 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP and self._skipping:
-            self._skipping -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.parts.append(data)
-
-
-def _html_text(markup: str) -> str:
-    parser = _TextOfHtml()
-    parser.feed(markup)
-    parser.close()
-    return " ".join(" ".join(parser.parts).split())

@@ -18,9 +18,8 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainyard.blobs import storage_at
 from trainyard.trainers.nlp_token.config import NlpTokenConfig
 from trainyard.trainers.nlp_token.data import (
     DataError,
@@ -30,7 +29,6 @@ from trainyard.trainers.nlp_token.data import (
     read_sentences,
 )
 from trainyard.trainers.nlp_token.inference import MODEL_FILES, TokenPredictor, load
-from trainyard.trainers.nlp_token.model import CrfParams, CrfTraining, Evaluation, evaluate
 from trainyard.workload import (
     Artifacts,
     InputFile,
@@ -38,9 +36,17 @@ from trainyard.workload import (
     Written,
     fetch_inputs,
     run_trainer,
+    storage_for,
 )
 
+if TYPE_CHECKING:
+    from trainyard.trainers.nlp_token.model import Evaluation
+
 PROG = "trainyard.trainers.nlp_token"
+#: The module that brings the CRF's and the metrics' libraries (pycrfsuite, seqeval,
+#: scikit-learn): about 1.5 s of a start, imported in a thread from the start by `__main__`
+#: (workload.entry.Preload) and here, lazily, by `fit` (which waits for that import).
+LIBRARIES = "trainyard.trainers.nlp_token.model"
 MODEL, DATA, REPORT = "model", "data", "report"
 DATA_FILE = "sentences.csv.gz"
 DATA_COLUMNS = ("tokens", "tags")
@@ -116,6 +122,8 @@ def fit(
     progress: Progress,
 ) -> Outcome:
     """Everything but I/O with the platform: read, train, evaluate, build the report."""
+    from trainyard.trainers.nlp_token.model import CrfParams, CrfTraining, evaluate
+
     started = time.monotonic()
     scheme, source, target = scheme_of(config, base)
     stats = ReadStats()
@@ -264,7 +272,7 @@ def fit(
 async def _load_base(config: NlpTokenConfig, workdir: Path) -> Base | None:
     if config.base_model is None:
         return None
-    storage = storage_at(config.base_model.artifacts_uri)
+    storage = storage_for(config.base_model.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{config.base_model.model_id}/")
@@ -345,7 +353,7 @@ async def run(environ: Mapping[str, str], workdir: Path) -> int:
 
 
 async def _write(config: NlpTokenConfig, outcome: Outcome) -> tuple[str, str]:
-    storage = storage_at(config.artifacts_uri)
+    storage = storage_for(config.artifacts_uri)
     await storage.start()
     try:
         artifacts = Artifacts(storage, f"models/{config.model_id}/")

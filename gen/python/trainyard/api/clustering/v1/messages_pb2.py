@@ -23,33 +23,50 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trainyard/api/clustering/v1/messages.proto\x12\x1btrainyard.api.clustering.v1\x1a\x19google/api/httpbody.proto\"7\n\x0cTrainRequest\x12\'\n\thttp_body\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"A\n\x16TrainDeprecatedRequest\x12\'\n\thttp_body\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x9f\x02\n\nExperiment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07modelId\x18\x02 \x01(\t\x12\x13\n\x0bproductName\x18\x03 \x01(\t\x12\x14\n\x0clanguageCode\x18\x04 \x01(\t\x12\x12\n\ndataSchema\x18\x05 \x01(\t\x12\x1b\n\x13secondaryDataSchema\x18\x06 \x01(\t\x12\x13\n\x0bnumClusters\x18\x07 \x01(\x05\x12\x0b\n\x03llm\x18\x08 \x01(\t\x12\x12\n\nforceTrain\x18\t \x01(\x08\x12\x16\n\x0etrainingStatus\x18\n \x01(\t\x12\x17\n\x0finferenceStatus\x18\x0b \x01(\t\x12\x0f\n\x07percent\x18\x0c \x01(\x05\x12\x11\n\tcreatedAt\x18\r \x01(\t\x12\r\n\x05\x65rror\x18\x0e \x01(\t\"%\n\x12GetProgressRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"W\n\x13GetProgressResponse\x12\x0f\n\x07percent\x18\x01 \x01(\x05\x12\x16\n\x0etrainingStatus\x18\x02 \x01(\t\x12\x17\n\x0finferenceStatus\x18\x03 \x01(\t\"\"\n\x0fGetReadyRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"J\n\x10GetReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\'\n\thttp_body\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"7\n\x15\x41ssignClustersRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"K\n\nAssignment\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tclusterId\x18\x02 \x01(\x05\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\"V\n\x16\x41ssignClustersResponse\x12<\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\'.trainyard.api.clustering.v1.Assignmentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*trainyard/api/clustering/v1/messages.proto\x12\x1btrainyard.api.clustering.v1\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"7\n\x0cTrainRequest\x12\'\n\thttp_body\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"A\n\x16TrainDeprecatedRequest\x12\'\n\thttp_body\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\xb3\x01\n\x0eTrainingParams\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12\x13\n\x0bproductName\x18\x02 \x01(\t\x12\x14\n\x0clanguageCode\x18\x03 \x01(\t\x12\x12\n\ndataSchema\x18\x04 \x01(\t\x12\x1b\n\x13secondaryDataSchema\x18\x05 \x01(\t\x12\x13\n\x0bnumClusters\x18\x06 \x01(\x05\x12\x0b\n\x03llm\x18\x07 \x01(\t\x12\x12\n\nforceTrain\x18\x08 \x01(\x08\"/\n\x10\x45xperimentMetric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"Z\n\x18\x45xperimentDatasetMapping\x12\x11\n\tdatasetId\x18\x01 \x01(\t\x12\x14\n\x0c\x65xperimentId\x18\x02 \x01(\t\x12\x15\n\rdatasetColumn\x18\x03 \x01(\t\"\xa3\x03\n\nExperiment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\x05\x12\x15\n\rstatusMessage\x18\x05 \x01(\t\x12\x0f\n\x07percent\x18\x06 \x01(\x05\x12\x43\n\x0etrainingParams\x18\x07 \x01(\x0b\x32+.trainyard.api.clustering.v1.TrainingParams\x12\x11\n\tendpoints\x18\x08 \x03(\t\x12H\n\x11\x65xperimentMetrics\x18\t \x03(\x0b\x32-.trainyard.api.clustering.v1.ExperimentMetric\x12X\n\x19\x65xperimentDatasetMappings\x18\n \x03(\x0b\x32\x35.trainyard.api.clustering.v1.ExperimentDatasetMapping\x12\x14\n\x0c\x63reationTime\x18\x0b \x01(\t\x12\x1c\n\x14lastModificationTime\x18\x0c \x01(\t\"%\n\x12GetProgressRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"o\n\x13GetProgressResponse\x12\x0f\n\x07percent\x18\x01 \x01(\x05\x12\x16\n\x0etrainingStatus\x18\x02 \x01(\t\x12/\n\x0finferenceStatus\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"\"\n\x0fGetReadyRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"J\n\x10GetReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\'\n\thttp_body\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\"7\n\x15\x41ssignClustersRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"K\n\nAssignment\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tclusterId\x18\x02 \x01(\x05\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\"V\n\x16\x41ssignClustersResponse\x12<\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\'.trainyard.api.clustering.v1.Assignment\"&\n\x13ListClustersRequest\x12\x0f\n\x07modelId\x18\x01 \x01(\t\"t\n\x07\x43luster\x12\x11\n\tclusterId\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x05\x12\x10\n\x08keywords\x18\x04 \x03(\t\x12\x17\n\x0frepresentatives\x18\x05 \x03(\t\x12\x0e\n\x06intent\x18\x06 \x01(\t\"N\n\x14ListClustersResponse\x12\x36\n\x08\x63lusters\x18\x01 \x03(\x0b\x32$.trainyard.api.clustering.v1.Cluster\"\x8d\x01\n\x1bReportTrainingStatusRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x05\x12>\n\x07metrics\x18\x03 \x03(\x0b\x32-.trainyard.api.clustering.v1.ExperimentMetric\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x1e\n\x1cReportTrainingStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trainyard.api.clustering.v1.messages_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRAINREQUEST']._serialized_start=102
-  _globals['_TRAINREQUEST']._serialized_end=157
-  _globals['_TRAINDEPRECATEDREQUEST']._serialized_start=159
-  _globals['_TRAINDEPRECATEDREQUEST']._serialized_end=224
-  _globals['_EXPERIMENT']._serialized_start=227
-  _globals['_EXPERIMENT']._serialized_end=514
-  _globals['_GETPROGRESSREQUEST']._serialized_start=516
-  _globals['_GETPROGRESSREQUEST']._serialized_end=553
-  _globals['_GETPROGRESSRESPONSE']._serialized_start=555
-  _globals['_GETPROGRESSRESPONSE']._serialized_end=642
-  _globals['_GETREADYREQUEST']._serialized_start=644
-  _globals['_GETREADYREQUEST']._serialized_end=678
-  _globals['_GETREADYRESPONSE']._serialized_start=680
-  _globals['_GETREADYRESPONSE']._serialized_end=754
-  _globals['_ASSIGNCLUSTERSREQUEST']._serialized_start=756
-  _globals['_ASSIGNCLUSTERSREQUEST']._serialized_end=811
-  _globals['_ASSIGNMENT']._serialized_start=813
-  _globals['_ASSIGNMENT']._serialized_end=888
-  _globals['_ASSIGNCLUSTERSRESPONSE']._serialized_start=890
-  _globals['_ASSIGNCLUSTERSRESPONSE']._serialized_end=976
+  _globals['_TRAINREQUEST']._serialized_start=132
+  _globals['_TRAINREQUEST']._serialized_end=187
+  _globals['_TRAINDEPRECATEDREQUEST']._serialized_start=189
+  _globals['_TRAINDEPRECATEDREQUEST']._serialized_end=254
+  _globals['_TRAININGPARAMS']._serialized_start=257
+  _globals['_TRAININGPARAMS']._serialized_end=436
+  _globals['_EXPERIMENTMETRIC']._serialized_start=438
+  _globals['_EXPERIMENTMETRIC']._serialized_end=485
+  _globals['_EXPERIMENTDATASETMAPPING']._serialized_start=487
+  _globals['_EXPERIMENTDATASETMAPPING']._serialized_end=577
+  _globals['_EXPERIMENT']._serialized_start=580
+  _globals['_EXPERIMENT']._serialized_end=999
+  _globals['_GETPROGRESSREQUEST']._serialized_start=1001
+  _globals['_GETPROGRESSREQUEST']._serialized_end=1038
+  _globals['_GETPROGRESSRESPONSE']._serialized_start=1040
+  _globals['_GETPROGRESSRESPONSE']._serialized_end=1151
+  _globals['_GETREADYREQUEST']._serialized_start=1153
+  _globals['_GETREADYREQUEST']._serialized_end=1187
+  _globals['_GETREADYRESPONSE']._serialized_start=1189
+  _globals['_GETREADYRESPONSE']._serialized_end=1263
+  _globals['_ASSIGNCLUSTERSREQUEST']._serialized_start=1265
+  _globals['_ASSIGNCLUSTERSREQUEST']._serialized_end=1320
+  _globals['_ASSIGNMENT']._serialized_start=1322
+  _globals['_ASSIGNMENT']._serialized_end=1397
+  _globals['_ASSIGNCLUSTERSRESPONSE']._serialized_start=1399
+  _globals['_ASSIGNCLUSTERSRESPONSE']._serialized_end=1485
+  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1487
+  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1525
+  _globals['_CLUSTER']._serialized_start=1527
+  _globals['_CLUSTER']._serialized_end=1643
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1645
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1723
+  _globals['_REPORTTRAININGSTATUSREQUEST']._serialized_start=1726
+  _globals['_REPORTTRAININGSTATUSREQUEST']._serialized_end=1867
+  _globals['_REPORTTRAININGSTATUSRESPONSE']._serialized_start=1869
+  _globals['_REPORTTRAININGSTATUSRESPONSE']._serialized_end=1899
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -28,7 +29,11 @@ class TrainRequest(_message.Message):
     HTTP_BODY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def http_body(self) -> _httpbody_pb2.HttpBody:
-        """http_body is a chunk of the multipart/form-data body."""
+        """http_body is a chunk of the multipart/form-data body. The form's fields: modelId,
+        productName, languageCode, dataSchema, dataFile, optional secondaryDataSchema and
+        secondaryDataFile, numClusters, optional llm, forceTrain. Values may be quoted
+        (`"\\"en-US\\""`) or plain (`en-US`).
+        """
 
     def __init__(
         self,
@@ -52,7 +57,7 @@ class TrainDeprecatedRequest(_message.Message):
     HTTP_BODY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def http_body(self) -> _httpbody_pb2.HttpBody:
-        """http_body is a chunk of the multipart/form-data body."""
+        """http_body is a chunk of the multipart/form-data body (the fields of TrainRequest)."""
 
     def __init__(
         self,
@@ -68,12 +73,11 @@ class TrainDeprecatedRequest(_message.Message):
 Global___TrainDeprecatedRequest: _TypeAlias = TrainDeprecatedRequest  # noqa: Y015
 
 @_typing.final
-class Experiment(_message.Message):
-    """Experiment is one clustering training of a model."""
+class TrainingParams(_message.Message):
+    """TrainingParams are the parameters of a training request, as sent."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
     MODELID_FIELD_NUMBER: _builtins.int
     PRODUCTNAME_FIELD_NUMBER: _builtins.int
     LANGUAGECODE_FIELD_NUMBER: _builtins.int
@@ -82,43 +86,25 @@ class Experiment(_message.Message):
     NUMCLUSTERS_FIELD_NUMBER: _builtins.int
     LLM_FIELD_NUMBER: _builtins.int
     FORCETRAIN_FIELD_NUMBER: _builtins.int
-    TRAININGSTATUS_FIELD_NUMBER: _builtins.int
-    INFERENCESTATUS_FIELD_NUMBER: _builtins.int
-    PERCENT_FIELD_NUMBER: _builtins.int
-    CREATEDAT_FIELD_NUMBER: _builtins.int
-    ERROR_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
-    """id is the experiment's id."""
     modelId: _builtins.str
-    """modelId is the model's id: lowercase letters, digits and inner hyphens, at most 63 characters."""
+    """modelId is the model's id: a-z, 0-9 and inner hyphens, at most 63 characters."""
     productName: _builtins.str
     """productName is the product the model belongs to."""
     languageCode: _builtins.str
     """languageCode is one of en-US, tr-TR, ar-SA, fr-FR, nl-NL, it-IT."""
     dataSchema: _builtins.str
-    """dataSchema is "dialogue" or "intent"."""
+    """dataSchema is the schema of dataFile: "dialogue" or "intent"."""
     secondaryDataSchema: _builtins.str
-    """secondaryDataSchema is "dialogue", "intent" or empty."""
+    """secondaryDataSchema is the schema of secondaryDataFile ("dialogue" or "intent"), or empty."""
     numClusters: _builtins.int
-    """numClusters is the requested number of clusters; 0 lets the model decide."""
+    """numClusters is the requested number of clusters; 0 lets the model choose."""
     llm: _builtins.str
-    """llm is the LLM used to name clusters; empty means none."""
+    """llm names the clusters with an LLM: "openai", or empty for keyword names."""
     forceTrain: _builtins.bool
-    """forceTrain retrains even when the data did not change."""
-    trainingStatus: _builtins.str
-    """trainingStatus is "Queued", "Training", "Completed" or "Failed"."""
-    inferenceStatus: _builtins.str
-    """inferenceStatus is "NotReady" or "Ready"."""
-    percent: _builtins.int
-    """percent is the training progress, 0 to 100."""
-    createdAt: _builtins.str
-    """createdAt is when the experiment was created (RFC 3339)."""
-    error: _builtins.str
-    """error is the failure message of a failed training."""
+    """forceTrain retrains even when data and parameters did not change since the last training."""
     def __init__(
         self,
         *,
-        id: _builtins.str = ...,
         modelId: _builtins.str = ...,
         productName: _builtins.str = ...,
         languageCode: _builtins.str = ...,
@@ -127,15 +113,145 @@ class Experiment(_message.Message):
         numClusters: _builtins.int = ...,
         llm: _builtins.str = ...,
         forceTrain: _builtins.bool = ...,
-        trainingStatus: _builtins.str = ...,
-        inferenceStatus: _builtins.str = ...,
-        percent: _builtins.int = ...,
-        createdAt: _builtins.str = ...,
-        error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["createdAt", b"createdAt", "dataSchema", b"dataSchema", "error", b"error", "forceTrain", b"forceTrain", "id", b"id", "inferenceStatus", b"inferenceStatus", "languageCode", b"languageCode", "llm", b"llm", "modelId", b"modelId", "numClusters", b"numClusters", "percent", b"percent", "productName", b"productName", "secondaryDataSchema", b"secondaryDataSchema", "trainingStatus", b"trainingStatus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataSchema", b"dataSchema", "forceTrain", b"forceTrain", "languageCode", b"languageCode", "llm", b"llm", "modelId", b"modelId", "numClusters", b"numClusters", "productName", b"productName", "secondaryDataSchema", b"secondaryDataSchema"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainingParams: _TypeAlias = TrainingParams  # noqa: Y015
+
+@_typing.final
+class ExperimentMetric(_message.Message):
+    """ExperimentMetric is one figure of a trained model (silhouette, cluster count, sizes; with
+    intent data also ARI, NMI and purity against the intents).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the metric's name, e.g. "silhouette", "numClusters", "ari"."""
+    value: _builtins.float
+    """value is the metric's value."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExperimentMetric: _TypeAlias = ExperimentMetric  # noqa: Y015
+
+@_typing.final
+class ExperimentDatasetMapping(_message.Message):
+    """ExperimentDatasetMapping links an uploaded file to its experiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASETID_FIELD_NUMBER: _builtins.int
+    EXPERIMENTID_FIELD_NUMBER: _builtins.int
+    DATASETCOLUMN_FIELD_NUMBER: _builtins.int
+    datasetId: _builtins.str
+    """datasetId is the id of the stored file."""
+    experimentId: _builtins.str
+    """experimentId is the experiment's id."""
+    datasetColumn: _builtins.str
+    """datasetColumn is the form field that carried the file: "dataFile" or "secondaryDataFile"."""
+    def __init__(
+        self,
+        *,
+        datasetId: _builtins.str = ...,
+        experimentId: _builtins.str = ...,
+        datasetColumn: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasetColumn", b"datasetColumn", "datasetId", b"datasetId", "experimentId", b"experimentId"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExperimentDatasetMapping: _TypeAlias = ExperimentDatasetMapping  # noqa: Y015
+
+@_typing.final
+class Experiment(_message.Message):
+    """Experiment is one training request of a clustering model, as the product returns it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATUSMESSAGE_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    TRAININGPARAMS_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    EXPERIMENTMETRICS_FIELD_NUMBER: _builtins.int
+    EXPERIMENTDATASETMAPPINGS_FIELD_NUMBER: _builtins.int
+    CREATIONTIME_FIELD_NUMBER: _builtins.int
+    LASTMODIFICATIONTIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the experiment's id (a UUID)."""
+    name: _builtins.str
+    """name is the modelId."""
+    description: _builtins.str
+    """description is the productName."""
+    status: _builtins.int
+    """status is the index of the training status in Initialized(0), PendingTraining(1),
+    DatasetUploading(2), DataProcessing(3), TrainingStarted(4), Training(5), Trained(6),
+    ModelUploading(7), Completed(8), Failed(9).
+    """
+    statusMessage: _builtins.str
+    """statusMessage is the name of the status (Failed: the name, then ": " and the reason)."""
+    percent: _builtins.int
+    """percent is the training progress, 0 to 100."""
+    creationTime: _builtins.str
+    """creationTime is when the experiment was created (RFC 3339, UTC)."""
+    lastModificationTime: _builtins.str
+    """lastModificationTime is when the experiment last changed (RFC 3339, UTC)."""
+    @_builtins.property
+    def trainingParams(self) -> Global___TrainingParams:
+        """trainingParams are the request's parameters."""
+
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """endpoints are the inference paths of the model once published, else empty."""
+
+    @_builtins.property
+    def experimentMetrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExperimentMetric]:
+        """experimentMetrics are the trained model's metrics; empty until trained."""
+
+    @_builtins.property
+    def experimentDatasetMappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExperimentDatasetMapping]:
+        """experimentDatasetMappings has one entry per uploaded file."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        status: _builtins.int = ...,
+        statusMessage: _builtins.str = ...,
+        percent: _builtins.int = ...,
+        trainingParams: Global___TrainingParams | None = ...,
+        endpoints: _abc.Iterable[_builtins.str] | None = ...,
+        experimentMetrics: _abc.Iterable[Global___ExperimentMetric] | None = ...,
+        experimentDatasetMappings: _abc.Iterable[Global___ExperimentDatasetMapping] | None = ...,
+        creationTime: _builtins.str = ...,
+        lastModificationTime: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["trainingParams", b"trainingParams"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creationTime", b"creationTime", "description", b"description", "endpoints", b"endpoints", "experimentDatasetMappings", b"experimentDatasetMappings", "experimentMetrics", b"experimentMetrics", "id", b"id", "lastModificationTime", b"lastModificationTime", "name", b"name", "percent", b"percent", "status", b"status", "statusMessage", b"statusMessage", "trainingParams", b"trainingParams"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -165,7 +281,7 @@ Global___GetProgressRequest: _TypeAlias = GetProgressRequest  # noqa: Y015
 
 @_typing.final
 class GetProgressResponse(_message.Message):
-    """GetProgressResponse is a model's training progress."""
+    """GetProgressResponse is a model's training progress and publication state."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -175,17 +291,21 @@ class GetProgressResponse(_message.Message):
     percent: _builtins.int
     """percent is the progress of the latest training, 0 to 100."""
     trainingStatus: _builtins.str
-    """trainingStatus is "Queued", "Training", "Completed" or "Failed"."""
-    inferenceStatus: _builtins.str
-    """inferenceStatus is "NotReady" or "Ready"."""
+    """trainingStatus is the name of the latest training's status (see Experiment.status)."""
+    @_builtins.property
+    def inferenceStatus(self) -> _struct_pb2.Value:
+        """inferenceStatus is "Pending" (being published), "Running" (serving) or null (not trained,
+        or unpublished after the idle timeout).
+        """
+
     def __init__(
         self,
         *,
         percent: _builtins.int = ...,
         trainingStatus: _builtins.str = ...,
-        inferenceStatus: _builtins.str = ...,
+        inferenceStatus: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inferenceStatus", b"inferenceStatus"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["inferenceStatus", b"inferenceStatus", "percent", b"percent", "trainingStatus", b"trainingStatus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
@@ -224,7 +344,7 @@ class GetReadyResponse(_message.Message):
     READY_FIELD_NUMBER: _builtins.int
     HTTP_BODY_FIELD_NUMBER: _builtins.int
     ready: _builtins.bool
-    """ready is true once a training completed and the model serves."""
+    """ready is true while the model is published and serves inference requests."""
     @_builtins.property
     def http_body(self) -> _httpbody_pb2.HttpBody:
         """http_body is ready as a JSON boolean: the REST response."""
@@ -255,7 +375,7 @@ class AssignClustersRequest(_message.Message):
     """modelId is the model's id."""
     @_builtins.property
     def texts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """texts are the texts to assign."""
+        """texts are the texts to assign: 1 to 1000 of them."""
 
     def __init__(
         self,
@@ -284,11 +404,11 @@ class Assignment(_message.Message):
     text: _builtins.str
     """text is the input text."""
     clusterId: _builtins.int
-    """clusterId is the assigned cluster's id."""
+    """clusterId is the nearest cluster's id."""
     label: _builtins.str
-    """label is the cluster's label."""
+    """label is the nearest cluster's name."""
     score: _builtins.float
-    """score is the similarity to the cluster's centre, 0 to 1."""
+    """score is the similarity to the cluster, 0 to 1."""
     def __init__(
         self,
         *,
@@ -328,3 +448,150 @@ class AssignClustersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AssignClustersResponse: _TypeAlias = AssignClustersResponse  # noqa: Y015
+
+@_typing.final
+class ListClustersRequest(_message.Message):
+    """ListClustersRequest names a model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELID_FIELD_NUMBER: _builtins.int
+    modelId: _builtins.str
+    """modelId is the model's id."""
+    def __init__(
+        self,
+        *,
+        modelId: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["modelId", b"modelId"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClustersRequest: _TypeAlias = ListClustersRequest  # noqa: Y015
+
+@_typing.final
+class Cluster(_message.Message):
+    """Cluster is one cluster of a trained model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTERID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    KEYWORDS_FIELD_NUMBER: _builtins.int
+    REPRESENTATIVES_FIELD_NUMBER: _builtins.int
+    INTENT_FIELD_NUMBER: _builtins.int
+    clusterId: _builtins.int
+    """clusterId is the cluster's id."""
+    label: _builtins.str
+    """label is the cluster's name (from the LLM with llm=openai, else from its keywords)."""
+    size: _builtins.int
+    """size is the number of training utterances in the cluster."""
+    intent: _builtins.str
+    """intent is the majority intent of the cluster's labelled utterances; empty without intent data."""
+    @_builtins.property
+    def keywords(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """keywords are the cluster's most distinctive words, best first."""
+
+    @_builtins.property
+    def representatives(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """representatives are training utterances typical of the cluster."""
+
+    def __init__(
+        self,
+        *,
+        clusterId: _builtins.int = ...,
+        label: _builtins.str = ...,
+        size: _builtins.int = ...,
+        keywords: _abc.Iterable[_builtins.str] | None = ...,
+        representatives: _abc.Iterable[_builtins.str] | None = ...,
+        intent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusterId", b"clusterId", "intent", b"intent", "keywords", b"keywords", "label", b"label", "representatives", b"representatives", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cluster: _TypeAlias = Cluster  # noqa: Y015
+
+@_typing.final
+class ListClustersResponse(_message.Message):
+    """ListClustersResponse lists every cluster of the model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def clusters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cluster]:
+        """clusters are ordered by clusterId."""
+
+    def __init__(
+        self,
+        *,
+        clusters: _abc.Iterable[Global___Cluster] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClustersResponse: _TypeAlias = ListClustersResponse  # noqa: Y015
+
+@_typing.final
+class ReportTrainingStatusRequest(_message.Message):
+    """ReportTrainingStatusRequest is a status report of a clustering workload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """status is DataProcessing, TrainingStarted, Training, Trained, ModelUploading, Completed or
+    Failed.
+    """
+    percent: _builtins.int
+    """percent is the training progress, 0 to 100."""
+    error: _builtins.str
+    """error is the reason of a Failed report."""
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExperimentMetric]:
+        """metrics are the trained model's metrics (with Trained or Completed)."""
+
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        percent: _builtins.int = ...,
+        metrics: _abc.Iterable[Global___ExperimentMetric] | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "metrics", b"metrics", "percent", b"percent", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportTrainingStatusRequest: _TypeAlias = ReportTrainingStatusRequest  # noqa: Y015
+
+@_typing.final
+class ReportTrainingStatusResponse(_message.Message):
+    """ReportTrainingStatusResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportTrainingStatusResponse: _TypeAlias = ReportTrainingStatusResponse  # noqa: Y015

@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class ClusteringTrainingServiceStub:
     """ClusteringTrainingService trains text-clustering models from dialogue and intent data, one
-    training at a time per modelId.
+    training at a time per modelId, publishes them and assigns new texts to their clusters.
     """
 
     def __init__(self, channel):
@@ -61,48 +61,83 @@ class ClusteringTrainingServiceStub:
                 request_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.AssignClustersRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.AssignClustersResponse.FromString,
                 _registered_method=True)
+        self.ListClusters = channel.unary_unary(
+                '/trainyard.api.clustering.v1.ClusteringTrainingService/ListClusters',
+                request_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ListClustersRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ListClustersResponse.FromString,
+                _registered_method=True)
+        self.ReportTrainingStatus = channel.unary_unary(
+                '/trainyard.api.clustering.v1.ClusteringTrainingService/ReportTrainingStatus',
+                request_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ClusteringTrainingServiceServicer:
     """ClusteringTrainingService trains text-clustering models from dialogue and intent data, one
-    training at a time per modelId.
+    training at a time per modelId, publishes them and assigns new texts to their clusters.
     """
 
     def Train(self, request_iterator, context):
         """Train starts a clustering training from a multipart form (modelId, productName, languageCode,
         dataSchema, dataFile, optional secondaryDataSchema/secondaryDataFile, numClusters, llm,
-        forceTrain) and returns the Experiment (200), or the running Experiment with HTTP 202 while a
-        training of the same modelId is still in progress. Errors: INVALID_ARGUMENT naming the bad
-        form field.
+        forceTrain) and returns the new Experiment (200). With forceTrain false and the same data and
+        parameters as the last completed training, the existing model is published again without
+        retraining (the Experiment is Completed at once). While a training of the same modelId is in
+        progress: HTTP 202 with `The training is still in progress for the same model ID: <modelId>`.
+        Errors: INVALID_ARGUMENT (400) naming the bad form field and the fix; PERMISSION_DENIED (403)
+        for another user's modelId.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TrainDeprecated(self, request_iterator, context):
-        """TrainDeprecated is Train under its deprecated URL; responses carry a `Deprecation` header.
+        """TrainDeprecated is Train under its deprecated URL; responses carry `Deprecation: true` and a
+        `Link` header naming the new URL (rel="successor-version").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetProgress(self, request, context):
-        """GetProgress returns the training progress of a model. Errors: NOT_FOUND.
+        """GetProgress returns the latest training's progress of a model; on a completed model it
+        publishes the model (inferenceStatus Pending, then Running once loaded). Errors: NOT_FOUND,
+        PERMISSION_DENIED for another user's model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetReady(self, request, context):
-        """GetReady says, as a JSON boolean, whether the model is trained and ready for inference.
+        """GetReady says, as a bare JSON boolean, whether the model is published and serves. Errors:
+        NOT_FOUND, PERMISSION_DENIED for another user's model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AssignClusters(self, request, context):
-        """AssignClusters assigns new texts to the clusters of a ready model. Errors: NOT_FOUND,
-        FAILED_PRECONDITION while the model is not ready.
+        """AssignClusters assigns up to 1000 texts to the nearest clusters of a published model.
+        Errors: NOT_FOUND, INVALID_ARGUMENT (no texts, too many), FAILED_PRECONDITION while the
+        model is not trained or not yet published, UNAVAILABLE (503) once it was unpublished after
+        the idle timeout (train again with forceTrain false to republish).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClusters(self, request, context):
+        """ListClusters lists every cluster of the model's latest completed training. Errors:
+        NOT_FOUND, FAILED_PRECONDITION while no training completed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportTrainingStatus(self, request, context):
+        """ReportTrainingStatus records the status of the training named by the job token (the
+        clustering workload's callback). Job tokens only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +171,16 @@ def add_ClusteringTrainingServiceServicer_to_server(servicer, server):
                     request_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.AssignClustersRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.AssignClustersResponse.SerializeToString,
             ),
+            'ListClusters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClusters,
+                    request_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ListClustersRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ListClustersResponse.SerializeToString,
+            ),
+            'ReportTrainingStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportTrainingStatus,
+                    request_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'trainyard.api.clustering.v1.ClusteringTrainingService', rpc_method_handlers)
@@ -146,7 +191,7 @@ def add_ClusteringTrainingServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ClusteringTrainingService:
     """ClusteringTrainingService trains text-clustering models from dialogue and intent data, one
-    training at a time per modelId.
+    training at a time per modelId, publishes them and assigns new texts to their clusters.
     """
 
     @staticmethod
@@ -274,6 +319,60 @@ class ClusteringTrainingService:
             '/trainyard.api.clustering.v1.ClusteringTrainingService/AssignClusters',
             trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.AssignClustersRequest.SerializeToString,
             trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.AssignClustersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClusters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.clustering.v1.ClusteringTrainingService/ListClusters',
+            trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ListClustersRequest.SerializeToString,
+            trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ListClustersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportTrainingStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.clustering.v1.ClusteringTrainingService/ReportTrainingStatus',
+            trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusRequest.SerializeToString,
+            trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

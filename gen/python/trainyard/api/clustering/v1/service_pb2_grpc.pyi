@@ -28,7 +28,7 @@ GRPC_VERSION: str
 
 class ClusteringTrainingServiceStub:
     """ClusteringTrainingService trains text-clustering models from dialogue and intent data, one
-    training at a time per modelId.
+    training at a time per modelId, publishes them and assigns new texts to their clusters.
     """
 
     @_typing.overload
@@ -38,49 +38,89 @@ class ClusteringTrainingServiceStub:
     Train: _grpc.StreamUnaryMultiCallable[_messages_pb2.TrainRequest, _messages_pb2.Experiment]
     """Train starts a clustering training from a multipart form (modelId, productName, languageCode,
     dataSchema, dataFile, optional secondaryDataSchema/secondaryDataFile, numClusters, llm,
-    forceTrain) and returns the Experiment (200), or the running Experiment with HTTP 202 while a
-    training of the same modelId is still in progress. Errors: INVALID_ARGUMENT naming the bad
-    form field.
+    forceTrain) and returns the new Experiment (200). With forceTrain false and the same data and
+    parameters as the last completed training, the existing model is published again without
+    retraining (the Experiment is Completed at once). While a training of the same modelId is in
+    progress: HTTP 202 with `The training is still in progress for the same model ID: <modelId>`.
+    Errors: INVALID_ARGUMENT (400) naming the bad form field and the fix; PERMISSION_DENIED (403)
+    for another user's modelId.
     """
     TrainDeprecated: _grpc.StreamUnaryMultiCallable[_messages_pb2.TrainDeprecatedRequest, _messages_pb2.Experiment]
-    """TrainDeprecated is Train under its deprecated URL; responses carry a `Deprecation` header."""
+    """TrainDeprecated is Train under its deprecated URL; responses carry `Deprecation: true` and a
+    `Link` header naming the new URL (rel="successor-version").
+    """
     GetProgress: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetProgressRequest, _messages_pb2.GetProgressResponse]
-    """GetProgress returns the training progress of a model. Errors: NOT_FOUND."""
+    """GetProgress returns the latest training's progress of a model; on a completed model it
+    publishes the model (inferenceStatus Pending, then Running once loaded). Errors: NOT_FOUND,
+    PERMISSION_DENIED for another user's model.
+    """
     GetReady: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetReadyRequest, _messages_pb2.GetReadyResponse]
-    """GetReady says, as a JSON boolean, whether the model is trained and ready for inference."""
+    """GetReady says, as a bare JSON boolean, whether the model is published and serves. Errors:
+    NOT_FOUND, PERMISSION_DENIED for another user's model.
+    """
     AssignClusters: _grpc.UnaryUnaryMultiCallable[_messages_pb2.AssignClustersRequest, _messages_pb2.AssignClustersResponse]
-    """AssignClusters assigns new texts to the clusters of a ready model. Errors: NOT_FOUND,
-    FAILED_PRECONDITION while the model is not ready.
+    """AssignClusters assigns up to 1000 texts to the nearest clusters of a published model.
+    Errors: NOT_FOUND, INVALID_ARGUMENT (no texts, too many), FAILED_PRECONDITION while the
+    model is not trained or not yet published, UNAVAILABLE (503) once it was unpublished after
+    the idle timeout (train again with forceTrain false to republish).
+    """
+    ListClusters: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListClustersRequest, _messages_pb2.ListClustersResponse]
+    """ListClusters lists every cluster of the model's latest completed training. Errors:
+    NOT_FOUND, FAILED_PRECONDITION while no training completed.
+    """
+    ReportTrainingStatus: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ReportTrainingStatusRequest, _messages_pb2.ReportTrainingStatusResponse]
+    """ReportTrainingStatus records the status of the training named by the job token (the
+    clustering workload's callback). Job tokens only.
     """
 
 @_typing.type_check_only
 class ClusteringTrainingServiceAsyncStub(ClusteringTrainingServiceStub):
     """ClusteringTrainingService trains text-clustering models from dialogue and intent data, one
-    training at a time per modelId.
+    training at a time per modelId, publishes them and assigns new texts to their clusters.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Train: _aio.StreamUnaryMultiCallable[_messages_pb2.TrainRequest, _messages_pb2.Experiment]  # type: ignore[assignment]
     """Train starts a clustering training from a multipart form (modelId, productName, languageCode,
     dataSchema, dataFile, optional secondaryDataSchema/secondaryDataFile, numClusters, llm,
-    forceTrain) and returns the Experiment (200), or the running Experiment with HTTP 202 while a
-    training of the same modelId is still in progress. Errors: INVALID_ARGUMENT naming the bad
-    form field.
+    forceTrain) and returns the new Experiment (200). With forceTrain false and the same data and
+    parameters as the last completed training, the existing model is published again without
+    retraining (the Experiment is Completed at once). While a training of the same modelId is in
+    progress: HTTP 202 with `The training is still in progress for the same model ID: <modelId>`.
+    Errors: INVALID_ARGUMENT (400) naming the bad form field and the fix; PERMISSION_DENIED (403)
+    for another user's modelId.
     """
     TrainDeprecated: _aio.StreamUnaryMultiCallable[_messages_pb2.TrainDeprecatedRequest, _messages_pb2.Experiment]  # type: ignore[assignment]
-    """TrainDeprecated is Train under its deprecated URL; responses carry a `Deprecation` header."""
+    """TrainDeprecated is Train under its deprecated URL; responses carry `Deprecation: true` and a
+    `Link` header naming the new URL (rel="successor-version").
+    """
     GetProgress: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetProgressRequest, _messages_pb2.GetProgressResponse]  # type: ignore[assignment]
-    """GetProgress returns the training progress of a model. Errors: NOT_FOUND."""
+    """GetProgress returns the latest training's progress of a model; on a completed model it
+    publishes the model (inferenceStatus Pending, then Running once loaded). Errors: NOT_FOUND,
+    PERMISSION_DENIED for another user's model.
+    """
     GetReady: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetReadyRequest, _messages_pb2.GetReadyResponse]  # type: ignore[assignment]
-    """GetReady says, as a JSON boolean, whether the model is trained and ready for inference."""
+    """GetReady says, as a bare JSON boolean, whether the model is published and serves. Errors:
+    NOT_FOUND, PERMISSION_DENIED for another user's model.
+    """
     AssignClusters: _aio.UnaryUnaryMultiCallable[_messages_pb2.AssignClustersRequest, _messages_pb2.AssignClustersResponse]  # type: ignore[assignment]
-    """AssignClusters assigns new texts to the clusters of a ready model. Errors: NOT_FOUND,
-    FAILED_PRECONDITION while the model is not ready.
+    """AssignClusters assigns up to 1000 texts to the nearest clusters of a published model.
+    Errors: NOT_FOUND, INVALID_ARGUMENT (no texts, too many), FAILED_PRECONDITION while the
+    model is not trained or not yet published, UNAVAILABLE (503) once it was unpublished after
+    the idle timeout (train again with forceTrain false to republish).
+    """
+    ListClusters: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListClustersRequest, _messages_pb2.ListClustersResponse]  # type: ignore[assignment]
+    """ListClusters lists every cluster of the model's latest completed training. Errors:
+    NOT_FOUND, FAILED_PRECONDITION while no training completed.
+    """
+    ReportTrainingStatus: _aio.UnaryUnaryMultiCallable[_messages_pb2.ReportTrainingStatusRequest, _messages_pb2.ReportTrainingStatusResponse]  # type: ignore[assignment]
+    """ReportTrainingStatus records the status of the training named by the job token (the
+    clustering workload's callback). Job tokens only.
     """
 
 class ClusteringTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
     """ClusteringTrainingService trains text-clustering models from dialogue and intent data, one
-    training at a time per modelId.
+    training at a time per modelId, publishes them and assigns new texts to their clusters.
     """
 
     @_abc_1.abstractmethod
@@ -91,9 +131,12 @@ class ClusteringTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.Experiment, _abc.Awaitable[_messages_pb2.Experiment]]:
         """Train starts a clustering training from a multipart form (modelId, productName, languageCode,
         dataSchema, dataFile, optional secondaryDataSchema/secondaryDataFile, numClusters, llm,
-        forceTrain) and returns the Experiment (200), or the running Experiment with HTTP 202 while a
-        training of the same modelId is still in progress. Errors: INVALID_ARGUMENT naming the bad
-        form field.
+        forceTrain) and returns the new Experiment (200). With forceTrain false and the same data and
+        parameters as the last completed training, the existing model is published again without
+        retraining (the Experiment is Completed at once). While a training of the same modelId is in
+        progress: HTTP 202 with `The training is still in progress for the same model ID: <modelId>`.
+        Errors: INVALID_ARGUMENT (400) naming the bad form field and the fix; PERMISSION_DENIED (403)
+        for another user's modelId.
         """
 
     @_abc_1.abstractmethod
@@ -102,7 +145,9 @@ class ClusteringTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_messages_pb2.TrainDeprecatedRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.Experiment, _abc.Awaitable[_messages_pb2.Experiment]]:
-        """TrainDeprecated is Train under its deprecated URL; responses carry a `Deprecation` header."""
+        """TrainDeprecated is Train under its deprecated URL; responses carry `Deprecation: true` and a
+        `Link` header naming the new URL (rel="successor-version").
+        """
 
     @_abc_1.abstractmethod
     def GetProgress(
@@ -110,7 +155,10 @@ class ClusteringTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.GetProgressRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.GetProgressResponse, _abc.Awaitable[_messages_pb2.GetProgressResponse]]:
-        """GetProgress returns the training progress of a model. Errors: NOT_FOUND."""
+        """GetProgress returns the latest training's progress of a model; on a completed model it
+        publishes the model (inferenceStatus Pending, then Running once loaded). Errors: NOT_FOUND,
+        PERMISSION_DENIED for another user's model.
+        """
 
     @_abc_1.abstractmethod
     def GetReady(
@@ -118,7 +166,9 @@ class ClusteringTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.GetReadyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.GetReadyResponse, _abc.Awaitable[_messages_pb2.GetReadyResponse]]:
-        """GetReady says, as a JSON boolean, whether the model is trained and ready for inference."""
+        """GetReady says, as a bare JSON boolean, whether the model is published and serves. Errors:
+        NOT_FOUND, PERMISSION_DENIED for another user's model.
+        """
 
     @_abc_1.abstractmethod
     def AssignClusters(
@@ -126,8 +176,30 @@ class ClusteringTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.AssignClustersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.AssignClustersResponse, _abc.Awaitable[_messages_pb2.AssignClustersResponse]]:
-        """AssignClusters assigns new texts to the clusters of a ready model. Errors: NOT_FOUND,
-        FAILED_PRECONDITION while the model is not ready.
+        """AssignClusters assigns up to 1000 texts to the nearest clusters of a published model.
+        Errors: NOT_FOUND, INVALID_ARGUMENT (no texts, too many), FAILED_PRECONDITION while the
+        model is not trained or not yet published, UNAVAILABLE (503) once it was unpublished after
+        the idle timeout (train again with forceTrain false to republish).
+        """
+
+    @_abc_1.abstractmethod
+    def ListClusters(
+        self,
+        request: _messages_pb2.ListClustersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ListClustersResponse, _abc.Awaitable[_messages_pb2.ListClustersResponse]]:
+        """ListClusters lists every cluster of the model's latest completed training. Errors:
+        NOT_FOUND, FAILED_PRECONDITION while no training completed.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportTrainingStatus(
+        self,
+        request: _messages_pb2.ReportTrainingStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ReportTrainingStatusResponse, _abc.Awaitable[_messages_pb2.ReportTrainingStatusResponse]]:
+        """ReportTrainingStatus records the status of the training named by the job token (the
+        clustering workload's callback). Job tokens only.
         """
 
 def add_ClusteringTrainingServiceServicer_to_server(servicer: ClusteringTrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

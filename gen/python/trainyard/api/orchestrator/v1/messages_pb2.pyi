@@ -30,6 +30,7 @@ class FileInfo(_message.Message):
     LOCATION_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     DOC_ID_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """path is the file's path; for location "upload" it is an upload id."""
     location: _builtins.str
@@ -42,6 +43,12 @@ class FileInfo(_message.Message):
     def options(self) -> _struct_pb2.Struct:
         """options are location-specific options."""
 
+    @_builtins.property
+    def metadata(self) -> _struct_pb2.Struct:
+        """metadata is attached to every chunk of the file's documents (NDB); a CSV row's own
+        metadata columns take precedence over it.
+        """
+
     def __init__(
         self,
         *,
@@ -49,10 +56,11 @@ class FileInfo(_message.Message):
         location: _builtins.str = ...,
         options: _struct_pb2.Struct | None = ...,
         doc_id: _builtins.str | None = ...,
+        metadata: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_doc_id", b"_doc_id", "doc_id", b"doc_id", "options", b"options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_doc_id", b"_doc_id", "doc_id", b"doc_id", "metadata", b"metadata", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_doc_id", b"_doc_id", "doc_id", b"doc_id", "location", b"location", "options", b"options", "path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_doc_id", b"_doc_id", "doc_id", b"doc_id", "location", b"location", "metadata", b"metadata", "options", b"options", "path", b"path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__doc_id: _TypeAlias = _typing.Literal["doc_id"]  # noqa: Y015
     _WhichOneofArgType__doc_id: _TypeAlias = _typing.Literal["_doc_id", b"_doc_id"]  # noqa: Y015
@@ -1297,6 +1305,221 @@ class LogTrainMessageResponse(_message.Message):
 Global___LogTrainMessageResponse: _TypeAlias = LogTrainMessageResponse  # noqa: Y015
 
 @_typing.final
+class ReadTrainInputRequest(_message.Message):
+    """ReadTrainInputRequest names one input of the job token's model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URI_FIELD_NUMBER: _builtins.int
+    uri: _builtins.str
+    """uri is one of the input URIs of the model's trainer config, as the config writes it."""
+    def __init__(
+        self,
+        *,
+        uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadTrainInputRequest: _TypeAlias = ReadTrainInputRequest  # noqa: Y015
+
+@_typing.final
+class ReadTrainInputFile(_message.Message):
+    """ReadTrainInputFile starts one file of a streamed input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the file's path relative to what `uri` names ("sports/a.txt" under a folder or
+    prefix; the base name of a single file).
+    """
+    uri: _builtins.str
+    """uri is where the file came from."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadTrainInputFile: _TypeAlias = ReadTrainInputFile  # noqa: Y015
+
+@_typing.final
+class ReadTrainInputResponse(_message.Message):
+    """ReadTrainInputResponse is the start of the next file or the next bytes of the current one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """data is the next bytes of the current file (at most 1 MiB a message)."""
+    @_builtins.property
+    def file(self) -> Global___ReadTrainInputFile:
+        """file starts the next file."""
+
+    def __init__(
+        self,
+        *,
+        file: Global___ReadTrainInputFile | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "data", b"data", "file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "data", b"data", "file", b"file"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_chunk: _TypeAlias = _typing.Literal["file", "data"]  # noqa: Y015
+    _WhichOneofArgType_chunk: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_chunk) -> _WhichOneofReturnType_chunk | None: ...
+
+Global___ReadTrainInputResponse: _TypeAlias = ReadTrainInputResponse  # noqa: Y015
+
+@_typing.final
+class ReadTrainBlobRequest(_message.Message):
+    """ReadTrainBlobRequest names one blob of the artifact store."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """key is the blob's key relative to the store's root, e.g. "models/<model_id>/model/MANIFEST.json"."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadTrainBlobRequest: _TypeAlias = ReadTrainBlobRequest  # noqa: Y015
+
+@_typing.final
+class ReadTrainBlobResponse(_message.Message):
+    """ReadTrainBlobResponse is the next chunk of the blob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """data is the next bytes of the blob (at most 1 MiB a message)."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadTrainBlobResponse: _TypeAlias = ReadTrainBlobResponse  # noqa: Y015
+
+@_typing.final
+class WriteTrainBlobRequest(_message.Message):
+    """WriteTrainBlobRequest is one message of a blob's write."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """key, in the first message only, is the blob's key relative to the store's root."""
+    data: _builtins.bytes
+    """data is the next bytes of the blob (at most 1 MiB a message)."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteTrainBlobRequest: _TypeAlias = WriteTrainBlobRequest  # noqa: Y015
+
+@_typing.final
+class WriteTrainBlobResponse(_message.Message):
+    """WriteTrainBlobResponse describes the blob written."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """size is the blob's size in bytes."""
+    sha256: _builtins.str
+    """sha256 is the hex SHA-256 of the blob's bytes."""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteTrainBlobResponse: _TypeAlias = WriteTrainBlobResponse  # noqa: Y015
+
+@_typing.final
+class DeleteTrainBlobsRequest(_message.Message):
+    """DeleteTrainBlobsRequest names the prefix to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFIX_FIELD_NUMBER: _builtins.int
+    prefix: _builtins.str
+    """prefix is a folder (ending in "/") relative to the store's root."""
+    def __init__(
+        self,
+        *,
+        prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prefix", b"prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTrainBlobsRequest: _TypeAlias = DeleteTrainBlobsRequest  # noqa: Y015
+
+@_typing.final
+class DeleteTrainBlobsResponse(_message.Message):
+    """DeleteTrainBlobsResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTrainBlobsResponse: _TypeAlias = DeleteTrainBlobsResponse  # noqa: Y015
+
+@_typing.final
 class StopTrainingRequest(_message.Message):
     """StopTrainingRequest names a model whose training to stop."""
 
@@ -1891,3 +2114,460 @@ class AddTokenFeedbackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AddTokenFeedbackResponse: _TypeAlias = AddTokenFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class SearchRequest(_message.Message):
+    """---- NDB search and feedback (/api/v2/model/{model_id}/search, upvote, associate,
+    implicit-feedback, sources). The model must be a complete ndb model; any reader may search it
+    and send feedback (stored per model and per user, kept across restarts, deleted with the model).
+
+    SearchRequest searches a complete ndb model: one query or a list of them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    QUERIES_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the ndb model's id."""
+    query: _builtins.str
+    """query is one query of at most 100,000 characters; give query or queries, not both."""
+    top_k: _builtins.int
+    """top_k is how many references to return per query, 1 to 100; default 5. A call returns at most
+    10,000 references in all (queries x top_k).
+    """
+    @_builtins.property
+    def queries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """queries are 1 to 1,000 queries of at most 100,000 characters each."""
+
+    @_builtins.property
+    def constraints(self) -> _struct_pb2.Struct:
+        """constraints keep only references whose metadata match: {"<metadata key>": value} is equality,
+        {"<key>": [v1, v2]} means any of them. At most 100 keys (of at most 255 characters) and 1,000
+        values a key; values are strings, numbers or booleans.
+        """
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        query: _builtins.str | None = ...,
+        queries: _abc.Iterable[_builtins.str] | None = ...,
+        top_k: _builtins.int | None = ...,
+        constraints: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_query", b"_query", "_top_k", b"_top_k", "constraints", b"constraints", "query", b"query", "top_k", b"top_k"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_query", b"_query", "_top_k", b"_top_k", "constraints", b"constraints", "model_id", b"model_id", "queries", b"queries", "query", b"query", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__query: _TypeAlias = _typing.Literal["query"]  # noqa: Y015
+    _WhichOneofArgType__query: _TypeAlias = _typing.Literal["_query", b"_query"]  # noqa: Y015
+    _WhichOneofReturnType__top_k: _TypeAlias = _typing.Literal["top_k"]  # noqa: Y015
+    _WhichOneofArgType__top_k: _TypeAlias = _typing.Literal["_top_k", b"_top_k"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__query) -> _WhichOneofReturnType__query | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_k) -> _WhichOneofReturnType__top_k | None: ...
+
+Global___SearchRequest: _TypeAlias = SearchRequest  # noqa: Y015
+
+@_typing.final
+class Reference(_message.Message):
+    """Reference is one retrieved chunk of a document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DOC_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the chunk's reference id, `<doc_id>#<n>` for a file's chunks (the id upvotes name)."""
+    doc_id: _builtins.str
+    """doc_id is the document's id: a file's name, or a CSV row's id."""
+    text: _builtins.str
+    """text is the chunk's text."""
+    source: _builtins.str
+    """source is the name of the file the document came from."""
+    score: _builtins.float
+    """score is the retrieval score, higher is better (comparable within one query only)."""
+    @_builtins.property
+    def metadata(self) -> _struct_pb2.Struct:
+        """metadata are the chunk's metadata (a CSV row's other columns, a file entry's metadata)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        doc_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        source: _builtins.str = ...,
+        score: _builtins.float = ...,
+        metadata: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["doc_id", b"doc_id", "id", b"id", "metadata", b"metadata", "score", b"score", "source", b"source", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reference: _TypeAlias = Reference  # noqa: Y015
+
+@_typing.final
+class SearchResult(_message.Message):
+    """SearchResult holds one query's references, best first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """query is the query, as sent."""
+    @_builtins.property
+    def references(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reference]:
+        """references are the best matches, best first; at most top_k."""
+
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        references: _abc.Iterable[Global___Reference] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "references", b"references"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchResult: _TypeAlias = SearchResult  # noqa: Y015
+
+@_typing.final
+class SearchResponse(_message.Message):
+    """SearchResponse holds one result per query, in the order of the queries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchResult]:
+        """results are the answers, one per query."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SearchResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchResponse: _TypeAlias = SearchResponse  # noqa: Y015
+
+@_typing.final
+class TextIdPair(_message.Message):
+    """TextIdPair is an upvote: the reference that answers a query."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_TEXT_FIELD_NUMBER: _builtins.int
+    REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    query_text: _builtins.str
+    """query_text is the query, 1 to 1,000 characters."""
+    reference_id: _builtins.str
+    """reference_id is the id of a reference of the model (Reference.id), at most 4,096 characters."""
+    def __init__(
+        self,
+        *,
+        query_text: _builtins.str = ...,
+        reference_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query_text", b"query_text", "reference_id", b"reference_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TextIdPair: _TypeAlias = TextIdPair  # noqa: Y015
+
+@_typing.final
+class UpvoteRequest(_message.Message):
+    """UpvoteRequest records upvotes: each query should rank its reference first once the model is
+    retrained (POST /api/v2/train/ndb-retrain).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    TEXT_ID_PAIRS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the ndb model's id."""
+    @_builtins.property
+    def text_id_pairs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TextIdPair]:
+        """text_id_pairs are 1 to 1,000 upvotes; every reference_id must be a reference of the model."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        text_id_pairs: _abc.Iterable[Global___TextIdPair] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "text_id_pairs", b"text_id_pairs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpvoteRequest: _TypeAlias = UpvoteRequest  # noqa: Y015
+
+@_typing.final
+class UpvoteResponse(_message.Message):
+    """UpvoteResponse says how many upvotes were recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.int
+    """recorded is the number of upvotes stored."""
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpvoteResponse: _TypeAlias = UpvoteResponse  # noqa: Y015
+
+@_typing.final
+class TextPair(_message.Message):
+    """TextPair is an association: a phrase that should retrieve like another."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """source is the phrase users type, 1 to 1,000 characters."""
+    target: _builtins.str
+    """target is the phrase it means, 1 to 1,000 characters, different from source."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        target: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TextPair: _TypeAlias = TextPair  # noqa: Y015
+
+@_typing.final
+class AssociateRequest(_message.Message):
+    """AssociateRequest records associations: once the model is retrained, each source retrieves what
+    its target retrieves.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    TEXT_PAIRS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the ndb model's id."""
+    @_builtins.property
+    def text_pairs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TextPair]:
+        """text_pairs are 1 to 1,000 associations."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        text_pairs: _abc.Iterable[Global___TextPair] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "text_pairs", b"text_pairs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssociateRequest: _TypeAlias = AssociateRequest  # noqa: Y015
+
+@_typing.final
+class AssociateResponse(_message.Message):
+    """AssociateResponse says how many associations were recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.int
+    """recorded is the number of associations stored."""
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssociateResponse: _TypeAlias = AssociateResponse  # noqa: Y015
+
+@_typing.final
+class ImplicitFeedbackRequest(_message.Message):
+    """ImplicitFeedbackRequest records one user event on a search result (a click, a copy...): a
+    weaker upvote of the reference for the query.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    QUERY_TEXT_FIELD_NUMBER: _builtins.int
+    REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the ndb model's id."""
+    query_text: _builtins.str
+    """query_text is the query that returned the reference, 1 to 1,000 characters."""
+    reference_id: _builtins.str
+    """reference_id is the id of a reference of the model (Reference.id)."""
+    event: _builtins.str
+    """event names what the user did, e.g. "click": 1 to 64 letters, digits, '_', '-' or '.'."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        query_text: _builtins.str = ...,
+        reference_id: _builtins.str = ...,
+        event: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "model_id", b"model_id", "query_text", b"query_text", "reference_id", b"reference_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImplicitFeedbackRequest: _TypeAlias = ImplicitFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class ImplicitFeedbackResponse(_message.Message):
+    """ImplicitFeedbackResponse says how many events were recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.int
+    """recorded is the number of events stored (1)."""
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImplicitFeedbackResponse: _TypeAlias = ImplicitFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class ListSourcesRequest(_message.Message):
+    """ListSourcesRequest lists the documents of a complete ndb model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """model_id is the ndb model's id."""
+    page_size: _builtins.int
+    """page_size is the most documents to return; 0 means 1,000, at most 10,000."""
+    page_token: _builtins.str
+    """page_token is a next_page_token from a previous response, unchanged."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSourcesRequest: _TypeAlias = ListSourcesRequest  # noqa: Y015
+
+@_typing.final
+class SourceInfo(_message.Message):
+    """SourceInfo is one document of an ndb model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOC_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CHUNK_COUNT_FIELD_NUMBER: _builtins.int
+    doc_id: _builtins.str
+    """doc_id is the document's id."""
+    source: _builtins.str
+    """source is the name of the file it came from."""
+    chunk_count: _builtins.int
+    """chunk_count is the number of chunks (references) it was split into."""
+    def __init__(
+        self,
+        *,
+        doc_id: _builtins.str = ...,
+        source: _builtins.str = ...,
+        chunk_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "doc_id", b"doc_id", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceInfo: _TypeAlias = SourceInfo  # noqa: Y015
+
+@_typing.final
+class ListSourcesResponse(_message.Message):
+    """ListSourcesResponse is one page of the model's documents, in the model's order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """next_page_token fetches the next page; empty on the last one."""
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceInfo]:
+        """sources are the page's documents."""
+
+    def __init__(
+        self,
+        *,
+        sources: _abc.Iterable[Global___SourceInfo] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "sources", b"sources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSourcesResponse: _TypeAlias = ListSourcesResponse  # noqa: Y015

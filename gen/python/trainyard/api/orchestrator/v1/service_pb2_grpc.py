@@ -103,6 +103,26 @@ class TrainServiceStub:
                 request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageResponse.FromString,
                 _registered_method=True)
+        self.ReadTrainInput = channel.unary_stream(
+                '/trainyard.api.orchestrator.v1.TrainService/ReadTrainInput',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputResponse.FromString,
+                _registered_method=True)
+        self.ReadTrainBlob = channel.unary_stream(
+                '/trainyard.api.orchestrator.v1.TrainService/ReadTrainBlob',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobResponse.FromString,
+                _registered_method=True)
+        self.WriteTrainBlob = channel.stream_unary(
+                '/trainyard.api.orchestrator.v1.TrainService/WriteTrainBlob',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobResponse.FromString,
+                _registered_method=True)
+        self.DeleteTrainBlobs = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.TrainService/DeleteTrainBlobs',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainServiceServicer:
@@ -119,7 +139,12 @@ class TrainServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RetrainNdb(self, request, context):
-        """RetrainNdb retrains an NDB model from all feedback collected from its users.
+        """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+        on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+        associated phrases retrieve like their targets; the base is not changed. The base's owner
+        retrains on every user's feedback, another reader (of a public model) on the owner's and
+        their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+        ..."); feedback beyond a configured size is left out, oldest first, with a warning.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,6 +246,48 @@ class TrainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadTrainInput(self, request, context):
+        """ReadTrainInput streams the input files of the job token's model that `uri` names: one of the
+        URIs its trainer config lists (an upload's file, a file or folder under an allowed local root,
+        an S3 object or prefix). The orchestrator reads them with its own access (the upload service,
+        its S3 credentials), so a workload needs none and reads nothing but its own model's inputs.
+        A folder or prefix is streamed file after file, each starting with its `file` header. Job
+        tokens only; internal, no REST route. Errors: PERMISSION_DENIED for a URI the model's config
+        does not list, NOT_FOUND when it names nothing (any more).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadTrainBlob(self, request, context):
+        """ReadTrainBlob streams one blob of the artifact store: a key under `models/<model_id>/` of
+        the job token's model or of its base model. Job tokens only; internal. Errors:
+        PERMISSION_DENIED for any other key, NOT_FOUND for a missing blob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteTrainBlob(self, request_iterator, context):
+        """WriteTrainBlob writes one blob under `models/<model_id>/` of the job token's model: the first
+        message names the key, every message may carry data; the blob exists (whole) only once the
+        stream ends without error. Job tokens only; internal. Errors: PERMISSION_DENIED for any other
+        key, INVALID_ARGUMENT for a first message without a key, RESOURCE_EXHAUSTED past the largest
+        artifact file the server takes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTrainBlobs(self, request, context):
+        """DeleteTrainBlobs deletes every blob under a prefix inside `models/<model_id>/` of the job
+        token's model (an aborted artifact version). Job tokens only; internal. Errors:
+        PERMISSION_DENIED for any other prefix.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -288,6 +355,26 @@ def add_TrainServiceServicer_to_server(servicer, server):
                     servicer.LogTrainMessage,
                     request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.LogTrainMessageResponse.SerializeToString,
+            ),
+            'ReadTrainInput': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadTrainInput,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputResponse.SerializeToString,
+            ),
+            'ReadTrainBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadTrainBlob,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobResponse.SerializeToString,
+            ),
+            'WriteTrainBlob': grpc.stream_unary_rpc_method_handler(
+                    servicer.WriteTrainBlob,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobResponse.SerializeToString,
+            ),
+            'DeleteTrainBlobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTrainBlobs,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -654,6 +741,114 @@ class TrainService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ReadTrainInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.TrainService/ReadTrainInput',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainInputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadTrainBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.TrainService/ReadTrainBlob',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ReadTrainBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteTrainBlob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/trainyard.api.orchestrator.v1.TrainService/WriteTrainBlob',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.WriteTrainBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTrainBlobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.TrainService/DeleteTrainBlobs',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.DeleteTrainBlobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ModelServiceStub:
     """ModelService manages models and serves predictions from the trained ones. Reads need read
@@ -710,6 +905,31 @@ class ModelServiceStub:
                 '/trainyard.api.orchestrator.v1.ModelService/AddTokenFeedback',
                 request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackResponse.FromString,
+                _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/Search',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchResponse.FromString,
+                _registered_method=True)
+        self.Upvote = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/Upvote',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteResponse.FromString,
+                _registered_method=True)
+        self.Associate = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/Associate',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateResponse.FromString,
+                _registered_method=True)
+        self.ImplicitFeedback = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/ImplicitFeedback',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackResponse.FromString,
+                _registered_method=True)
+        self.ListSources = channel.unary_unary(
+                '/trainyard.api.orchestrator.v1.ModelService/ListSources',
+                request_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesResponse.FromString,
                 _registered_method=True)
 
 
@@ -794,6 +1014,53 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Search(self, request, context):
+        """---- NDB search and feedback. Read access is enough (owner, or any user of a public model);
+        the model must be a complete ndb model, else FAILED_PRECONDITION (422) saying which it is
+        not. An unknown model is NOT_FOUND (404), another user's private model PERMISSION_DENIED (403).
+        Invalid requests are 422 with every violation; search, upvote and associate bodies are at
+        most 1 MiB, implicit-feedback bodies 64 KiB (413 beyond).
+
+        Search returns the best references of a complete ndb model for each query, best first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Upvote(self, request, context):
+        """Upvote records that queries should rank references first. Stored per model and per user,
+        used by ndb-retrain. A reference_id the model does not hold is 422 naming it; a model holds
+        at most a configured number of feedback entries (422 beyond).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Associate(self, request, context):
+        """Associate records that source phrases should retrieve like target phrases. Stored per model
+        and per user, used by ndb-retrain; a model holds at most a configured number of feedback
+        entries (422 beyond).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImplicitFeedback(self, request, context):
+        """ImplicitFeedback records one user event on a reference returned for a query (a weaker
+        upvote), used by ndb-retrain. A reference_id the model does not hold is 422 naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSources(self, request, context):
+        """ListSources lists the documents of a complete ndb model (doc id, source file, chunk count),
+        a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -841,6 +1108,31 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.AddTokenFeedback,
                     request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackResponse.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchResponse.SerializeToString,
+            ),
+            'Upvote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Upvote,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteResponse.SerializeToString,
+            ),
+            'Associate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Associate,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateResponse.SerializeToString,
+            ),
+            'ImplicitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImplicitFeedback,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackResponse.SerializeToString,
+            ),
+            'ListSources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSources,
+                    request_deserializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1088,6 +1380,141 @@ class ModelService:
             '/trainyard.api.orchestrator.v1.ModelService/AddTokenFeedback',
             trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackRequest.SerializeToString,
             trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AddTokenFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/Search',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Upvote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/Upvote',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.UpvoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Associate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/Associate',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.AssociateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImplicitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/ImplicitFeedback',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ImplicitFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.orchestrator.v1.ModelService/ListSources',
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesRequest.SerializeToString,
+            trainyard_dot_api_dot_orchestrator_dot_v1_dot_messages__pb2.ListSourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,7 +40,13 @@ class TrainServiceStub:
     TrainNdb: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNdbRequest, _messages_pb2.TrainNdbResponse]
     """TrainNdb trains an NDB (document retrieval) model."""
     RetrainNdb: _grpc.UnaryUnaryMultiCallable[_messages_pb2.RetrainNdbRequest, _messages_pb2.RetrainNdbResponse]
-    """RetrainNdb retrains an NDB model from all feedback collected from its users."""
+    """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+    on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+    associated phrases retrieve like their targets; the base is not changed. The base's owner
+    retrains on every user's feedback, another reader (of a public model) on the owner's and
+    their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+    ..."); feedback beyond a configured size is left out, oldest first, with a warning.
+    """
     TrainNlpToken: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTokenRequest, _messages_pb2.TrainNlpTokenResponse]
     """TrainNlpToken trains an NLP token-classification model."""
     TrainNlpText: _grpc.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTextRequest, _messages_pb2.TrainNlpTextResponse]
@@ -90,6 +96,32 @@ class TrainServiceStub:
     """LogTrainMessage records a warning or error for the model named by the job token. Job tokens
     only. The documented method is GET with a JSON body; POST is accepted too.
     """
+    ReadTrainInput: _grpc.UnaryStreamMultiCallable[_messages_pb2.ReadTrainInputRequest, _messages_pb2.ReadTrainInputResponse]
+    """ReadTrainInput streams the input files of the job token's model that `uri` names: one of the
+    URIs its trainer config lists (an upload's file, a file or folder under an allowed local root,
+    an S3 object or prefix). The orchestrator reads them with its own access (the upload service,
+    its S3 credentials), so a workload needs none and reads nothing but its own model's inputs.
+    A folder or prefix is streamed file after file, each starting with its `file` header. Job
+    tokens only; internal, no REST route. Errors: PERMISSION_DENIED for a URI the model's config
+    does not list, NOT_FOUND when it names nothing (any more).
+    """
+    ReadTrainBlob: _grpc.UnaryStreamMultiCallable[_messages_pb2.ReadTrainBlobRequest, _messages_pb2.ReadTrainBlobResponse]
+    """ReadTrainBlob streams one blob of the artifact store: a key under `models/<model_id>/` of
+    the job token's model or of its base model. Job tokens only; internal. Errors:
+    PERMISSION_DENIED for any other key, NOT_FOUND for a missing blob.
+    """
+    WriteTrainBlob: _grpc.StreamUnaryMultiCallable[_messages_pb2.WriteTrainBlobRequest, _messages_pb2.WriteTrainBlobResponse]
+    """WriteTrainBlob writes one blob under `models/<model_id>/` of the job token's model: the first
+    message names the key, every message may carry data; the blob exists (whole) only once the
+    stream ends without error. Job tokens only; internal. Errors: PERMISSION_DENIED for any other
+    key, INVALID_ARGUMENT for a first message without a key, RESOURCE_EXHAUSTED past the largest
+    artifact file the server takes.
+    """
+    DeleteTrainBlobs: _grpc.UnaryUnaryMultiCallable[_messages_pb2.DeleteTrainBlobsRequest, _messages_pb2.DeleteTrainBlobsResponse]
+    """DeleteTrainBlobs deletes every blob under a prefix inside `models/<model_id>/` of the job
+    token's model (an aborted artifact version). Job tokens only; internal. Errors:
+    PERMISSION_DENIED for any other prefix.
+    """
 
 @_typing.type_check_only
 class TrainServiceAsyncStub(TrainServiceStub):
@@ -102,7 +134,13 @@ class TrainServiceAsyncStub(TrainServiceStub):
     TrainNdb: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNdbRequest, _messages_pb2.TrainNdbResponse]  # type: ignore[assignment]
     """TrainNdb trains an NDB (document retrieval) model."""
     RetrainNdb: _aio.UnaryUnaryMultiCallable[_messages_pb2.RetrainNdbRequest, _messages_pb2.RetrainNdbResponse]  # type: ignore[assignment]
-    """RetrainNdb retrains an NDB model from all feedback collected from its users."""
+    """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+    on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+    associated phrases retrieve like their targets; the base is not changed. The base's owner
+    retrains on every user's feedback, another reader (of a public model) on the owner's and
+    their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+    ..."); feedback beyond a configured size is left out, oldest first, with a warning.
+    """
     TrainNlpToken: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTokenRequest, _messages_pb2.TrainNlpTokenResponse]  # type: ignore[assignment]
     """TrainNlpToken trains an NLP token-classification model."""
     TrainNlpText: _aio.UnaryUnaryMultiCallable[_messages_pb2.TrainNlpTextRequest, _messages_pb2.TrainNlpTextResponse]  # type: ignore[assignment]
@@ -152,6 +190,32 @@ class TrainServiceAsyncStub(TrainServiceStub):
     """LogTrainMessage records a warning or error for the model named by the job token. Job tokens
     only. The documented method is GET with a JSON body; POST is accepted too.
     """
+    ReadTrainInput: _aio.UnaryStreamMultiCallable[_messages_pb2.ReadTrainInputRequest, _messages_pb2.ReadTrainInputResponse]  # type: ignore[assignment]
+    """ReadTrainInput streams the input files of the job token's model that `uri` names: one of the
+    URIs its trainer config lists (an upload's file, a file or folder under an allowed local root,
+    an S3 object or prefix). The orchestrator reads them with its own access (the upload service,
+    its S3 credentials), so a workload needs none and reads nothing but its own model's inputs.
+    A folder or prefix is streamed file after file, each starting with its `file` header. Job
+    tokens only; internal, no REST route. Errors: PERMISSION_DENIED for a URI the model's config
+    does not list, NOT_FOUND when it names nothing (any more).
+    """
+    ReadTrainBlob: _aio.UnaryStreamMultiCallable[_messages_pb2.ReadTrainBlobRequest, _messages_pb2.ReadTrainBlobResponse]  # type: ignore[assignment]
+    """ReadTrainBlob streams one blob of the artifact store: a key under `models/<model_id>/` of
+    the job token's model or of its base model. Job tokens only; internal. Errors:
+    PERMISSION_DENIED for any other key, NOT_FOUND for a missing blob.
+    """
+    WriteTrainBlob: _aio.StreamUnaryMultiCallable[_messages_pb2.WriteTrainBlobRequest, _messages_pb2.WriteTrainBlobResponse]  # type: ignore[assignment]
+    """WriteTrainBlob writes one blob under `models/<model_id>/` of the job token's model: the first
+    message names the key, every message may carry data; the blob exists (whole) only once the
+    stream ends without error. Job tokens only; internal. Errors: PERMISSION_DENIED for any other
+    key, INVALID_ARGUMENT for a first message without a key, RESOURCE_EXHAUSTED past the largest
+    artifact file the server takes.
+    """
+    DeleteTrainBlobs: _aio.UnaryUnaryMultiCallable[_messages_pb2.DeleteTrainBlobsRequest, _messages_pb2.DeleteTrainBlobsResponse]  # type: ignore[assignment]
+    """DeleteTrainBlobs deletes every blob under a prefix inside `models/<model_id>/` of the job
+    token's model (an aborted artifact version). Job tokens only; internal. Errors:
+    PERMISSION_DENIED for any other prefix.
+    """
 
 class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
     """TrainService validates train requests, keeps the model registry and runs trainers as job-runner
@@ -173,7 +237,13 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.RetrainNdbRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.RetrainNdbResponse, _abc.Awaitable[_messages_pb2.RetrainNdbResponse]]:
-        """RetrainNdb retrains an NDB model from all feedback collected from its users."""
+        """RetrainNdb trains a new NDB model from a complete ndb base model and the feedback collected
+        on it (upvote, associate, implicit-feedback): upvoted queries rank their reference first and
+        associated phrases retrieve like their targets; the base is not changed. The base's owner
+        retrains on every user's feedback, another reader (of a public model) on the owner's and
+        their own. A base without such feedback is FAILED_PRECONDITION (422, "... has no feedback
+        ..."); feedback beyond a configured size is left out, oldest first, with a warning.
+        """
 
     @_abc_1.abstractmethod
     def TrainNlpToken(
@@ -290,6 +360,56 @@ class TrainServiceServicer(metaclass=_abc_1.ABCMeta):
         only. The documented method is GET with a JSON body; POST is accepted too.
         """
 
+    @_abc_1.abstractmethod
+    def ReadTrainInput(
+        self,
+        request: _messages_pb2.ReadTrainInputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_messages_pb2.ReadTrainInputResponse], _abc.AsyncIterator[_messages_pb2.ReadTrainInputResponse]]:
+        """ReadTrainInput streams the input files of the job token's model that `uri` names: one of the
+        URIs its trainer config lists (an upload's file, a file or folder under an allowed local root,
+        an S3 object or prefix). The orchestrator reads them with its own access (the upload service,
+        its S3 credentials), so a workload needs none and reads nothing but its own model's inputs.
+        A folder or prefix is streamed file after file, each starting with its `file` header. Job
+        tokens only; internal, no REST route. Errors: PERMISSION_DENIED for a URI the model's config
+        does not list, NOT_FOUND when it names nothing (any more).
+        """
+
+    @_abc_1.abstractmethod
+    def ReadTrainBlob(
+        self,
+        request: _messages_pb2.ReadTrainBlobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_messages_pb2.ReadTrainBlobResponse], _abc.AsyncIterator[_messages_pb2.ReadTrainBlobResponse]]:
+        """ReadTrainBlob streams one blob of the artifact store: a key under `models/<model_id>/` of
+        the job token's model or of its base model. Job tokens only; internal. Errors:
+        PERMISSION_DENIED for any other key, NOT_FOUND for a missing blob.
+        """
+
+    @_abc_1.abstractmethod
+    def WriteTrainBlob(
+        self,
+        request_iterator: _MaybeAsyncIterator[_messages_pb2.WriteTrainBlobRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.WriteTrainBlobResponse, _abc.Awaitable[_messages_pb2.WriteTrainBlobResponse]]:
+        """WriteTrainBlob writes one blob under `models/<model_id>/` of the job token's model: the first
+        message names the key, every message may carry data; the blob exists (whole) only once the
+        stream ends without error. Job tokens only; internal. Errors: PERMISSION_DENIED for any other
+        key, INVALID_ARGUMENT for a first message without a key, RESOURCE_EXHAUSTED past the largest
+        artifact file the server takes.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteTrainBlobs(
+        self,
+        request: _messages_pb2.DeleteTrainBlobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.DeleteTrainBlobsResponse, _abc.Awaitable[_messages_pb2.DeleteTrainBlobsResponse]]:
+        """DeleteTrainBlobs deletes every blob under a prefix inside `models/<model_id>/` of the job
+        token's model (an aborted artifact version). Job tokens only; internal. Errors:
+        PERMISSION_DENIED for any other prefix.
+        """
+
 def add_TrainServiceServicer_to_server(servicer: TrainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class ModelServiceStub:
@@ -335,6 +455,33 @@ class ModelServiceStub:
     nlp-token model, or one that already holds max_token_feedback_per_model (setting, default
     10,000) sentences.
     """
+    Search: _grpc.UnaryUnaryMultiCallable[_messages_pb2.SearchRequest, _messages_pb2.SearchResponse]
+    """---- NDB search and feedback. Read access is enough (owner, or any user of a public model);
+    the model must be a complete ndb model, else FAILED_PRECONDITION (422) saying which it is
+    not. An unknown model is NOT_FOUND (404), another user's private model PERMISSION_DENIED (403).
+    Invalid requests are 422 with every violation; search, upvote and associate bodies are at
+    most 1 MiB, implicit-feedback bodies 64 KiB (413 beyond).
+
+    Search returns the best references of a complete ndb model for each query, best first.
+    """
+    Upvote: _grpc.UnaryUnaryMultiCallable[_messages_pb2.UpvoteRequest, _messages_pb2.UpvoteResponse]
+    """Upvote records that queries should rank references first. Stored per model and per user,
+    used by ndb-retrain. A reference_id the model does not hold is 422 naming it; a model holds
+    at most a configured number of feedback entries (422 beyond).
+    """
+    Associate: _grpc.UnaryUnaryMultiCallable[_messages_pb2.AssociateRequest, _messages_pb2.AssociateResponse]
+    """Associate records that source phrases should retrieve like target phrases. Stored per model
+    and per user, used by ndb-retrain; a model holds at most a configured number of feedback
+    entries (422 beyond).
+    """
+    ImplicitFeedback: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ImplicitFeedbackRequest, _messages_pb2.ImplicitFeedbackResponse]
+    """ImplicitFeedback records one user event on a reference returned for a query (a weaker
+    upvote), used by ndb-retrain. A reference_id the model does not hold is 422 naming it.
+    """
+    ListSources: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListSourcesRequest, _messages_pb2.ListSourcesResponse]
+    """ListSources lists the documents of a complete ndb model (doc id, source file, chunk count),
+    a page at a time.
+    """
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
@@ -376,6 +523,33 @@ class ModelServiceAsyncStub(ModelServiceStub):
     B-/I- forms, or its outside tag) is 422 naming it; so is a model that is not a complete
     nlp-token model, or one that already holds max_token_feedback_per_model (setting, default
     10,000) sentences.
+    """
+    Search: _aio.UnaryUnaryMultiCallable[_messages_pb2.SearchRequest, _messages_pb2.SearchResponse]  # type: ignore[assignment]
+    """---- NDB search and feedback. Read access is enough (owner, or any user of a public model);
+    the model must be a complete ndb model, else FAILED_PRECONDITION (422) saying which it is
+    not. An unknown model is NOT_FOUND (404), another user's private model PERMISSION_DENIED (403).
+    Invalid requests are 422 with every violation; search, upvote and associate bodies are at
+    most 1 MiB, implicit-feedback bodies 64 KiB (413 beyond).
+
+    Search returns the best references of a complete ndb model for each query, best first.
+    """
+    Upvote: _aio.UnaryUnaryMultiCallable[_messages_pb2.UpvoteRequest, _messages_pb2.UpvoteResponse]  # type: ignore[assignment]
+    """Upvote records that queries should rank references first. Stored per model and per user,
+    used by ndb-retrain. A reference_id the model does not hold is 422 naming it; a model holds
+    at most a configured number of feedback entries (422 beyond).
+    """
+    Associate: _aio.UnaryUnaryMultiCallable[_messages_pb2.AssociateRequest, _messages_pb2.AssociateResponse]  # type: ignore[assignment]
+    """Associate records that source phrases should retrieve like target phrases. Stored per model
+    and per user, used by ndb-retrain; a model holds at most a configured number of feedback
+    entries (422 beyond).
+    """
+    ImplicitFeedback: _aio.UnaryUnaryMultiCallable[_messages_pb2.ImplicitFeedbackRequest, _messages_pb2.ImplicitFeedbackResponse]  # type: ignore[assignment]
+    """ImplicitFeedback records one user event on a reference returned for a query (a weaker
+    upvote), used by ndb-retrain. A reference_id the model does not hold is 422 naming it.
+    """
+    ListSources: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListSourcesRequest, _messages_pb2.ListSourcesResponse]  # type: ignore[assignment]
+    """ListSources lists the documents of a complete ndb model (doc id, source file, chunk count),
+    a page at a time.
     """
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -469,6 +643,63 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         B-/I- forms, or its outside tag) is 422 naming it; so is a model that is not a complete
         nlp-token model, or one that already holds max_token_feedback_per_model (setting, default
         10,000) sentences.
+        """
+
+    @_abc_1.abstractmethod
+    def Search(
+        self,
+        request: _messages_pb2.SearchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.SearchResponse, _abc.Awaitable[_messages_pb2.SearchResponse]]:
+        """---- NDB search and feedback. Read access is enough (owner, or any user of a public model);
+        the model must be a complete ndb model, else FAILED_PRECONDITION (422) saying which it is
+        not. An unknown model is NOT_FOUND (404), another user's private model PERMISSION_DENIED (403).
+        Invalid requests are 422 with every violation; search, upvote and associate bodies are at
+        most 1 MiB, implicit-feedback bodies 64 KiB (413 beyond).
+
+        Search returns the best references of a complete ndb model for each query, best first.
+        """
+
+    @_abc_1.abstractmethod
+    def Upvote(
+        self,
+        request: _messages_pb2.UpvoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.UpvoteResponse, _abc.Awaitable[_messages_pb2.UpvoteResponse]]:
+        """Upvote records that queries should rank references first. Stored per model and per user,
+        used by ndb-retrain. A reference_id the model does not hold is 422 naming it; a model holds
+        at most a configured number of feedback entries (422 beyond).
+        """
+
+    @_abc_1.abstractmethod
+    def Associate(
+        self,
+        request: _messages_pb2.AssociateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.AssociateResponse, _abc.Awaitable[_messages_pb2.AssociateResponse]]:
+        """Associate records that source phrases should retrieve like target phrases. Stored per model
+        and per user, used by ndb-retrain; a model holds at most a configured number of feedback
+        entries (422 beyond).
+        """
+
+    @_abc_1.abstractmethod
+    def ImplicitFeedback(
+        self,
+        request: _messages_pb2.ImplicitFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ImplicitFeedbackResponse, _abc.Awaitable[_messages_pb2.ImplicitFeedbackResponse]]:
+        """ImplicitFeedback records one user event on a reference returned for a query (a weaker
+        upvote), used by ndb-retrain. A reference_id the model does not hold is 422 naming it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSources(
+        self,
+        request: _messages_pb2.ListSourcesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ListSourcesResponse, _abc.Awaitable[_messages_pb2.ListSourcesResponse]]:
+        """ListSources lists the documents of a complete ndb model (doc id, source file, chunk count),
+        a page at a time.
         """
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

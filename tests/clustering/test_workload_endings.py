@@ -1,0 +1,158 @@
+"""How a clustering training ends without the real trainer: a workload that dies without
+reporting is Failed with the reason, and the job-token status callback (gRPC) accepts only its
+own training's statuses, forward only, never after the end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from tests.clustering.support import DIALOGUE_CSV, Clustering, script, start_clustering
+from tests.support.harness import TEST_SECRET
+from tests.support.wait import eventually
+from trainyard.api.clustering.v1 import messages_pb2 as msgs
+from trainyard.api.clustering.v1 import service_pb2_grpc as svc_grpc
+from trainyard.clustering.app import build as build_clustering
+from trainyard.clustering.settings import ClusteringSettings
+from trainyard.runtime.settings import CommonSettings
+
+FORM = {
+    "modelId": "",
+    "productName": "p",
+    "languageCode": "en-US",
+    "dataSchema": "dialogue",
+    "numClusters": "2",
+}
+
+
+def _train(c: Clustering) -> tuple[str, str]:
+    model_id = f"m-{uuid.uuid4().hex[:10]}"
+    resp = c.train({**FORM, "modelId": model_id}, {"dataFile": ("d.csv", DIALOGUE_CSV)})
+    assert resp.status_code == 200, resp.text
+    return model_id, str(resp.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def crashing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clustering]:
+    trainer = script(tmp_path_factory.mktemp("bin"), "trainer", 'echo "fell over" >&2\nexit 3')
+    c = start_clustering(tmp_path_factory.mktemp("crash"), trainer_python=str(trainer))
+    try:
+        yield c
+    finally:
+        c.harness.close()
+
+
+@pytest.fixture(scope="module")
+def waiting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clustering]:
+    trainer = script(tmp_path_factory.mktemp("bin"), "trainer", "exec sleep 600")
+    c = start_clustering(tmp_path_factory.mktemp("wait"), trainer_python=str(trainer))
+    try:
+        yield c
+    finally:
+        c.harness.close()
+
+
+def test_a_workload_that_dies_without_reporting_fails_the_training(crashing: Clustering) -> None:
+    model_id, experiment = _train(crashing)
+    progress = crashing.wait_status(model_id, ["Failed", "Completed"], timeout=60)
+    assert progress["trainingStatus"] == "Failed"
+    assert progress["inferenceStatus"] is None
+    view = crashing.harness.loop.run(crashing.store.get(experiment))
+    assert view.error == "the trainer exited with code 3"
+    assert crashing.history(experiment)[-1] == "Failed"
+    # The modelId is free again: a new request starts a new training.
+    again = crashing.train({**FORM, "modelId": model_id}, {"dataFile": ("d.csv", DIALOGUE_CSV)})
+    assert again.status_code == 200, again.text
+
+
+def _report(c: Clustering, token: str, **fields: object) -> grpc.RpcError | None:
+    with grpc.insecure_channel(c.harness.servers["clustering"].address) as channel:
+        stub = svc_grpc.ClusteringTrainingServiceStub(channel)
+        try:
+            stub.ReportTrainingStatus(
+                msgs.ReportTrainingStatusRequest(**fields),  # type: ignore[arg-type]
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=30,
+            )
+        except grpc.RpcError as exc:
+            return exc
+    return None
+
+
+def test_the_status_callback_moves_forward_only(waiting: Clustering) -> None:
+    model_id, experiment = _train(waiting)
+    job = waiting.harness.authority.mint_job("alice", model_id=experiment)
+    assert _report(waiting, job, status="DataProcessing", percent=10) is None
+    assert _report(waiting, job, status="Training", percent=40) is None
+    assert _report(waiting, job, status="TrainingStarted", percent=20) is None  # ignored: back
+    assert waiting.progress(model_id) == {
+        "percent": 40,
+        "trainingStatus": "Training",
+        "inferenceStatus": None,
+    }
+    unknown = _report(waiting, job, status="Dancing")
+    assert unknown is not None and unknown.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Completed needs the model artifact the trainer writes first.
+    early = _report(waiting, job, status="Completed", percent=100)
+    assert early is not None and early.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _report(waiting, job, status="Failed", error="out of ideas") is None
+    late = _report(waiting, job, status="Training")
+    assert late is not None and late.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert waiting.history(experiment) == [
+        "Initialized",
+        "PendingTraining",
+        "DatasetUploading",
+        "DataProcessing",
+        "Training",
+        "Failed",
+    ]
+    assert waiting.progress(model_id)["trainingStatus"] == "Failed"
+
+
+def test_only_job_tokens_call_back(waiting: Clustering) -> None:
+    _, experiment = _train(waiting)
+    user = _report(waiting, waiting.harness.authority.mint_user("alice"), status="Training")
+    assert user is not None and user.code() == grpc.StatusCode.PERMISSION_DENIED
+    other = _report(
+        waiting, waiting.harness.authority.mint_job("alice", model_id="nope"), status="Training"
+    )
+    assert other is not None and other.code() == grpc.StatusCode.NOT_FOUND
+    assert waiting.history(experiment)[-1] == "DatasetUploading"
+
+
+def test_a_workload_that_ends_while_the_service_is_down_is_settled_on_restart(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    gate = tmp_path_factory.mktemp("gate") / "open"
+    trainer = script(
+        tmp_path_factory.mktemp("bin"),
+        "trainer",
+        f'while [ ! -e "{gate}" ]; do sleep 0.1; done\nexit 4',
+    )
+    data = tmp_path_factory.mktemp("restart")
+    c = start_clustering(data, trainer_python=str(trainer))
+    try:
+        model_id, experiment = _train(c)
+        c.harness.stop_server("clustering")
+        gate.touch()  # the workload ends while nobody follows it
+        jobrunner = c.harness.servers["jobrunner"].address
+        common = CommonSettings(data_dir=data, auth_secret=TEST_SECRET, jobrunner_address=jobrunner)
+        settings = ClusteringSettings(
+            database_url=f"sqlite+aiosqlite:///{data / 'c.db'}", trainer_python=str(trainer)
+        )
+        app = c.harness.loop.run(build_clustering(common, settings))
+        c.harness.start_app("clustering", app)
+        store = app.state["store"]
+        view = eventually(
+            lambda: (v := c.harness.loop.run(store.get(experiment))).final and v,
+            timeout=60,
+            message="the restarted service never settled the ended workload",
+        )
+        assert view.status_name == "Failed"
+        assert view.error == "the trainer exited with code 4"
+        assert model_id == view.model_id
+    finally:
+        c.harness.close()
