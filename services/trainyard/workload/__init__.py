@@ -32,7 +32,7 @@ from trainyard.workload.config import (
     read_config_file,
     read_config_uri,
 )
-from trainyard.workload.entry import Preload, Written, run_trainer
+from trainyard.workload.entry import Preload, Written, publish_model, run_trainer
 from trainyard.workload.inputs import InputError, InputFile, fetch_inputs
 from trainyard.workload.relay import OrchestratorBlobStorage, RelayError, storage_for
 from trainyard.workload.reporter import (
@@ -68,6 +68,7 @@ __all__ = [
     "fetch_inputs",
     "load_config",
     "parse_config",
+    "publish_model",
     "read_config_file",
     "read_config_uri",
     "run_trainer",

@@ -14,14 +14,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib
+import json
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+from trainyard.workload.artifacts import Artifacts
 from trainyard.workload.config import ConfigError, load_config
+from trainyard.workload.relay import storage_for
 from trainyard.workload.reporter import Reporter, ReportError
+
+#: The artifacts a trainer writes under models/<model_id>/: the model, and its report.
+MODEL_ARTIFACT = "model"
+REPORT_ARTIFACT = "report"
 
 C = TypeVar("C")
 
@@ -34,6 +42,41 @@ class Written:
     where: str
     version: str
     attributes: Mapping[str, Any] | None = None
+
+
+async def publish_model(
+    reporter: Reporter,
+    artifacts_uri: str,
+    model_id: str,
+    files: Mapping[str, bytes | Path],
+    metadata: Mapping[str, Any],
+    report: dict[str, Any],
+) -> Written:
+    """Write a trained model (`files`: bytes, or local files streamed) and then its report,
+    which names the model version it describes, as the model's artifacts; progress says
+    "writing". A killed trainer leaves no half-written version (artifacts commit last)."""
+    await reporter.progress(0.0, "writing")
+    storage = storage_for(artifacts_uri)
+    await storage.start()
+    try:
+        artifacts = Artifacts(storage, f"models/{model_id}/")
+        async with artifacts.writer(MODEL_ARTIFACT) as writer:
+            for name, content in files.items():
+                if isinstance(content, Path):
+                    await writer.add_file(name, content)
+                else:
+                    await writer.add_bytes(name, content)
+            manifest = await writer.commit(dict(metadata))
+        report["artifact_version"] = manifest.version
+        await artifacts.write(
+            REPORT_ARTIFACT,
+            {"report.json": json.dumps(report, indent=1, sort_keys=True).encode()},
+        )
+        where = artifacts.uri(MODEL_ARTIFACT)
+    finally:
+        await storage.close()
+    await reporter.progress(1.0, "writing")
+    return Written(where, manifest.version)
 
 
 class Preload:

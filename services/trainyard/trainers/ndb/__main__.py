@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from trainyard.workload import (
     ThrottledProgress,
     Written,
     fetch_inputs,
+    publish_model,
     run_trainer,
     storage_for,
 )
@@ -119,27 +119,14 @@ async def _train_and_write(config: NdbConfig, reporter: Reporter) -> Written:
             report["base_model_id"] = config.base_model.model_id
         out = work / "model"
         await asyncio.to_thread(result.model.save, out, [c.fields for c in result.chunks])
-        await reporter.progress(0.0, "writing")
-        storage = storage_for(config.artifacts_uri)
-        await storage.start()
-        try:
-            artifacts = Artifacts(storage, f"models/{config.model_id}/")
-            async with artifacts.writer(MODEL_ARTIFACT) as writer:
-                for path in sorted(out.iterdir()):
-                    await writer.add_file(path.name, path)
-                manifest = await writer.commit(
-                    {"kind": "ndb", "chunks": len(result.chunks), "documents": report["documents"]}
-                )
-            report["artifact_version"] = manifest.version
-            await artifacts.write(
-                REPORT_ARTIFACT,
-                {"report.json": json.dumps(report, indent=1, sort_keys=True).encode()},
-            )
-            where = artifacts.uri(MODEL_ARTIFACT)
-        finally:
-            await storage.close()
-    await reporter.progress(1.0, "writing")
-    return Written(where, manifest.version)
+        return await publish_model(
+            reporter,
+            config.artifacts_uri,
+            config.model_id,
+            {path.name: path for path in sorted(out.iterdir())},
+            {"kind": "ndb", "chunks": len(result.chunks), "documents": report["documents"]},
+            report,
+        )
 
 
 async def run(environ: Mapping[str, str]) -> int:

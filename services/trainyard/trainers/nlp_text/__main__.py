@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from trainyard.workload import (
     ThrottledProgress,
     Written,
     fetch_inputs,
+    publish_model,
     run_trainer,
     storage_for,
 )
@@ -148,26 +148,14 @@ async def train_and_write(
     already (data it made)."""
     with tempfile.TemporaryDirectory(prefix="nlp-text-", dir=os.getcwd()) as tmp:
         model, report = await _train(config, reporter, Path(tmp), inputs)
-    await reporter.progress(0.0, "writing")
-    storage = storage_for(config.artifacts_uri)
-    await storage.start()
-    try:
-        artifacts = Artifacts(storage, f"models/{config.model_id}/")
-        manifest = await artifacts.write(
-            MODEL_ARTIFACT,
-            model.to_files(),
-            metadata={"kind": "nlp-text", "labels": len(model.labels)},
-        )
-        report["artifact_version"] = manifest.version
-        await artifacts.write(
-            REPORT_ARTIFACT,
-            {"report.json": json.dumps(report, indent=1, sort_keys=True).encode()},
-        )
-        where = artifacts.uri(MODEL_ARTIFACT)
-    finally:
-        await storage.close()
-    await reporter.progress(1.0, "writing")
-    return Written(where, manifest.version)
+    return await publish_model(
+        reporter,
+        config.artifacts_uri,
+        config.model_id,
+        model.to_files(),
+        {"kind": "nlp-text", "labels": len(model.labels)},
+        report,
+    )
 
 
 async def run(environ: Mapping[str, str]) -> int:
