@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.clustering.support import Clustering, start_clustering
+from tests.clustering.support import STATUSES, Clustering, start_clustering
 from tests.support.openai_server import OpenAIServer
 from tests.support.wait import eventually
 
@@ -81,17 +81,8 @@ def form(model_id: str, **over: str) -> dict[str, str]:
     }
 
 
-ORDER = [
-    "Initialized",
-    "PendingTraining",
-    "DatasetUploading",
-    "DataProcessing",
-    "TrainingStarted",
-    "Training",
-    "Trained",
-    "ModelUploading",
-    "Completed",
-]
+#: Every training status in the document's order, but Failed.
+ORDER = list(STATUSES[:-1])
 
 
 def name_from_prompt(request: dict[str, Any]) -> str:
