@@ -9,7 +9,6 @@ unpublish with its 503 and the republish without retraining."""
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,9 +18,6 @@ import pytest
 from tests.clustering.support import STATUSES, Clustering, start_clustering
 from tests.support.openai_server import OpenAIServer
 from tests.support.wait import eventually
-
-if not hasattr(importlib.import_module("trainyard.trainers.clustering"), "train"):
-    pytest.skip("the clustering library is not in this tree yet", allow_module_level=True)
 
 TOPICS = {
     "password": [
