@@ -11,23 +11,14 @@ from trainyard.clustering.inference import Published
 from trainyard.clustering.servicer import ClusteringServicer
 from trainyard.clustering.settings import ClusteringSettings
 from trainyard.clustering.store import ExperimentStore
-from trainyard.clustering.training import Trainings, WatchLost
+from trainyard.clustering.training import Trainings
 from trainyard.runtime.db import Database
-from trainyard.runtime.server import App, Registration, authority_from
+from trainyard.runtime.jobwatch import WatchLost
+from trainyard.runtime.server import App, Registration, authority_from, callback_address
 from trainyard.runtime.settings import CommonSettings, database_url_for
 
 NAME = "clustering"
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def callback_address(own: ClusteringSettings, listening: str) -> str:
-    """Where the trainer reaches this process."""
-    if own.advertise_address:
-        return own.advertise_address
-    host, _, port = listening.rpartition(":")
-    if host in ("0.0.0.0", "::", "[::]", ""):
-        host = "127.0.0.1"
-    return f"{host}:{port}"
 
 
 async def build(common: CommonSettings, own: ClusteringSettings) -> App:
@@ -55,7 +46,7 @@ async def build(common: CommonSettings, own: ClusteringSettings) -> App:
         await storage.start()
 
     async def serving(address: str) -> None:
-        trainings.address = callback_address(own, address)
+        trainings.address = callback_address(own.advertise_address, address)
 
     async def stop() -> None:
         published.close()

@@ -44,6 +44,7 @@ from trainyard.runtime.errors import (
     InvalidArgument,
     Unavailable,
 )
+from trainyard.runtime.jobwatch import follow_job_events
 from trainyard.trainers.clustering.data import (
     NORMALISED_NAME,
     DataError,
@@ -377,32 +378,14 @@ class Trainings:
     async def follow_jobs(self) -> None:
         """Apply the job-runner's events from the last revision seen (kept in the database);
         run under Background.supervise, which reconnects when the watch is lost."""
-        since = await self._store.cursor(CURSOR)
-        request = jr.WatchJobsRequest(labels={CREATED_BY[0]: CREATED_BY[1]})
-        if since:
-            request.since_revision = since
-        call = self._jobs.WatchJobs(request)
-        try:
-            await self.reconcile()
-            async for response in call:
-                try:
-                    await self.on_job(response.event.job)
-                except Exception:
-                    log.exception("clustering.event_failed")
-                if response.event.revision > since:
-                    since = response.event.revision
-                    await self._store.save_cursor(CURSOR, since)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and since:
-                await self._store.save_cursor(CURSOR, 0)
-            raise WatchLost(f"the job-runner's watch ended: {exc.code().name}") from exc
-        finally:
-            call.cancel()
-        raise WatchLost("the job-runner closed the watch")
-
-
-class WatchLost(ConnectionError):
-    """The job-runner's WatchJobs stream ended."""
+        await follow_job_events(
+            self._jobs,
+            {CREATED_BY[0]: CREATED_BY[1]},
+            load_cursor=lambda: self._store.cursor(CURSOR),
+            save_cursor=lambda value: self._store.save_cursor(CURSOR, value),
+            on_job=self.on_job,
+            reconcile=self.reconcile,
+        )
 
 
 def _in_progress(model_id: str) -> FailedPrecondition:

@@ -19,21 +19,11 @@ from trainyard.orchestrator.training import Trainings, WatchLost
 from trainyard.orchestrator.validation import Limits, validators
 from trainyard.runtime.db import Database
 from trainyard.runtime.ratelimit import FailureLimiter
-from trainyard.runtime.server import App, Registration, authority_from
+from trainyard.runtime.server import App, Registration, authority_from, callback_address
 from trainyard.runtime.settings import CommonSettings, database_url_for
 
 NAME = "orchestrator"
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def callback_address(own: OrchestratorSettings, listening: str) -> str:
-    """Where trainers reach this process."""
-    if own.advertise_address:
-        return own.advertise_address
-    host, _, port = listening.rpartition(":")
-    if host in ("0.0.0.0", "::", "[::]", ""):
-        host = "127.0.0.1"
-    return f"{host}:{port}"
 
 
 async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
@@ -69,7 +59,7 @@ async def build(common: CommonSettings, own: OrchestratorSettings) -> App:
         await models.start()
 
     async def serving(address: str) -> None:
-        trainings.address = callback_address(own, address)
+        trainings.address = callback_address(own.advertise_address, address)
 
     async def stop() -> None:
         models.close()

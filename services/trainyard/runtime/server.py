@@ -124,6 +124,17 @@ def _load_service_descriptor(full_name: str) -> None:
     descriptor_pool.Default().FindServiceByName(full_name)  # KeyError if the convention breaks
 
 
+def callback_address(advertise: str | None, listening: str) -> str:
+    """Where workloads reach a service: `advertise` when set, else the listening address with
+    a wildcard host read as 127.0.0.1."""
+    if advertise:
+        return advertise
+    host, _, port = listening.rpartition(":")
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
 def authority_from(common: CommonSettings) -> TokenAuthority:
     return TokenAuthority(
         common.resolved_auth_secret(),

@@ -126,12 +126,13 @@ class JobCallbacks:
     def _closed(self) -> None:
         """Drop what was built on the channel (subclasses' stubs)."""
 
-    async def _call(self, rpc: str, method: Any, request: Any, *, essential: bool) -> None:
-        """Deliver one report. An essential one is retried on transient codes for up to
-        final_timeout seconds; any other that meets a transient code goes to stderr only."""
+    async def _call(self, rpc: str, method: Any, request: Any, *, essential: bool) -> Any:
+        """Deliver one report (or ask one question: the response is returned). An essential
+        call is retried on transient codes for up to final_timeout seconds; any other that
+        meets a transient code goes to stderr only, and None is returned."""
 
-        async def once() -> None:
-            await method(
+        async def once() -> Any:
+            return await method(
                 request,
                 metadata=(("authorization", f"Bearer {self._token}"),),
                 timeout=self.timeout,
@@ -149,14 +150,15 @@ class JobCallbacks:
         try:
             async for attempt in retrying:
                 with attempt:
-                    await once()
+                    return await once()
         except grpc.aio.AioRpcError as exc:
             if not essential and exc.code() in _TRANSIENT:
                 self._offline(
                     "undelivered", {"rpc": rpc, "code": exc.code().name, "request": _json(request)}
                 )
-                return
+                return None
             raise ReportError(rpc, exc.code(), exc.details() or "", self.address) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _offline(self, kind: str, body: Mapping[str, Any]) -> None:
         stream = self._stream if self._stream is not None else sys.stderr

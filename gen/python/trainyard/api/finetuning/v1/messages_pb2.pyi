@@ -165,6 +165,38 @@ class Finetuning(_message.Message):
 Global___Finetuning: _TypeAlias = Finetuning  # noqa: Y015
 
 @_typing.final
+class FinetuningView(_message.Message):
+    """FinetuningView is a finetuning job as a gRPC message and as the documented JSON object."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINETUNING_FIELD_NUMBER: _builtins.int
+    HTTP_BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def finetuning(self) -> Global___Finetuning:
+        """finetuning is the job."""
+
+    @_builtins.property
+    def http_body(self) -> _httpbody_pb2.HttpBody:
+        """http_body is the REST response: the job as the document shows it, every key present and
+        `null` where unset.
+        """
+
+    def __init__(
+        self,
+        *,
+        finetuning: Global___Finetuning | None = ...,
+        http_body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finetuning", b"finetuning", "http_body", b"http_body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finetuning", b"finetuning", "http_body", b"http_body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinetuningView: _TypeAlias = FinetuningView  # noqa: Y015
+
+@_typing.final
 class CreateFinetuningRequest(_message.Message):
     """CreateFinetuningRequest creates a finetuning job."""
 
@@ -497,6 +529,72 @@ class CreateDatabaseConnectionRequest(_message.Message):
 Global___CreateDatabaseConnectionRequest: _TypeAlias = CreateDatabaseConnectionRequest  # noqa: Y015
 
 @_typing.final
+class GetDatabaseConnectionRequest(_message.Message):
+    """GetDatabaseConnectionRequest names a database connection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the connection's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDatabaseConnectionRequest: _TypeAlias = GetDatabaseConnectionRequest  # noqa: Y015
+
+@_typing.final
+class DeleteDatabaseConnectionRequest(_message.Message):
+    """DeleteDatabaseConnectionRequest names a database connection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the connection's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDatabaseConnectionRequest: _TypeAlias = DeleteDatabaseConnectionRequest  # noqa: Y015
+
+@_typing.final
+class DeleteDatabaseConnectionResponse(_message.Message):
+    """DeleteDatabaseConnectionResponse confirms the deletion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the deleted connection's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDatabaseConnectionResponse: _TypeAlias = DeleteDatabaseConnectionResponse  # noqa: Y015
+
+@_typing.final
 class ListDatabaseConnectionsRequest(_message.Message):
     """ListDatabaseConnectionsRequest lists connections."""
 
@@ -820,3 +918,238 @@ class DeleteGoldenRecordResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteGoldenRecordResponse: _TypeAlias = DeleteGoldenRecordResponse  # noqa: Y015
+
+@_typing.final
+class GetFinetuningEvaluationRequest(_message.Message):
+    """GetFinetuningEvaluationRequest names a finetuning job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the finetuning job's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFinetuningEvaluationRequest: _TypeAlias = GetFinetuningEvaluationRequest  # noqa: Y015
+
+@_typing.final
+class EvaluationFailure(_message.Message):
+    """EvaluationFailure is one held-out question the fine-tuned model got wrong."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUESTION_FIELD_NUMBER: _builtins.int
+    GOLDEN_SQL_FIELD_NUMBER: _builtins.int
+    GENERATED_SQL_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    question: _builtins.str
+    """question is the golden record's question."""
+    golden_sql: _builtins.str
+    """golden_sql is the golden record's SQL."""
+    generated_sql: _builtins.str
+    """generated_sql is what the fine-tuned model answered."""
+    error: _builtins.str
+    """error says why the answer counts as wrong (different rows, a query that failed, ...)."""
+    def __init__(
+        self,
+        *,
+        question: _builtins.str = ...,
+        golden_sql: _builtins.str = ...,
+        generated_sql: _builtins.str = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "generated_sql", b"generated_sql", "golden_sql", b"golden_sql", "question", b"question"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluationFailure: _TypeAlias = EvaluationFailure  # noqa: Y015
+
+@_typing.final
+class FinetuningEvaluation(_message.Message):
+    """FinetuningEvaluation is the fine-tuned model's score on the held-out golden records, whose
+    SQL and the model's answers were both run read-only on the user's database.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINETUNING_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    HELD_OUT_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    EXECUTION_ACCURACY_FIELD_NUMBER: _builtins.int
+    EXACT_MATCH_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    finetuning_id: _builtins.str
+    """finetuning_id is the finetuning job's id."""
+    status: _builtins.str
+    """status is "pending" (the model is not trained yet), "done", "failed" (see error) or
+    "skipped" (too few golden records to hold any out; see error).
+    """
+    total: _builtins.int
+    """total is the number of questions asked."""
+    execution_accuracy: _builtins.float
+    """execution_accuracy is the share of answers whose rows equal the golden SQL's rows."""
+    exact_match: _builtins.float
+    """exact_match is the share of answers equal to the golden SQL after normalisation."""
+    error: _builtins.str
+    """error says why there is no evaluation when status is "failed" or "skipped"."""
+    @_builtins.property
+    def held_out(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """held_out are the ids of the golden records kept out of training to evaluate on."""
+
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___EvaluationFailure]:
+        """failures are the wrong answers (at most 50)."""
+
+    def __init__(
+        self,
+        *,
+        finetuning_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        held_out: _abc.Iterable[_builtins.str] | None = ...,
+        total: _builtins.int = ...,
+        execution_accuracy: _builtins.float = ...,
+        exact_match: _builtins.float = ...,
+        failures: _abc.Iterable[Global___EvaluationFailure] | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "exact_match", b"exact_match", "execution_accuracy", b"execution_accuracy", "failures", b"failures", "finetuning_id", b"finetuning_id", "held_out", b"held_out", "status", b"status", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinetuningEvaluation: _TypeAlias = FinetuningEvaluation  # noqa: Y015
+
+@_typing.final
+class GetFinetuningWorkRequest(_message.Message):
+    """GetFinetuningWorkRequest asks for the job token's finetuning work."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFinetuningWorkRequest: _TypeAlias = GetFinetuningWorkRequest  # noqa: Y015
+
+@_typing.final
+class GetFinetuningWorkResponse(_message.Message):
+    """GetFinetuningWorkResponse is the workload's config."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_JSON_FIELD_NUMBER: _builtins.int
+    config_json: _builtins.str
+    """config_json is the config of trainyard.trainers.finetuning.run as a JSON object (secrets
+    included: it is never stored outside the finetuning service).
+    """
+    def __init__(
+        self,
+        *,
+        config_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFinetuningWorkResponse: _TypeAlias = GetFinetuningWorkResponse  # noqa: Y015
+
+@_typing.final
+class ReportFinetuningProgressRequest(_message.Message):
+    """ReportFinetuningProgressRequest is what the workload learnt; unset fields are unchanged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    PROVIDER_FILE_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_JOB_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """status is "validating_files", "queued", "running", "succeeded", "failed" or "cancelled"."""
+    provider_file_id: _builtins.str
+    """provider_file_id is the provider's id of the uploaded training file."""
+    provider_job_id: _builtins.str
+    """provider_job_id is the provider's id of the fine-tuning job."""
+    model_id: _builtins.str
+    """model_id is the fine-tuned model."""
+    error: _builtins.str
+    """error is the reason of a failure."""
+    @_builtins.property
+    def evaluation(self) -> Global___FinetuningEvaluation:
+        """evaluation is the evaluation's result (status "done" or "failed")."""
+
+    def __init__(
+        self,
+        *,
+        status: _builtins.str | None = ...,
+        provider_file_id: _builtins.str | None = ...,
+        provider_job_id: _builtins.str | None = ...,
+        model_id: _builtins.str | None = ...,
+        error: _builtins.str | None = ...,
+        evaluation: Global___FinetuningEvaluation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_model_id", b"_model_id", "_provider_file_id", b"_provider_file_id", "_provider_job_id", b"_provider_job_id", "_status", b"_status", "error", b"error", "evaluation", b"evaluation", "model_id", b"model_id", "provider_file_id", b"provider_file_id", "provider_job_id", b"provider_job_id", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_model_id", b"_model_id", "_provider_file_id", b"_provider_file_id", "_provider_job_id", b"_provider_job_id", "_status", b"_status", "error", b"error", "evaluation", b"evaluation", "model_id", b"model_id", "provider_file_id", b"provider_file_id", "provider_job_id", b"provider_job_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
+    _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__model_id: _TypeAlias = _typing.Literal["model_id"]  # noqa: Y015
+    _WhichOneofArgType__model_id: _TypeAlias = _typing.Literal["_model_id", b"_model_id"]  # noqa: Y015
+    _WhichOneofReturnType__provider_file_id: _TypeAlias = _typing.Literal["provider_file_id"]  # noqa: Y015
+    _WhichOneofArgType__provider_file_id: _TypeAlias = _typing.Literal["_provider_file_id", b"_provider_file_id"]  # noqa: Y015
+    _WhichOneofReturnType__provider_job_id: _TypeAlias = _typing.Literal["provider_job_id"]  # noqa: Y015
+    _WhichOneofArgType__provider_job_id: _TypeAlias = _typing.Literal["_provider_job_id", b"_provider_job_id"]  # noqa: Y015
+    _WhichOneofReturnType__status: _TypeAlias = _typing.Literal["status"]  # noqa: Y015
+    _WhichOneofArgType__status: _TypeAlias = _typing.Literal["_status", b"_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model_id) -> _WhichOneofReturnType__model_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__provider_file_id) -> _WhichOneofReturnType__provider_file_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__provider_job_id) -> _WhichOneofReturnType__provider_job_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__status) -> _WhichOneofReturnType__status | None: ...
+
+Global___ReportFinetuningProgressRequest: _TypeAlias = ReportFinetuningProgressRequest  # noqa: Y015
+
+@_typing.final
+class ReportFinetuningProgressResponse(_message.Message):
+    """ReportFinetuningProgressResponse acknowledges a report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportFinetuningProgressResponse: _TypeAlias = ReportFinetuningProgressResponse  # noqa: Y015

@@ -39,12 +39,12 @@ class FinetuningServiceStub:
         self.CreateFinetuning = channel.unary_unary(
                 '/trainyard.api.finetuning.v1.FinetuningService/CreateFinetuning',
                 request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.CreateFinetuningRequest.SerializeToString,
-                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.Finetuning.FromString,
+                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningView.FromString,
                 _registered_method=True)
         self.GetFinetuning = channel.unary_unary(
                 '/trainyard.api.finetuning.v1.FinetuningService/GetFinetuning',
                 request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningRequest.SerializeToString,
-                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.Finetuning.FromString,
+                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningView.FromString,
                 _registered_method=True)
         self.ListFinetunings = channel.unary_unary(
                 '/trainyard.api.finetuning.v1.FinetuningService/ListFinetunings',
@@ -54,17 +54,32 @@ class FinetuningServiceStub:
         self.CancelFinetuning = channel.unary_unary(
                 '/trainyard.api.finetuning.v1.FinetuningService/CancelFinetuning',
                 request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.CancelFinetuningRequest.SerializeToString,
-                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.Finetuning.FromString,
+                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningView.FromString,
                 _registered_method=True)
         self.DeleteFinetuning = channel.unary_unary(
                 '/trainyard.api.finetuning.v1.FinetuningService/DeleteFinetuning',
                 request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteFinetuningRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteFinetuningResponse.FromString,
                 _registered_method=True)
+        self.GetFinetuningEvaluation = channel.unary_unary(
+                '/trainyard.api.finetuning.v1.FinetuningService/GetFinetuningEvaluation',
+                request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningEvaluationRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningEvaluation.FromString,
+                _registered_method=True)
         self.CreateDatabaseConnection = channel.unary_unary(
                 '/trainyard.api.finetuning.v1.FinetuningService/CreateDatabaseConnection',
                 request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.CreateDatabaseConnectionRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DatabaseConnection.FromString,
+                _registered_method=True)
+        self.GetDatabaseConnection = channel.unary_unary(
+                '/trainyard.api.finetuning.v1.FinetuningService/GetDatabaseConnection',
+                request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetDatabaseConnectionRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DatabaseConnection.FromString,
+                _registered_method=True)
+        self.DeleteDatabaseConnection = channel.unary_unary(
+                '/trainyard.api.finetuning.v1.FinetuningService/DeleteDatabaseConnection',
+                request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteDatabaseConnectionRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteDatabaseConnectionResponse.FromString,
                 _registered_method=True)
         self.ListDatabaseConnections = channel.unary_unary(
                 '/trainyard.api.finetuning.v1.FinetuningService/ListDatabaseConnections',
@@ -85,6 +100,16 @@ class FinetuningServiceStub:
                 '/trainyard.api.finetuning.v1.FinetuningService/DeleteGoldenRecord',
                 request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteGoldenRecordRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteGoldenRecordResponse.FromString,
+                _registered_method=True)
+        self.GetFinetuningWork = channel.unary_unary(
+                '/trainyard.api.finetuning.v1.FinetuningService/GetFinetuningWork',
+                request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningWorkRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningWorkResponse.FromString,
+                _registered_method=True)
+        self.ReportFinetuningProgress = channel.unary_unary(
+                '/trainyard.api.finetuning.v1.FinetuningService/ReportFinetuningProgress',
+                request_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.ReportFinetuningProgressRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.ReportFinetuningProgressResponse.FromString,
                 _registered_method=True)
 
 
@@ -117,21 +142,48 @@ class FinetuningServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelFinetuning(self, request, context):
-        """CancelFinetuning cancels a finetuning job at the provider.
+        """CancelFinetuning cancels a finetuning job at the provider and stops its workload.
+        Errors: FAILED_PRECONDITION (HTTP 400) for a finetuning that has already ended.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteFinetuning(self, request, context):
-        """DeleteFinetuning deletes a finetuning job record.
+        """DeleteFinetuning deletes a finetuning job record, cancelling it at the provider first while
+        it still runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFinetuningEvaluation(self, request, context):
+        """GetFinetuningEvaluation returns how the fine-tuned model did on the held-out golden records,
+        run on the user's own database: execution accuracy, exact match and the failing examples.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateDatabaseConnection(self, request, context):
-        """CreateDatabaseConnection registers a database connection.
+        """CreateDatabaseConnection registers a database connection after connecting to it and reading
+        its schema. Errors: INVALID_ARGUMENT with the driver's reason for a database that cannot be
+        reached or read, a URI that is not allowed; ALREADY_EXISTS for an alias the caller uses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDatabaseConnection(self, request, context):
+        """GetDatabaseConnection returns one of the caller's database connections.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDatabaseConnection(self, request, context):
+        """DeleteDatabaseConnection deletes a database connection and its golden records. Errors:
+        FAILED_PRECONDITION (HTTP 400) while a finetuning on it runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,18 +218,35 @@ class FinetuningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFinetuningWork(self, request, context):
+        """GetFinetuningWork gives the finetuning workload named by the job token what it needs: the
+        connection URI with its password, the records, the base model and the provider's settings.
+        They travel here, never in the job's stored spec.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportFinetuningProgress(self, request, context):
+        """ReportFinetuningProgress records what the workload of the job token's finetuning learnt:
+        the provider's file and job ids, its status, the fine-tuned model, an error, the evaluation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FinetuningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateFinetuning': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateFinetuning,
                     request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.CreateFinetuningRequest.FromString,
-                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.Finetuning.SerializeToString,
+                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningView.SerializeToString,
             ),
             'GetFinetuning': grpc.unary_unary_rpc_method_handler(
                     servicer.GetFinetuning,
                     request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningRequest.FromString,
-                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.Finetuning.SerializeToString,
+                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningView.SerializeToString,
             ),
             'ListFinetunings': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFinetunings,
@@ -187,17 +256,32 @@ def add_FinetuningServiceServicer_to_server(servicer, server):
             'CancelFinetuning': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelFinetuning,
                     request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.CancelFinetuningRequest.FromString,
-                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.Finetuning.SerializeToString,
+                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningView.SerializeToString,
             ),
             'DeleteFinetuning': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteFinetuning,
                     request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteFinetuningRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteFinetuningResponse.SerializeToString,
             ),
+            'GetFinetuningEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFinetuningEvaluation,
+                    request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningEvaluationRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningEvaluation.SerializeToString,
+            ),
             'CreateDatabaseConnection': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateDatabaseConnection,
                     request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.CreateDatabaseConnectionRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DatabaseConnection.SerializeToString,
+            ),
+            'GetDatabaseConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDatabaseConnection,
+                    request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetDatabaseConnectionRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DatabaseConnection.SerializeToString,
+            ),
+            'DeleteDatabaseConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDatabaseConnection,
+                    request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteDatabaseConnectionRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteDatabaseConnectionResponse.SerializeToString,
             ),
             'ListDatabaseConnections': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDatabaseConnections,
@@ -218,6 +302,16 @@ def add_FinetuningServiceServicer_to_server(servicer, server):
                     servicer.DeleteGoldenRecord,
                     request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteGoldenRecordRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteGoldenRecordResponse.SerializeToString,
+            ),
+            'GetFinetuningWork': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFinetuningWork,
+                    request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningWorkRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningWorkResponse.SerializeToString,
+            ),
+            'ReportFinetuningProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportFinetuningProgress,
+                    request_deserializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.ReportFinetuningProgressRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.ReportFinetuningProgressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -248,7 +342,7 @@ class FinetuningService:
             target,
             '/trainyard.api.finetuning.v1.FinetuningService/CreateFinetuning',
             trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.CreateFinetuningRequest.SerializeToString,
-            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.Finetuning.FromString,
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningView.FromString,
             options,
             channel_credentials,
             insecure,
@@ -275,7 +369,7 @@ class FinetuningService:
             target,
             '/trainyard.api.finetuning.v1.FinetuningService/GetFinetuning',
             trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningRequest.SerializeToString,
-            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.Finetuning.FromString,
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningView.FromString,
             options,
             channel_credentials,
             insecure,
@@ -329,7 +423,7 @@ class FinetuningService:
             target,
             '/trainyard.api.finetuning.v1.FinetuningService/CancelFinetuning',
             trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.CancelFinetuningRequest.SerializeToString,
-            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.Finetuning.FromString,
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningView.FromString,
             options,
             channel_credentials,
             insecure,
@@ -368,6 +462,33 @@ class FinetuningService:
             _registered_method=True)
 
     @staticmethod
+    def GetFinetuningEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.finetuning.v1.FinetuningService/GetFinetuningEvaluation',
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningEvaluationRequest.SerializeToString,
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.FinetuningEvaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateDatabaseConnection(request,
             target,
             options=(),
@@ -384,6 +505,60 @@ class FinetuningService:
             '/trainyard.api.finetuning.v1.FinetuningService/CreateDatabaseConnection',
             trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.CreateDatabaseConnectionRequest.SerializeToString,
             trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DatabaseConnection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDatabaseConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.finetuning.v1.FinetuningService/GetDatabaseConnection',
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetDatabaseConnectionRequest.SerializeToString,
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DatabaseConnection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDatabaseConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.finetuning.v1.FinetuningService/DeleteDatabaseConnection',
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteDatabaseConnectionRequest.SerializeToString,
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteDatabaseConnectionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -492,6 +667,60 @@ class FinetuningService:
             '/trainyard.api.finetuning.v1.FinetuningService/DeleteGoldenRecord',
             trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteGoldenRecordRequest.SerializeToString,
             trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.DeleteGoldenRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFinetuningWork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.finetuning.v1.FinetuningService/GetFinetuningWork',
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningWorkRequest.SerializeToString,
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.GetFinetuningWorkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportFinetuningProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainyard.api.finetuning.v1.FinetuningService/ReportFinetuningProgress',
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.ReportFinetuningProgressRequest.SerializeToString,
+            trainyard_dot_api_dot_finetuning_dot_v1_dot_messages__pb2.ReportFinetuningProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,21 +35,38 @@ class FinetuningServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> FinetuningServiceAsyncStub: ...
-    CreateFinetuning: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateFinetuningRequest, _messages_pb2.Finetuning]
+    CreateFinetuning: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateFinetuningRequest, _messages_pb2.FinetuningView]
     """CreateFinetuning creates a finetuning job (HTTP 201). Errors: NOT_FOUND for an unknown
     db_connection_id or golden record, INVALID_ARGUMENT for an unsupported provider or model or
     fewer golden records than the provider needs.
     """
-    GetFinetuning: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetFinetuningRequest, _messages_pb2.Finetuning]
+    GetFinetuning: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetFinetuningRequest, _messages_pb2.FinetuningView]
     """GetFinetuning returns a finetuning job, its status refreshed from the provider."""
     ListFinetunings: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListFinetuningsRequest, _messages_pb2.ListFinetuningsResponse]
     """ListFinetunings lists finetuning jobs, optionally of one database connection, as a JSON array."""
-    CancelFinetuning: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CancelFinetuningRequest, _messages_pb2.Finetuning]
-    """CancelFinetuning cancels a finetuning job at the provider."""
+    CancelFinetuning: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CancelFinetuningRequest, _messages_pb2.FinetuningView]
+    """CancelFinetuning cancels a finetuning job at the provider and stops its workload.
+    Errors: FAILED_PRECONDITION (HTTP 400) for a finetuning that has already ended.
+    """
     DeleteFinetuning: _grpc.UnaryUnaryMultiCallable[_messages_pb2.DeleteFinetuningRequest, _messages_pb2.DeleteFinetuningResponse]
-    """DeleteFinetuning deletes a finetuning job record."""
+    """DeleteFinetuning deletes a finetuning job record, cancelling it at the provider first while
+    it still runs.
+    """
+    GetFinetuningEvaluation: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetFinetuningEvaluationRequest, _messages_pb2.FinetuningEvaluation]
+    """GetFinetuningEvaluation returns how the fine-tuned model did on the held-out golden records,
+    run on the user's own database: execution accuracy, exact match and the failing examples.
+    """
     CreateDatabaseConnection: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateDatabaseConnectionRequest, _messages_pb2.DatabaseConnection]
-    """CreateDatabaseConnection registers a database connection."""
+    """CreateDatabaseConnection registers a database connection after connecting to it and reading
+    its schema. Errors: INVALID_ARGUMENT with the driver's reason for a database that cannot be
+    reached or read, a URI that is not allowed; ALREADY_EXISTS for an alias the caller uses.
+    """
+    GetDatabaseConnection: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetDatabaseConnectionRequest, _messages_pb2.DatabaseConnection]
+    """GetDatabaseConnection returns one of the caller's database connections."""
+    DeleteDatabaseConnection: _grpc.UnaryUnaryMultiCallable[_messages_pb2.DeleteDatabaseConnectionRequest, _messages_pb2.DeleteDatabaseConnectionResponse]
+    """DeleteDatabaseConnection deletes a database connection and its golden records. Errors:
+    FAILED_PRECONDITION (HTTP 400) while a finetuning on it runs.
+    """
     ListDatabaseConnections: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ListDatabaseConnectionsRequest, _messages_pb2.ListDatabaseConnectionsResponse]
     """ListDatabaseConnections lists the caller's database connections as a JSON array."""
     CreateGoldenRecords: _grpc.UnaryUnaryMultiCallable[_messages_pb2.CreateGoldenRecordsRequest, _messages_pb2.CreateGoldenRecordsResponse]
@@ -60,6 +77,15 @@ class FinetuningServiceStub:
     """ListGoldenRecords lists golden records, optionally of one connection, as a JSON array."""
     DeleteGoldenRecord: _grpc.UnaryUnaryMultiCallable[_messages_pb2.DeleteGoldenRecordRequest, _messages_pb2.DeleteGoldenRecordResponse]
     """DeleteGoldenRecord deletes a golden record."""
+    GetFinetuningWork: _grpc.UnaryUnaryMultiCallable[_messages_pb2.GetFinetuningWorkRequest, _messages_pb2.GetFinetuningWorkResponse]
+    """GetFinetuningWork gives the finetuning workload named by the job token what it needs: the
+    connection URI with its password, the records, the base model and the provider's settings.
+    They travel here, never in the job's stored spec.
+    """
+    ReportFinetuningProgress: _grpc.UnaryUnaryMultiCallable[_messages_pb2.ReportFinetuningProgressRequest, _messages_pb2.ReportFinetuningProgressResponse]
+    """ReportFinetuningProgress records what the workload of the job token's finetuning learnt:
+    the provider's file and job ids, its status, the fine-tuned model, an error, the evaluation.
+    """
 
 @_typing.type_check_only
 class FinetuningServiceAsyncStub(FinetuningServiceStub):
@@ -68,21 +94,38 @@ class FinetuningServiceAsyncStub(FinetuningServiceStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreateFinetuning: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateFinetuningRequest, _messages_pb2.Finetuning]  # type: ignore[assignment]
+    CreateFinetuning: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateFinetuningRequest, _messages_pb2.FinetuningView]  # type: ignore[assignment]
     """CreateFinetuning creates a finetuning job (HTTP 201). Errors: NOT_FOUND for an unknown
     db_connection_id or golden record, INVALID_ARGUMENT for an unsupported provider or model or
     fewer golden records than the provider needs.
     """
-    GetFinetuning: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetFinetuningRequest, _messages_pb2.Finetuning]  # type: ignore[assignment]
+    GetFinetuning: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetFinetuningRequest, _messages_pb2.FinetuningView]  # type: ignore[assignment]
     """GetFinetuning returns a finetuning job, its status refreshed from the provider."""
     ListFinetunings: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListFinetuningsRequest, _messages_pb2.ListFinetuningsResponse]  # type: ignore[assignment]
     """ListFinetunings lists finetuning jobs, optionally of one database connection, as a JSON array."""
-    CancelFinetuning: _aio.UnaryUnaryMultiCallable[_messages_pb2.CancelFinetuningRequest, _messages_pb2.Finetuning]  # type: ignore[assignment]
-    """CancelFinetuning cancels a finetuning job at the provider."""
+    CancelFinetuning: _aio.UnaryUnaryMultiCallable[_messages_pb2.CancelFinetuningRequest, _messages_pb2.FinetuningView]  # type: ignore[assignment]
+    """CancelFinetuning cancels a finetuning job at the provider and stops its workload.
+    Errors: FAILED_PRECONDITION (HTTP 400) for a finetuning that has already ended.
+    """
     DeleteFinetuning: _aio.UnaryUnaryMultiCallable[_messages_pb2.DeleteFinetuningRequest, _messages_pb2.DeleteFinetuningResponse]  # type: ignore[assignment]
-    """DeleteFinetuning deletes a finetuning job record."""
+    """DeleteFinetuning deletes a finetuning job record, cancelling it at the provider first while
+    it still runs.
+    """
+    GetFinetuningEvaluation: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetFinetuningEvaluationRequest, _messages_pb2.FinetuningEvaluation]  # type: ignore[assignment]
+    """GetFinetuningEvaluation returns how the fine-tuned model did on the held-out golden records,
+    run on the user's own database: execution accuracy, exact match and the failing examples.
+    """
     CreateDatabaseConnection: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateDatabaseConnectionRequest, _messages_pb2.DatabaseConnection]  # type: ignore[assignment]
-    """CreateDatabaseConnection registers a database connection."""
+    """CreateDatabaseConnection registers a database connection after connecting to it and reading
+    its schema. Errors: INVALID_ARGUMENT with the driver's reason for a database that cannot be
+    reached or read, a URI that is not allowed; ALREADY_EXISTS for an alias the caller uses.
+    """
+    GetDatabaseConnection: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetDatabaseConnectionRequest, _messages_pb2.DatabaseConnection]  # type: ignore[assignment]
+    """GetDatabaseConnection returns one of the caller's database connections."""
+    DeleteDatabaseConnection: _aio.UnaryUnaryMultiCallable[_messages_pb2.DeleteDatabaseConnectionRequest, _messages_pb2.DeleteDatabaseConnectionResponse]  # type: ignore[assignment]
+    """DeleteDatabaseConnection deletes a database connection and its golden records. Errors:
+    FAILED_PRECONDITION (HTTP 400) while a finetuning on it runs.
+    """
     ListDatabaseConnections: _aio.UnaryUnaryMultiCallable[_messages_pb2.ListDatabaseConnectionsRequest, _messages_pb2.ListDatabaseConnectionsResponse]  # type: ignore[assignment]
     """ListDatabaseConnections lists the caller's database connections as a JSON array."""
     CreateGoldenRecords: _aio.UnaryUnaryMultiCallable[_messages_pb2.CreateGoldenRecordsRequest, _messages_pb2.CreateGoldenRecordsResponse]  # type: ignore[assignment]
@@ -93,6 +136,15 @@ class FinetuningServiceAsyncStub(FinetuningServiceStub):
     """ListGoldenRecords lists golden records, optionally of one connection, as a JSON array."""
     DeleteGoldenRecord: _aio.UnaryUnaryMultiCallable[_messages_pb2.DeleteGoldenRecordRequest, _messages_pb2.DeleteGoldenRecordResponse]  # type: ignore[assignment]
     """DeleteGoldenRecord deletes a golden record."""
+    GetFinetuningWork: _aio.UnaryUnaryMultiCallable[_messages_pb2.GetFinetuningWorkRequest, _messages_pb2.GetFinetuningWorkResponse]  # type: ignore[assignment]
+    """GetFinetuningWork gives the finetuning workload named by the job token what it needs: the
+    connection URI with its password, the records, the base model and the provider's settings.
+    They travel here, never in the job's stored spec.
+    """
+    ReportFinetuningProgress: _aio.UnaryUnaryMultiCallable[_messages_pb2.ReportFinetuningProgressRequest, _messages_pb2.ReportFinetuningProgressResponse]  # type: ignore[assignment]
+    """ReportFinetuningProgress records what the workload of the job token's finetuning learnt:
+    the provider's file and job ids, its status, the fine-tuned model, an error, the evaluation.
+    """
 
 class FinetuningServiceServicer(metaclass=_abc_1.ABCMeta):
     """FinetuningService owns database connections, golden records and finetuning jobs, which it runs
@@ -104,7 +156,7 @@ class FinetuningServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _messages_pb2.CreateFinetuningRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_messages_pb2.Finetuning, _abc.Awaitable[_messages_pb2.Finetuning]]:
+    ) -> _typing.Union[_messages_pb2.FinetuningView, _abc.Awaitable[_messages_pb2.FinetuningView]]:
         """CreateFinetuning creates a finetuning job (HTTP 201). Errors: NOT_FOUND for an unknown
         db_connection_id or golden record, INVALID_ARGUMENT for an unsupported provider or model or
         fewer golden records than the provider needs.
@@ -115,7 +167,7 @@ class FinetuningServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _messages_pb2.GetFinetuningRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_messages_pb2.Finetuning, _abc.Awaitable[_messages_pb2.Finetuning]]:
+    ) -> _typing.Union[_messages_pb2.FinetuningView, _abc.Awaitable[_messages_pb2.FinetuningView]]:
         """GetFinetuning returns a finetuning job, its status refreshed from the provider."""
 
     @_abc_1.abstractmethod
@@ -131,8 +183,10 @@ class FinetuningServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _messages_pb2.CancelFinetuningRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_messages_pb2.Finetuning, _abc.Awaitable[_messages_pb2.Finetuning]]:
-        """CancelFinetuning cancels a finetuning job at the provider."""
+    ) -> _typing.Union[_messages_pb2.FinetuningView, _abc.Awaitable[_messages_pb2.FinetuningView]]:
+        """CancelFinetuning cancels a finetuning job at the provider and stops its workload.
+        Errors: FAILED_PRECONDITION (HTTP 400) for a finetuning that has already ended.
+        """
 
     @_abc_1.abstractmethod
     def DeleteFinetuning(
@@ -140,7 +194,19 @@ class FinetuningServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.DeleteFinetuningRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.DeleteFinetuningResponse, _abc.Awaitable[_messages_pb2.DeleteFinetuningResponse]]:
-        """DeleteFinetuning deletes a finetuning job record."""
+        """DeleteFinetuning deletes a finetuning job record, cancelling it at the provider first while
+        it still runs.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFinetuningEvaluation(
+        self,
+        request: _messages_pb2.GetFinetuningEvaluationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.FinetuningEvaluation, _abc.Awaitable[_messages_pb2.FinetuningEvaluation]]:
+        """GetFinetuningEvaluation returns how the fine-tuned model did on the held-out golden records,
+        run on the user's own database: execution accuracy, exact match and the failing examples.
+        """
 
     @_abc_1.abstractmethod
     def CreateDatabaseConnection(
@@ -148,7 +214,28 @@ class FinetuningServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messages_pb2.CreateDatabaseConnectionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.DatabaseConnection, _abc.Awaitable[_messages_pb2.DatabaseConnection]]:
-        """CreateDatabaseConnection registers a database connection."""
+        """CreateDatabaseConnection registers a database connection after connecting to it and reading
+        its schema. Errors: INVALID_ARGUMENT with the driver's reason for a database that cannot be
+        reached or read, a URI that is not allowed; ALREADY_EXISTS for an alias the caller uses.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDatabaseConnection(
+        self,
+        request: _messages_pb2.GetDatabaseConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.DatabaseConnection, _abc.Awaitable[_messages_pb2.DatabaseConnection]]:
+        """GetDatabaseConnection returns one of the caller's database connections."""
+
+    @_abc_1.abstractmethod
+    def DeleteDatabaseConnection(
+        self,
+        request: _messages_pb2.DeleteDatabaseConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.DeleteDatabaseConnectionResponse, _abc.Awaitable[_messages_pb2.DeleteDatabaseConnectionResponse]]:
+        """DeleteDatabaseConnection deletes a database connection and its golden records. Errors:
+        FAILED_PRECONDITION (HTTP 400) while a finetuning on it runs.
+        """
 
     @_abc_1.abstractmethod
     def ListDatabaseConnections(
@@ -183,5 +270,26 @@ class FinetuningServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messages_pb2.DeleteGoldenRecordResponse, _abc.Awaitable[_messages_pb2.DeleteGoldenRecordResponse]]:
         """DeleteGoldenRecord deletes a golden record."""
+
+    @_abc_1.abstractmethod
+    def GetFinetuningWork(
+        self,
+        request: _messages_pb2.GetFinetuningWorkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.GetFinetuningWorkResponse, _abc.Awaitable[_messages_pb2.GetFinetuningWorkResponse]]:
+        """GetFinetuningWork gives the finetuning workload named by the job token what it needs: the
+        connection URI with its password, the records, the base model and the provider's settings.
+        They travel here, never in the job's stored spec.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportFinetuningProgress(
+        self,
+        request: _messages_pb2.ReportFinetuningProgressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.ReportFinetuningProgressResponse, _abc.Awaitable[_messages_pb2.ReportFinetuningProgressResponse]]:
+        """ReportFinetuningProgress records what the workload of the job token's finetuning learnt:
+        the provider's file and job ids, its status, the fine-tuned model, an error, the evaluation.
+        """
 
 def add_FinetuningServiceServicer_to_server(servicer: FinetuningServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,111 @@
+"""Database connections: which URIs a user may register, and their encryption at rest.
+
+A URI is any SQLAlchemy URL of sqlite, postgresql or mysql/mariadb, with the few query options
+the workload library allows (`trainyard.trainers.finetuning.schema.sync_url`). On top of that:
+- a sqlite file must lie under the configured root for user databases (a path resolved with
+  its symbolic links, so a link cannot point out of it), and is never one of the suite's own
+  database files;
+- a server URI never names the suite's own database (same host, port and database).
+
+The stored URI is encrypted with Fernet under a key derived (HKDF-SHA256) from the
+finetuning service's encryption key; answers carry only the masked form.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from trainyard.runtime.errors import FieldViolation, Internal, InvalidArgument
+from trainyard.trainers.finetuning import DatabaseUnreachable
+from trainyard.trainers.finetuning.schema import sync_url
+
+_HKDF_INFO = b"trainyard finetuning connection uri v1"
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+class UriCipher:
+    """Encrypts and decrypts connection URIs."""
+
+    def __init__(self, key: str) -> None:
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
+            key.encode()
+        )
+        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+
+    def encrypt(self, uri: str) -> str:
+        return self._fernet.encrypt(uri.encode()).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode("ascii")).decode()
+        except InvalidToken as exc:
+            raise Internal(
+                "a stored connection URI cannot be decrypted: the finetuning service's "
+                "encryption key changed; register the connection again",
+                reason="CONNECTION_KEY_CHANGED",
+            ) from exc
+
+
+def _refuse(message: str) -> InvalidArgument:
+    return InvalidArgument(
+        message,
+        reason="CONNECTION_URI_NOT_ALLOWED",
+        violations=[FieldViolation("connection_uri", message)],
+    )
+
+
+def _server_key(url: URL) -> tuple[str, str, int | None, str]:
+    backend = url.get_backend_name()
+    family = "mysql" if backend in ("mysql", "mariadb") else backend
+    return (family, (url.host or "localhost").lower(), url.port, url.database or "")
+
+
+def check_uri(uri: str, *, databases_root: Path, suite_databases: Iterable[str]) -> URL:
+    """The parsed URL of a URI a user may register; INVALID_ARGUMENT saying why otherwise."""
+    try:
+        url = sync_url(uri)
+    except DatabaseUnreachable as exc:
+        raise _refuse(str(exc)) from exc
+    own: list[URL] = []
+    for text in suite_databases:
+        try:
+            own.append(make_url(text))
+        except (ArgumentError, ValueError):
+            continue
+    if url.get_backend_name() == "sqlite":
+        _check_sqlite(url, databases_root, own)
+        return url
+    for suite in own:
+        if suite.get_backend_name() != "sqlite" and _server_key(suite) == _server_key(url):
+            raise _refuse("the connection URI names the platform's own database")
+    return url
+
+
+def _check_sqlite(url: URL, root: Path, own: list[URL]) -> None:
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        raise _refuse("a sqlite connection needs the absolute path of a database file")
+    path = Path(database)
+    if not path.is_absolute():
+        raise _refuse("a sqlite path must be absolute (sqlite:////folder/file.db)")
+    resolved = path.resolve()
+    top = root.resolve()
+    if resolved == top or not resolved.is_relative_to(top):
+        raise _refuse(
+            "a sqlite database must lie in the folder for user databases "
+            "(TRAINYARD_FINETUNING_USER_DATABASES_ROOT); ask the operator where that is"
+        )
+    for suite in own:
+        if suite.get_backend_name() != "sqlite" or not suite.database:
+            continue
+        theirs = Path(suite.database).resolve()
+        if any(resolved == Path(f"{theirs}{suffix}") for suffix in SQLITE_SUFFIXES):
+            raise _refuse("the connection URI names one of the platform's own database files")
