@@ -22,7 +22,12 @@ EXPECTED_TABLES = {
         "orchestrator_ndb_feedback",
     },
     "jobrunner": {"jobrunner_jobs"},
-    "finetuning": {"finetuning_finetunings"},
+    "finetuning": {
+        "finetuning_db_connections",
+        "finetuning_golden_records",
+        "finetuning_jobs",
+        "finetuning_cursors",
+    },
     "clustering": {"clustering_experiments"},
 }
 

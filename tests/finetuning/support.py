@@ -67,6 +67,12 @@ class Finetuning:
     def databases(self) -> Path:
         return self.settings.databases_root(self.common)
 
+    @property
+    def store(self) -> Any:
+        app = self.harness.servers["finetuning"].app
+        assert app is not None
+        return app.state["store"]
+
     def headers(self, user: str = "alice") -> dict[str, str]:
         return self.harness.user_headers(user)
 

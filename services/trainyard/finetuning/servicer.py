@@ -72,13 +72,14 @@ def connection_message(view: ConnectionView) -> msgs.DatabaseConnection:
 
 
 def connection_json(view: ConnectionView) -> dict[str, Any]:
+    """As Envoy prints a DatabaseConnection (GET, POST): the list answers the same objects."""
     return {
         "id": view.id,
         "alias": view.alias,
         "dialect": view.dialect,
         "connection_uri": view.uri_masked,
-        "schemas": view.schemas or None,
-        "metadata": view.meta,
+        "schemas": view.schemas,
+        "metadata": view.meta or {},
         "created_at": iso(view.created_at),
     }
 
