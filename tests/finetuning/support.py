@@ -5,6 +5,7 @@ the workload)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.support import nl2sql
 from tests.support.harness import TEST_SECRET, Harness
@@ -153,12 +155,27 @@ class Finetuning:
 
     def restart(self) -> None:
         """Stop the finetuning service abruptly and start a new one on the same database."""
+        port = self.harness.servers["finetuning"].port
         self.harness.stop_server("finetuning", grace=0)
         app = self.harness.loop.run(build_finetuning(self.common, self.settings))
-        self.harness.start_app("finetuning", app)
+        self.harness.start_app("finetuning", app, port=port)
 
-    def service_log_lines(self) -> str:
-        """Everything the workloads wrote (their job directories' logs)."""
+    def close(self) -> None:
+        """Stop the platform and the workloads it left running (the local job-runner leaves
+        them on shutdown, to reattach on its restart; a test has no restart to come)."""
+        self.harness.close()
+        for process in psutil.process_iter(["cwd"]):
+            if (process.info.get("cwd") or "").startswith(str(self.data / "jobs")):
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+
+    def store_records(self, finetuning_id: str) -> list[dict[str, str]]:
+        """The finetuning's records ({id, question, sql_query}) in their order."""
+        view = self.harness.loop.run(self.store.finetuning_by_id(finetuning_id))
+        return list(view.records)
+
+    def workload_logs(self) -> str:
+        """Everything under the job-runner's job directories (logs, configs)."""
         texts = []
         for path in (self.data / "jobs").rglob("*"):
             if path.is_file():

@@ -43,7 +43,7 @@ def ft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finetuning]:
         try:
             yield platform
         finally:
-            platform.harness.close()
+            platform.close()
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_the_suites_own_database_is_refused(tmp_path: Path) -> None:
             )
             assert resp.status_code == 400 and "platform's own" in error_of(resp)
         finally:
-            platform.harness.close()
+            platform.close()
 
 
 def test_connections_are_their_owners_alone(ft: Finetuning, conn: dict[str, Any]) -> None:
@@ -441,6 +441,7 @@ def test_the_evaluation_is_pending_while_the_model_trains(
 
 
 def test_malformed_bodies_are_400(ft: Finetuning) -> None:
+    body: Any
     for body in ([], "x", {"db_connection_id": 5}, {"base_llm": "gpt-4"}):
         resp = ft.call("POST", "/finetunings", json=body)
         assert resp.status_code == 400, (body, resp.text)

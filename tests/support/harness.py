@@ -58,18 +58,20 @@ class Harness:
         self.servers: dict[str, RunningServer] = {}
         self.envoy: EnvoyProcess | None = None
 
-    def start_app(self, name: str, app: App) -> RunningServer:
+    def start_app(self, name: str, app: App, port: int = 0) -> RunningServer:
+        """Start `app` on `port` (0: a free one; a restarted service takes its old port)."""
+
         async def go() -> RunningServer:
             if app.on_start is not None:
                 await app.on_start()
-            server, port, _ = await create_server(
-                "127.0.0.1:0", app.registrations, self.authority, app.validators
+            server, bound, _ = await create_server(
+                f"127.0.0.1:{port}", app.registrations, self.authority, app.validators
             )
             await server.start()
             if app.on_serving is not None:
-                await app.on_serving(f"127.0.0.1:{port}")
+                await app.on_serving(f"127.0.0.1:{bound}")
             app.background.start()
-            return RunningServer(server, port, app)
+            return RunningServer(server, bound, app)
 
         running = self.loop.run(go())
         self.servers[name] = running
