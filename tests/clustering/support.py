@@ -13,12 +13,10 @@ from typing import Any
 import httpx
 
 from tests.support.harness import TEST_SECRET, Harness
-from tests.support.jobs import python_runs_as
+from tests.support.platform import start_local_jobrunner
 from tests.support.wait import eventually
 from trainyard.clustering.app import build as build_clustering
 from trainyard.clustering.settings import ClusteringSettings
-from trainyard.jobrunner.app import build as build_jobrunner
-from trainyard.jobrunner.settings import JobrunnerSettings
 from trainyard.runtime.settings import CommonSettings
 
 BASE = "/sestekai-api/api/external/trainings"
@@ -153,20 +151,7 @@ def start_clustering(tmp: Path, **own: Any) -> Clustering:
     """Job-runner + clustering + Envoy in `tmp`; `own` overrides ClusteringSettings."""
     common = CommonSettings(data_dir=tmp, auth_secret=TEST_SECRET)
     harness = Harness(tmp)
-    jobrunner = harness.start_app(
-        "jobrunner",
-        harness.loop.run(
-            build_jobrunner(
-                common,
-                JobrunnerSettings(
-                    database_url=f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
-                    kill_grace_seconds=1,
-                    workload_user="nobody" if python_runs_as("nobody") else "",
-                ),
-            )
-        ),
-    )
-    wired = common.model_copy(update={"jobrunner_address": jobrunner.address})
+    wired = start_local_jobrunner(harness, tmp, common)
     own.setdefault("trainer_python", sys.executable)
     settings = ClusteringSettings(database_url=f"sqlite+aiosqlite:///{tmp / 'c.db'}", **own)
     harness.start_app("clustering", harness.loop.run(build_clustering(wired, settings)))

@@ -18,14 +18,12 @@ import psutil
 
 from tests.support import nl2sql
 from tests.support.harness import TEST_SECRET, Harness
-from tests.support.jobs import python_runs_as
 from tests.support.openai_finetuning import FineTuningProvider
 from tests.support.openai_server import OpenAIServer
+from tests.support.platform import start_local_jobrunner
 from tests.support.wait import eventually
 from trainyard.finetuning.app import build as build_finetuning
 from trainyard.finetuning.settings import FinetuningSettings
-from trainyard.jobrunner.app import build as build_jobrunner
-from trainyard.jobrunner.settings import JobrunnerSettings
 from trainyard.runtime.settings import CommonSettings
 
 API = "/api/v1"
@@ -193,20 +191,7 @@ def start_finetuning(
     provider = FineTuningProvider.register(openai, step_seconds=0.2, file_processing_seconds=0.1)
     common = CommonSettings(data_dir=tmp, auth_secret=TEST_SECRET)
     harness = Harness(tmp)
-    jobrunner = harness.start_app(
-        "jobrunner",
-        harness.loop.run(
-            build_jobrunner(
-                common,
-                JobrunnerSettings(
-                    database_url=f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
-                    kill_grace_seconds=1,
-                    workload_user="nobody" if python_runs_as("nobody") else "",
-                ),
-            )
-        ),
-    )
-    wired = common.model_copy(update={"jobrunner_address": jobrunner.address})
+    wired = start_local_jobrunner(harness, tmp, common)
     own.setdefault("trainer_python", sys.executable)
     own.setdefault("poll_interval_seconds", 0.1)
     own.setdefault("provider_base_url", openai.base_url)

@@ -51,7 +51,7 @@ def training_lines(ft: Finetuning) -> list[dict[str, Any]]:
 
 def assert_trained_and_evaluated(ft: Finetuning, finetuning_id: str) -> dict[str, Any]:
     done = ft.wait_status(finetuning_id)
-    assert done["status"] == "succeeded", done
+    assert done["status"] == "succeeded", (done, ft.workload_logs()[-4000:])
     assert done["model_id"] and done["model_id"].startswith("ft:")
     assert done["finetuning_file_id"] in ft.provider.files
     assert done["finetuning_job_id"] in ft.provider.jobs
@@ -108,20 +108,29 @@ def test_a_wrong_answer_is_shown_with_the_sql_that_ran(ft: Finetuning) -> None:
         assert failure["golden_sql"] in [sql for _, sql in PAIRS]
 
 
-def test_postgresql_to_succeeded(ft: Finetuning, postgres_url: str, pg_schema: str) -> None:
-    sync = make_url(postgres_url).set(drivername="postgresql+psycopg")
-    engine = create_engine(sync)
+def seed_postgres(postgres_url: str, schema: str) -> None:
+    """The test database's tables and rows, in `schema`."""
+    engine = create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
     with engine.begin() as db:
-        db.execute(text(f'SET search_path TO "{pg_schema}"'))
+        db.execute(text(f'SET search_path TO "{schema}"'))
         nl2sql.create(lambda statement: db.execute(text(statement)))
     engine.dispose()
+
+
+def in_schema(pairs: list[tuple[str, str]], schema: str) -> list[tuple[str, str]]:
+    """The golden SQL with its tables qualified by `schema`."""
+    return [
+        (q, sql.replace("FROM ", f'FROM "{schema}".').replace("JOIN ", f'JOIN "{schema}".'))
+        for q, sql in pairs
+    ]
+
+
+def test_postgresql_to_succeeded(ft: Finetuning, postgres_url: str, pg_schema: str) -> None:
+    seed_postgres(postgres_url, pg_schema)
     uri = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
     conn = ft.connection(uri, alias="pg", schemas=[pg_schema])
     assert conn["dialect"] == "postgresql" and conn["schemas"] == [pg_schema]
-    qualified = [
-        (q, sql.replace("FROM ", f'FROM "{pg_schema}".').replace("JOIN ", f'JOIN "{pg_schema}".'))
-        for q, sql in TWICE
-    ]
+    qualified = in_schema(TWICE, pg_schema)
     ft.golden_records(conn["id"], qualified)
     created = ft.start(conn["id"])
     evaluation = assert_trained_and_evaluated(ft, created["id"])
@@ -227,19 +236,11 @@ def test_a_killed_workload_is_started_again_and_resumes_the_same_job(ft: Finetun
 def test_the_password_is_in_no_answer_and_no_log(
     ft: Finetuning, postgres_url: str, pg_schema: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    sync = make_url(postgres_url).set(drivername="postgresql+psycopg")
-    engine = create_engine(sync)
-    with engine.begin() as db:
-        db.execute(text(f'SET search_path TO "{pg_schema}"'))
-        nl2sql.create(lambda statement: db.execute(text(statement)))
-    engine.dispose()
+    seed_postgres(postgres_url, pg_schema)
     secret = "pw-" + uuid.uuid4().hex
     uri = make_url(postgres_url).set(drivername="postgresql", password=secret)
     conn = ft.connection(uri.render_as_string(hide_password=False), alias="pg", schemas=[pg_schema])
-    qualified = [
-        (q, sql.replace("FROM ", f'FROM "{pg_schema}".').replace("JOIN ", f'JOIN "{pg_schema}".'))
-        for q, sql in TWICE
-    ]
+    qualified = in_schema(TWICE, pg_schema)
     ft.golden_records(conn["id"], qualified)
     created = ft.start(conn["id"])
     assert_trained_and_evaluated(ft, created["id"])

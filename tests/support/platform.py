@@ -128,6 +128,25 @@ def write_kubeconfig(path: Path, kube: FakeKubernetes) -> Path:
     return path
 
 
+def start_local_jobrunner(harness: Harness, tmp: Path, common: CommonSettings) -> CommonSettings:
+    """A job-runner on the local backend in `tmp` (workloads as `nobody` where python runs as
+    it); returns `common` wired to it, for the service that submits to it."""
+    jobrunner = harness.start_app(
+        "jobrunner",
+        harness.loop.run(
+            build_jobrunner(
+                common,
+                JobrunnerSettings(
+                    database_url=f"sqlite+aiosqlite:///{tmp / 'jr.db'}",
+                    kill_grace_seconds=1,
+                    workload_user="nobody" if python_runs_as("nobody") else "",
+                ),
+            )
+        ),
+    )
+    return common.model_copy(update={"jobrunner_address": jobrunner.address})
+
+
 def start_platform(
     tmp: Path,
     *,

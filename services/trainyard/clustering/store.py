@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trainyard.clustering.models import ClusteringModel, Cursor, Experiment, StatusChange
 from trainyard.runtime.clock import as_utc, utcnow
+from trainyard.runtime.db import Cursors
 from trainyard.runtime.errors import NotFound, PermissionDenied
 
 #: The training statuses; an experiment's `status` is the index in this list.
@@ -86,6 +87,8 @@ def _view(row: Experiment) -> ExperimentView:
 class ExperimentStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        #: The job-runner watch cursor.
+        self.cursors = Cursors(sessions, Cursor)
 
     async def claim(self, model_id: str, user: str) -> None:
         """Make `user` the owner of a new modelId; PERMISSION_DENIED when it is another's."""
@@ -221,20 +224,6 @@ class ExperimentStore:
         query = select(Experiment).where(Experiment.status.not_in(FINAL))
         async with self._sessions() as session:
             return [_view(r) for r in (await session.execute(query)).scalars()]
-
-    async def cursor(self, name: str) -> int:
-        async with self._sessions() as session:
-            row = await session.get(Cursor, name)
-            return row.value if row is not None else 0
-
-    async def save_cursor(self, name: str, value: int) -> None:
-        async with self._sessions() as session:
-            row = await session.get(Cursor, name)
-            if row is None:
-                session.add(Cursor(name=name, value=value))
-            else:
-                row.value = value
-            await session.commit()
 
 
 def _not_yours(model_id: str) -> PermissionDenied:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trainyard.finetuning.models import Cursor, DbConnection, Finetuning, GoldenRecord
 from trainyard.runtime.clock import as_utc, utcnow
+from trainyard.runtime.db import Cursors
 from trainyard.runtime.errors import AlreadyExists, FailedPrecondition, NotFound
 
 CONNECTION_NOT_FOUND = "Database connection not found"
@@ -141,6 +142,8 @@ def _finetuning_not_found() -> NotFound:
 class FinetuningStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        #: The job-runner watch cursor.
+        self.cursors = Cursors(sessions, Cursor)
 
     # ---- database connections --------------------------------------------------------------
 
@@ -377,22 +380,6 @@ class FinetuningStore:
         )
         async with self._sessions() as session:
             return int((await session.execute(query)).scalar_one())
-
-    # ---- the job-runner watch cursor -------------------------------------------------------
-
-    async def cursor(self, name: str) -> int:
-        async with self._sessions() as session:
-            row = await session.get(Cursor, name)
-            return row.value if row is not None else 0
-
-    async def save_cursor(self, name: str, value: int) -> None:
-        async with self._sessions() as session:
-            row = await session.get(Cursor, name)
-            if row is None:
-                session.add(Cursor(name=name, value=value))
-            else:
-                row.value = value
-            await session.commit()
 
 
 def _alias_taken(alias: str) -> AlreadyExists:

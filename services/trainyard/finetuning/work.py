@@ -660,8 +660,8 @@ class Finetunings:
         await follow_job_events(
             self._jobs,
             {CREATED_BY[0]: CREATED_BY[1]},
-            load_cursor=lambda: self._store.cursor(CURSOR),
-            save_cursor=lambda value: self._store.save_cursor(CURSOR, value),
+            cursors=self._store.cursors,
+            cursor=CURSOR,
             on_job=self.on_job,
             reconcile=self.reconcile,
         )

@@ -25,7 +25,7 @@ from trainyard.orchestrator.models import (
     TokenFeedback,
 )
 from trainyard.runtime.clock import as_utc, utcnow
-from trainyard.runtime.db import reader_of
+from trainyard.runtime.db import Cursors, reader_of
 from trainyard.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -143,6 +143,8 @@ def may_read(model: Model | ModelView, user: str) -> bool:
 class ModelRegistry:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        #: The job-event cursor (the job-runner's WatchJobs revision).
+        self.cursors = Cursors(sessions, Cursor)
         self._reader = reader_of(sessions)
         #: Recent status reads by model id, dropped by every write (all go through `_write`).
         self._statuses = ReadCache()
@@ -402,22 +404,6 @@ class ModelRegistry:
                     http_status=422,
                 )
             session.add(ModelMessage(model_id=model_id, level=level, message=message[:10_000]))
-
-    # ---- the job-event cursor ------------------------------------------------------------
-
-    async def cursor(self, name: str) -> int:
-        async with self._sessions() as session:
-            row = await session.get(Cursor, name)
-            return row.value if row is not None else 0
-
-    async def save_cursor(self, name: str, value: int, *, reset: bool = False) -> None:
-        """Move the cursor forward to `value` (never back, unless `reset`)."""
-        async with self._sessions.begin() as session:
-            row = await session.get(Cursor, name)
-            if row is None:
-                session.add(Cursor(name=name, value=value))
-            elif value > row.value or reset:
-                row.value = value
 
 
 @cache

@@ -545,7 +545,7 @@ class Trainings:
         (re)connection and every `interval` seconds as a safety net. Runs until the watch is
         lost, then raises WatchLost: it is run under `Background.supervise`, which reconnects
         with backoff."""
-        since: int | None = await self._registry.cursor(CURSOR) or None
+        since: int | None = await self._registry.cursors.get(CURSOR) or None
         call = self._peers.watch({CREATED_BY[0]: CREATED_BY[1]}, since)
         try:
             await self.reconcile()
@@ -563,13 +563,13 @@ class Trainings:
                         log.exception("training.event_failed", job_id=response.event.job.job_id)
                     if response.event.revision > (since or 0):
                         since = response.event.revision
-                        await self._registry.save_cursor(CURSOR, since)
+                        await self._registry.cursors.save(CURSOR, since)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and since:
                 # A revision this job-runner never issued (its database was replaced): start
                 # over from now; reconcile() covers what that skips.
                 log.warning("training.watch_cursor_reset", since=since)
-                await self._registry.save_cursor(CURSOR, 0, reset=True)
+                await self._registry.cursors.save(CURSOR, 0, reset=True)
             raise WatchLost(f"the job-runner's watch ended: {exc.code().name}") from exc
         finally:
             call.cancel()

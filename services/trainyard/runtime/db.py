@@ -89,6 +89,31 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+class Cursors:
+    """Named positions in another service's event stream (the job-runner's WatchJobs revision),
+    kept in a service's own `<service>_cursors` table (`model`: a mapped class with `name` and
+    `value` columns), so a restarted service resumes where it stopped."""
+
+    def __init__(self, sessions: async_sessionmaker[Any], model: Any) -> None:
+        self._sessions = sessions
+        self._model = model
+
+    async def get(self, name: str) -> int:
+        async with self._sessions() as session:
+            row = await session.get(self._model, name)
+            return int(row.value) if row is not None else 0
+
+    async def save(self, name: str, value: int, *, reset: bool = False) -> None:
+        """Move the cursor forward to `value` (never back, unless `reset`: a revision the
+        job-runner no longer has)."""
+        async with self._sessions.begin() as session:
+            row = await session.get(self._model, name)
+            if row is None:
+                session.add(self._model(name=name, value=value))
+            elif value > row.value or reset:
+                row.value = value
+
+
 def reader_of(sessions: async_sessionmaker[Any]) -> AsyncEngine:
     """The engine behind a sessionmaker, for hot read paths that run one Core statement and want
     plain rows, without a Session's unit-of-work bookkeeping. On PostgreSQL its connections are

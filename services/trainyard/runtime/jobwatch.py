@@ -3,7 +3,7 @@ workloads share (clustering, finetuning).
 
 `follow_job_events` reconciles first (what ended while nobody watched), then applies every
 WatchJobs event of the jobs carrying `labels` from the last revision seen, which it keeps
-through `load_cursor` / `save_cursor` (the service's own database). It never returns: a watch
+in `cursors` under the name `cursor` (the service's own database). It never returns: a watch
 that ends raises WatchLost, so that `Background.supervise` reconnects with backoff. A revision
 the job-runner no longer has (INVALID_ARGUMENT) resets the cursor; the reconcile then covers
 the gap.
@@ -18,6 +18,7 @@ import grpc
 import structlog
 
 from trainyard.api.jobrunner.v1 import messages_pb2 as jr
+from trainyard.runtime.db import Cursors
 
 log = structlog.get_logger("trainyard.runtime.jobwatch")
 
@@ -30,12 +31,12 @@ async def follow_job_events(
     jobs: Any,
     labels: Mapping[str, str],
     *,
-    load_cursor: Callable[[], Awaitable[int]],
-    save_cursor: Callable[[int], Awaitable[None]],
+    cursors: Cursors,
+    cursor: str,
     on_job: Callable[[jr.Job], Awaitable[None]],
     reconcile: Callable[[], Awaitable[None]],
 ) -> NoReturn:
-    since = await load_cursor()
+    since = await cursors.get(cursor)
     request = jr.WatchJobsRequest(labels=dict(labels))
     if since:
         request.since_revision = since
@@ -49,10 +50,10 @@ async def follow_job_events(
                 log.exception("jobwatch.event_failed", job_id=response.event.job.job_id)
             if response.event.revision > since:
                 since = response.event.revision
-                await save_cursor(since)
+                await cursors.save(cursor, since)
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and since:
-            await save_cursor(0)
+            await cursors.save(cursor, 0, reset=True)
         raise WatchLost(f"the job-runner's watch ended: {exc.code().name}") from exc
     finally:
         call.cancel()
