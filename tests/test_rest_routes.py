@@ -684,14 +684,16 @@ def _template_pattern(template: str) -> re.Pattern[str]:
     return re.compile(regex + "$")
 
 
-@pytest.mark.parametrize("route", http_routes(), ids=lambda r: f"{r.verb} {r.template}")
+@pytest.mark.parametrize(
+    "route",
+    [r for r in http_routes() if r.method.replace("/", ".") not in TESTED_APART],
+    ids=lambda r: f"{r.verb} {r.template}",
+)
 def test_every_binding_of_the_contract_has_a_row(route: HttpRoute) -> None:
     """A REST path added to a contract without a row here would go untested: each binding is
     reached by some row with its verb, its RPC and a path its template matches (or by one of
     the tests above written for its kind of body)."""
     rpc = route.method.replace("/", ".")
-    if rpc in TESTED_APART:
-        return
     pattern = _template_pattern(route.template)
     assert any(
         row.method == route.verb and row.rpc == rpc and pattern.match(row.path.split("?")[0])
