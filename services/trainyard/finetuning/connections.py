@@ -14,6 +14,8 @@ finetuning service's encryption key; answers carry only the masked form.
 from __future__ import annotations
 
 import base64
+import ipaddress
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -62,10 +64,43 @@ def _refuse(message: str) -> InvalidArgument:
     )
 
 
-def _server_key(url: URL) -> tuple[str, str, int | None, str]:
-    backend = url.get_backend_name()
-    family = "mysql" if backend in ("mysql", "mariadb") else backend
-    return (family, (url.host or "localhost").lower(), url.port, url.database or "")
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+#: What every address of this machine is compared as: 127.0.0.0/8, ::1, 0.0.0.0, localhost and
+#: no host at all (a local Unix socket) all reach the same local server.
+_LOCAL = "local"
+
+
+def _addresses(host: str | None) -> frozenset[str]:
+    """The addresses a host name reaches, loopback ones folded into one."""
+    if not host or host.lower() in ("localhost", "localhost."):
+        return frozenset({_LOCAL})
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return frozenset({host.lower()})
+    out = set()
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        out.add(_LOCAL if ip.is_loopback or ip.is_unspecified else str(ip))
+    return frozenset(out)
+
+
+def _same_database(a: URL, b: URL) -> bool:
+    """Whether two server URLs name the same database on the same server, however spelled
+    (driver, host name or address, default port)."""
+    families = []
+    for url in (a, b):
+        backend = url.get_backend_name()
+        families.append("mysql" if backend in ("mysql", "mariadb") else backend)
+    if families[0] != families[1] or (a.database or "") != (b.database or ""):
+        return False
+    default = _DEFAULT_PORTS.get(families[0])
+    if (a.port or default) != (b.port or default):
+        return False
+    return bool(_addresses(a.host) & _addresses(b.host))
 
 
 def check_uri(uri: str, *, databases_root: Path, suite_databases: Iterable[str]) -> URL:
@@ -84,7 +119,7 @@ def check_uri(uri: str, *, databases_root: Path, suite_databases: Iterable[str])
         _check_sqlite(url, databases_root, own)
         return url
     for suite in own:
-        if suite.get_backend_name() != "sqlite" and _server_key(suite) == _server_key(url):
+        if suite.get_backend_name() != "sqlite" and _same_database(suite, url):
             raise _refuse("the connection URI names the platform's own database")
     return url
 

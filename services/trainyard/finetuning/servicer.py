@@ -232,8 +232,11 @@ class FinetuningServicer(svc.FinetuningServiceServicer):
         if len(schemas) > MAX_SCHEMAS or any(len(s) > MAX_ALIAS_CHARS for s in schemas):
             raise _invalid("schemas", f"at most {MAX_SCHEMAS} schemas of at most 255 characters")
         meta = check_metadata(request.metadata)
-        url = check_uri(
-            uri, databases_root=self._databases_root, suite_databases=self._suite_databases
+        url = await asyncio.to_thread(  # it resolves host names
+            check_uri,
+            uri,
+            databases_root=self._databases_root,
+            suite_databases=self._suite_databases,
         )
         try:
             schema = await asyncio.to_thread(
