@@ -417,3 +417,20 @@ def test_openai_namer_does_not_retry_a_refused_key(server: OpenAIServer) -> None
     namer = OpenAINamer(base_url=server.base_url, api_key="wrong-key", model="gpt-test")
     assert namer.name(["balance"], ["my balance"], "en-US") == "balance"
     assert len([r for r in server.requests if r.path == "/v1/chat/completions"]) == 1
+
+
+def test_automatic_k_never_exceeds_the_cap() -> None:
+    """100 tight, far-apart groups of 4 points: silhouette alone would pick ~100 clusters;
+    automatic k stops at the intents + √distinct (here 0 + 20)."""
+    from trainyard.trainers.clustering.training import _choose_k, auto_k_cap
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(100, 64))
+    points = np.repeat(centres, 4, axis=0) + rng.normal(scale=0.01, size=(400, 64))
+    points = (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+    pinned = np.full(len(points), -1, dtype=np.int64)
+    k = _choose_k(points, pinned, 0, len(points), 0, lambda *_: None)
+    assert auto_k_cap(0, 400) == 20
+    assert 2 <= k <= 20
+    # With intents the cap moves up by their number.
+    assert auto_k_cap(7, 400) == 27

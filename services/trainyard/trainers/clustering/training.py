@@ -8,7 +8,8 @@ Clustering (all on unit vectors, so Euclidean k-means is cosine k-means):
   nearest cluster, an intent's or a new one. scikit-learn has no constrained k-means, hence the
   loop below (numpy, memory in blocks of `BLOCK` rows).
 - k: `num_clusters` when given (raised to the number of intents: each intent keeps its cluster);
-  with 0 the model chooses: the k with the highest mean silhouette (cosine) among `_candidates`,
+  with 0 the model chooses: the k with the highest mean silhouette (cosine) among `_candidates`
+  up to `auto_k_cap` (the intents + √distinct utterances),
   each clustering fitted on the same seeded sample of at most `AUTO_K_SAMPLE` utterances; the
   final clustering is then fitted on everything. The chosen k is the metric `num_clusters`, and
   `auto_k` is 1.
@@ -222,6 +223,14 @@ def _plus_plus(points: Matrix, existing: Matrix, count: int, rng: np.random.Gene
     return np.array(chosen, dtype=np.float32)
 
 
+def auto_k_cap(n_intents: int, distinct: int) -> int:
+    """The most clusters automatic k may choose: the intents plus the square root of the
+    distinct utterances. Mean silhouette keeps rising as clusters shrink to near-duplicate
+    groups (on the ChatterBot bench it chose 80 clusters for 20 topics, NMI 0.634 against
+    0.650 with this cap); √n is the usual rule-of-thumb ceiling for k."""
+    return max(2, n_intents + math.isqrt(max(distinct, 0)))
+
+
 def _candidates(low: int, high: int) -> list[int]:
     if high <= low:
         return [low]
@@ -244,7 +253,9 @@ def _choose_k(
     remap[sample_intents] = np.arange(len(sample_intents))
     sample_pinned = np.where(sample_pinned >= 0, remap[np.maximum(sample_pinned, 0)], -1)
     low = max(2, n_intents)
-    high = min(MAX_AUTO_K, max(low, distinct // 2), len(points) - 1)
+    high = min(
+        MAX_AUTO_K, max(low, distinct // 2), len(points) - 1, auto_k_cap(n_intents, distinct)
+    )
     if high < low or distinct < 3:
         return max(n_intents, min(2, distinct))
     best_k, best_score = low, -math.inf
