@@ -89,7 +89,12 @@ def load_data(language: str, per_topic: int, seed: int) -> tuple[list[str], list
 
 def auto_candidates(n: int, distinct: int) -> list[int]:
     """The trainer's own candidate k values, so every system searches the same range."""
-    high = min(trainer_module.MAX_AUTO_K, max(2, distinct // 2), n - 1)
+    high = min(
+        trainer_module.MAX_AUTO_K,
+        max(2, distinct // 2),
+        n - 1,
+        trainer_module.auto_k_cap(0, distinct),
+    )
     return trainer_module._candidates(2, high)
 
 

@@ -162,6 +162,23 @@ def test_the_suites_own_database_is_refused(tmp_path: Path) -> None:
             platform.close()
 
 
+def test_an_operator_host_list_refuses_other_servers(tmp_path: Path, postgres_url: str) -> None:
+    with OpenAIServer() as server:
+        platform = start_finetuning(tmp_path, server, database_hosts=["10.0.0.0/8"])
+        try:
+            uri = make_url(postgres_url).set(drivername="postgresql")
+            resp = platform.call(
+                "POST",
+                "/database-connections",
+                json={"alias": "pg", "connection_uri": uri.render_as_string(hide_password=False)},
+            )
+            assert resp.status_code == 400
+            assert "not one this platform may connect to" in error_of(resp)
+            assert platform.call("GET", "/database-connections").json() == []
+        finally:
+            platform.close()
+
+
 def test_connections_are_their_owners_alone(ft: Finetuning, conn: dict[str, Any]) -> None:
     for method, path in (
         ("GET", f"/database-connections/{conn['id']}"),

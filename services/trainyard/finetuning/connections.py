@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -71,21 +71,56 @@ _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 _LOCAL = "local"
 
 
+def _resolve(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses a host name (or literal) reaches; OSError when it does not resolve."""
+    infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        out.append(ip)
+    return out
+
+
 def _addresses(host: str | None) -> frozenset[str]:
     """The addresses a host name reaches, loopback ones folded into one."""
     if not host or host.lower() in ("localhost", "localhost."):
         return frozenset({_LOCAL})
     try:
-        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+        found = _resolve(host)
     except (OSError, UnicodeError):
         return frozenset({host.lower()})
-    out = set()
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        out.add(_LOCAL if ip.is_loopback or ip.is_unspecified else str(ip))
-    return frozenset(out)
+    return frozenset(_LOCAL if ip.is_loopback or ip.is_unspecified else str(ip) for ip in found)
+
+
+def _check_host(url: URL, allowed: Sequence[str]) -> None:
+    """With an operator's list of allowed hosts and networks, the URL's host must be one of the
+    names, or resolve only to addresses inside the networks."""
+    if not allowed:
+        return
+    host = (url.host or "localhost").lower()
+    names = {a.lower() for a in allowed if not _is_network(a)}
+    if host in names:
+        return
+    networks = [ipaddress.ip_network(a, strict=False) for a in allowed if _is_network(a)]
+    try:
+        found = _resolve("127.0.0.1" if host == "localhost" else host)
+    except (OSError, UnicodeError):
+        found = []
+    if not found or not all(any(ip in net for net in networks) for ip in found):
+        raise _refuse(
+            f"database host {host[:100]!r} is not one this platform may connect to "
+            "(TRAINYARD_FINETUNING_DATABASE_HOSTS); ask the operator which hosts are allowed"
+        )
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _same_database(a: URL, b: URL) -> bool:
@@ -103,8 +138,16 @@ def _same_database(a: URL, b: URL) -> bool:
     return bool(_addresses(a.host) & _addresses(b.host))
 
 
-def check_uri(uri: str, *, databases_root: Path, suite_databases: Iterable[str]) -> URL:
-    """The parsed URL of a URI a user may register; INVALID_ARGUMENT saying why otherwise."""
+def check_uri(
+    uri: str,
+    *,
+    databases_root: Path,
+    suite_databases: Iterable[str],
+    allowed_hosts: Sequence[str] = (),
+) -> URL:
+    """The parsed URL of a URI a user may register; INVALID_ARGUMENT saying why otherwise.
+    `allowed_hosts` (host names and CIDR networks; empty: any) limits where a server URI may
+    point."""
     try:
         url = sync_url(uri)
     except DatabaseUnreachable as exc:
@@ -118,6 +161,7 @@ def check_uri(uri: str, *, databases_root: Path, suite_databases: Iterable[str])
     if url.get_backend_name() == "sqlite":
         _check_sqlite(url, databases_root, own)
         return url
+    _check_host(url, allowed_hosts)
     for suite in own:
         if suite.get_backend_name() != "sqlite" and _same_database(suite, url):
             raise _refuse("the connection URI names the platform's own database")

@@ -237,6 +237,7 @@ class FinetuningServicer(svc.FinetuningServiceServicer):
             uri,
             databases_root=self._databases_root,
             suite_databases=self._suite_databases,
+            allowed_hosts=self._settings.database_hosts,
         )
         try:
             schema = await asyncio.to_thread(

@@ -40,6 +40,13 @@ class FinetuningSettings(ServiceSettings):
         description="A sqlite connection's file must lie under this folder; default "
         "DATA_DIR/user-databases. The suite's own database files are never allowed.",
     )
+    database_hosts: list[str] = Field(
+        default_factory=list,
+        description="Where a server connection (postgresql, mysql) may point: host names and "
+        'CIDR networks, e.g. ["db.internal", "10.20.0.0/16"]; a host must be one of '
+        "the names or resolve only inside the networks. Empty allows any host the service "
+        "can reach: set it wherever the platform's network holds databases users must not read.",
+    )
     eval_share: float = Field(
         default=0.1,
         ge=0.0,
