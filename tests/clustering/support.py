@@ -141,6 +141,13 @@ class Clustering:
         assert app is not None
         return app.state["store"]
 
+    @property
+    def store_storage(self) -> Any:
+        """The clustering service's blob storage (datasets and models)."""
+        app = self.harness.servers["clustering"].app
+        assert app is not None
+        return app.state["storage"]
+
     def history(self, experiment_id: str) -> list[str]:
         """The statuses the experiment went through, from the service's database."""
         codes = self.harness.loop.run(self.store.history(experiment_id))

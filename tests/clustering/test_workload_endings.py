@@ -4,6 +4,7 @@ own training's statuses, forward only, never after the end."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ from trainyard.api.clustering.v1 import service_pb2_grpc as svc_grpc
 from trainyard.clustering.app import build as build_clustering
 from trainyard.clustering.settings import ClusteringSettings
 from trainyard.runtime.settings import CommonSettings
+from trainyard.workload import Artifacts
 
 FORM = {
     "modelId": "",
@@ -156,3 +158,115 @@ def test_a_workload_that_ends_while_the_service_is_down_is_settled_on_restart(
         assert model_id == view.model_id
     finally:
         c.harness.close()
+
+
+# ---- the relay: a workload's data and model through the service, with its job token --------
+
+
+def _stub(c: Clustering) -> tuple[grpc.Channel, svc_grpc.ClusteringTrainingServiceStub]:
+    channel = grpc.insecure_channel(c.harness.servers["clustering"].address)
+    return channel, svc_grpc.ClusteringTrainingServiceStub(channel)
+
+
+def _read(c: Clustering, token: str) -> bytes | grpc.RpcError:
+    channel, stub = _stub(c)
+    with channel:
+        try:
+            call = stub.ReadTrainingData(
+                msgs.ReadTrainingDataRequest(),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=30,
+            )
+            return b"".join(r.chunk for r in call)
+        except grpc.RpcError as exc:
+            return exc
+
+
+def _upload(
+    c: Clustering, token: str, parts: list[tuple[str, bytes]]
+) -> msgs.UploadModelResponse | grpc.RpcError:
+    channel, stub = _stub(c)
+    with channel:
+        try:
+            return stub.UploadModel(
+                iter(msgs.UploadModelRequest(path=p, chunk=b) for p, b in parts),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=30,
+            )
+        except grpc.RpcError as exc:
+            return exc
+
+
+def test_the_workload_reads_its_data_and_uploads_its_model_through_the_service(
+    waiting: Clustering,
+) -> None:
+    _, experiment = _train(waiting)
+    job = waiting.harness.authority.mint_job("alice", model_id=experiment)
+    data = _read(waiting, job)
+    assert isinstance(data, bytes)
+    lines = [json.loads(line) for line in data.decode().splitlines()]
+    assert [line["text"] for line in lines] == [  # the customer side of DIALOGUE_CSV
+        "I want to reset my password",
+        "how do I change my password",
+        "my card was charged twice",
+        "there is a double charge on my card",
+        "please cancel my subscription",
+        "I would like to cancel my plan",
+    ]
+    big = bytes(range(256)) * 10_000  # 2.5 MB: several messages
+    done = _upload(
+        waiting,
+        job,
+        [("manifest.json", b"{}"), ("weights/c.npy", big[:1000]), ("", big[1000:]), ("e", b"")],
+    )
+    assert isinstance(done, msgs.UploadModelResponse), done
+    assert (done.files, done.bytes) == (3, 2 + len(big))
+    artifacts = Artifacts(waiting.store_storage, f"models/{experiment}/")
+    manifest = waiting.harness.loop.run(artifacts.manifest("model"))
+    assert {f.path: f.size for f in manifest.files} == {
+        "manifest.json": 2,
+        "weights/c.npy": len(big),
+        "e": 0,
+    }
+    assert waiting.harness.loop.run(artifacts.read_bytes("model", "weights/c.npy")) == big
+
+
+@pytest.mark.parametrize(
+    ("parts", "code"),
+    [
+        ([("../escape", b"x")], grpc.StatusCode.INVALID_ARGUMENT),
+        ([("/abs", b"x")], grpc.StatusCode.INVALID_ARGUMENT),
+        ([("", b"no path first")], grpc.StatusCode.INVALID_ARGUMENT),
+        ([("a", b"1"), ("a", b"2")], grpc.StatusCode.INVALID_ARGUMENT),
+        ([], grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+def test_a_bad_model_upload_is_refused_and_stores_nothing(
+    waiting: Clustering, parts: list[tuple[str, bytes]], code: grpc.StatusCode
+) -> None:
+    _, experiment = _train(waiting)
+    job = waiting.harness.authority.mint_job("alice", model_id=experiment)
+    refused = _upload(waiting, job, parts)
+    assert isinstance(refused, grpc.RpcError) and refused.code() == code, refused
+    keys = waiting.harness.loop.run(_keys(waiting, f"models/{experiment}/"))
+    assert keys == []
+
+
+async def _keys(c: Clustering, prefix: str) -> list[str]:
+    return [b.key async for b in c.store_storage.list_blobs(prefix)]
+
+
+def test_the_relay_answers_only_the_job_of_a_running_training(waiting: Clustering) -> None:
+    _, experiment = _train(waiting)
+    authority = waiting.harness.authority
+    user = _read(waiting, authority.mint_user("alice"))
+    assert isinstance(user, grpc.RpcError) and user.code() == grpc.StatusCode.PERMISSION_DENIED
+    other = _read(waiting, authority.mint_job("alice", model_id="nope"))
+    assert isinstance(other, grpc.RpcError) and other.code() == grpc.StatusCode.NOT_FOUND
+    job = authority.mint_job("alice", model_id=experiment)
+    assert _report(waiting, job, status="Failed", error="gave up") is None
+    late = _read(waiting, job)
+    assert isinstance(late, grpc.RpcError) and late.code() == grpc.StatusCode.FAILED_PRECONDITION
+    upload = _upload(waiting, job, [("a", b"1")])
+    assert isinstance(upload, grpc.RpcError)
+    assert upload.code() == grpc.StatusCode.FAILED_PRECONDITION

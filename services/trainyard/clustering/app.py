@@ -68,7 +68,7 @@ async def build(common: CommonSettings, own: ClusteringSettings) -> App:
         on_start=start,
         on_serving=serving,
         on_stop=stop,
-        state={"store": store, "trainings": trainings, "published": published},
+        state={"store": store, "trainings": trainings, "published": published, "storage": storage},
     )
     app.background.supervise(
         "follow-jobs",

@@ -209,14 +209,37 @@ class ClusteringServicer(svc.ClusteringTrainingServiceServicer):
     async def ReportTrainingStatus(
         self, request: msgs.ReportTrainingStatusRequest, context: Context
     ) -> msgs.ReportTrainingStatusResponse:
-        ident = current_identity()
-        if ident.kind != "job" or not ident.model_id:
-            raise PermissionDenied("this job token names no training", reason="JOB_TOKEN_REQUIRED")
         await self._trainings.report(
-            ident.model_id,
+            _job_experiment(),
             request.status,
             request.percent,
             [{"name": m.name, "value": m.value} for m in request.metrics],
             request.error,
         )
         return msgs.ReportTrainingStatusResponse()
+
+    async def ReadTrainingData(
+        self, request: msgs.ReadTrainingDataRequest, context: Context
+    ) -> AsyncIterator[msgs.ReadTrainingDataResponse]:
+        async for chunk in self._trainings.read_data(_job_experiment()):
+            yield msgs.ReadTrainingDataResponse(chunk=chunk)
+
+    async def UploadModel(
+        self, request_iterator: AsyncIterator[msgs.UploadModelRequest], context: Context
+    ) -> msgs.UploadModelResponse:
+        experiment_id = _job_experiment()
+
+        async def parts() -> AsyncIterator[tuple[str, bytes]]:
+            async for message in request_iterator:
+                yield message.path, message.chunk
+
+        files, size = await self._trainings.upload_model(experiment_id, parts())
+        return msgs.UploadModelResponse(files=files, bytes=size)
+
+
+def _job_experiment() -> str:
+    """The experiment the caller's job token names (the workload's own training)."""
+    ident = current_identity()
+    if ident.kind != "job" or not ident.model_id:
+        raise PermissionDenied("this job token names no training", reason="JOB_TOKEN_REQUIRED")
+    return ident.model_id

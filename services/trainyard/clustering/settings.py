@@ -27,6 +27,14 @@ class ClusteringSettings(ServiceSettings, StorageOverrides):
     max_file_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1, description="Largest dataFile / secondaryDataFile."
     )
+    max_model_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1024,
+        description="Largest trained model a workload may upload (all its files together).",
+    )
+    max_model_files: int = Field(
+        default=1000, ge=1, description="Most files a trained model may have."
+    )
     max_form_field_bytes: int = Field(
         default=4096, ge=64, description="Largest plain form value (modelId, languageCode, ...)."
     )

@@ -42,6 +42,8 @@ from trainyard.runtime.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NotFound,
+    ResourceExhausted,
     Unavailable,
 )
 from trainyard.runtime.jobwatch import follow_job_events
@@ -245,6 +247,9 @@ class Trainings:
             "artifacts_uri": root,
             "model_prefix": f"models/{experiment.id}/",
             "platform": {
+                # Data and model go through this service (ReadTrainingData / UploadModel):
+                # the workload needs no access to the clustering storage.
+                "relay": "clustering",
                 "callback_address": self.address,
                 "job_token": self._authority.mint_job(
                     experiment.owner,
@@ -319,6 +324,83 @@ class Trainings:
             error=(error or "the training failed") if code == FAILED else None,
             model_prefix=prefix,
         )
+
+    # ---- the workload's data, relayed (it has no storage access of its own) ----------------
+
+    async def _running(self, experiment_id: str) -> ExperimentView:
+        current = await self._store.get(experiment_id)
+        if current.final:
+            raise FailedPrecondition(
+                f"the training {experiment_id} has already ended ({current.status_name})",
+                reason="TRAINING_ENDED",
+            )
+        return current
+
+    async def read_data(self, experiment_id: str) -> AsyncIterator[bytes]:
+        """The normalised training data of a running training, in chunks."""
+        experiment = await self._running(experiment_id)
+        key = self._data_key(experiment)
+        if not await self._storage.exists(key):
+            raise NotFound("the training's data is gone", reason="TRAINING_DATA_NOT_FOUND")
+        async for chunk in self._storage.read(key):
+            yield chunk
+
+    async def upload_model(
+        self, experiment_id: str, parts: AsyncIterator[tuple[str, bytes]]
+    ) -> tuple[int, int]:
+        """Store (path, chunk) parts as the training's `model` artifact, all or nothing: a part
+        with a path starts a file, one without continues it. Returns (files, bytes)."""
+        experiment = await self._running(experiment_id)
+        limit, most = self._settings.max_model_bytes, self._settings.max_model_files
+        iterator = aiter(parts)
+        following = await anext(iterator, None)
+        if following is None or not following[0]:
+            raise InvalidArgument(
+                "the first message must name a file (path)", reason="NO_MODEL_PATH"
+            )
+        total = files = 0
+        artifacts = Artifacts(self._storage, f"models/{experiment.id}/")
+        async with artifacts.writer(MODEL_ARTIFACT) as writer:
+            while following is not None:
+                path, head = following
+                following = None
+                files += 1
+                if files > most:
+                    raise ResourceExhausted(
+                        f"a model may have at most {most} files", reason="MODEL_TOO_MANY_FILES"
+                    )
+
+                async def file_chunks(head: bytes) -> AsyncIterator[bytes]:
+                    # This file's bytes: up to the part that names the next file.
+                    nonlocal total, following
+                    chunk = head
+                    while True:
+                        total += len(chunk)
+                        if total > limit:
+                            raise ResourceExhausted(
+                                f"a model may hold at most {limit} bytes", reason="MODEL_TOO_LARGE"
+                            )
+                        if chunk:
+                            yield chunk
+                        part = await anext(iterator, None)
+                        if part is None:
+                            return
+                        if part[0]:
+                            following = part
+                            return
+                        chunk = part[1]
+
+                try:
+                    await writer.add_chunks(path, file_chunks(head))
+                except ValueError as exc:
+                    raise InvalidArgument(
+                        f"bad model file path {path[:200]!r}: {exc}",
+                        reason="BAD_MODEL_PATH",
+                        violations=[FieldViolation("path", str(exc))],
+                    ) from exc
+            await writer.commit({"kind": "clustering", "model_id": experiment.model_id})
+        log.info("clustering.model_uploaded", experiment=experiment.id, files=files, bytes=total)
+        return files, total
 
     async def _has_model(self, experiment_id: str) -> bool:
         try:

@@ -301,11 +301,20 @@ class ArtifactWriter:
 
     async def add_file(self, path: str, source: Path) -> ArtifactFile:
         """Add a file from the local disk, streamed."""
-        writer = await self._open(path)
-        try:
+
+        async def chunks() -> AsyncIterator[bytes]:
             with open(source, "rb") as fh:  # noqa: ASYNC230 - chunked reads of a local file
                 while chunk := fh.read(READ_CHUNK_BYTES):
-                    await writer.write(chunk)
+                    yield chunk
+
+        return await self.add_chunks(path, chunks())
+
+    async def add_chunks(self, path: str, chunks: AsyncIterator[bytes]) -> ArtifactFile:
+        """Add a file from a stream of chunks (e.g. relayed from a workload)."""
+        writer = await self._open(path)
+        try:
+            async for chunk in chunks:
+                await writer.write(chunk)
             stored = await writer.commit()
         except BaseException:
             await writer.abort()

@@ -27,9 +27,9 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Self, TextIO
+from typing import Any, Self, TextIO, TypeVar
 
 import grpc
 import tenacity
@@ -38,6 +38,8 @@ from google.protobuf import json_format, struct_pb2
 from trainyard.api.orchestrator.v1 import messages_pb2 as msgs
 from trainyard.api.orchestrator.v1 import service_pb2_grpc as svc
 from trainyard.workload.config import platform_settings
+
+T = TypeVar("T")
 
 #: The workload's job token (a JWT naming its model).
 JOB_TOKEN_VAR = "TRAINYARD_JOB_TOKEN"
@@ -126,6 +128,33 @@ class JobCallbacks:
     def _closed(self) -> None:
         """Drop what was built on the channel (subclasses' stubs)."""
 
+    @property
+    def auth(self) -> tuple[tuple[str, str]]:
+        """The call metadata that carries the job token."""
+        return (("authorization", f"Bearer {self._token}"),)
+
+    def _retrying(self, seconds: float) -> tenacity.AsyncRetrying:
+        return tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, grpc.aio.AioRpcError) and e.code() in _TRANSIENT
+            ),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
+            stop=tenacity.stop_after_delay(seconds),
+            reraise=True,
+        )
+
+    async def retried(self, rpc: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` (a whole call, a streaming one included, started again from scratch
+        each time) until it succeeds, retrying transient codes for up to final_timeout seconds;
+        a refusal is raised as ReportError."""
+        try:
+            async for retry in self._retrying(self.final_timeout):
+                with retry:
+                    return await attempt()
+        except grpc.aio.AioRpcError as exc:
+            raise ReportError(rpc, exc.code(), exc.details() or "", self.address) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _call(self, rpc: str, method: Any, request: Any, *, essential: bool) -> Any:
         """Deliver one report (or ask one question: the response is returned). An essential
         call is retried on transient codes for up to final_timeout seconds; any other that
@@ -134,19 +163,12 @@ class JobCallbacks:
         async def once() -> Any:
             return await method(
                 request,
-                metadata=(("authorization", f"Bearer {self._token}"),),
+                metadata=self.auth,
                 timeout=self.timeout,
                 wait_for_ready=True,  # ride out a moment of the service (re)starting
             )
 
-        retrying = tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception(
-                lambda e: isinstance(e, grpc.aio.AioRpcError) and e.code() in _TRANSIENT
-            ),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
-            stop=tenacity.stop_after_delay(self.final_timeout if essential else 0),
-            reraise=True,
-        )
+        retrying = self._retrying(self.final_timeout if essential else 0)
         try:
             async for attempt in retrying:
                 with attempt:

@@ -6,7 +6,11 @@ The config (written by the clustering service): experiment_id, model_id, languag
 num_clusters, seed, llm (null, or {provider, base_url, api_key, model}: the provider settings
 travel in the config, never in the environment), data_uri (the normalised utterances, JSON
 Lines of data.Record), artifacts_uri + model_prefix (where the `model` artifact goes) and the
-platform section (callback_address, job_token) that `load_config` takes out for the reporter.
+platform section (callback_address, job_token, relay) that `load_config` takes out for the
+reporter. With `"relay": "clustering"` (as the service starts it) the workload touches no
+storage: it reads its data through ReadTrainingData and uploads the model through UploadModel,
+with its job token, so it runs as an unprivileged user or in a pod without credentials; without
+it (a job run by hand) it reads data_uri and writes under artifacts_uri itself.
 Statuses go to the clustering service's ReportTrainingStatus with the job token: the library
 reports DataProcessing, TrainingStarted, Training and Trained as it works; this entry point
 ModelUploading while it writes the artifact, then Completed with the metrics.
@@ -19,7 +23,7 @@ import importlib
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,9 @@ from trainyard.workload.reporter import JobCallbacks
 PROG = "trainyard.trainers.clustering"
 MODEL_ARTIFACT = "model"
 FINAL = ("Completed", "Failed")
+#: The platform section's `relay` value that sends data and model through the service.
+RELAY = "clustering"
+UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,47 @@ class StatusReporter(JobCallbacks):
     def _closed(self) -> None:
         self._stub = None
 
+    def _service(self) -> svc.ClusteringTrainingServiceStub:
+        if self._stub is None:
+            self._stub = svc.ClusteringTrainingServiceStub(self.channel())
+        return self._stub
+
+    async def read_data(self, dest: Path) -> Path:
+        """The training data, relayed by the clustering service into `dest`."""
+
+        async def attempt() -> Path:
+            with open(dest, "wb") as fh:  # noqa: ASYNC230 - chunks of a local file
+                call: Any = self._service().ReadTrainingData(
+                    msgs.ReadTrainingDataRequest(), metadata=self.auth, wait_for_ready=True
+                )
+                async for response in call:
+                    fh.write(response.chunk)
+            return dest
+
+        return await self.retried("ReadTrainingData", attempt)
+
+    async def upload_model(self, folder: Path) -> msgs.UploadModelResponse:
+        """Every file under `folder` (links left out), relayed as the model artifact."""
+        files = await asyncio.to_thread(_model_files, folder)
+
+        async def messages() -> AsyncIterator[msgs.UploadModelRequest]:
+            for path in files:
+                name = path.relative_to(folder).as_posix()
+                with open(path, "rb") as fh:  # noqa: ASYNC230 - chunks of a local file
+                    chunk = fh.read(UPLOAD_CHUNK_BYTES)
+                    yield msgs.UploadModelRequest(path=name, chunk=chunk)
+                    while chunk := fh.read(UPLOAD_CHUNK_BYTES):
+                        yield msgs.UploadModelRequest(chunk=chunk)
+
+        async def attempt() -> msgs.UploadModelResponse:
+            upload: Any = self._service().UploadModel  # an aio stub: it takes an async iterator
+            response: msgs.UploadModelResponse = await upload(
+                messages(), metadata=self.auth, wait_for_ready=True
+            )
+            return response
+
+        return await self.retried("UploadModel", attempt)
+
     async def status(
         self,
         status: str,
@@ -117,14 +165,16 @@ class StatusReporter(JobCallbacks):
         if not self.connected:
             self._offline("status", {"status": status, "percent": request.percent})
             return
-        if self._stub is None:
-            self._stub = svc.ClusteringTrainingServiceStub(self.channel())
         await self._call(
             "ReportTrainingStatus",
-            self._stub.ReportTrainingStatus,
+            self._service().ReportTrainingStatus,
             request,
             essential=status in FINAL,
         )
+
+
+def _model_files(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()]
 
 
 def _library() -> Any:
@@ -146,9 +196,15 @@ def _namer(library: Any, llm: dict[str, str] | None) -> Any:
 async def _train(config: Config, reporter: StatusReporter, work: Path) -> list[tuple[str, float]]:
     library = _library()
     loop = asyncio.get_running_loop()
+    relayed = platform_settings().get("relay") == RELAY
+    if relayed and not reporter.connected:
+        raise ConfigError("the config asks for relayed data but names no service or token")
     try:
-        inputs = await fetch_inputs([config.data_uri], work)
-        records = from_jsonl(inputs[0].path.read_bytes())
+        if relayed:
+            data = await reporter.read_data(work / "data.jsonl")
+        else:
+            data = (await fetch_inputs([config.data_uri], work))[0].path
+        records = from_jsonl(data.read_bytes())
     except (InputError, ValueError, KeyError) as exc:
         raise DataError(f"cannot read the training data: {exc}") from exc
     utterances = [library.Utterance(r.text, r.intent, r.source) for r in records]
@@ -168,6 +224,9 @@ async def _train(config: Config, reporter: StatusReporter, work: Path) -> list[t
         library.train, utterances, params, out, report, _namer(library, config.llm)
     )
     await reporter.status("ModelUploading", 95)
+    if relayed:
+        await reporter.upload_model(out)
+        return [(str(n), float(v)) for n, v in result.metrics]
     storage = storage_at(config.artifacts_uri)
     await storage.start()
     try:

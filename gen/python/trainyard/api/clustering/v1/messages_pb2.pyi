@@ -595,3 +595,96 @@ class ReportTrainingStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportTrainingStatusResponse: _TypeAlias = ReportTrainingStatusResponse  # noqa: Y015
+
+@_typing.final
+class ReadTrainingDataRequest(_message.Message):
+    """ReadTrainingDataRequest is empty: the job token names the training."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadTrainingDataRequest: _TypeAlias = ReadTrainingDataRequest  # noqa: Y015
+
+@_typing.final
+class ReadTrainingDataResponse(_message.Message):
+    """ReadTrainingDataResponse is one chunk of the training data, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """chunk is the next bytes of the JSON Lines file."""
+    def __init__(
+        self,
+        *,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadTrainingDataResponse: _TypeAlias = ReadTrainingDataResponse  # noqa: Y015
+
+@_typing.final
+class UploadModelRequest(_message.Message):
+    """UploadModelRequest is one message of a model upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """path starts a new file of the model (a relative `/`-separated path); empty continues the
+    current one.
+    """
+    chunk: _builtins.bytes
+    """chunk is the next bytes of the current file."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadModelRequest: _TypeAlias = UploadModelRequest  # noqa: Y015
+
+@_typing.final
+class UploadModelResponse(_message.Message):
+    """UploadModelResponse is what was stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    files: _builtins.int
+    """files is the number of files of the model artifact."""
+    bytes: _builtins.int
+    """bytes is their total size."""
+    def __init__(
+        self,
+        *,
+        files: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadModelResponse: _TypeAlias = UploadModelResponse  # noqa: Y015

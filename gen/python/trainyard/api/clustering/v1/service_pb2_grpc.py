@@ -71,6 +71,16 @@ class ClusteringTrainingServiceStub:
                 request_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusRequest.SerializeToString,
                 response_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusResponse.FromString,
                 _registered_method=True)
+        self.ReadTrainingData = channel.unary_stream(
+                '/trainyard.api.clustering.v1.ClusteringTrainingService/ReadTrainingData',
+                request_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReadTrainingDataRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReadTrainingDataResponse.FromString,
+                _registered_method=True)
+        self.UploadModel = channel.stream_unary(
+                '/trainyard.api.clustering.v1.ClusteringTrainingService/UploadModel',
+                request_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.UploadModelRequest.SerializeToString,
+                response_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.UploadModelResponse.FromString,
+                _registered_method=True)
 
 
 class ClusteringTrainingServiceServicer:
@@ -143,6 +153,26 @@ class ClusteringTrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadTrainingData(self, request, context):
+        """ReadTrainingData streams the normalised utterances (JSON Lines) of the training named by the
+        job token, so that a workload needs no access to the clustering storage. Job tokens only.
+        Errors: FAILED_PRECONDITION once the training has ended, NOT_FOUND when its data is gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadModel(self, request_iterator, context):
+        """UploadModel stores the trained model's files as the `model` artifact of the training named
+        by the job token: a message with a `path` starts that file, messages without one continue
+        it; the artifact is committed, all or nothing, when the stream ends. Job tokens only.
+        Errors: INVALID_ARGUMENT for a bad path or a file sent twice, RESOURCE_EXHAUSTED beyond the
+        size limits, FAILED_PRECONDITION once the training has ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusteringTrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +210,16 @@ def add_ClusteringTrainingServiceServicer_to_server(servicer, server):
                     servicer.ReportTrainingStatus,
                     request_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusRequest.FromString,
                     response_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusResponse.SerializeToString,
+            ),
+            'ReadTrainingData': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadTrainingData,
+                    request_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReadTrainingDataRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReadTrainingDataResponse.SerializeToString,
+            ),
+            'UploadModel': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadModel,
+                    request_deserializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.UploadModelRequest.FromString,
+                    response_serializer=trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.UploadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -373,6 +413,60 @@ class ClusteringTrainingService:
             '/trainyard.api.clustering.v1.ClusteringTrainingService/ReportTrainingStatus',
             trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusRequest.SerializeToString,
             trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReportTrainingStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadTrainingData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/trainyard.api.clustering.v1.ClusteringTrainingService/ReadTrainingData',
+            trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReadTrainingDataRequest.SerializeToString,
+            trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.ReadTrainingDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadModel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/trainyard.api.clustering.v1.ClusteringTrainingService/UploadModel',
+            trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.UploadModelRequest.SerializeToString,
+            trainyard_dot_api_dot_clustering_dot_v1_dot_messages__pb2.UploadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

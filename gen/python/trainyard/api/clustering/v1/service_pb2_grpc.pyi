@@ -72,6 +72,18 @@ class ClusteringTrainingServiceStub:
     """ReportTrainingStatus records the status of the training named by the job token (the
     clustering workload's callback). Job tokens only.
     """
+    ReadTrainingData: _grpc.UnaryStreamMultiCallable[_messages_pb2.ReadTrainingDataRequest, _messages_pb2.ReadTrainingDataResponse]
+    """ReadTrainingData streams the normalised utterances (JSON Lines) of the training named by the
+    job token, so that a workload needs no access to the clustering storage. Job tokens only.
+    Errors: FAILED_PRECONDITION once the training has ended, NOT_FOUND when its data is gone.
+    """
+    UploadModel: _grpc.StreamUnaryMultiCallable[_messages_pb2.UploadModelRequest, _messages_pb2.UploadModelResponse]
+    """UploadModel stores the trained model's files as the `model` artifact of the training named
+    by the job token: a message with a `path` starts that file, messages without one continue
+    it; the artifact is committed, all or nothing, when the stream ends. Job tokens only.
+    Errors: INVALID_ARGUMENT for a bad path or a file sent twice, RESOURCE_EXHAUSTED beyond the
+    size limits, FAILED_PRECONDITION once the training has ended.
+    """
 
 @_typing.type_check_only
 class ClusteringTrainingServiceAsyncStub(ClusteringTrainingServiceStub):
@@ -116,6 +128,18 @@ class ClusteringTrainingServiceAsyncStub(ClusteringTrainingServiceStub):
     ReportTrainingStatus: _aio.UnaryUnaryMultiCallable[_messages_pb2.ReportTrainingStatusRequest, _messages_pb2.ReportTrainingStatusResponse]  # type: ignore[assignment]
     """ReportTrainingStatus records the status of the training named by the job token (the
     clustering workload's callback). Job tokens only.
+    """
+    ReadTrainingData: _aio.UnaryStreamMultiCallable[_messages_pb2.ReadTrainingDataRequest, _messages_pb2.ReadTrainingDataResponse]  # type: ignore[assignment]
+    """ReadTrainingData streams the normalised utterances (JSON Lines) of the training named by the
+    job token, so that a workload needs no access to the clustering storage. Job tokens only.
+    Errors: FAILED_PRECONDITION once the training has ended, NOT_FOUND when its data is gone.
+    """
+    UploadModel: _aio.StreamUnaryMultiCallable[_messages_pb2.UploadModelRequest, _messages_pb2.UploadModelResponse]  # type: ignore[assignment]
+    """UploadModel stores the trained model's files as the `model` artifact of the training named
+    by the job token: a message with a `path` starts that file, messages without one continue
+    it; the artifact is committed, all or nothing, when the stream ends. Job tokens only.
+    Errors: INVALID_ARGUMENT for a bad path or a file sent twice, RESOURCE_EXHAUSTED beyond the
+    size limits, FAILED_PRECONDITION once the training has ended.
     """
 
 class ClusteringTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -200,6 +224,30 @@ class ClusteringTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_messages_pb2.ReportTrainingStatusResponse, _abc.Awaitable[_messages_pb2.ReportTrainingStatusResponse]]:
         """ReportTrainingStatus records the status of the training named by the job token (the
         clustering workload's callback). Job tokens only.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadTrainingData(
+        self,
+        request: _messages_pb2.ReadTrainingDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_messages_pb2.ReadTrainingDataResponse], _abc.AsyncIterator[_messages_pb2.ReadTrainingDataResponse]]:
+        """ReadTrainingData streams the normalised utterances (JSON Lines) of the training named by the
+        job token, so that a workload needs no access to the clustering storage. Job tokens only.
+        Errors: FAILED_PRECONDITION once the training has ended, NOT_FOUND when its data is gone.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadModel(
+        self,
+        request_iterator: _MaybeAsyncIterator[_messages_pb2.UploadModelRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_messages_pb2.UploadModelResponse, _abc.Awaitable[_messages_pb2.UploadModelResponse]]:
+        """UploadModel stores the trained model's files as the `model` artifact of the training named
+        by the job token: a message with a `path` starts that file, messages without one continue
+        it; the artifact is committed, all or nothing, when the stream ends. Job tokens only.
+        Errors: INVALID_ARGUMENT for a bad path or a file sent twice, RESOURCE_EXHAUSTED beyond the
+        size limits, FAILED_PRECONDITION once the training has ended.
         """
 
 def add_ClusteringTrainingServiceServicer_to_server(servicer: ClusteringTrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
