@@ -2,7 +2,7 @@
 and BERTopic, on the same real topic-labelled texts, with k given and k chosen automatically.
 
     .venv/bin/pip install -c constraints.txt -e ".[bench]"
-    .venv/bin/python -m bench.clustering [--languages english,italian,dutch] [--seed 0]
+    .venv/bin/python -m bench.clustering [--languages english,italian,dutch] [--seeds 0,1,2]
                                          [--per-topic 150] [--no-bertopic]
 
 Data: the ChatterBot corpus that the `chatterbot-corpus` wheel ships
@@ -162,55 +162,69 @@ def score(
     )
 
 
+def run_language(
+    language: str, seed: int, per_topic: int, bertopic: bool, encoder: Any
+) -> list[tuple[str, tuple[str, float, float, float, int]]]:
+    code = LANGUAGE_CODES[language]
+    texts, truth = load_data(language, per_topic, seed)
+    k = len(set(truth))
+    sizes = Counter(truth)
+    print(
+        f"\n{language} ({code}), seed {seed}: {len(texts)} conversations, {k} topics "
+        f"(largest {max(sizes.values())}, smallest {min(sizes.values())})"
+    )
+    rows = []
+    for mode, given in (("k given", k), ("k auto", 0)):
+        rows.append(
+            (mode, score("trainyard", truth, partial(run_trainyard, texts, code, given, seed)))
+        )
+        rows.append((mode, score("kmeans", truth, partial(run_kmeans, texts, given, seed))))
+        if given == 0:
+            rows.append((mode, score("hdbscan", truth, partial(run_hdbscan, texts, seed))))
+        if bertopic and encoder is not None and code == "en-US":
+            try:
+                rows.append(
+                    (mode, score("bertopic", truth, partial(run_bertopic, texts, given, seed)))
+                )
+            except Exception as exc:  # a peer that fails is reported, not fatal
+                print(f"  bertopic failed: {exc}")
+    print(f"  {'mode':8} {'system':10} {'NMI':>6} {'ARI':>6} {'seconds':>8} {'clusters':>8}")
+    for mode, (name, nmi, ari, seconds, clusters) in rows:
+        print(f"  {mode:8} {name:10} {nmi:6.3f} {ari:6.3f} {seconds:8.2f} {clusters:8d}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--languages", default="english,italian,dutch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", default="0,1,2", help="each seed samples the topics and seeds every system"
+    )
     parser.add_argument("--per-topic", type=int, default=150)
     parser.add_argument("--no-bertopic", action="store_true")
     args = parser.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")]
 
     encoder = load_encoder()  # loaded once, before any timing
     print(f"sentence encoder: {encoder.name if encoder else 'none'}")
     for language in args.languages.split(","):
-        code = LANGUAGE_CODES[language]
-        texts, truth = load_data(language, args.per_topic, args.seed)
-        k = len(set(truth))
-        sizes = Counter(truth)
-        print(
-            f"\n{language} ({code}): {len(texts)} conversations, {k} topics "
-            f"(largest {max(sizes.values())}, smallest {min(sizes.values())})"
-        )
-        rows = []
-        for mode, given in (("k given", k), ("k auto", 0)):
-            rows.append(
-                (
-                    mode,
-                    score(
-                        "trainyard", truth, partial(run_trainyard, texts, code, given, args.seed)
-                    ),
-                )
+        runs = [
+            run_language(language, seed, args.per_topic, not args.no_bertopic, encoder)
+            for seed in seeds
+        ]
+        if len(runs) < 2:
+            continue
+        print(f"\n{language}: mean (min-max) over seeds {args.seeds}")
+        print(f"  {'mode':8} {'system':10} {'NMI':>19} {'ARI':>19} {'clusters':>8}")
+        for index, (mode, (name, *_)) in enumerate(runs[0]):
+            got = [run[index][1] for run in runs if len(run) > index]
+            nmi = [g[1] for g in got]
+            ari = [g[2] for g in got]
+            clusters = np.mean([g[4] for g in got])
+            print(
+                f"  {mode:8} {name:10} {np.mean(nmi):.3f} ({min(nmi):.3f}-{max(nmi):.3f}) "
+                f"{np.mean(ari):.3f} ({min(ari):.3f}-{max(ari):.3f}) {clusters:8.1f}"
             )
-            rows.append(
-                (mode, score("kmeans", truth, partial(run_kmeans, texts, given, args.seed)))
-            )
-            if given == 0:
-                rows.append((mode, score("hdbscan", truth, partial(run_hdbscan, texts, args.seed))))
-            if not args.no_bertopic and encoder is not None and code == "en-US":
-                try:
-                    rows.append(
-                        (
-                            mode,
-                            score(
-                                "bertopic", truth, partial(run_bertopic, texts, given, args.seed)
-                            ),
-                        )
-                    )
-                except Exception as exc:  # a peer that fails is reported, not fatal
-                    print(f"  bertopic failed: {exc}")
-        print(f"  {'mode':8} {'system':10} {'NMI':>6} {'ARI':>6} {'seconds':>8} {'clusters':>8}")
-        for mode, (name, nmi, ari, seconds, clusters) in rows:
-            print(f"  {mode:8} {name:10} {nmi:6.3f} {ari:6.3f} {seconds:8.2f} {clusters:8d}")
 
 
 if __name__ == "__main__":

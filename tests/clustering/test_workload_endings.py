@@ -235,6 +235,7 @@ def test_the_workload_reads_its_data_and_uploads_its_model_through_the_service(
     ("parts", "code"),
     [
         ([("../escape", b"x")], grpc.StatusCode.INVALID_ARGUMENT),
+        ([("x" * 300, b"x")], grpc.StatusCode.INVALID_ARGUMENT),
         ([("/abs", b"x")], grpc.StatusCode.INVALID_ARGUMENT),
         ([("", b"no path first")], grpc.StatusCode.INVALID_ARGUMENT),
         ([("a", b"1"), ("a", b"2")], grpc.StatusCode.INVALID_ARGUMENT),

@@ -365,6 +365,12 @@ class Trainings:
                 path, head = following
                 following = None
                 files += 1
+                if len(path) > 512 or any(len(part) > 200 for part in path.split("/")):
+                    raise InvalidArgument(
+                        "a model file path is at most 512 characters, 200 a segment",
+                        reason="BAD_MODEL_PATH",
+                        violations=[FieldViolation("path", "too long")],
+                    )
                 if files > most:
                     raise ResourceExhausted(
                         f"a model may have at most {most} files", reason="MODEL_TOO_MANY_FILES"
