@@ -3,6 +3,7 @@ paging, deletion, all-or-nothing failures and the sweep of interrupted uploads."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterable
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.upload_service import STORE_LIMITS
+from tests.support.wait import wait_until
 from trainyard.runtime.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from trainyard.upload.store import BodyChunk, NamedChunk, UploadStore
 
@@ -168,3 +170,38 @@ async def test_sweep_removes_what_an_interrupted_upload_left(
     assert await store.sweep() == [orphan]
     assert files_under(root) == [f"{kept.upload_id}/kept.csv"]
     assert (await store.get(kept.upload_id, "alice")).files[0].name == "kept.csv"
+
+
+@pytest.mark.parametrize("steps", range(4))
+async def test_a_second_cancel_during_the_cleanup_still_removes_everything(
+    store: UploadStore, tmp_path: Path, steps: int
+) -> None:
+    """The RPC of an upload whose client went away can be cancelled twice (the reset, then the
+    server closing the call) while its shielded cleanup runs: the cleanup still finishes."""
+    store.orphan_grace = timedelta(seconds=300)  # a live upload's marker heartbeat runs
+    stuck = asyncio.Event()
+
+    async def hanging() -> AsyncIterator[BodyChunk | NamedChunk]:
+        yield NamedChunk("a.csv", b"1" * 1000)
+        stuck.set()
+        await asyncio.Event().wait()
+        yield NamedChunk("never.csv", b"")
+
+    task = asyncio.create_task(store.ingest("alice", hanging()))
+    await stuck.wait()
+    await wait_until(lambda: files_under(tmp_path / "blobs") != [], 5, "the first file stored")
+    task.cancel()
+    for _ in range(steps):  # each interleaving of the cleanup (shielded) with a second cancel
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    def removed() -> bool:
+        try:
+            return files_under(tmp_path / "blobs") == []
+        except FileNotFoundError:  # a folder removed while it was listed
+            return False
+
+    await wait_until(removed, 5, "the upload's files and marker removed")
+    assert (await store.list_uploads("alice")).uploads == []

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.support.wait import wait_until
 from trainyard.blobs import BlobNotFound, LocalBlobStorage, check_key
 
 
@@ -55,3 +58,22 @@ async def test_local_storage_refuses_symlinked_folders_out_of_the_root(tmp_path:
     with pytest.raises(ValueError, match="leaves the storage root"):
         await storage.open_writer("evil/x.txt")
     assert list(outside.iterdir()) == []
+
+
+async def test_a_writer_opened_by_a_cancelled_task_leaves_no_file(tmp_path: Path) -> None:
+    """The thread that creates a writer's temp file runs on when its caller is cancelled (a
+    client gone mid-upload): the file it creates is removed once it exists."""
+    storage = LocalBlobStorage(tmp_path / "root")
+    await storage.start()
+    for _ in range(20):  # the cancel lands before the thread is done, at least sometimes
+        task = asyncio.create_task(storage.open_writer("up/1/big.bin"))
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            writer = await task
+            await writer.abort()
+
+    def leftovers() -> list[Path]:
+        return [p for p in (tmp_path / "root").rglob("*") if p.is_file()]
+
+    await wait_until(lambda: leftovers() == [], 5, "no temp file left")

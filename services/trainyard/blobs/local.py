@@ -74,7 +74,14 @@ class LocalBlobStorage(BlobStorage):
 
     async def open_writer(self, key: str) -> BlobWriter:
         final = self._path(key)
-        return await asyncio.to_thread(_LocalWriter.create, key, final)
+        job = asyncio.get_running_loop().run_in_executor(None, _LocalWriter.create, key, final)
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # The thread creates the temp file all the same: remove it once it has, or it
+            # would outlive the caller's cleanup (an upload whose client went away).
+            job.add_done_callback(_remove_created)
+            raise
 
     async def read(self, key: str, chunk_size: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
         path = self._path(key)
@@ -151,6 +158,11 @@ class LocalBlobStorage(BlobStorage):
 
         for info in await asyncio.to_thread(walk):
             yield info
+
+
+def _remove_created(job: asyncio.Future[_LocalWriter]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        job.result()._remove()
 
 
 class _LocalWriter(BlobWriter):

@@ -620,7 +620,10 @@ class _Ingest:
     async def stop_heartbeat(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat_stop.set()
-            await self.heartbeat
+            # wait(), not await: when the RPC is cancelled again while the shielded discard
+            # runs, finish() cancels the heartbeat, and awaiting it would raise CancelledError
+            # into the discard, leaving the files to the sweep.
+            await asyncio.wait([self.heartbeat])
             self.heartbeat = None
 
     def finish(self) -> None:
