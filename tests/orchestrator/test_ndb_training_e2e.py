@@ -115,6 +115,7 @@ def test_ndb_trains_from_every_file_type_and_reports_recall(
                 ],
                 "supervised_files": [{"location": "upload", "path": supervised}],
             },
+            "train_options": {"test_split": 0.5},
         },
     )
     assert "Unable to parse image.png. Unsupported filetype." in status["warnings"]
@@ -125,6 +126,7 @@ def test_ndb_trains_from_every_file_type_and_reports_recall(
     assert body["documents"] == 6 and body["skipped_files"] == 1
     sup = body["supervised"]
     assert sup["pairs"] == len(PAIRS) and sup["held_out_pairs"] >= 1
+    assert sup["test_split"] == 0.5  # train_options.test_split reached the trainer (default 0.2)
     for when in ("before", "after"):
         assert {"recall@1", "recall@5"} <= set(sup[when]), sup
     assert sup["training_after"]["recall@1"] > sup["training_before"]["recall@1"]

@@ -76,12 +76,14 @@ def _text_body(**overrides: Any) -> dict[str, Any]:
                 "base_model_id": "b",
                 "model_options": {"in_memory": True},
                 "data": {"unsupervised_files": [{"location": "ftp", "path": ""}]},
+                "train_options": {"test_split": 1.0},
             },
             [
                 "model_options cannot be specified together with base_model_id",
                 "data.unsupervised_files[0].location 'ftp' is not supported: use one of "
                 "upload, local, nfs, s3",
                 "data.unsupervised_files[0].path is required",
+                "train_options.test_split must be in [0, 1)",
             ],
         ),
         ("ndb-retrain", {"model_name": "n"}, ["base_model_id is required"]),

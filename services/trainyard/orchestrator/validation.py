@@ -262,7 +262,7 @@ def _ndb(request: msgs.TrainNdbRequest, limits: Limits) -> list[FieldViolation]:
             problems.append(
                 FieldViolation(f"data.deletions[{i}]", f"data.deletions[{i}] is not a doc id")
             )
-    return problems + _job_options(request, limits)
+    return problems + _train_options(request) + _job_options(request, limits)
 
 
 def _ndb_retrain(request: msgs.RetrainNdbRequest, limits: Limits) -> list[FieldViolation]:

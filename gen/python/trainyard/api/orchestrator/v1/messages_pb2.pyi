@@ -254,6 +254,7 @@ class TrainNdbRequest(_message.Message):
     MODEL_OPTIONS_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     JOB_OPTIONS_FIELD_NUMBER: _builtins.int
+    TRAIN_OPTIONS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """model_name is the new model's name, unique per owner."""
     base_model_id: _builtins.str
@@ -270,6 +271,13 @@ class TrainNdbRequest(_message.Message):
     def job_options(self) -> Global___JobOptions:
         """job_options are the workload's resources."""
 
+    @_builtins.property
+    def train_options(self) -> Global___TrainOptions:
+        """train_options: NDB reads test_split, the share of the supervised pairs held out of
+        training to measure recall@1/@5 before and after in the report (default 0.2; 0 holds none
+        out and measures on the training pairs). Its other fields are checked but unused.
+        """
+
     def __init__(
         self,
         *,
@@ -278,10 +286,11 @@ class TrainNdbRequest(_message.Message):
         model_options: Global___NdbModelOptions | None = ...,
         data: Global___NdbData | None = ...,
         job_options: Global___JobOptions | None = ...,
+        train_options: Global___TrainOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_base_model_id", b"_base_model_id", "base_model_id", b"base_model_id", "data", b"data", "job_options", b"job_options", "model_options", b"model_options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_base_model_id", b"_base_model_id", "base_model_id", b"base_model_id", "data", b"data", "job_options", b"job_options", "model_options", b"model_options", "train_options", b"train_options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_base_model_id", b"_base_model_id", "base_model_id", b"base_model_id", "data", b"data", "job_options", b"job_options", "model_name", b"model_name", "model_options", b"model_options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_base_model_id", b"_base_model_id", "base_model_id", b"base_model_id", "data", b"data", "job_options", b"job_options", "model_name", b"model_name", "model_options", b"model_options", "train_options", b"train_options"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__base_model_id: _TypeAlias = _typing.Literal["base_model_id"]  # noqa: Y015
     _WhichOneofArgType__base_model_id: _TypeAlias = _typing.Literal["_base_model_id", b"_base_model_id"]  # noqa: Y015
