@@ -164,3 +164,50 @@ def test_ndb_trains_from_every_file_type_and_reports_recall(
     assert child.search(["money back please"], 1)[0][0].doc_id == "refunds.txt"
     again = _download(platform, model_id, tmp_path / "again")
     assert "memo.docx" in {s.doc_id for s in again.sources()}
+
+
+def test_an_ndb_model_in_french_stems_and_drops_french_stop_words(
+    platform: Platform, tmp_path: Path
+) -> None:
+    docs = platform.upload(
+        [
+            ("garantie.txt", "La garantie couvre les réparations pendant deux ans".encode()),
+            ("livraison.txt", b"La livraison des colis se fait le lendemain"),
+        ]
+    )
+    model_id, _ = _train(
+        platform,
+        {
+            "model_name": unique_name("ndb-fr"),
+            "model_options": {"language": "french"},
+            "data": {"unsupervised_files": [{"location": "upload", "path": docs}]},
+        },
+    )
+    model = _download(platform, model_id, tmp_path / "m")
+    assert (model.settings.language, model.settings.stop_words) == ("french", True)
+    # "réparation" finds "réparations" (the French stemmer); "de la" and "les" are not terms.
+    assert model.analyzer.terms("les réparations de la garantie") == model.analyzer.terms(
+        "réparation garantie"
+    )
+    resp = httpx.post(
+        f"{platform.http}/api/v2/model/{model_id}/search",
+        headers=platform.headers(),
+        json={"query": "la réparation de la garantie", "top_k": 1},
+        timeout=60,
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["results"][0]["references"][0]["doc_id"] == "garantie.txt"
+
+
+def test_an_unknown_ndb_language_is_422_naming_the_choices(platform: Platform) -> None:
+    resp = platform.train(
+        "ndb",
+        {
+            "model_name": unique_name("ndb-xx"),
+            "model_options": {"language": "klingon"},
+            "data": {"unsupervised_files": [{"location": "upload", "path": "u"}]},
+        },
+    )
+    assert resp.status_code == 422, resp.text
+    assert "model_options.language 'klingon' is not supported" in resp.text
+    assert "french" in resp.text

@@ -421,3 +421,20 @@ def test_the_orchestrators_loader_serves_a_model_from_its_files(tmp_path: Path) 
         inference.load({"ndb.json": b"{}"})
     with pytest.raises(ValueError):
         inference.load({"../escape": b"x"})
+
+
+def test_stop_words_per_language_and_old_models_keep_their_terms() -> None:
+    from trainyard.trainers.ndb.analysis import Analyzer
+
+    french = Analyzer("french")
+    assert french.words("Le prix de la garantie et les retours") == ["prix", "garantie", "retours"]
+    turkish = Analyzer("turkish")
+    assert "ve" not in turkish.words("iade ve garanti") and "garanti" in turkish.words("garanti")
+    assert "için" not in turkish.words("iade için")  # the list decoded as Turkish, not Latin-1
+    assert Analyzer("french", stop_words=False).words("le prix") == ["le", "prix"]
+    assert Analyzer("basque").words("eta bai") == ["eta", "bai"]  # no list: nothing dropped
+    # A model written before the non-English lists: searched as it was built.
+    assert Settings.from_json({"language": "french"}).stop_words is False
+    assert Settings.from_json({"language": "english"}).stop_words is True
+    assert Settings(language="french").stop_words is True
+    assert Settings.from_json(Settings(language="french").to_json()).stop_words is True

@@ -8,6 +8,7 @@ The train endpoints answer a broken request with 422 and the Model Bazaar messag
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -242,12 +243,28 @@ def _label(value: str, field: str) -> list[FieldViolation]:
 # ---- the endpoints -----------------------------------------------------------------------
 
 
+@functools.cache
+def _snowball_languages() -> list[str]:
+    import Stemmer  # the ndb trainer's stemmer (PyStemmer): the languages it can index
+
+    return sorted(str(name) for name in Stemmer.algorithms())
+
+
 def _ndb(request: msgs.TrainNdbRequest, limits: Limits) -> list[FieldViolation]:
     problems = _name(request) + _base_model(request, required=False)
     if request.HasField("model_options") and request.HasField("base_model_id"):
         problems.append(
             FieldViolation(
                 "model_options", "model_options cannot be specified together with base_model_id"
+            )
+        )
+    options = request.model_options
+    if options.HasField("language") and options.language not in _snowball_languages():
+        problems.append(
+            FieldViolation(
+                "model_options.language",
+                f"model_options.language {options.language[:40]!r} is not supported: use one of "
+                + ", ".join(_snowball_languages()),
             )
         )
     data = request.data

@@ -1,10 +1,11 @@
 """Turning text into index terms: Unicode word tokens, lower-cased, stop words dropped, stemmed
 with the Snowball stemmer of the model's language (PyStemmer).
 
-Stop words: scikit-learn's English list for English; for the other Snowball languages none
-(BM25's IDF already weighs frequent words down, and a wrong list would hide real words). The
-analyzer is named in the artifact, so a model is always searched with the terms it was built
-with.
+Stop words (`stop_words=True`, what new models use): scikit-learn's English list for English,
+the `stop-words` package's list for the other Snowball languages it covers (French, German,
+Spanish, Italian, Dutch, Turkish, Russian, Arabic, ...), none for the rest (Basque, Tamil, ...).
+Models built before the non-English lists existed record `stop_words: false` for those
+languages (model.Settings reads an absent flag so), and are searched as they were built.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from collections.abc import Sequence
 
 import Stemmer
+import stop_words as stop_word_lists
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 #: The language of a new model when none is given.
@@ -29,15 +31,34 @@ def languages() -> list[str]:
     return sorted(str(name) for name in Stemmer.algorithms())
 
 
+#: Snowball algorithms whose stop-word list has another name in the `stop-words` package.
+_LIST_NAMES = {"dutch_porter": "dutch"}
+
+
+@functools.cache
+def stop_words_of(language: str) -> frozenset[str] | None:
+    """The language's stop words, lower-cased; None when no list covers it."""
+    if language in ("english", "porter"):
+        return frozenset(ENGLISH_STOP_WORDS)
+    name = _LIST_NAMES.get(language, language)
+    if name not in stop_word_lists.AVAILABLE_LANGUAGES:
+        return None
+    words = list(stop_word_lists.get_stop_words(name))
+    if name == "turkish":
+        # The package's Turkish list is Windows-1254 text decoded as Latin-1 (`altmýþ`).
+        words = [w.encode("latin-1", "ignore").decode("cp1254", "ignore") for w in words]
+    return frozenset(w.lower() for w in words if w.strip())
+
+
 class Analyzer:
     """Text -> stemmed terms, for one language."""
 
-    def __init__(self, language: str = DEFAULT_LANGUAGE) -> None:
+    def __init__(self, language: str = DEFAULT_LANGUAGE, *, stop_words: bool = True) -> None:
         if language not in languages():
             raise ValueError(f"unknown language {language!r}; one of: {', '.join(languages())}")
         self.language = language
         self._stemmer = Stemmer.Stemmer(language)
-        self._stop = frozenset(ENGLISH_STOP_WORDS) if language in ("english", "porter") else None
+        self._stop = stop_words_of(language) if stop_words else None
         self._stem = functools.lru_cache(maxsize=200_000)(self._stemmer.stemWord)
 
     def words(self, text: str) -> list[str]:

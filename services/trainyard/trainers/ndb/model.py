@@ -124,6 +124,7 @@ class Settings:
     advanced_search: bool = False
     in_memory: bool = True
     encoder: str | None = None  # the dense model's name when dense vectors are stored
+    stop_words: bool = True  # the language's stop-word list is applied (analysis.Analyzer)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,21 +134,25 @@ class Settings:
             "advanced_search": self.advanced_search,
             "in_memory": self.in_memory,
             "encoder": self.encoder,
+            "stop_words": self.stop_words,
         }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Settings:
         bm25 = raw.get("bm25") or {}
         weights = raw.get("field_weights") or {}
+        language = str(raw.get("language", DEFAULT_LANGUAGE))
         if not isinstance(weights, dict) or not isinstance(bm25, dict):
             raise ValueError("malformed settings")
         return cls(
-            language=str(raw.get("language", DEFAULT_LANGUAGE)),
+            language=language,
             field_weights={str(k): float(v) for k, v in weights.items()},
             bm25=Bm25Params(float(bm25.get("k1", Bm25Params.k1)), float(bm25.get("b", 0.75))),
             advanced_search=bool(raw.get("advanced_search", False)),
             in_memory=bool(raw.get("in_memory", True)),
             encoder=str(raw["encoder"]) if raw.get("encoder") else None,
+            # Models written before the flag had stop words in English only.
+            stop_words=bool(raw.get("stop_words", language in ("english", "porter"))),
         )
 
 
@@ -273,7 +278,7 @@ class NdbModel:
         self.associations = associations
         self.encoder = encoder
         self.folder = folder
-        self.analyzer = Analyzer(settings.language)
+        self.analyzer = Analyzer(settings.language, stop_words=settings.stop_words)
         self.rows = {cid: i for i, cid in enumerate(chunk_ids)}
         self._layer: _FeedbackLayer | None = None
         self._rewrites: list[tuple[list[str], list[str], str, str]] | None = None
@@ -493,7 +498,7 @@ class NdbModel:
     ) -> NdbModel:
         """A model of these chunks; `dense` (rows of the chunks) when already encoded, else
         encoded with `encoder` when given."""
-        analyzer = Analyzer(settings.language)
+        analyzer = Analyzer(settings.language, stop_words=settings.stop_words)
         lexical = LexicalIndex.build(
             [{f: analyzer.terms(t) for f, t in c.fields.items()} for c in chunks],
             settings.field_weights,

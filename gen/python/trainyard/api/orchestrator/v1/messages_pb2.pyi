@@ -180,28 +180,38 @@ class NdbModelOptions(_message.Message):
 
     IN_MEMORY_FIELD_NUMBER: _builtins.int
     ADVANCED_SEARCH_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     in_memory: _builtins.bool
     """in_memory keeps the index in memory; default false."""
     advanced_search: _builtins.bool
     """advanced_search enables the advanced search pipeline; default false."""
+    language: _builtins.str
+    """language is the Snowball language of the index's stemming and stop words (english, french,
+    german, spanish, italian, dutch, turkish, russian, arabic, ...); default english.
+    """
     def __init__(
         self,
         *,
         in_memory: _builtins.bool | None = ...,
         advanced_search: _builtins.bool | None = ...,
+        language: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_advanced_search", b"_advanced_search", "_in_memory", b"_in_memory", "advanced_search", b"advanced_search", "in_memory", b"in_memory"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_advanced_search", b"_advanced_search", "_in_memory", b"_in_memory", "_language", b"_language", "advanced_search", b"advanced_search", "in_memory", b"in_memory", "language", b"language"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_advanced_search", b"_advanced_search", "_in_memory", b"_in_memory", "advanced_search", b"advanced_search", "in_memory", b"in_memory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_advanced_search", b"_advanced_search", "_in_memory", b"_in_memory", "_language", b"_language", "advanced_search", b"advanced_search", "in_memory", b"in_memory", "language", b"language"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__advanced_search: _TypeAlias = _typing.Literal["advanced_search"]  # noqa: Y015
     _WhichOneofArgType__advanced_search: _TypeAlias = _typing.Literal["_advanced_search", b"_advanced_search"]  # noqa: Y015
     _WhichOneofReturnType__in_memory: _TypeAlias = _typing.Literal["in_memory"]  # noqa: Y015
     _WhichOneofArgType__in_memory: _TypeAlias = _typing.Literal["_in_memory", b"_in_memory"]  # noqa: Y015
+    _WhichOneofReturnType__language: _TypeAlias = _typing.Literal["language"]  # noqa: Y015
+    _WhichOneofArgType__language: _TypeAlias = _typing.Literal["_language", b"_language"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__advanced_search) -> _WhichOneofReturnType__advanced_search | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__in_memory) -> _WhichOneofReturnType__in_memory | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__language) -> _WhichOneofReturnType__language | None: ...
 
 Global___NdbModelOptions: _TypeAlias = NdbModelOptions  # noqa: Y015
 
