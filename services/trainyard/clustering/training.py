@@ -303,12 +303,7 @@ class Trainings:
                 + ", ".join(WORKLOAD_STATUSES),
                 violations=[FieldViolation("status", "unknown status")],
             )
-        current = await self._store.get(experiment_id)
-        if current.final:
-            raise FailedPrecondition(
-                f"the training {experiment_id} has already ended ({current.status_name})",
-                reason="TRAINING_ENDED",
-            )
+        await self._running(experiment_id)
         code = STATUS[status]
         prefix = f"models/{experiment_id}/" if code == COMPLETED else None
         if code == COMPLETED and not await self._has_model(experiment_id):

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import Stemmer
-import stop_words
 from scipy import sparse
 from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from trainyard.trainers.embeddings import Encoder, load_encoder
+from trainyard.trainers.stopwords import stop_word_list
 
 Matrix = npt.NDArray[np.float32]
 
@@ -80,18 +80,8 @@ def normalise(text: str, language_code: str) -> str:
 
 @functools.cache
 def _stop_words(language_code: str) -> frozenset[str]:
-    language = base_language(language_code)
-    if language == "en":
-        # The stop-words package's English list (1,300 words) drops content words such as
-        # "help", "need", "order"; scikit-learn's classic list is the usual choice.
-        words: list[str] = sorted(ENGLISH_STOP_WORDS)
-    elif language in _LANGUAGES:
-        words = list(stop_words.get_stop_words(_LANGUAGES[language]))
-        if language == "tr":
-            # That package's Turkish list is Windows-1254 text decoded as Latin-1 (`altmýþ`).
-            words = [w.encode("latin-1", "ignore").decode("cp1254", "ignore") for w in words]
-    else:
-        words = []
+    language = _LANGUAGES.get(base_language(language_code))
+    words = (stop_word_list(language) if language else None) or ()
     return frozenset(normalise(w, language_code) for w in words)
 
 

@@ -15,8 +15,8 @@ import re
 from collections.abc import Sequence
 
 import Stemmer
-import stop_words as stop_word_lists
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from trainyard.trainers.stopwords import stop_word_list
 
 #: The language of a new model when none is given.
 DEFAULT_LANGUAGE = "english"
@@ -31,23 +31,11 @@ def languages() -> list[str]:
     return sorted(str(name) for name in Stemmer.algorithms())
 
 
-#: Snowball algorithms whose stop-word list has another name in the `stop-words` package.
-_LIST_NAMES = {"dutch_porter": "dutch"}
-
-
 @functools.cache
 def stop_words_of(language: str) -> frozenset[str] | None:
     """The language's stop words, lower-cased; None when no list covers it."""
-    if language in ("english", "porter"):
-        return frozenset(ENGLISH_STOP_WORDS)
-    name = _LIST_NAMES.get(language, language)
-    if name not in stop_word_lists.AVAILABLE_LANGUAGES:
-        return None
-    words = list(stop_word_lists.get_stop_words(name))
-    if name == "turkish":
-        # The package's Turkish list is Windows-1254 text decoded as Latin-1 (`altmýþ`).
-        words = [w.encode("latin-1", "ignore").decode("cp1254", "ignore") for w in words]
-    return frozenset(w.lower() for w in words if w.strip())
+    words = stop_word_list(language)
+    return None if words is None else frozenset(w.lower() for w in words)
 
 
 class Analyzer:
