@@ -89,8 +89,9 @@ async def test_the_service_token_and_a_default_deadline_travel_with_each_call(
     )
     assert recorder.tokens[1] == recorder.tokens[0], "the token is reused, not minted per call"
     first, second = recorder.remaining
-    assert first is not None and 0 < first <= 7.0, "the default deadline applies"
-    # (gRPC rounds a deadline up on the wire: 300 s may arrive as a little more)
+    # gRPC rounds a deadline up on the wire and the server reads it against its own clock, so
+    # 7 s may arrive as a few milliseconds more: the check is that it is 7 s, not none or 300 s
+    assert first is not None and 0 < first <= 7.5, "the default deadline applies"
     assert second is not None and second > 7.0, "a caller's own deadline wins"
 
 
