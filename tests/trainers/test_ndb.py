@@ -6,16 +6,18 @@ implicit events), advanced search with and without an encoder, constraints, memo
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from tests.support.documents import docx_bytes, pdf_bytes
 from trainyard.trainers.embeddings import load_encoder
 from trainyard.trainers.ndb import NdbModel, load_model
 from trainyard.trainers.ndb.config import NdbConfig
-from trainyard.trainers.ndb.model import Settings
+from trainyard.trainers.ndb.model import MAX_PASSAGES, Settings, passages_of
 from trainyard.trainers.ndb.parsing import CHUNK_WORDS, OVERLAP_WORDS, FileEntry
 from trainyard.trainers.ndb.training import DataError, Feedback, TrainParams, train
 from trainyard.workload import ConfigError, InputFile
@@ -404,6 +406,100 @@ def test_advanced_search_with_the_packaged_encoder_finds_paraphrases(tmp_path: P
     loaded = load_model(tmp_path / "adv", encoder=encoder)
     assert loaded.uses_dense
     assert top_doc(loaded, "getting compensated for an item I dislike") == "refunds.txt"
+
+
+def test_passages_are_a_chunks_sentences_short_ones_joined_and_bounded() -> None:
+    assert passages_of("One whole sentence here. And a second one follows it!") == [
+        "One whole sentence here.",
+        "And a second one follows it!",
+    ]
+    # a sentence under MIN_PASSAGE_WORDS words joins the next (or, last, the one before)
+    assert passages_of("Hi there. The refund arrives within a week. Thanks.") == [
+        "Hi there. The refund arrives within a week. Thanks."
+    ]
+    assert passages_of("no sentence end at all") == ["no sentence end at all"]
+    assert passages_of("") == [""]
+    many = " ".join(f"Sentence number {i} is here." for i in range(40))
+    parts = passages_of(many)
+    assert len(parts) == MAX_PASSAGES and " ".join(parts) == many
+    assert parts[-1].startswith(f"Sentence number {MAX_PASSAGES - 1} ")
+
+
+class CountingEncoder:
+    """The packaged encoder, counting the texts it is asked to encode."""
+
+    def __init__(self) -> None:
+        inner = load_encoder()
+        assert inner is not None, "the tests install the embeddings extra (./dev setup)"
+        self.inner = inner
+        self.name, self.dimensions, self.languages = inner.name, inner.dimensions, inner.languages
+        self.texts: list[str] = []
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> npt.NDArray[np.float32]:
+        self.texts.extend(texts)
+        return self.inner.encode(texts, batch_size)
+
+
+def test_dense_scores_a_chunk_by_its_best_passage_too_and_keeps_them_across_files(
+    tmp_path: Path,
+) -> None:
+    encoder = CountingEncoder()
+    long_text = (
+        "The annual report lists revenue by region and quarter. Tables compare the "
+        "operating margins of each division. Appendix B covers currency effects. "
+        "Our office dog Biscuit loves chasing tennis balls in the park."
+    )
+    files = [*help_center(tmp_path), entry(write(tmp_path, "report.txt", long_text))]
+    result = train(files, [], TrainParams(Settings(advanced_search=True)), encoder=encoder)
+    model = result.model
+    assert model.passages is not None and model.dense is not None
+    row = model.rows["report.txt#0"]
+    assert len(model.passages.of(row)) == 4  # its four sentences; one-sentence chunks: one
+    assert sum(len(model.passages.of(r)) for r in range(len(model.chunk_ids))) == len(
+        model.passages.vectors
+    )
+    # each chunk's best passage, as Passages.best computes it for a batch of queries
+    q = encoder.encode(["a puppy playing fetch", "currency exchange"])
+    best = model.passages.best(q)
+    for r in range(len(model.chunk_ids)):
+        np.testing.assert_allclose(best[:, r], (q @ model.passages.of(r).T).max(axis=1), rtol=1e-5)
+    # the one sentence about a dog finds the report, with no word in common
+    assert top_doc(model, "a puppy playing fetch") == "report.txt"
+
+    model.save(tmp_path / "m", [c.fields for c in result.chunks])
+    loaded = load_model(tmp_path / "m", encoder=encoder)
+    assert loaded.passages is not None
+    np.testing.assert_array_equal(loaded.passages.starts, model.passages.starts)
+    assert top_doc(loaded, "a puppy playing fetch") == "report.txt"
+
+    # retraining on a base encodes only what is new, reusing the base's passages
+    encoder.texts.clear()
+    extra = write(
+        tmp_path, "returns.txt", "Print the shipping label. Drop the parcel at any post office."
+    )
+    again = train([entry(extra)], [], TrainParams(loaded.settings), base=loaded, encoder=encoder)
+    assert set(encoder.texts) == {
+        "Print the shipping label. Drop the parcel at any post office.",
+        "Print the shipping label.",
+        "Drop the parcel at any post office.",
+    }
+    assert again.model.passages is not None
+    np.testing.assert_array_equal(
+        again.model.passages.of(again.model.rows["report.txt#0"]), model.passages.of(row)
+    )
+
+    # a model written before passages searches by its chunk vectors alone
+    manifest = json.loads((tmp_path / "m" / "ndb.json").read_text())
+    manifest.pop("dense_passages")
+    (tmp_path / "m" / "ndb.json").write_text(json.dumps(manifest))
+    old = load_model(tmp_path / "m", encoder=encoder)
+    assert old.uses_dense and old.passages is None
+    assert top_doc(old, "getting compensated for an item I dislike") == "refunds.txt"
+    # passage files that do not fit the chunks are refused
+    manifest["dense_passages"] = len(model.passages.vectors) + 1
+    (tmp_path / "m" / "ndb.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="passage vectors do not fit"):
+        load_model(tmp_path / "m", encoder=encoder)
 
 
 def test_the_orchestrators_loader_serves_a_model_from_its_files(tmp_path: Path) -> None:

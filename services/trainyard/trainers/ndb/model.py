@@ -5,9 +5,15 @@ Ranking, for each query (batched):
 1. Association rewrites: where the query holds an associated source phrase (as terms), the
    phrase is replaced by its target, so the source retrieves like the target.
 2. Lexical: BM25F scores of the chunks sharing a term, divided by the best one (1.0 at the top).
-3. Dense (advanced search with an encoder): cosine of the query's and the chunks' embeddings,
-   min-max scaled over the top DENSE_CANDIDATES chunks; the hybrid score is
-   HYBRID_ALPHA * lexical + (1 - HYBRID_ALPHA) * dense (a convex combination, Bruch et al. 2023).
+3. Dense (advanced search with an encoder): for every chunk, the mean of two cosines of the
+   query's embedding: to the whole chunk's and to the best of the chunk's passages (its
+   sentences, `passages_of`; the best passage, Dai & Callan 2019's MaxP, finds the one
+   sentence a short query is about, the whole chunk its gist). Both signals become z-scores
+   over all chunks (a chunk sharing no term has lexical score 0), and the hybrid score is
+   HYBRID_ALPHA * z(lexical) + (1 - HYBRID_ALPHA) * z(dense), a convex combination (Bruch et
+   al. 2023) in which neither signal's own scale dominates. The best HYBRID_CANDIDATES keep
+   their hybrid score divided by the best one (1.0 at the top, 0 for an average chunk and
+   below), the scale of step 2, so that feedback weighs the same in both.
 4. Learned associations (supervised pairs, upvotes, implicit feedback): each stored query is a
    TF-IDF vector (its own small vocabulary); a chunk gains FEEDBACK_BETA * max over its stored
    queries of weight * cosine(query, stored query), for cosines from FEEDBACK_MIN_COSINE.
@@ -43,23 +49,34 @@ CHUNKS = "chunks.jsonl"
 TEXTS = "texts.bin"
 TEXT_OFFSETS = "text_offsets.npy"
 DENSE = "dense.npy"
+PASSAGES = "passages.npy"
+PASSAGE_STARTS = "passage_starts.npy"
 FEEDBACK = "feedback.jsonl"
 ASSOCIATIONS = "associations.jsonl"
 
 MAX_TOP_K = 1000
-#: The lexical share of the hybrid score. 0.7 was the best of 0..1 (steps of 0.1) on a dev split
-#: of bench/ndb.py's data disjoint from the queries it reports (recall@5 0.198 against 0.188 at
-#: 0.5 and 0.162 lexical only): BM25F stays the stronger signal, the dense one reorders it.
-HYBRID_ALPHA = 0.7
-DENSE_CANDIDATES = 100
+#: The lexical share of the hybrid score (of z-scores). 0.25 was the best of 0..1 (steps of
+#: 0.05) on `bench/ndb.py --dev`, a split of its data disjoint from the queries it reports
+#: (recall@5 0.231 there, against 0.176 lexical only, 0.230 at 0.2 and 0.229 at 0.3).
+HYBRID_ALPHA = 0.25
+#: Chunks that keep a hybrid score per query (the rest count as 0, as a chunk sharing no term
+#: does in plain search); at least top_k.
+HYBRID_CANDIDATES = 100
 FEEDBACK_BETA = 1.0
 FEEDBACK_MIN_COSINE = 0.2
 #: Weight of one feedback event of each kind (implicit events are weaker upvotes); the weights
 #: of one query -> chunk pair add up, to at most MAX_FEEDBACK_WEIGHT.
 FEEDBACK_WEIGHTS = {"supervised": 1.0, "upvote": 1.0, "implicit": 0.5}
 MAX_FEEDBACK_WEIGHT = 3.0
-#: Queries scored at once against the dense vectors (bounds the queries x chunks block).
+#: Queries scored at once against the dense vectors, and the most cells of that queries x
+#: chunks block (float32): a large model takes fewer queries at a time.
 DENSE_QUERY_BATCH = 256
+DENSE_BLOCK_CELLS = 1 << 25
+#: A chunk's passages: its sentences, a sentence of fewer than MIN_PASSAGE_WORDS words joined to
+#: the next, at most MAX_PASSAGES (the rest joined into the last).
+MIN_PASSAGE_WORDS = 4
+MAX_PASSAGES = 16
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
@@ -248,6 +265,96 @@ class _FeedbackLayer:
         return sp.csr_matrix(q @ self.matrix.T)
 
 
+def passages_of(text: str) -> list[str]:
+    """A chunk's passages for dense scoring (see MIN_PASSAGE_WORDS and MAX_PASSAGES); one at
+    least (the text itself when it has no sentence)."""
+    out: list[str] = []
+    pending = ""
+    for sentence in _SENTENCE_END.split(text.strip()):
+        pending = f"{pending} {sentence}" if pending else sentence
+        if len(pending.split()) >= MIN_PASSAGE_WORDS:
+            out.append(pending)
+            pending = ""
+    if pending:
+        if out:
+            out[-1] = f"{out[-1]} {pending}"
+        else:
+            out.append(pending)
+    if len(out) > MAX_PASSAGES:
+        out[MAX_PASSAGES - 1 :] = [" ".join(out[MAX_PASSAGES - 1 :])]
+    return out or [text]
+
+
+@dataclass(frozen=True)
+class Passages:
+    """The chunks' passage vectors: chunk i's are rows starts[i]:starts[i + 1] of `vectors`
+    (one at least)."""
+
+    vectors: npt.NDArray[np.float32]
+    starts: npt.NDArray[np.int64]
+
+    @classmethod
+    def encode(
+        cls,
+        encoder: Encoder,
+        texts: Sequence[str],
+        chunk_vectors: npt.NDArray[np.float32],
+        known: Sequence[npt.NDArray[np.float32] | None] = (),
+    ) -> Passages:
+        """The passages of these chunk texts. A chunk of one passage takes its chunk vector
+        (the same text); `known[i]`, where given, are chunk i's vectors already encoded."""
+        parts: list[npt.NDArray[np.float32] | list[str]] = []
+        todo: list[str] = []
+        for i, text in enumerate(texts):
+            reused = known[i] if i < len(known) else None
+            if reused is not None:
+                parts.append(np.asarray(reused, np.float32))
+                continue
+            pieces = passages_of(text)
+            if len(pieces) == 1:
+                parts.append(np.asarray(chunk_vectors[i : i + 1], np.float32))
+            else:
+                parts.append(pieces)
+                todo.extend(pieces)
+        encoded = encoder.encode(todo) if todo else None
+        blocks: list[npt.NDArray[np.float32]] = []
+        used = 0
+        for part in parts:
+            if isinstance(part, list):
+                assert encoded is not None
+                blocks.append(encoded[used : used + len(part)])
+                used += len(part)
+            else:
+                blocks.append(part)
+        starts = np.zeros(len(blocks) + 1, np.int64)
+        np.cumsum([len(b) for b in blocks], out=starts[1:])
+        dims = chunk_vectors.shape[1] if chunk_vectors.ndim == 2 else encoder.dimensions
+        vectors = np.concatenate(blocks) if blocks else np.zeros((0, dims), np.float32)
+        return cls(np.ascontiguousarray(vectors, np.float32), starts)
+
+    def of(self, chunk: int) -> npt.NDArray[np.float32]:
+        return np.asarray(self.vectors[self.starts[chunk] : self.starts[chunk + 1]])
+
+    def best(self, queries: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """queries x chunks: each chunk's best passage cosine."""
+        sims = queries @ np.asarray(self.vectors).T
+        return np.maximum.reduceat(sims, self.starts[:-1], axis=1)
+
+    def check(self, n: int, dims: int, count: int) -> None:
+        """ValueError unless these are `count` passages of n chunks, dims wide."""
+        s = self.starts
+        if (
+            self.vectors.shape != (count, dims)
+            or self.vectors.dtype != np.float32
+            or s.shape != (n + 1,)
+            or s.dtype != np.int64
+            or int(s[0]) != 0
+            or int(s[-1]) != count
+            or bool(np.any(np.diff(s) < 1))
+        ):
+            raise ValueError("the passage vectors do not fit the chunks")
+
+
 class NdbModel:
     """A searchable NDB model (see the module doc for the ranking)."""
 
@@ -265,6 +372,7 @@ class NdbModel:
         associations: list[Association],
         encoder: Encoder | None = None,
         folder: Path | None = None,
+        passages: Passages | None = None,
     ) -> None:
         self.settings = settings
         self.chunk_ids = chunk_ids
@@ -274,6 +382,7 @@ class NdbModel:
         self.texts = texts
         self.lexical = lexical
         self.dense = dense
+        self.passages = passages if dense is not None else None
         self.feedback = feedback
         self.associations = associations
         self.encoder = encoder
@@ -329,33 +438,33 @@ class NdbModel:
         original = [self.analyzer.terms(q) for q in queries]
         rewritten = [self._rewrite(q, terms) for q, terms in zip(queries, original, strict=True)]
         lexical = self.lexical.scores([terms for _, terms in rewritten])
-        dense_rows: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] | None = None
-        if self.uses_dense:
-            dense_rows = self._dense_candidates([text for text, _ in rewritten], allowed)
+        hybrid = (
+            self._hybrid([text for text, _ in rewritten], lexical, k, allowed)
+            if self.uses_dense
+            else None
+        )
         layer = self._feedback_layer()
         sims = None if layer.empty else layer.similarities(original)
         out: list[list[tuple[int, float]]] = []
         for i in range(len(queries)):
-            start, end = lexical.indptr[i], lexical.indptr[i + 1]
-            rows = np.asarray(lexical.indices[start:end], np.int64)
-            values = np.asarray(lexical.data[start:end], np.float64)
-            scores: dict[int, float] = {}
-            best = float(values.max()) if len(values) else 0.0
-            if dense_rows is None:
-                if best > 0:
-                    scores = dict(zip(rows.tolist(), (values / best).tolist(), strict=True))
-            else:
-                d_rows, d_scores = dense_rows[i]
-                lex = (
-                    dict(zip(rows.tolist(), (values / best).tolist(), strict=True))
+            scores: dict[int, float]
+            if hybrid is None:
+                start, end = lexical.indptr[i], lexical.indptr[i + 1]
+                values = np.asarray(lexical.data[start:end], np.float64)
+                best = float(values.max()) if len(values) else 0.0
+                scores = (
+                    dict(
+                        zip(
+                            lexical.indices[start:end].tolist(),
+                            (values / best).tolist(),
+                            strict=True,
+                        )
+                    )
                     if best > 0
                     else {}
                 )
-                dense = dict(zip(d_rows.tolist(), d_scores.tolist(), strict=True))
-                for row in set(lex) | set(dense):
-                    scores[row] = HYBRID_ALPHA * lex.get(row, 0.0) + (1 - HYBRID_ALPHA) * dense.get(
-                        row, 0.0
-                    )
+            else:
+                scores = hybrid[i]
             if sims is not None:
                 s_start, s_end = sims.indptr[i], sims.indptr[i + 1]
                 boost: dict[int, float] = {}
@@ -388,27 +497,51 @@ class NdbModel:
             out.append([(int(r), float(s)) for r, s in chosen])
         return out
 
-    def _dense_candidates(
-        self, texts: Sequence[str], allowed: npt.NDArray[np.bool_] | None
-    ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+    def _hybrid(
+        self,
+        texts: Sequence[str],
+        lexical: sp.csr_matrix,
+        k: int,
+        allowed: npt.NDArray[np.bool_] | None,
+    ) -> list[dict[int, float]]:
+        """Each query's best chunks by the hybrid score (module doc, step 3), scaled to 1.0."""
         assert self.encoder is not None and self.dense is not None
-        out = []
-        n = self.dense.shape[0]
-        take = min(DENSE_CANDIDATES, n)
-        for start in range(0, len(texts), DENSE_QUERY_BATCH):
-            q = self.encoder.encode(list(texts[start : start + DENSE_QUERY_BATCH]))
-            sims = q @ np.asarray(self.dense).T
-            if allowed is not None:
-                sims[:, ~allowed] = -np.inf
-            for row in sims:
+        dense = np.asarray(self.dense)
+        n = dense.shape[0]
+        take = min(max(k, HYBRID_CANDIDATES), n)
+        cells = n + (len(self.passages.vectors) if self.passages is not None else 0)
+        batch = max(1, min(DENSE_QUERY_BATCH, DENSE_BLOCK_CELLS // max(cells, 1)))
+        out: list[dict[int, float]] = []
+        for start in range(0, len(texts), batch):
+            q = self.encoder.encode(list(texts[start : start + batch]))
+            cosines = q @ dense.T
+            if self.passages is not None:
+                cosines += self.passages.best(q)
+                cosines /= 2
+            block = _zscores(cosines)
+            block *= 1 - HYBRID_ALPHA
+            for j in range(block.shape[0]):
+                row = block[j]
+                lo, hi = lexical.indptr[start + j], lexical.indptr[start + j + 1]
+                values = np.asarray(lexical.data[lo:hi], np.float64)
+                if len(values):
+                    # z-scores over all n chunks; the chunks without a shared term score 0
+                    mean = values.sum() / n
+                    sd = math.sqrt(max(float(np.square(values).sum()) / n - mean * mean, 0.0))
+                    if sd > 0:
+                        row -= HYBRID_ALPHA * mean / sd
+                        row[lexical.indices[lo:hi]] += (HYBRID_ALPHA / sd * values).astype(
+                            row.dtype
+                        )
+                if allowed is not None:
+                    row[~allowed] = -np.inf
                 idx = np.argpartition(-row, take - 1)[:take] if take < n else np.arange(n)
-                vals = row[idx]
+                vals = row[idx].astype(np.float64)
                 keep = np.isfinite(vals)
                 idx, vals = idx[keep], vals[keep]
-                if len(vals):
-                    lo, hi = float(vals.min()), float(vals.max())
-                    vals = (vals - lo) / (hi - lo) if hi > lo else np.ones_like(vals)
-                out.append((idx.astype(np.int64), vals.astype(np.float32)))
+                best = float(vals.max()) if len(vals) else 0.0
+                scaled = np.maximum(vals / best, 0.0) if best > 0 else np.zeros_like(vals)
+                out.append(dict(zip(idx.tolist(), scaled.tolist(), strict=True)))
         return out
 
     def _feedback_layer(self) -> _FeedbackLayer:
@@ -495,9 +628,10 @@ class NdbModel:
         associations: Sequence[Association] = (),
         encoder: Encoder | None = None,
         dense: npt.NDArray[np.float32] | None = None,
+        passages: Passages | None = None,
     ) -> NdbModel:
-        """A model of these chunks; `dense` (rows of the chunks) when already encoded, else
-        encoded with `encoder` when given."""
+        """A model of these chunks; `dense` (rows of the chunks) and `passages` when already
+        encoded, else encoded with `encoder` when given."""
         analyzer = Analyzer(settings.language, stop_words=settings.stop_words)
         lexical = LexicalIndex.build(
             [{f: analyzer.terms(t) for f, t in c.fields.items()} for c in chunks],
@@ -506,8 +640,10 @@ class NdbModel:
         )
         if encoder is not None and dense is None:
             dense = encoder.encode([c.text for c in chunks])
+        if encoder is not None and dense is not None and passages is None:
+            passages = Passages.encode(encoder, [c.text for c in chunks], dense)
         if encoder is None:
-            dense = None
+            dense = passages = None
         settings.encoder = encoder.name if encoder is not None else None
         return cls(
             settings,
@@ -521,6 +657,7 @@ class NdbModel:
             list(feedback),
             list(associations),
             encoder,
+            passages=passages,
         )
 
     def with_feedback(
@@ -540,6 +677,7 @@ class NdbModel:
             [*self.associations, *associations],
             self.encoder,
             self.folder,
+            self.passages,
         )
 
     def save(self, folder: Path, fields: Sequence[dict[str, str]] | None = None) -> None:
@@ -566,6 +704,9 @@ class NdbModel:
         self.lexical.save(folder)
         if self.dense is not None:
             np.save(folder / DENSE, np.asarray(self.dense, np.float32), allow_pickle=False)
+        if self.passages is not None:
+            np.save(folder / PASSAGES, np.asarray(self.passages.vectors), allow_pickle=False)
+            np.save(folder / PASSAGE_STARTS, np.asarray(self.passages.starts), allow_pickle=False)
         with open(folder / FEEDBACK, "w", encoding="utf-8") as out:
             for e in self.feedback:
                 out.write(
@@ -592,6 +733,7 @@ class NdbModel:
             "chunks": len(self.chunk_ids),
             "vocabulary": self.lexical.terms(),
             "dense_dimensions": int(self.dense.shape[1]) if self.dense is not None else None,
+            "dense_passages": len(self.passages.vectors) if self.passages is not None else None,
             "libraries": _library_versions(),
         }
         (folder / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
@@ -615,6 +757,15 @@ class NdbModel:
             )
             for row, cid in enumerate(self.chunk_ids)
         ]
+
+
+def _zscores(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Each row as z-scores of its own values (a constant row becomes 0)."""
+    mean = block.mean(axis=1, keepdims=True)
+    sd = block.std(axis=1, keepdims=True)
+    sd[sd == 0] = 1.0
+    out: npt.NDArray[np.float32] = ((block - mean) / sd).astype(np.float32, copy=False)
+    return out
 
 
 def _constraint_key(value: Any) -> str:
@@ -691,6 +842,14 @@ def load_model(artifact_dir: Path, encoder: Encoder | None = None) -> NdbModel:
             dense = np.load(folder / DENSE, mmap_mode="r" if mmap else None, allow_pickle=False)
             if dense.shape != (n, int(manifest["dense_dimensions"])) or dense.dtype != np.float32:
                 raise ValueError("the dense vectors do not fit the chunks")
+        passages = None
+        if dense is not None and manifest.get("dense_passages"):
+            # models written before passages have none: they score the whole chunk alone
+            passages = Passages(
+                np.load(folder / PASSAGES, mmap_mode="r" if mmap else None, allow_pickle=False),
+                np.load(folder / PASSAGE_STARTS, allow_pickle=False),
+            )
+            passages.check(n, dense.shape[1], int(manifest["dense_passages"]))
         feedback = []
         if (folder / FEEDBACK).exists():
             with open(folder / FEEDBACK, encoding="utf-8") as fh:
@@ -739,4 +898,5 @@ def load_model(artifact_dir: Path, encoder: Encoder | None = None) -> NdbModel:
         associations,
         used,
         folder,
+        passages,
     )

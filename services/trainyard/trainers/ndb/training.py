@@ -35,6 +35,7 @@ from trainyard.trainers.ndb.model import (
     Chunk,
     FeedbackEntry,
     NdbModel,
+    Passages,
     Settings,
 )
 from trainyard.trainers.ndb.parsing import (
@@ -176,12 +177,12 @@ def train(
             f"({encoder_missing or 'not installed'}); the model ranks with BM25F lexical "
             "search only"
         )
-    dense = _reused_dense(base, chunks, use)
+    dense, passages = _reused_vectors(base, chunks, use)
     index_started = time.perf_counter()
     kept_ids = {c.id for c in chunks}
     old_feedback = [e for e in (base.feedback if base else []) if e.chunk_id in kept_ids]
     old_associations = list(base.associations) if base else []
-    model = NdbModel.build(settings, chunks, old_feedback, old_associations, use, dense)
+    model = NdbModel.build(settings, chunks, old_feedback, old_associations, use, dense, passages)
     index_seconds = time.perf_counter() - index_started
 
     # ---- supervised ------------------------------------------------------------------------
@@ -241,26 +242,29 @@ def train(
     return Result(model, chunks, report)
 
 
-def _reused_dense(
+def _reused_vectors(
     base: NdbModel | None, chunks: Sequence[Chunk], encoder: Encoder | None
-) -> npt.NDArray[np.float32] | None:
-    """The chunks' vectors, taking the base model's rows where it has them (same encoder, same
-    text), encoding only the others."""
+) -> tuple[npt.NDArray[np.float32] | None, Passages | None]:
+    """The chunks' vectors and passages, taking the base model's where it has them (same
+    encoder, same text), encoding only the others."""
     if encoder is None:
-        return None
+        return None, None
     if base is None or base.dense is None or base.settings.encoder != encoder.name:
-        return None  # build() encodes them all
+        return None, None  # build() encodes them all
     out = np.zeros((len(chunks), encoder.dimensions), np.float32)
+    known: list[npt.NDArray[np.float32] | None] = []
     todo: list[int] = []
     for i, c in enumerate(chunks):
         row = base.rows.get(c.id)
         if row is not None and base.texts[row] == c.text:
             out[i] = base.dense[row]
+            known.append(base.passages.of(row) if base.passages is not None else None)
         else:
             todo.append(i)
+            known.append(None)
     if todo:
         out[todo] = encoder.encode([chunks[i].text for i in todo])
-    return out
+    return out, Passages.encode(encoder, [c.text for c in chunks], out, known)
 
 
 def _read_pairs(files: Sequence[InputFile], model: NdbModel, warn: Warn) -> tuple[list[Pair], int]:
