@@ -11,7 +11,9 @@ The model artifact (models/<model_id>/model) holds plain data, no pickle: ndb.js
 version, settings, vocabulary, library versions), chunks.jsonl (ids, doc ids, sources,
 metadata, CSV fields), texts.bin + text_offsets.npy (chunk texts), lexical.{data,indices,
 indptr}.npy (the BM25F term x chunk matrix), dense.npy (advanced search: one L2-normalised
-embedding per chunk), feedback.jsonl and associations.jsonl (what training and users taught).
+embedding per chunk), passages.npy + passage_starts.npy (the embeddings of each chunk's
+sentences; models written before them have none), feedback.jsonl and associations.jsonl (what
+training and users taught).
 
 `model_options.in_memory` (default false, as the API documents): false memory-maps the index
 arrays, chunk texts and dense vectors from the artifact's files (the OS pages them in as
