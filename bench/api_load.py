@@ -13,6 +13,12 @@ req/s, p50/p99 latency, the ratio to the same service's health check, and the CP
 request of the service, of Envoy and of the clients (all share the machine's cores, so the CPU
 figures say where the time goes even when the rates are noisy).
 
+The floor of any gateway: the 1 KiB list also goes through a bare Envoy (a listener and the
+router, no filter: no transcoder, no Lua, no health-check filter), the same binary with the
+same worker count as the gateway, so the printed "bare Envoy gRPC/direct gRPC" is what Envoy
+itself costs on this machine, and the REST rows' distance from it is what Trainyard's gateway
+adds.
+
 The list is measured for two users with --jobs jobs each: one whose job specs are ~1 KiB and one
 whose specs are inflated to --spec-kib KiB (environment variables), to show that a list's cost
 does not depend on the size of the jobs' specs.
@@ -94,9 +100,10 @@ class WorkerResult:
 @dataclass(frozen=True)
 class Case:
     read: str  # what is read, e.g. "training-jobs list"
-    path: str  # health | direct gRPC | Envoy gRPC | REST
+    path: str  # health | direct gRPC | Envoy gRPC | bare Envoy gRPC | REST
     service: str  # whose health check is the reference
     target: Target
+    bare: bool = False  # through the bare Envoy (its CPU is the one measured)
 
 
 @dataclass
@@ -197,6 +204,7 @@ class Stack:
         self.schema = f"bench_api_load_{os.getpid()}" if database == "postgresql" else None
         self.children: dict[str, ServiceProcess] = {}
         self.envoy: EnvoyProcess | None = None
+        self.bare: EnvoyProcess | None = None
         self.skipped: dict[str, str] = {}
         self.env = {
             **os.environ,
@@ -229,10 +237,13 @@ class Stack:
         self.envoy = EnvoyProcess(render(upstreams, http_port=0), self.data / "envoy")
         self.envoy.start()
         self.envoy.wait_healthy()
+        self.bare = EnvoyProcess(bare_envoy(self.address("jobrunner")), self.data / "envoy-bare")
+        self.bare.start()
 
     def close(self) -> None:
-        if self.envoy is not None:
-            self.envoy.stop()
+        for envoy in (self.envoy, self.bare):
+            if envoy is not None:
+                envoy.stop()
         for child in self.children.values():
             child.stop()
         if self.schema:
@@ -243,9 +254,15 @@ class Stack:
         assert proc is not None
         return psutil.Process(proc.pid)
 
-    def envoy_process(self) -> psutil.Process:
-        assert self.envoy is not None and self.envoy.proc is not None
-        return psutil.Process(self.envoy.proc.pid)
+    def envoy_process(self, bare: bool = False) -> psutil.Process:
+        envoy = self.bare if bare else self.envoy
+        assert envoy is not None and envoy.proc is not None
+        return psutil.Process(envoy.proc.pid)
+
+    @property
+    def bare_gateway(self) -> str:
+        assert self.bare is not None
+        return f"127.0.0.1:{self.bare.http_port}"
 
     def address(self, service: str) -> str:
         return self.children[service].address or ""
@@ -340,6 +357,86 @@ class Stack:
             await db.close()
 
 
+def bare_envoy(upstream: str) -> dict[str, object]:
+    """An Envoy bootstrap with nothing but a listener, the router and one HTTP/2 cluster."""
+    host, port = upstream.rsplit(":", 1)
+    http2 = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    manager = (
+        "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager"
+    )
+    local = {"socket_address": {"address": "127.0.0.1", "port_value": 0}}
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0s"}}
+    router = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+    return {
+        "admin": {"address": local},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "http",
+                    "address": local,
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": manager,
+                                        "stat_prefix": "bare",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {"name": "all", "domains": ["*"], "routes": [route]}
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {"@type": router},
+                                            }
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": "upstream",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": http2,
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": "upstream",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": host,
+                                                    "port_value": int(port),
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+
+
 async def _postgres(statement: str) -> None:
     import asyncpg
 
@@ -384,6 +481,15 @@ def cases(stack: Stack, spec_kib: float, model_id: str | None) -> list[Case]:
     )
     out += reads(
         "training-jobs list 1 KiB", "jobrunner", LIST_JOBS, list_jobs, "/training-jobs", USER
+    )
+    out.append(
+        Case(
+            "training-jobs list 1 KiB",
+            "bare Envoy gRPC",
+            "jobrunner",
+            Target("grpc", stack.bare_gateway, LIST_JOBS, list_jobs, stack.user_headers(USER)),
+            bare=True,
+        )
     )
     out += reads(
         f"training-jobs list {spec_kib:g} KiB",
@@ -454,7 +560,7 @@ def measure(
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     start = time.monotonic() + 0.3 + WARMUP_SECONDS  # the same moment in every worker
     futures = [pool.submit(worker, case.target, n, start, seconds) for n in per if n]
-    service, envoy = stack.process(case.service), stack.envoy_process()
+    service, envoy = stack.process(case.service), stack.envoy_process(case.bare)
     time.sleep(max(0.0, start - time.monotonic()))
     service_cpu, envoy_cpu = _cpu(service), _cpu(envoy)
     time.sleep(max(0.0, start + seconds - time.monotonic()))
@@ -484,7 +590,7 @@ def report(database: str, rows: list[Row], ns: argparse.Namespace, skipped: dict
         f"{ns.seconds:g}s per case, {ns.jobs} jobs per user"
     )
     print(
-        f"{'case':<28} {'path':<12} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'case':<28} {'path':<16} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'/health':>8}   CPU µs/req: {'service':>7} {'Envoy':>6} {'clients':>7}"
     )
     for r in rows:
@@ -492,7 +598,7 @@ def report(database: str, rows: list[Row], ns: argparse.Namespace, skipped: dict
         name = r.case.read if r.case.path != "health" else f"{r.case.service} health"
         err = f"  ({r.errors} errors: {r.first_error})" if r.errors else ""
         print(
-            f"{name:<28} {r.case.path:<12} {r.rate:>8,.0f} {r.p50:>7.2f} {r.p99:>7.2f} "
+            f"{name:<28} {r.case.path:<16} {r.rate:>8,.0f} {r.p50:>7.2f} {r.p99:>7.2f} "
             f"{ratio:>7.0%} {'':>12} {r.service_cpu_us:>7,.0f} {r.envoy_cpu_us:>6,.0f} "
             f"{r.client_cpu_us:>7,.0f}{err}"
         )
@@ -501,6 +607,9 @@ def report(database: str, rows: list[Row], ns: argparse.Namespace, skipped: dict
         direct = by.get((read, "direct gRPC"))
         if direct:
             print(f"REST/direct gRPC   {read:<28} {by[(read, 'REST')] / direct:>6.0%}")
+            if by.get((read, "bare Envoy gRPC")):
+                floor = by[(read, "bare Envoy gRPC")] / direct
+                print(f"bare Envoy gRPC/direct gRPC {read:<19} {floor:>6.0%}  (Envoy's own cost)")
     small, big = "training-jobs list 1 KiB", f"training-jobs list {ns.spec_kib:g} KiB"
     for path in ("direct gRPC", "REST"):
         if by.get((small, path)) and by.get((big, path)):

@@ -94,3 +94,32 @@ def test_slots_must_match_the_template() -> None:
         fill_template(template, {"v": 2}, {"x": 1, "y": 2})
     with pytest.raises(KeyError):
         fill_template(template, {}, {"x": 1})
+
+
+def test_envoy_runs_the_configured_worker_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import urllib.request
+
+    from trainyard.gateway.process import CONCURRENCY_VAR, EnvoyProcess
+
+    def workers() -> int:
+        envoy = EnvoyProcess(render({"upload": "127.0.0.1:1"}, http_port=0), tmp_path / "e")
+        envoy.start()
+        try:
+            assert envoy.admin_url is not None
+            with urllib.request.urlopen(envoy.admin_url + "/server_info", timeout=5) as resp:
+                info = json.loads(resp.read())
+            return int(info["command_line_options"]["concurrency"])
+        finally:
+            envoy.stop()
+
+    monkeypatch.delenv(CONCURRENCY_VAR, raising=False)
+    assert workers() == 1
+    monkeypatch.setenv(CONCURRENCY_VAR, "3")
+    assert workers() == 3
+    for bad in ("-1", "two"):
+        monkeypatch.setenv(CONCURRENCY_VAR, bad)
+        with pytest.raises(ValueError, match=CONCURRENCY_VAR):
+            EnvoyProcess({}, tmp_path / "bad")

