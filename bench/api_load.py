@@ -4,9 +4,11 @@ beside each service's own grpc.health.v1.Health/Check in the same run as the ref
 
     .venv/bin/python bench/api_load.py [--clients 32] [--seconds 4] [--database both]
                                        [--jobs 10] [--spec-kib 256] [--client-procs 2]
+                                       [--rounds 3]
 
-Each case runs --clients clients for --seconds (after a short warm-up), spread over
---client-procs processes so that one Python client process is not the bottleneck; every client
+Each case runs --clients clients, spread over --client-procs processes so that one Python client
+process is not the bottleneck, for --seconds (after a short warm-up); all cases are measured
+--rounds times, interleaved, and each figure printed is the median of its rounds. Every client
 has its own connection (gRPC: its own channel; REST: one keep-alive HTTP/1.1 connection).
 Responses are not parsed during the run (each target is checked once before). Printed per case:
 req/s, p50/p99 latency, the ratio to the same service's health check, and the CPU time per
@@ -583,11 +585,29 @@ def measure(
     )
 
 
+def median_row(rows: list[Row]) -> Row:
+    """One case's rounds as one row: the median of each figure (the machine is shared and
+    noisy; interleaved rounds and medians keep one bad second from deciding a ratio)."""
+    med = statistics.median
+    return Row(
+        rows[0].case,
+        rate=med(r.rate for r in rows),
+        p50=med(r.p50 for r in rows),
+        p99=med(r.p99 for r in rows),
+        errors=sum(r.errors for r in rows),
+        client_cpu_us=med(r.client_cpu_us for r in rows),
+        service_cpu_us=med(r.service_cpu_us for r in rows),
+        envoy_cpu_us=med(r.envoy_cpu_us for r in rows),
+        first_error=next((r.first_error for r in rows if r.first_error), ""),
+    )
+
+
 def report(database: str, rows: list[Row], ns: argparse.Namespace, skipped: dict[str, str]) -> None:
     health = {r.case.service: r.rate for r in rows if r.case.path == "health"}
     print(
         f"\n== {database}: {ns.clients} clients in {ns.client_procs} processes, "
-        f"{ns.seconds:g}s per case, {ns.jobs} jobs per user"
+        f"{ns.seconds:g}s per case, median of {ns.rounds} interleaved rounds, "
+        f"{ns.jobs} jobs per user"
     )
     print(
         f"{'case':<28} {'path':<16} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
@@ -646,6 +666,12 @@ def main() -> None:
         "--client-procs", type=int, default=2, help="client processes the clients are spread over"
     )
     parser.add_argument("--only", default="", help="run only cases whose name contains this")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="every case is measured this many times, interleaved; the median is printed",
+    )
     ns = parser.parse_args()
     databases = ("sqlite", "postgresql") if ns.database == "both" else (ns.database,)
     procs = max(1, min(ns.client_procs, ns.clients))
@@ -654,13 +680,18 @@ def main() -> None:
             f.result()
         for database in databases:
             with running(database, ns) as (stack, model_id):
-                rows: list[Row] = []
-                for case in cases(stack, ns.spec_kib, model_id):
-                    if ns.only and ns.only not in case.read and case.path != "health":
-                        continue
+                chosen = [
+                    case
+                    for case in cases(stack, ns.spec_kib, model_id)
+                    if not ns.only or ns.only in case.read or case.path == "health"
+                ]
+                for case in chosen:
                     check(case.target)
-                    rows.append(measure(pool, procs, case, ns.clients, ns.seconds, stack))
-                report(database, rows, ns, stack.skipped)
+                runs: list[list[Row]] = [[] for _ in chosen]
+                for _ in range(max(1, ns.rounds)):
+                    for i, case in enumerate(chosen):
+                        runs[i].append(measure(pool, procs, case, ns.clients, ns.seconds, stack))
+                report(database, [median_row(r) for r in runs], ns, stack.skipped)
 
 
 if __name__ == "__main__":
