@@ -158,14 +158,19 @@ def gateway_run(
     xff_trusted_hops: TrustedHops = 0,
 ) -> None:
     """Render the bootstrap into WORKDIR and exec Envoy (for containers)."""
-    from trainyard.gateway.process import envoy_binary
+    from trainyard.gateway.process import envoy_binary, envoy_concurrency
 
+    try:
+        workers = envoy_concurrency()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     cfg = _bootstrap(upstream, http_host, http_port, admin_port, xff_trusted_hops)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "envoy.json"
     path.write_text(json.dumps(cfg))
     binary = str(envoy_binary())
-    os.execv(binary, [binary, "-c", str(path), "--disable-hot-restart", "-l", "info"])
+    args = ["-c", str(path), "--disable-hot-restart", "-l", "info", "--concurrency", str(workers)]
+    os.execv(binary, [binary, *args])
 
 
 def main() -> None:
