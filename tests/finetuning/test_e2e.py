@@ -24,8 +24,9 @@ from tests.support.openai_server import OpenAIServer
 from tests.support.wait import eventually
 
 PAIRS = nl2sql.TRAIN + nl2sql.EVAL
-# Every question twice: the held-out ones were also trained on, so the test provider (which
-# answers a question with the SQL it was trained with) gets them right.
+# Every question twice: a held-out one was also trained on through its twin, so the test
+# provider (which answers a question with the SQL it was trained with) gets it right; unless
+# chance held out both twins (see assert_trained_questions_right).
 TWICE = nl2sql.TRAIN + nl2sql.TRAIN
 
 
@@ -75,13 +76,32 @@ def assert_trained_and_evaluated(ft: Finetuning, finetuning_id: str) -> dict[str
     return evaluation
 
 
+def assert_trained_questions_right(
+    ft: Finetuning, finetuning_id: str, evaluation: dict[str, Any]
+) -> None:
+    """Of TWICE's records, every held-out question whose twin was trained is answered right;
+    when none lost its twin (the held-out records are drawn at random, so both twins of one
+    question are held out in about 1 run in 19), the evaluation is perfect."""
+    held = set(evaluation["held_out"])
+    records = ft.store_records(finetuning_id)
+    trained = {r["question"] for r in records if r["id"] not in held}
+    asked = [r["question"] for r in records if r["id"] in held]
+    failed = {f["question"] for f in evaluation["failures"]}
+    assert not failed & trained, evaluation
+    assert evaluation["execution_accuracy"] == pytest.approx(
+        1 - len(evaluation["failures"]) / evaluation["total"]
+    )
+    if all(q in trained for q in asked):
+        assert evaluation["execution_accuracy"] == 1.0 and evaluation["exact_match"] == 1.0
+        assert evaluation["failures"] == []
+
+
 def test_sqlite_to_succeeded_with_an_evaluation(ft: Finetuning) -> None:
     conn = ft.connection()
     ft.golden_records(conn["id"], TWICE)
     created = ft.start(conn["id"], metadata={"team": "bi"})
     evaluation = assert_trained_and_evaluated(ft, created["id"])
-    assert evaluation["execution_accuracy"] == 1.0 and evaluation["exact_match"] == 1.0
-    assert evaluation["failures"] == []
+    assert_trained_questions_right(ft, created["id"], evaluation)
     assert ft.get(created["id"])["metadata"]["team"] == "bi"
     # The provider got the hyperparameters, typed, with the defaults.
     (job,) = ft.provider.jobs.values()
@@ -134,7 +154,7 @@ def test_postgresql_to_succeeded(ft: Finetuning, postgres_url: str, pg_schema: s
     ft.golden_records(conn["id"], qualified)
     created = ft.start(conn["id"])
     evaluation = assert_trained_and_evaluated(ft, created["id"])
-    assert evaluation["execution_accuracy"] == 1.0
+    assert_trained_questions_right(ft, created["id"], evaluation)
     assert f"{pg_schema}.employees" in training_lines(ft)[0]["messages"][0]["content"]
 
 
