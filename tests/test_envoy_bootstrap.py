@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import string
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import yaml
 
 from trainyard.gateway import config
 from trainyard.gateway.config import fill_template, render
+from trainyard.gateway.process import CONCURRENCY_VAR, EnvoyProcess
 from trainyard.runtime.http import CLIENT_ADDRESS_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,11 +102,6 @@ def test_slots_must_match_the_template() -> None:
 def test_envoy_runs_the_configured_worker_count(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
-    import urllib.request
-
-    from trainyard.gateway.process import CONCURRENCY_VAR, EnvoyProcess
-
     def workers() -> int:
         envoy = EnvoyProcess(render({"upload": "127.0.0.1:1"}, http_port=0), tmp_path / "e")
         envoy.start()
